@@ -1,0 +1,12 @@
+"""bigjax: JAX/Flax research code for Big Cooperative Learning (Cong, 2024).
+
+Modules:
+  gmm          full-covariance Gaussian mixtures as pytrees (log_prob, sample, marginal,
+               conditional, transform, add_noise, rotation, random_orthogonal)
+  divergences  KL and Jensen-Shannon between mixtures, by quadrature or Monte Carlo
+  surfaces     loss surfaces of matching tasks over parameter grids, in one jitted call
+  optima       local and global minima of sampled surfaces
+  two_gmm      the paper's tailored 2-D simulation (Sec. 3.3, App. B)
+  linalg       small-matrix linear algebra in pure jax.numpy
+"""
+__version__ = "0.1.0"
