@@ -1,0 +1,522 @@
+"""Tests for bigjax.gmm against scipy.stats, numpy conditioning and brute-force sampling."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+from jax import test_util
+
+from bigjax import gmm
+
+
+@pytest.fixture(autouse=True)
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+# ----------------------------------------------------------------------------------------------
+# Numpy references.
+
+def _random_params(seed, k, d, batch=()):
+  """Random weights `[*batch, K]`, means `[*batch, K, D]`, SPD covariances `[*batch, K, D, D]`."""
+  rng = np.random.default_rng(seed)
+  weights = rng.dirichlet(np.ones(k) * 2.0, size=batch)
+  means = rng.standard_normal(batch + (k, d)) * 1.5
+  a = rng.standard_normal(batch + (k, d, d)) * 0.6
+  covs = a @ np.swapaxes(a, -1, -2) + 0.4 * np.eye(d)
+  return weights, means, covs
+
+
+def _scipy_logpdf(x, weights, means, covs):
+  """log sum_k w_k N(x | m_k, C_k) for one mixture, x `[..., D]` -> `[...]`, by scipy."""
+  x = np.asarray(x, np.float64)
+  d = means.shape[-1]
+  flat = x.reshape(-1, d)
+  comps = [np.log(weights[k]) + np.atleast_1d(
+      scipy.stats.multivariate_normal(means[k], covs[k]).logpdf(flat)).reshape(-1)
+           for k in range(len(weights))]
+  return scipy.special.logsumexp(np.stack(comps), axis=0).reshape(x.shape[:-1])
+
+
+def _np_conditional(weights, means, covs, obs, values):
+  """Exact p(x_rest | x_obs = values) of one mixture, by Schur complements with np.linalg.inv."""
+  d = means.shape[-1]
+  rest = [i for i in range(d) if i not in obs]
+  obs = list(obs)
+  log_w, cmeans, ccovs = [], [], []
+  for w, m, c in zip(weights, means, covs):
+    s_oo_inv = np.linalg.inv(c[np.ix_(obs, obs)])
+    s_ro = c[np.ix_(rest, obs)]
+    cmeans.append(m[rest] + s_ro @ s_oo_inv @ (values - m[obs]))
+    ccovs.append(c[np.ix_(rest, rest)] - s_ro @ s_oo_inv @ s_ro.T)
+    log_w.append(np.log(w) + scipy.stats.multivariate_normal(m[obs], c[np.ix_(obs, obs)])
+                 .logpdf(values))
+  log_w = np.asarray(log_w)
+  return np.exp(log_w - scipy.special.logsumexp(log_w)), np.asarray(cmeans), np.asarray(ccovs)
+
+
+def _mixture_moments(weights, means, covs):
+  mean = np.einsum("k,kd->d", weights, means)
+  second = np.einsum("k,kij->ij", weights, covs + means[:, :, None] * means[:, None, :])
+  return mean, second - np.outer(mean, mean)
+
+
+def _np(g: gmm.GMM):
+  return np.asarray(g.weights), np.asarray(g.means), np.asarray(g.covariances)
+
+
+def _create(seed, k, d, batch=()):
+  w, m, c = _random_params(seed, k, d, batch)
+  return gmm.create(m, c, weights=w), (w, m, c)
+
+
+# ----------------------------------------------------------------------------------------------
+# create.
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(means=np.zeros((2, 2)), covariances=np.array([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])),
+     "covariances"),
+    (dict(means=np.zeros((2, 2)), covariances=np.array([np.eye(2), -np.eye(2)])),
+     "covariances"),
+    (dict(means=np.zeros((1, 2)), covariances=np.array([[[1.0, 0.5], [0.0, 1.0]]])),
+     "covariances"),
+    (dict(means=np.zeros((2, 2)), covariances=np.ones(2), weights=np.array([0.5, -0.1])),
+     "weights"),
+    (dict(means=np.zeros((2, 2)), covariances=np.ones(2), weights=np.array([0.2, 0.3, 0.5])),
+     "weights"),
+    (dict(means=np.zeros(3), covariances=np.ones(3)), "means"),
+    (dict(means=np.zeros((2, 3)), covariances=np.ones((2, 3, 4))), "covariances"),
+    (dict(means=np.zeros((2, 3)), covariances=np.ones((2, 4))), "covariances"),
+    (dict(means=np.zeros((2, 2)), scale_tril=np.array([np.eye(2), -np.eye(2)])), "scale_tril"),
+    (dict(means=np.zeros((2, 2)), scale_tril=np.ones((2, 3, 3))), "scale_tril"),
+    (dict(means=np.zeros((2, 2))), "covariances"),
+])
+def test_create_rejects_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    gmm.create(**kwargs)
+
+
+def test_create_covariance_forms_are_equal():
+  means = np.array([[0.0, 1.0, 2.0], [1.0, -1.0, 0.5]])
+  variances = np.array([0.5, 2.0])
+  iso = gmm.create(means, variances, weights=[1.0, 3.0])
+  diag = gmm.create(means, np.repeat(variances[:, None], 3, 1), weights=[1.0, 3.0])
+  full = gmm.create(means, variances[:, None, None] * np.eye(3), weights=[1.0, 3.0])
+  tril = gmm.create(means, scale_tril=np.sqrt(variances)[:, None, None] * np.eye(3),
+                    log_weights=np.log([2.0, 6.0]))
+  for other in (diag, full, tril):
+    for a, b in zip(iso, other):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(np.asarray(iso.weights), [0.25, 0.75], rtol=1e-12)
+  scalar = gmm.create(means, 0.5)
+  np.testing.assert_allclose(np.asarray(scalar.covariances), 0.5 * np.broadcast_to(np.eye(3),
+                                                                                   (2, 3, 3)))
+  np.testing.assert_allclose(np.asarray(scalar.weights), [0.5, 0.5])
+
+
+def test_create_full_covariance_gives_its_cholesky_factor():
+  w, m, c = _random_params(0, 3, 3)
+  g = gmm.create(m, c, weights=w)
+  np.testing.assert_allclose(np.asarray(g.scale_tril), np.linalg.cholesky(c), rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(g.covariances), c, rtol=1e-10)
+  assert (g.dim, g.num_components, g.batch_shape) == (3, 3, ())
+
+
+def test_create_broadcasts_batch_axes():
+  _, m, c = _random_params(1, 2, 2, batch=(4,))
+  g = gmm.create(m, c, weights=[0.3, 0.7])        # weights shared across the batch
+  assert g.batch_shape == (4,)
+  np.testing.assert_allclose(np.asarray(g.weights), np.broadcast_to([0.3, 0.7], (4, 2)))
+  np.testing.assert_allclose(np.asarray(g.covariances), c, rtol=1e-10)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: create() decides full/diagonal/isotropic by rank "
+                   "relative to means, so shared covariances do not broadcast against batched "
+                   "means ([K, D, D] is read as a batch of diagonals).")
+def test_create_broadcasts_shared_full_covariances_over_batched_means():
+  means = np.random.default_rng(2).standard_normal((2, 2, 2))   # batch 2, K = 2, D = 2
+  cov = np.array([[[1.0, 0.5], [0.5, 1.0]], [[2.0, 0.3], [0.3, 0.5]]])  # [K, D, D], shared
+  g = gmm.create(means, cov)
+  np.testing.assert_allclose(np.asarray(g.covariances), np.broadcast_to(cov, (2, 2, 2, 2)),
+                             rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# log_prob.
+
+@pytest.mark.parametrize("d", (1, 2, 3))
+def test_log_prob_matches_scipy(d):
+  g, (w, m, c) = _create(10 + d, 3, d)
+  x = np.random.default_rng(d).standard_normal((5, 4, d)) * 2.0   # sample axes [5, 4]
+  out = jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(x))
+  assert out.shape == (5, 4)
+  np.testing.assert_allclose(np.asarray(out), _scipy_logpdf(x, w, m, c), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("d", (1, 2, 3))
+def test_log_prob_batch_of_mixtures_at_batch_of_points(d):
+  g, (w, m, c) = _create(20 + d, 3, d, batch=(2, 3))
+  x = np.random.default_rng(d).standard_normal((4, 2, 3, d))      # sample axis 4 leads
+  out = np.asarray(jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(x)))
+  assert out.shape == (4, 2, 3)
+  for i in range(2):
+    for j in range(3):
+      np.testing.assert_allclose(out[:, i, j], _scipy_logpdf(x[:, i, j], w[i, j], m[i, j],
+                                                             c[i, j]), rtol=1e-10, atol=1e-10)
+  # Points without a batch axis broadcast against the mixtures' batch.
+  y = np.random.default_rng(5).standard_normal((6, 1, 1, d))
+  out = np.asarray(jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(y)))
+  assert out.shape == (6, 2, 3)
+  np.testing.assert_allclose(out[:, 1, 2], _scipy_logpdf(y[:, 0, 0], w[1, 2], m[1, 2], c[1, 2]),
+                             rtol=1e-10)
+  # vmap over the batch gives the same numbers.
+  vm = jax.jit(jax.vmap(jax.vmap(gmm.log_prob, in_axes=(0, 1), out_axes=1), in_axes=(0, 1),
+                        out_axes=1))(g, jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(vm), np.asarray(gmm.log_prob(g, jnp.asarray(x))),
+                             rtol=1e-12)
+
+
+@pytest.mark.parametrize("k, d", [(3, 10), (70, 2)])
+def test_log_prob_general_path_matches_scipy(k, d):
+  # D > 8 or K > 64 takes the columns path with solve_lower instead of the unrolled rows.
+  g, (w, m, c) = _create(30, k, d)
+  x = np.random.default_rng(3).standard_normal((7, d))
+  out = jax.jit(gmm.log_prob)(g, jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(out), _scipy_logpdf(x, w, m, c), rtol=1e-10, atol=1e-10)
+
+
+def test_log_prob_rejects_wrong_dimension():
+  g, _ = _create(0, 2, 3)
+  with pytest.raises(ValueError, match="x must have shape"):
+    gmm.log_prob(g, np.zeros((4, 2)))
+
+
+def test_log_prob_zero_weight_component_is_ignored():
+  g = gmm.create(np.array([[0.0], [3.0]]), np.array([1.0, 2.0]), weights=[1.0, 0.0])
+  x = np.linspace(-2, 5, 7)[:, None]
+  np.testing.assert_allclose(np.asarray(jax.jit(gmm.log_prob)(g, jnp.asarray(x))),
+                             scipy.stats.norm(0.0, 1.0).logpdf(x[:, 0]), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# marginal and conditional.
+
+@pytest.mark.parametrize("dims", [(0,), (0, 1), (2,), (1, 2), (2, 0), (2, 1, 0)])
+def test_marginal_matches_scipy(dims):
+  g, (w, m, c) = _create(40, 3, 3, batch=(2,))
+  marg = jax.jit(lambda g: gmm.marginal(g, dims))(g)
+  assert marg.dim == len(dims) and marg.batch_shape == (2,)
+  x = np.random.default_rng(4).standard_normal((5, 2, len(dims)))
+  out = np.asarray(gmm.log_prob(marg, jnp.asarray(x)))
+  idx = list(dims)
+  for b in range(2):
+    np.testing.assert_allclose(out[:, b], _scipy_logpdf(x[:, b], w[b], m[b][:, idx],
+                                                        c[b][:, idx][:, :, idx]), rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(marg.covariances), c[..., idx, :][..., idx], rtol=1e-10)
+
+
+def test_marginal_rejects_bad_dims():
+  g, _ = _create(0, 2, 3)
+  for dims, msg in [((), "dims is empty"), ((0, 0), "repeats"), ((3,), "outside")]:
+    with pytest.raises(ValueError, match=msg):
+      gmm.marginal(g, dims)
+
+
+@pytest.mark.parametrize("obs", [(0,), (1,), (0, 2), (2, 0)])
+def test_chain_rule_joint_equals_marginal_times_conditional(obs):
+  g, _ = _create(50, 3, 3)
+  rest = [i for i in range(3) if i not in obs]
+  x = np.random.default_rng(5).standard_normal((6, 3)) * 1.5
+  values = x[:, list(obs)]
+
+  @jax.jit
+  def chain(g, x, values):
+    cond = gmm.conditional(g, obs, values)            # batch (6,): one conditional per point
+    return gmm.log_prob(gmm.marginal(g, obs), values) + gmm.log_prob(cond, x[:, rest])
+
+  np.testing.assert_allclose(np.asarray(chain(g, jnp.asarray(x), jnp.asarray(values))),
+                             np.asarray(gmm.log_prob(g, jnp.asarray(x))), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("obs", [(0,), (1,), (0, 2), (2, 0)])
+def test_conditional_matches_numpy_schur_complement(obs):
+  g, (w, m, c) = _create(60, 3, 3)
+  values = np.random.default_rng(6).standard_normal((4, len(obs)))
+  cond = jax.jit(lambda g, v: gmm.conditional(g, obs, v))(g, jnp.asarray(values))
+  assert cond.batch_shape == (4,) and cond.dim == 3 - len(obs)
+  np.testing.assert_allclose(np.asarray(cond.weights).sum(-1), 1.0, rtol=1e-12)
+  for i in range(4):
+    rw, rm, rc = _np_conditional(w, m, c, obs, values[i])
+    np.testing.assert_allclose(np.asarray(cond.weights[i]), rw, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(cond.means[i]), rm, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(cond.covariances[i]), rc, rtol=1e-9, atol=1e-12)
+
+
+def test_conditional_of_a_batch_of_mixtures():
+  g, (w, m, c) = _create(61, 2, 3, batch=(3,))
+  values = np.array([0.3, -0.7])
+  cond = gmm.conditional(g, (1, 2), values)
+  assert cond.batch_shape == (3,)
+  for b in range(3):
+    rw, rm, rc = _np_conditional(w[b], m[b], c[b], (1, 2), values)
+    np.testing.assert_allclose(np.asarray(cond.weights[b]), rw, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(cond.means[b]), rm, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(cond.covariances[b]), rc, rtol=1e-9)
+
+
+def test_conditional_rejects_bad_arguments():
+  g, _ = _create(0, 2, 3)
+  with pytest.raises(ValueError, match="obs_dims"):
+    gmm.conditional(g, (0, 0), [1.0, 2.0])
+  with pytest.raises(ValueError, match="obs_dims"):
+    gmm.conditional(g, (3,), [1.0])
+  with pytest.raises(ValueError, match="obs_dims"):
+    gmm.conditional(g, (0, 1, 2), [1.0, 2.0, 3.0])
+  with pytest.raises(ValueError, match="obs_dims"):
+    gmm.conditional(g, (), [])
+  with pytest.raises(ValueError, match="values"):
+    gmm.conditional(g, (0, 1), [1.0, 2.0, 3.0])
+  with pytest.raises(ValueError, match="values"):
+    gmm.conditional(g, (0,), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# transform and add_noise.
+
+def test_transform_orthogonal_then_marginal_matches_scipy():
+  g, (w, m, c) = _create(70, 3, 3)
+  rng = np.random.default_rng(7)
+  a = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+  b = rng.standard_normal(3)
+  y = jax.jit(lambda g, a, b: gmm.transform(g, a, b))(g, jnp.asarray(a), jnp.asarray(b))
+  tm, tc = m @ a.T + b, a @ c @ a.T
+  pts = rng.standard_normal((5, 3))
+  np.testing.assert_allclose(np.asarray(gmm.log_prob(y, pts)), _scipy_logpdf(pts, w, tm, tc),
+                             rtol=1e-10)
+  marg = gmm.marginal(y, (2, 0))
+  pts2 = rng.standard_normal((5, 2))
+  np.testing.assert_allclose(np.asarray(gmm.log_prob(marg, pts2)),
+                             _scipy_logpdf(pts2, w, tm[:, [2, 0]], tc[:, [2, 0]][:, :, [2, 0]]),
+                             rtol=1e-10)
+  # An orthogonal map leaves densities unchanged up to the change of variables (|det A| = 1).
+  np.testing.assert_allclose(np.asarray(gmm.log_prob(y, pts @ a.T + b)),
+                             np.asarray(gmm.log_prob(g, pts)), rtol=1e-10)
+
+
+def test_transform_wide_matrix_matches_scipy():
+  g, (w, m, c) = _create(71, 3, 3, batch=(2,))
+  rng = np.random.default_rng(8)
+  a = rng.standard_normal((2, 3))                  # full row rank
+  b = rng.standard_normal(2)
+  y = jax.jit(lambda g, a, b: gmm.transform(g, a, b))(g, jnp.asarray(a), jnp.asarray(b))
+  assert y.dim == 2 and y.batch_shape == (2,)
+  pts = rng.standard_normal((5, 2, 2))
+  out = np.asarray(gmm.log_prob(y, pts))
+  for i in range(2):
+    np.testing.assert_allclose(out[:, i], _scipy_logpdf(pts[:, i], w[i], m[i] @ a.T + b,
+                                                        a @ c[i] @ a.T), rtol=1e-10)
+  marg = gmm.marginal(y, (1,))
+  np.testing.assert_allclose(np.asarray(marg.covariances[..., 0, 0]),
+                             np.einsum("j,bkjl,l->bk", a[1], c, a[1]), rtol=1e-10)
+
+
+def test_transform_batch_of_maps_under_vmap():
+  g, (w, m, c) = _create(72, 2, 2)
+  angles = np.array([0.1, 0.7, 2.0])
+  a = np.asarray(gmm.rotation(angles))
+  y = jax.jit(jax.vmap(gmm.transform, in_axes=(None, 0)))(g, jnp.asarray(a))
+  assert y.batch_shape == (3,)
+  np.testing.assert_allclose(np.asarray(y.means), np.einsum("bij,kj->bki", a, m), rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(y.covariances),
+                             np.einsum("bij,kjl,bml->bkim", a, c, a), rtol=1e-10)
+
+
+def test_transform_rejects_bad_arguments():
+  g, _ = _create(0, 2, 3)
+  with pytest.raises(ValueError, match="A"):
+    gmm.transform(g, np.eye(2))                            # wrong width
+  with pytest.raises(ValueError, match="A"):
+    gmm.transform(g, np.ones((2, 2)))                      # wrong width, square
+  with pytest.raises(ValueError, match="M > D"):
+    gmm.transform(g, np.ones((4, 3)))
+  with pytest.raises(ValueError, match="A"):
+    gmm.transform(g, np.ones(3))                           # not a matrix
+  with pytest.raises(ValueError, match="full row rank"):
+    gmm.transform(g, np.array([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]))
+  with pytest.raises(ValueError, match="b must have shape"):
+    gmm.transform(g, np.eye(3), np.zeros(2))
+
+
+def test_add_noise_matches_sampling():
+  w, m, c = _random_params(80, 3, 2)
+  g = gmm.create(m, c, weights=w)
+  noise_var = 0.3
+  noised = jax.jit(gmm.add_noise)(g, noise_var)
+  np.testing.assert_allclose(np.asarray(noised.covariances), c + noise_var * np.eye(2),
+                             rtol=1e-10)
+  rng = np.random.default_rng(9)
+  n = 200_000
+  comps = rng.choice(3, size=n, p=w)
+  eps = rng.standard_normal((n, 2))
+  x = m[comps] + np.einsum("nij,nj->ni", np.linalg.cholesky(c)[comps], eps)
+  x = x + np.sqrt(noise_var) * rng.standard_normal((n, 2))
+  mean, cov = _mixture_moments(*_np(noised))
+  # Standard errors are about sqrt(var / n) < 0.01 here.
+  np.testing.assert_allclose(x.mean(0), mean, atol=0.03)
+  np.testing.assert_allclose(np.cov(x.T), cov, atol=0.06, rtol=0.02)
+  # Without the noise the sample moments would be off by the noise variance.
+  assert np.abs(np.cov(x.T) - _mixture_moments(w, m, c)[1])[0, 0] > 0.2
+
+
+def test_add_noise_batched_variance_and_errors():
+  g, (_, _, c) = _create(81, 2, 2)
+  noised = gmm.add_noise(g, np.array([0.0, 0.5, 1.0]))
+  assert noised.batch_shape == (3,)
+  np.testing.assert_allclose(np.asarray(noised.covariances),
+                             c + np.array([0.0, 0.5, 1.0])[:, None, None, None] * np.eye(2),
+                             rtol=1e-10)
+  with pytest.raises(ValueError, match="variance"):
+    gmm.add_noise(g, -1.0)
+  with pytest.raises(ValueError, match="variance"):
+    gmm.add_noise(g, np.nan)
+
+
+# ----------------------------------------------------------------------------------------------
+# sample.
+
+def test_sample_moments_and_component_frequencies():
+  g, (w, m, c) = _create(90, 3, 2)
+  n = 100_000
+  x, comps = jax.jit(lambda g, r: gmm.sample(g, rng=r, sample_shape=(n,),
+                                             return_components=True))(g, jax.random.key(0))
+  x, comps = np.asarray(x), np.asarray(comps)
+  assert x.shape == (n, 2) and comps.shape == (n,)
+  freq = np.bincount(comps, minlength=3) / n
+  np.testing.assert_allclose(freq, w, atol=4 * np.sqrt(0.25 / n))
+  mean, cov = _mixture_moments(w, m, c)
+  np.testing.assert_allclose(x.mean(0), mean, atol=0.04)
+  np.testing.assert_allclose(np.cov(x.T), cov, atol=0.08, rtol=0.03)
+  for k in range(3):      # each component's samples have that component's moments
+    np.testing.assert_allclose(x[comps == k].mean(0), m[k], atol=0.06)
+    np.testing.assert_allclose(np.cov(x[comps == k].T), c[k], atol=0.12, rtol=0.05)
+
+
+def test_sample_with_batch_axes_and_determinism():
+  g, (w, m, c) = _create(91, 2, 3, batch=(2,))
+  fn = jax.jit(lambda g, r: gmm.sample(g, rng=r, sample_shape=(4000, 3)))
+  x1, x2 = fn(g, jax.random.key(1)), fn(g, jax.random.key(1))
+  assert x1.shape == (4000, 3, 2, 3)
+  np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+  assert not np.allclose(np.asarray(x1), np.asarray(fn(g, jax.random.key(2))))
+  x = np.asarray(x1).reshape(-1, 2, 3)
+  for b in range(2):
+    np.testing.assert_allclose(x[:, b].mean(0), _mixture_moments(w[b], m[b], c[b])[0],
+                               atol=0.1)
+
+
+def test_sample_reparameterised_gradient_wrt_means_is_the_component_fraction():
+  g, (w, _, _) = _create(92, 3, 2)
+  rng = jax.random.key(3)
+  n = 20_000
+
+  def mean_first_coordinate(means):
+    x = gmm.sample(g._replace(means=means), rng=rng, sample_shape=(n,))
+    return jnp.mean(x[:, 0])
+
+  grad = np.asarray(jax.jit(jax.grad(mean_first_coordinate))(g.means))
+  _, comps = gmm.sample(g, rng=rng, sample_shape=(n,), return_components=True)
+  frac = np.bincount(np.asarray(comps), minlength=3) / n
+  np.testing.assert_allclose(grad[:, 0], frac, rtol=1e-10)
+  np.testing.assert_allclose(grad[:, 1], 0.0, atol=1e-12)
+  np.testing.assert_allclose(grad[:, 0], w, atol=0.015)
+
+
+# ----------------------------------------------------------------------------------------------
+# rotation and random_orthogonal.
+
+def test_rotation_matrix():
+  angles = np.array([0.0, 0.3, -1.2, np.pi / 2, 3.0])
+  a = np.asarray(jax.jit(gmm.rotation)(jnp.asarray(angles)))
+  assert a.shape == (5, 2, 2)
+  c, s = np.cos(angles), np.sin(angles)
+  np.testing.assert_allclose(a, np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2),
+                             atol=1e-15)
+  np.testing.assert_allclose(a @ np.swapaxes(a, -1, -2), np.broadcast_to(np.eye(2), a.shape),
+                             atol=1e-14)
+  np.testing.assert_allclose(np.linalg.det(a), 1.0, rtol=1e-14)
+  # y = A x: a positive angle turns (1, 0) to (cos a, -sin a).
+  np.testing.assert_allclose(np.asarray(gmm.rotation(0.3)) @ [1.0, 0.0],
+                             [math.cos(0.3), -math.sin(0.3)], atol=1e-15)
+
+
+@pytest.mark.parametrize("dim", (1, 3, 5))
+def test_random_orthogonal_is_orthogonal_with_batch_shape(dim):
+  q = jax.jit(lambda r: gmm.random_orthogonal(r, dim, shape=(4, 2)))(jax.random.key(dim))
+  q = np.asarray(q)
+  assert q.shape == (4, 2, dim, dim)
+  np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(dim), q.shape),
+                             atol=1e-12)
+  np.testing.assert_allclose(np.abs(np.linalg.det(q)), 1.0, rtol=1e-12)
+  # Every matrix of the batch is its own draw (for dim 1 there are only +-1).
+  assert len({q[i, j].round(12).tobytes() for i in range(4) for j in range(2)}) == (
+      2 if dim == 1 else 8)
+
+
+def test_random_orthogonal_is_haar():
+  n = 2000
+  q = np.asarray(gmm.random_orthogonal(jax.random.key(11), 2, shape=(n,)))
+  det = np.linalg.det(q)
+  rot = q[det > 0]
+  assert abs(len(rot) / n - 0.5) < 4 * np.sqrt(0.25 / n)
+  angle = np.arctan2(rot[:, 1, 0], rot[:, 0, 0])
+  assert scipy.stats.kstest(angle, "uniform", args=(-np.pi, 2 * np.pi)).pvalue > 1e-3
+  np.testing.assert_allclose(q.mean(0), 0.0, atol=4 * np.sqrt(0.5 / n))
+  # In 3-D every entry of a Haar matrix is uniform on [-1, 1] (a coordinate of a uniform point
+  # on the sphere).
+  q3 = np.asarray(gmm.random_orthogonal(jax.random.key(12), 3, shape=(n,)))
+  for i, j in [(0, 0), (2, 1)]:
+    assert scipy.stats.kstest(q3[:, i, j], "uniform", args=(-1.0, 2.0)).pvalue > 1e-3
+  np.testing.assert_allclose(np.einsum("nij,nkj->ik", q3, q3) / n, np.eye(3), atol=1e-12)
+  # E[Q Q^T] is trivial; E[q_00^2] = 1 / 3 is not (a biased sampler such as plain QR without
+  # the sign fix still passes, so also test the sign balance of the diagonal).
+  np.testing.assert_allclose((q3[:, 0, 0] ** 2).mean(), 1 / 3, atol=0.02)
+  assert abs((q3[:, 0, 0] > 0).mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+def test_random_orthogonal_rejects_bad_dim():
+  with pytest.raises(ValueError, match="dim"):
+    gmm.random_orthogonal(jax.random.key(0), 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients.
+
+def test_log_prob_gradients():
+  g, _ = _create(100, 3, 2)
+  x = jnp.asarray(np.random.default_rng(10).standard_normal((4, 2)))
+  test_util.check_grads(jax.jit(lambda means: gmm.log_prob(g._replace(means=means), x)),
+                        (g.means,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+  test_util.check_grads(jax.jit(lambda l: gmm.log_prob(g._replace(scale_tril=l), x)),
+                        (g.scale_tril,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+  test_util.check_grads(jax.jit(lambda x: gmm.log_prob(g, x)), (x,), order=1, modes=["rev"],
+                        atol=1e-6, rtol=1e-6)
+
+
+def test_conditional_gradients_wrt_values():
+  g, _ = _create(101, 3, 3)
+  values = jnp.asarray([0.4, -0.2])
+  fn = jax.jit(lambda v: gmm.conditional(g, (0, 2), v).means)
+  test_util.check_grads(fn, (values,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+  # The conditional mean of each component is linear in the values, with slope
+  # Sigma_ro Sigma_oo^{-1}.
+  c = np.asarray(g.covariances)
+  jac = np.asarray(jax.jacrev(fn)(values))                        # [K, 1, 2]
+  for k in range(3):
+    slope = c[k][np.ix_([1], [0, 2])] @ np.linalg.inv(c[k][np.ix_([0, 2], [0, 2])])
+    np.testing.assert_allclose(jac[k], slope, rtol=1e-10)
+  fn_w = jax.jit(lambda v: gmm.conditional(g, (0, 2), v).log_weights)
+  test_util.check_grads(fn_w, (values,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
