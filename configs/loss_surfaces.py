@@ -18,7 +18,7 @@ Variants:
   fig10         multi-scale noising: the sigma^2 = 0.02 joint surface under growing noise.
   paper_family  exactly the reference's Fig. 3 family: joint, 12 rotated marginals, 7x7
                 rotated conditionals, and the two averages (what benchmarks/ times).
-  smoke         a 15x15 grid with one panel of each kind and a short trajectory (tests).
+  smoke         a 17x17 grid with one panel of each kind and a short trajectory (tests).
   all           fig2, fig3, fig7, fig8, fig9 and fig10 into workdir/<name>/.
 
 Expected result: every surface has its global minima at the grid points nearest to
@@ -151,7 +151,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        members=tuple(p["name"] for p in conditionals))]
     c.ncols = 13
   elif arg == "smoke":
-    c.grid_num = 15
+    c.grid_num = 17              # step 0.25: the optima (-1, 1), (1, -1) are grid points
     c.panels = [_panel("joint", "joint", angle_deg=30.0),
                 _panel("marginal_y1_rot030", "marginal", target_dims=(0,), angle_deg=30.0),
                 _panel("marginal_y1_rot120", "marginal", target_dims=(0,), angle_deg=120.0),

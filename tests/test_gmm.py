@@ -18,6 +18,15 @@ def x64():
     yield
 
 
+# The library functions as they are meant to be used: under jit (eager dispatch would also
+# compile every small op separately and dominate the suite's runtime).
+_log_prob = jax.jit(gmm.log_prob)
+_marginal = jax.jit(gmm.marginal, static_argnums=1)
+_conditional = jax.jit(gmm.conditional, static_argnums=1)
+_transform = jax.jit(gmm.transform)
+_add_noise = jax.jit(gmm.add_noise)
+
+
 # ----------------------------------------------------------------------------------------------
 # Numpy references.
 
@@ -66,12 +75,20 @@ def _mixture_moments(weights, means, covs):
 
 
 def _np(g: gmm.GMM):
-  return np.asarray(g.weights), np.asarray(g.means), np.asarray(g.covariances)
+  """(weights, means, covariances) of a GMM as numpy arrays, computed in numpy."""
+  l = np.asarray(g.scale_tril)
+  return np.exp(np.asarray(g.log_weights)), np.asarray(g.means), l @ np.swapaxes(l, -1, -2)
 
 
 def _create(seed, k, d, batch=()):
+  """A random mixture and its numpy parameters.
+
+  The GMM is assembled from numpy's Cholesky factors rather than by `gmm.create` (tested on its
+  own below): eager `create` dispatches op by op and would dominate the suite's runtime.
+  """
   w, m, c = _random_params(seed, k, d, batch)
-  return gmm.create(m, c, weights=w), (w, m, c)
+  return gmm.GMM(jnp.asarray(np.log(w)), jnp.asarray(m), jnp.asarray(np.linalg.cholesky(c))), (
+      w, m, c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +169,7 @@ def test_create_broadcasts_shared_full_covariances_over_batched_means():
 def test_log_prob_matches_scipy(d):
   g, (w, m, c) = _create(10 + d, 3, d)
   x = np.random.default_rng(d).standard_normal((5, 4, d)) * 2.0   # sample axes [5, 4]
-  out = jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(x))
+  out = _log_prob(g, jnp.asarray(x))
   assert out.shape == (5, 4)
   np.testing.assert_allclose(np.asarray(out), _scipy_logpdf(x, w, m, c), rtol=1e-10, atol=1e-10)
 
@@ -161,7 +178,7 @@ def test_log_prob_matches_scipy(d):
 def test_log_prob_batch_of_mixtures_at_batch_of_points(d):
   g, (w, m, c) = _create(20 + d, 3, d, batch=(2, 3))
   x = np.random.default_rng(d).standard_normal((4, 2, 3, d))      # sample axis 4 leads
-  out = np.asarray(jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(x)))
+  out = np.asarray(_log_prob(g, jnp.asarray(x)))
   assert out.shape == (4, 2, 3)
   for i in range(2):
     for j in range(3):
@@ -169,14 +186,14 @@ def test_log_prob_batch_of_mixtures_at_batch_of_points(d):
                                                              c[i, j]), rtol=1e-10, atol=1e-10)
   # Points without a batch axis broadcast against the mixtures' batch.
   y = np.random.default_rng(5).standard_normal((6, 1, 1, d))
-  out = np.asarray(jax.jit(lambda g, x: gmm.log_prob(g, x))(g, jnp.asarray(y)))
+  out = np.asarray(_log_prob(g, jnp.asarray(y)))
   assert out.shape == (6, 2, 3)
   np.testing.assert_allclose(out[:, 1, 2], _scipy_logpdf(y[:, 0, 0], w[1, 2], m[1, 2], c[1, 2]),
                              rtol=1e-10)
   # vmap over the batch gives the same numbers.
   vm = jax.jit(jax.vmap(jax.vmap(gmm.log_prob, in_axes=(0, 1), out_axes=1), in_axes=(0, 1),
                         out_axes=1))(g, jnp.asarray(x))
-  np.testing.assert_allclose(np.asarray(vm), np.asarray(gmm.log_prob(g, jnp.asarray(x))),
+  np.testing.assert_allclose(np.asarray(vm), np.asarray(_log_prob(g, jnp.asarray(x))),
                              rtol=1e-12)
 
 
@@ -185,7 +202,7 @@ def test_log_prob_general_path_matches_scipy(k, d):
   # D > 8 or K > 64 takes the columns path with solve_lower instead of the unrolled rows.
   g, (w, m, c) = _create(30, k, d)
   x = np.random.default_rng(3).standard_normal((7, d))
-  out = jax.jit(gmm.log_prob)(g, jnp.asarray(x))
+  out = _log_prob(g, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(out), _scipy_logpdf(x, w, m, c), rtol=1e-10, atol=1e-10)
 
 
@@ -198,7 +215,7 @@ def test_log_prob_rejects_wrong_dimension():
 def test_log_prob_zero_weight_component_is_ignored():
   g = gmm.create(np.array([[0.0], [3.0]]), np.array([1.0, 2.0]), weights=[1.0, 0.0])
   x = np.linspace(-2, 5, 7)[:, None]
-  np.testing.assert_allclose(np.asarray(jax.jit(gmm.log_prob)(g, jnp.asarray(x))),
+  np.testing.assert_allclose(np.asarray(_log_prob(g, jnp.asarray(x))),
                              scipy.stats.norm(0.0, 1.0).logpdf(x[:, 0]), rtol=1e-12)
 
 
@@ -208,15 +225,15 @@ def test_log_prob_zero_weight_component_is_ignored():
 @pytest.mark.parametrize("dims", [(0,), (0, 1), (2,), (1, 2), (2, 0), (2, 1, 0)])
 def test_marginal_matches_scipy(dims):
   g, (w, m, c) = _create(40, 3, 3, batch=(2,))
-  marg = jax.jit(lambda g: gmm.marginal(g, dims))(g)
+  marg = _marginal(g, dims)
   assert marg.dim == len(dims) and marg.batch_shape == (2,)
   x = np.random.default_rng(4).standard_normal((5, 2, len(dims)))
-  out = np.asarray(gmm.log_prob(marg, jnp.asarray(x)))
+  out = np.asarray(_log_prob(marg, jnp.asarray(x)))
   idx = list(dims)
   for b in range(2):
     np.testing.assert_allclose(out[:, b], _scipy_logpdf(x[:, b], w[b], m[b][:, idx],
                                                         c[b][:, idx][:, :, idx]), rtol=1e-10)
-  np.testing.assert_allclose(np.asarray(marg.covariances), c[..., idx, :][..., idx], rtol=1e-10)
+  np.testing.assert_allclose(_np(marg)[2], c[..., idx, :][..., idx], rtol=1e-10)
 
 
 def test_marginal_rejects_bad_dims():
@@ -239,33 +256,35 @@ def test_chain_rule_joint_equals_marginal_times_conditional(obs):
     return gmm.log_prob(gmm.marginal(g, obs), values) + gmm.log_prob(cond, x[:, rest])
 
   np.testing.assert_allclose(np.asarray(chain(g, jnp.asarray(x), jnp.asarray(values))),
-                             np.asarray(gmm.log_prob(g, jnp.asarray(x))), rtol=1e-10, atol=1e-10)
+                             np.asarray(_log_prob(g, jnp.asarray(x))), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("obs", [(0,), (1,), (0, 2), (2, 0)])
 def test_conditional_matches_numpy_schur_complement(obs):
   g, (w, m, c) = _create(60, 3, 3)
   values = np.random.default_rng(6).standard_normal((4, len(obs)))
-  cond = jax.jit(lambda g, v: gmm.conditional(g, obs, v))(g, jnp.asarray(values))
+  cond = _conditional(g, obs, jnp.asarray(values))
   assert cond.batch_shape == (4,) and cond.dim == 3 - len(obs)
-  np.testing.assert_allclose(np.asarray(cond.weights).sum(-1), 1.0, rtol=1e-12)
+  cw, cm, cc = _np(cond)
+  np.testing.assert_allclose(cw.sum(-1), 1.0, rtol=1e-12)
   for i in range(4):
     rw, rm, rc = _np_conditional(w, m, c, obs, values[i])
-    np.testing.assert_allclose(np.asarray(cond.weights[i]), rw, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(cond.means[i]), rm, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(cond.covariances[i]), rc, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cw[i], rw, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cm[i], rm, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cc[i], rc, rtol=1e-9, atol=1e-12)
 
 
 def test_conditional_of_a_batch_of_mixtures():
   g, (w, m, c) = _create(61, 2, 3, batch=(3,))
   values = np.array([0.3, -0.7])
-  cond = gmm.conditional(g, (1, 2), values)
+  cond = _conditional(g, (1, 2), jnp.asarray(values))
   assert cond.batch_shape == (3,)
+  cw, cm, cc = _np(cond)
   for b in range(3):
     rw, rm, rc = _np_conditional(w[b], m[b], c[b], (1, 2), values)
-    np.testing.assert_allclose(np.asarray(cond.weights[b]), rw, rtol=1e-9)
-    np.testing.assert_allclose(np.asarray(cond.means[b]), rm, rtol=1e-9)
-    np.testing.assert_allclose(np.asarray(cond.covariances[b]), rc, rtol=1e-9)
+    np.testing.assert_allclose(cw[b], rw, rtol=1e-9)
+    np.testing.assert_allclose(cm[b], rm, rtol=1e-9)
+    np.testing.assert_allclose(cc[b], rc, rtol=1e-9)
 
 
 def test_conditional_rejects_bad_arguments():
@@ -292,19 +311,19 @@ def test_transform_orthogonal_then_marginal_matches_scipy():
   rng = np.random.default_rng(7)
   a = np.linalg.qr(rng.standard_normal((3, 3)))[0]
   b = rng.standard_normal(3)
-  y = jax.jit(lambda g, a, b: gmm.transform(g, a, b))(g, jnp.asarray(a), jnp.asarray(b))
+  y = _transform(g, jnp.asarray(a), jnp.asarray(b))
   tm, tc = m @ a.T + b, a @ c @ a.T
   pts = rng.standard_normal((5, 3))
-  np.testing.assert_allclose(np.asarray(gmm.log_prob(y, pts)), _scipy_logpdf(pts, w, tm, tc),
+  np.testing.assert_allclose(np.asarray(_log_prob(y, pts)), _scipy_logpdf(pts, w, tm, tc),
                              rtol=1e-10)
-  marg = gmm.marginal(y, (2, 0))
+  marg = _marginal(y, (2, 0))
   pts2 = rng.standard_normal((5, 2))
-  np.testing.assert_allclose(np.asarray(gmm.log_prob(marg, pts2)),
+  np.testing.assert_allclose(np.asarray(_log_prob(marg, pts2)),
                              _scipy_logpdf(pts2, w, tm[:, [2, 0]], tc[:, [2, 0]][:, :, [2, 0]]),
                              rtol=1e-10)
   # An orthogonal map leaves densities unchanged up to the change of variables (|det A| = 1).
-  np.testing.assert_allclose(np.asarray(gmm.log_prob(y, pts @ a.T + b)),
-                             np.asarray(gmm.log_prob(g, pts)), rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(_log_prob(y, pts @ a.T + b)),
+                             np.asarray(_log_prob(g, pts)), rtol=1e-10)
 
 
 def test_transform_wide_matrix_matches_scipy():
@@ -312,15 +331,15 @@ def test_transform_wide_matrix_matches_scipy():
   rng = np.random.default_rng(8)
   a = rng.standard_normal((2, 3))                  # full row rank
   b = rng.standard_normal(2)
-  y = jax.jit(lambda g, a, b: gmm.transform(g, a, b))(g, jnp.asarray(a), jnp.asarray(b))
+  y = _transform(g, jnp.asarray(a), jnp.asarray(b))
   assert y.dim == 2 and y.batch_shape == (2,)
   pts = rng.standard_normal((5, 2, 2))
-  out = np.asarray(gmm.log_prob(y, pts))
+  out = np.asarray(_log_prob(y, pts))
   for i in range(2):
     np.testing.assert_allclose(out[:, i], _scipy_logpdf(pts[:, i], w[i], m[i] @ a.T + b,
                                                         a @ c[i] @ a.T), rtol=1e-10)
-  marg = gmm.marginal(y, (1,))
-  np.testing.assert_allclose(np.asarray(marg.covariances[..., 0, 0]),
+  marg = _marginal(y, (1,))
+  np.testing.assert_allclose(_np(marg)[2][..., 0, 0],
                              np.einsum("j,bkjl,l->bk", a[1], c, a[1]), rtol=1e-10)
 
 
@@ -331,8 +350,7 @@ def test_transform_batch_of_maps_under_vmap():
   y = jax.jit(jax.vmap(gmm.transform, in_axes=(None, 0)))(g, jnp.asarray(a))
   assert y.batch_shape == (3,)
   np.testing.assert_allclose(np.asarray(y.means), np.einsum("bij,kj->bki", a, m), rtol=1e-10)
-  np.testing.assert_allclose(np.asarray(y.covariances),
-                             np.einsum("bij,kjl,bml->bkim", a, c, a), rtol=1e-10)
+  np.testing.assert_allclose(_np(y)[2], np.einsum("bij,kjl,bml->bkim", a, c, a), rtol=1e-10)
 
 
 def test_transform_rejects_bad_arguments():
@@ -353,10 +371,10 @@ def test_transform_rejects_bad_arguments():
 
 def test_add_noise_matches_sampling():
   w, m, c = _random_params(80, 3, 2)
-  g = gmm.create(m, c, weights=w)
+  g, _ = _create(80, 3, 2)
   noise_var = 0.3
-  noised = jax.jit(gmm.add_noise)(g, noise_var)
-  np.testing.assert_allclose(np.asarray(noised.covariances), c + noise_var * np.eye(2),
+  noised = _add_noise(g, noise_var)
+  np.testing.assert_allclose(_np(noised)[2], c + noise_var * np.eye(2),
                              rtol=1e-10)
   rng = np.random.default_rng(9)
   n = 200_000
@@ -374,9 +392,9 @@ def test_add_noise_matches_sampling():
 
 def test_add_noise_batched_variance_and_errors():
   g, (_, _, c) = _create(81, 2, 2)
-  noised = gmm.add_noise(g, np.array([0.0, 0.5, 1.0]))
+  noised = _add_noise(g, np.array([0.0, 0.5, 1.0]))
   assert noised.batch_shape == (3,)
-  np.testing.assert_allclose(np.asarray(noised.covariances),
+  np.testing.assert_allclose(_np(noised)[2],
                              c + np.array([0.0, 0.5, 1.0])[:, None, None, None] * np.eye(2),
                              rtol=1e-10)
   with pytest.raises(ValueError, match="variance"):
@@ -428,7 +446,8 @@ def test_sample_reparameterised_gradient_wrt_means_is_the_component_fraction():
     return jnp.mean(x[:, 0])
 
   grad = np.asarray(jax.jit(jax.grad(mean_first_coordinate))(g.means))
-  _, comps = gmm.sample(g, rng=rng, sample_shape=(n,), return_components=True)
+  _, comps = jax.jit(lambda g: gmm.sample(g, rng=rng, sample_shape=(n,),
+                                          return_components=True))(g)
   frac = np.bincount(np.asarray(comps), minlength=3) / n
   np.testing.assert_allclose(grad[:, 0], frac, rtol=1e-10)
   np.testing.assert_allclose(grad[:, 1], 0.0, atol=1e-12)
@@ -513,7 +532,7 @@ def test_conditional_gradients_wrt_values():
   test_util.check_grads(fn, (values,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
   # The conditional mean of each component is linear in the values, with slope
   # Sigma_ro Sigma_oo^{-1}.
-  c = np.asarray(g.covariances)
+  c = _np(g)[2]
   jac = np.asarray(jax.jacrev(fn)(values))                        # [K, 1, 2]
   for k in range(3):
     slope = c[k][np.ix_([1], [0, 2])] @ np.linalg.inv(c[k][np.ix_([0, 2], [0, 2])])
