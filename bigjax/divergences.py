@@ -133,12 +133,35 @@ def _check_method(method, rng, num_samples):
 
 
 def _kl_mc(p: GMM, q: GMM, rng, num_samples: int, stick_the_landing: bool) -> jax.Array:
-  x, comps = gmm_lib.sample(p, rng=rng, sample_shape=(int(num_samples),), return_components=True)
   p_eval = jax.tree.map(jax.lax.stop_gradient, p) if stick_the_landing else p
-  log_ratio = gmm_lib.log_prob(p_eval, x) - gmm_lib.log_prob(q, x)          # [S, *B]
-  onehot = (comps[..., None] == jnp.arange(p.num_components)).astype(log_ratio.dtype)
-  sums = jnp.sum(onehot * log_ratio[..., None], axis=0)                      # [*B, K]
-  counts = jnp.sum(onehot, axis=0)
+  k, d, s = p.num_components, p.dim, int(num_samples)
+  if d > linalg.UNROLL_MAX_DIM or k > gmm_lib._UNROLL_MAX_COMPONENTS:
+    x, comps = gmm_lib.sample(p, rng=rng, sample_shape=(s,), return_components=True)
+    log_ratio = gmm_lib.log_prob(p_eval, x) - gmm_lib.log_prob(q, x)        # [S, *B]
+    onehot = jnp.moveaxis(comps[..., None] == jnp.arange(k), 0, -1)          # [*B, K, S]
+    log_ratio = jnp.moveaxis(log_ratio, 0, -1)[..., None, :]
+  else:
+    # Samples on the last axis, one array per coordinate, components picked by masks: the
+    # same draws as `gmm.sample` in distribution, without gathers (slow on XLA:CPU).
+    rng_c, rng_e = jax.random.split(rng)
+    batch = p.batch_shape
+    # Component by inverse CDF: one uniform per sample instead of K Gumbels and an argmax.
+    u = jax.random.uniform(rng_c, batch + (s,), p.means.dtype)
+    cdf = jnp.cumsum(jnp.exp(p.log_weights), axis=-1)
+    above = [(u >= cdf[..., c, None]).astype(p.means.dtype) for c in range(k - 1)]
+    masks = [1.0 - above[0]] if k > 1 else [jnp.ones_like(u)]
+    masks += [above[c - 1] - above[c] for c in range(1, k - 1)]
+    masks += [above[k - 2]] if k > 1 else []
+    eps = jax.random.normal(rng_e, (d,) + batch + (s,), p.means.dtype)
+    rows = []
+    for i in range(d):
+      rows.append(sum(masks[c] * (p.means[..., c, i, None] + sum(
+          p.scale_tril[..., c, i, j, None] * eps[j] for j in range(i + 1))) for c in range(k)))
+    log_ratio = (gmm_lib.log_prob_rows(p_eval, rows) - gmm_lib.log_prob_rows(q, rows))[..., None, :]
+    onehot = jnp.stack(masks, -2)                                              # [*B, K, S]
+  onehot = onehot.astype(p.means.dtype)
+  sums = jnp.sum(onehot * log_ratio, axis=-1)                                  # [*B, K]
+  counts = jnp.sum(onehot, axis=-1)
   # A component that drew no sample contributes nothing, as in the reference estimator.
   return jnp.sum(jnp.exp(p.log_weights) * sums / jnp.maximum(counts, 1.0), axis=-1)
 

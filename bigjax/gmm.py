@@ -84,7 +84,11 @@ def _check_dims(dims, dim: int, name: str) -> tuple[int, ...]:
   return dims
 
 
-def _check_positive_definite(covariances, name: str):
+_PD_HINT = ("Covariances must be symmetric positive definite (add a small multiple of the "
+            "identity, or pass `scale_tril` with a positive diagonal).")
+
+
+def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
   if not _is_concrete(covariances):
     return
   cov = np.asarray(covariances, dtype=np.float64)
@@ -98,8 +102,7 @@ def _check_positive_definite(covariances, name: str):
     idx = tuple(int(i) for i in bad[0])
     raise ValueError(
         f"{name} is not positive definite: matrix {idx} has smallest eigenvalue "
-        f"{eig_min[tuple(bad[0])]:.3g}. Covariances must be symmetric positive definite "
-        "(add a small multiple of the identity, or pass `scale_tril` with a positive diagonal).")
+        f"{eig_min[tuple(bad[0])]:.3g}. {hint}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,8 +421,9 @@ def transform(gmm: GMM, A, b=None) -> GMM:
     means = means + b[..., None, :]
   factor = A[..., None, :, :] @ gmm.scale_tril                               # [*b, K, M, D]
   cov = factor @ jnp.swapaxes(factor, -1, -2)
-  if _is_concrete(cov) and m < d:
-    _check_positive_definite(cov, "A Sigma A^T (A must have full row rank)")
+  if _is_concrete(cov):
+    _check_positive_definite(cov, "A Sigma A^T", f"A of shape {A.shape} must have full row "
+                             "rank (an orthogonal matrix, for instance); this one is singular.")
   tril = _cholesky(cov)
   log_weights = jnp.broadcast_to(gmm.log_weights, means.shape[:-1])
   return GMM(log_weights, means, tril)
