@@ -114,7 +114,8 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
   Args:
     means: `[..., K, D]` component means.
     covariances: `[..., K, D, D]` symmetric positive definite covariances, or `[..., K, D]`
-      diagonals, or `[..., K]` / scalar isotropic variances. Exactly one of `covariances` and
+      diagonals, or `[..., K]` / scalar isotropic variances (read in that order when a shape
+      fits several, e.g. K == D); leading axes broadcast against the means'. Exactly one of `covariances` and
       `scale_tril` is given.
     weights: `[..., K]` non-negative mixture weights (normalised here). Default: uniform.
     log_weights: `[..., K]` unnormalised log weights, instead of `weights`.
@@ -134,18 +135,19 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
     raise ValueError("Give exactly one of `covariances` and `scale_tril`.")
   if covariances is not None:
     cov = jnp.asarray(covariances, dtype)
-    # Decided by rank relative to means [..., K, D]: full [..., K, D, D], diagonal [..., K, D],
-    # isotropic [..., K] or scalar.
-    if cov.ndim == means.ndim + 1 and cov.shape[-2:] == (d, d):
+    # Read by shape, in this order (a shape that fits several reads takes the first):
+    # full [..., K, D, D], diagonal [..., K, D], isotropic [..., K] or scalar; leading batch
+    # axes broadcast against the means' (shared covariances with batched means included).
+    if cov.ndim >= 3 and cov.shape[-3:] == (k, d, d) and cov.ndim - 3 <= means.ndim - 2:
       pass
-    elif cov.ndim == means.ndim and cov.shape[-1] == d:
+    elif cov.ndim >= 2 and cov.shape[-2:] == (k, d) and cov.ndim - 2 <= means.ndim - 2:
       cov = cov[..., :, None] * jnp.eye(d, dtype=dtype)
-    elif cov.ndim <= means.ndim - 1:
+    elif cov.ndim == 0 or (cov.shape[-1] == k and cov.ndim - 1 <= means.ndim - 2):
       cov = cov[..., None, None] * jnp.eye(d, dtype=dtype)
     else:
       raise ValueError(f"covariances of shape {cov.shape} do not fit means of shape "
                        f"{means.shape}: expected [..., {k}, {d}, {d}] (full), [..., {k}, {d}] "
-                       f"(diagonal) or [..., {k}] (isotropic).")
+                       f"(diagonal), [..., {k}] (isotropic) or a scalar.")
     _check_positive_definite(cov, "covariances")
     scale_tril = _cholesky(cov)
   else:
