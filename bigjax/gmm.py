@@ -91,18 +91,26 @@ _PD_HINT = ("Covariances must be symmetric positive definite (add a small multip
 def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
   if not _is_concrete(covariances):
     return
+  dtype = np.asarray(covariances).dtype
+  eps = np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps
   cov = np.asarray(covariances, dtype=np.float64)
   if not np.all(np.isfinite(cov)):
     raise ValueError(f"{name} contains NaN or inf.")
   if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-5, atol=1e-8):
     raise ValueError(f"{name} is not symmetric; pass symmetric covariance matrices.")
-  eig_min = np.linalg.eigvalsh(cov).min(axis=-1) if cov.size else np.zeros(0)
-  bad = np.argwhere(eig_min <= 0)
+  if not cov.size:
+    return
+  eigs = np.linalg.eigvalsh(cov)
+  eig_min = eigs.min(axis=-1)
+  # Relative to the largest eigenvalue and the input's precision: a matrix that is singular
+  # up to rounding would give a Cholesky factor of noise (or NaN) in that precision.
+  bad = np.argwhere(eig_min <= cov.shape[-1] * eps * np.abs(eigs).max(axis=-1))
   if bad.size:
     idx = tuple(int(i) for i in bad[0])
     raise ValueError(
         f"{name} is not positive definite: matrix {idx} has smallest eigenvalue "
-        f"{eig_min[tuple(bad[0])]:.3g}. {hint}")
+        f"{eig_min[tuple(bad[0])]:.3g} against largest {np.abs(eigs[tuple(bad[0])]).max():.3g} "
+        f"(singular in {np.dtype(dtype).name} precision). {hint}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,11 +146,11 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
     # Read by shape, in this order (a shape that fits several reads takes the first):
     # full [..., K, D, D], diagonal [..., K, D], isotropic [..., K] or scalar; leading batch
     # axes broadcast against the means' (shared covariances with batched means included).
-    if cov.ndim >= 3 and cov.shape[-3:] == (k, d, d) and cov.ndim - 3 <= means.ndim - 2:
+    if cov.ndim >= 3 and cov.shape[-3:] == (k, d, d):
       pass
-    elif cov.ndim >= 2 and cov.shape[-2:] == (k, d) and cov.ndim - 2 <= means.ndim - 2:
+    elif cov.ndim >= 2 and cov.shape[-2:] == (k, d):
       cov = cov[..., :, None] * jnp.eye(d, dtype=dtype)
-    elif cov.ndim == 0 or (cov.shape[-1] == k and cov.ndim - 1 <= means.ndim - 2):
+    elif cov.ndim == 0 or cov.shape[-1] == k:
       cov = cov[..., None, None] * jnp.eye(d, dtype=dtype)
     else:
       raise ValueError(f"covariances of shape {cov.shape} do not fit means of shape "

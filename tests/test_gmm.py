@@ -18,6 +18,12 @@ def x64():
     yield
 
 
+def _key(seed):
+  """A PRNG key. The library is agnostic to the key's implementation; "rbg" programs compile
+  about ten times faster than threefry ones on a small CPU, which keeps the suite fast."""
+  return jax.random.key(seed, impl="rbg")
+
+
 # The library functions as they are meant to be used: under jit (eager dispatch would also
 # compile every small op separately and dominate the suite's runtime).
 _log_prob = jax.jit(gmm.log_prob)
@@ -94,23 +100,48 @@ def _create(seed, k, d, batch=()):
 # ----------------------------------------------------------------------------------------------
 # create.
 
+_I2 = np.eye(2)
+
+
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(means=np.zeros((2, 2)), covariances=np.array([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])),
-     "covariances"),
-    (dict(means=np.zeros((2, 2)), covariances=np.array([np.eye(2), -np.eye(2)])),
-     "covariances"),
-    (dict(means=np.zeros((1, 2)), covariances=np.array([[[1.0, 0.5], [0.0, 1.0]]])),
-     "covariances"),
-    (dict(means=np.zeros((2, 2)), covariances=np.ones(2), weights=np.array([0.5, -0.1])),
-     "weights"),
-    (dict(means=np.zeros((2, 2)), covariances=np.ones(2), weights=np.array([0.2, 0.3, 0.5])),
-     "weights"),
-    (dict(means=np.zeros(3), covariances=np.ones(3)), "means"),
-    (dict(means=np.zeros((2, 3)), covariances=np.ones((2, 3, 4))), "covariances"),
-    (dict(means=np.zeros((2, 3)), covariances=np.ones((2, 4))), "covariances"),
-    (dict(means=np.zeros((2, 2)), scale_tril=np.array([np.eye(2), -np.eye(2)])), "scale_tril"),
-    (dict(means=np.zeros((2, 2)), scale_tril=np.ones((2, 3, 3))), "scale_tril"),
-    (dict(means=np.zeros((2, 2))), "covariances"),
+    pytest.param(dict(means=np.zeros((2, 2)),
+                      covariances=np.array([_I2, [[1.0, 2.0], [2.0, 1.0]]])),
+                 "covariances is not positive definite: matrix \\(1,\\)", id="indefinite"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=np.array([_I2, -_I2])),
+                 "covariances is not positive definite", id="negative-definite"),
+    pytest.param(dict(means=np.zeros((2, 3)), covariances=np.array([[1.0, 1.0, 1.0],
+                                                                    [1.0, 0.0, 1.0]])),
+                 "covariances is not positive definite", id="zero-diagonal-variance"),
+    pytest.param(dict(means=np.zeros((1, 2)), covariances=np.array([[[1.0, 0.5], [0.0, 1.0]]])),
+                 "covariances is not symmetric", id="non-symmetric"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=np.array([[[1.0, np.nan], [np.nan, 1.0]],
+                                                                   _I2])),
+                 "covariances contains NaN", id="nan-covariance"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, weights=np.array([0.5, -0.1])),
+                 "weights must be finite, non-negative", id="negative-weight"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, weights=np.zeros(2)),
+                 "weights must be finite, non-negative and not all zero", id="zero-weights"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, weights=np.array([0.2, 0.3, 0.5])),
+                 "weights must have shape \\[..., 2\\]", id="weight-shape"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, log_weights=np.zeros(3)),
+                 "weights must have shape", id="log-weight-shape"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, weights=np.ones(2),
+                      log_weights=np.zeros(2)), "weights", id="weights-and-log-weights"),
+    pytest.param(dict(means=np.zeros(3), covariances=np.ones(3)), "means must have shape",
+                 id="rank-1-means"),
+    pytest.param(dict(means=np.zeros((2, 3)), covariances=np.ones((2, 3, 4))),
+                 "covariances of shape \\(2, 3, 4\\)", id="full-covariance-shape"),
+    pytest.param(dict(means=np.zeros((2, 3)), covariances=np.ones((2, 4))),
+                 "covariances of shape", id="diagonal-covariance-shape"),
+    pytest.param(dict(means=np.zeros((2, 2)), scale_tril=np.array([_I2, -_I2])),
+                 "scale_tril must have a strictly positive diagonal", id="scale-tril-sign"),
+    pytest.param(dict(means=np.zeros((2, 2)), scale_tril=np.ones((2, 3, 3))),
+                 "scale_tril must have shape", id="scale-tril-shape"),
+    pytest.param(dict(means=np.zeros((2, 2))), "covariances", id="no-covariance"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, scale_tril=np.ones((2, 2, 2))),
+                 "covariances", id="both-covariance-forms"),
+    pytest.param(dict(means=np.zeros((3, 2, 2)), covariances=1.0, weights=np.ones((2, 2))),
+                 "Batch shapes do not broadcast", id="batch-mismatch"),
 ])
 def test_create_rejects_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -151,15 +182,38 @@ def test_create_broadcasts_batch_axes():
   np.testing.assert_allclose(np.asarray(g.covariances), c, rtol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: create() decides full/diagonal/isotropic by rank "
-                   "relative to means, so shared covariances do not broadcast against batched "
-                   "means ([K, D, D] is read as a batch of diagonals).")
 def test_create_broadcasts_shared_full_covariances_over_batched_means():
   means = np.random.default_rng(2).standard_normal((2, 2, 2))   # batch 2, K = 2, D = 2
   cov = np.array([[[1.0, 0.5], [0.5, 1.0]], [[2.0, 0.3], [0.3, 0.5]]])  # [K, D, D], shared
   g = gmm.create(means, cov)
   np.testing.assert_allclose(np.asarray(g.covariances), np.broadcast_to(cov, (2, 2, 2, 2)),
                              rtol=1e-10)
+
+
+def test_create_broadcasts_shared_covariance_forms_over_batched_means():
+  means = np.random.default_rng(3).standard_normal((4, 2, 3))   # batch 4, K = 2, D = 3
+  diag = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 4.0]])             # [K, D], shared
+  g = gmm.create(means, diag)
+  np.testing.assert_allclose(np.asarray(g.covariances),
+                             np.broadcast_to(diag[:, :, None] * np.eye(3), (4, 2, 3, 3)))
+  iso = np.array([[1.0, 2.0]] * 4) * np.arange(1, 5)[:, None]    # [B, K]
+  g = gmm.create(means, iso)
+  np.testing.assert_allclose(np.asarray(g.covariances), iso[:, :, None, None] * np.eye(3))
+  # With K == D a [K, D] array fits both a diagonal and a batch of isotropic variances; the
+  # documented order reads it as diagonal.
+  g = gmm.create(np.zeros((2, 2)), np.array([[1.0, 2.0], [3.0, 4.0]]))
+  np.testing.assert_allclose(np.asarray(g.covariances), [np.diag([1.0, 2.0]), np.diag([3.0, 4.0])])
+
+
+def test_create_broadcasts_batched_covariances_over_shared_means():
+  means = np.array([[0.0, 1.0], [2.0, -1.0]])                     # K = 2, D = 2, no batch
+  scales = np.array([0.5, 1.0, 2.0])
+  cov = scales[:, None, None, None] * np.array([[[1.0, 0.5], [0.5, 1.0]],
+                                                 [[2.0, 0.3], [0.3, 0.5]]])   # [3, K, D, D]
+  by_tril = gmm.create(means, scale_tril=np.linalg.cholesky(cov))
+  assert by_tril.batch_shape == (3,)
+  g = gmm.create(means, cov)
+  np.testing.assert_allclose(np.asarray(g.covariances), cov, rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +228,7 @@ def test_log_prob_matches_scipy(d):
   np.testing.assert_allclose(np.asarray(out), _scipy_logpdf(x, w, m, c), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("d", (1, 2, 3))
+@pytest.mark.parametrize("d", (1, 3))
 def test_log_prob_batch_of_mixtures_at_batch_of_points(d):
   g, (w, m, c) = _create(20 + d, 3, d, batch=(2, 3))
   x = np.random.default_rng(d).standard_normal((4, 2, 3, d))      # sample axis 4 leads
@@ -222,7 +276,7 @@ def test_log_prob_zero_weight_component_is_ignored():
 # ----------------------------------------------------------------------------------------------
 # marginal and conditional.
 
-@pytest.mark.parametrize("dims", [(0,), (0, 1), (2,), (1, 2), (2, 0), (2, 1, 0)])
+@pytest.mark.parametrize("dims", [(0, 1), (2,), (2, 0), (2, 1, 0)])
 def test_marginal_matches_scipy(dims):
   g, (w, m, c) = _create(40, 3, 3, batch=(2,))
   marg = _marginal(g, dims)
@@ -243,7 +297,7 @@ def test_marginal_rejects_bad_dims():
       gmm.marginal(g, dims)
 
 
-@pytest.mark.parametrize("obs", [(0,), (1,), (0, 2), (2, 0)])
+@pytest.mark.parametrize("obs", [(0,), (1,), (0, 2)])
 def test_chain_rule_joint_equals_marginal_times_conditional(obs):
   g, _ = _create(50, 3, 3)
   rest = [i for i in range(3) if i not in obs]
@@ -259,7 +313,7 @@ def test_chain_rule_joint_equals_marginal_times_conditional(obs):
                              np.asarray(_log_prob(g, jnp.asarray(x))), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("obs", [(0,), (1,), (0, 2), (2, 0)])
+@pytest.mark.parametrize("obs", [(1,), (0, 2), (2, 0)])
 def test_conditional_matches_numpy_schur_complement(obs):
   g, (w, m, c) = _create(60, 3, 3)
   values = np.random.default_rng(6).standard_normal((4, len(obs)))
@@ -355,27 +409,55 @@ def test_transform_batch_of_maps_under_vmap():
 
 def test_transform_rejects_bad_arguments():
   g, _ = _create(0, 2, 3)
-  with pytest.raises(ValueError, match="A"):
-    gmm.transform(g, np.eye(2))                            # wrong width
-  with pytest.raises(ValueError, match="A"):
-    gmm.transform(g, np.ones((2, 2)))                      # wrong width, square
-  with pytest.raises(ValueError, match="M > D"):
+  with pytest.raises(ValueError, match="A has shape \\(2, 2\\): its last axis"):
+    gmm.transform(g, np.eye(2))                            # square, wrong width
+  with pytest.raises(ValueError, match="A has shape \\(3, 2\\): its last axis"):
+    gmm.transform(g, np.ones((3, 2)))                      # wrong width
+  with pytest.raises(ValueError, match="A has shape \\(4, 3\\).*M > D"):
     gmm.transform(g, np.ones((4, 3)))
-  with pytest.raises(ValueError, match="A"):
-    gmm.transform(g, np.ones(3))                           # not a matrix
+  with pytest.raises(ValueError, match="A must be a matrix"):
+    gmm.transform(g, np.ones(3))
   with pytest.raises(ValueError, match="full row rank"):
-    gmm.transform(g, np.array([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]))
+    gmm.transform(g, np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+  with pytest.raises(ValueError, match="full row rank"):
+    gmm.transform(g, np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
   with pytest.raises(ValueError, match="b must have shape"):
     gmm.transform(g, np.eye(3), np.zeros(2))
 
 
+def test_create_rejects_rank_deficient_covariances():
+  rng = np.random.default_rng(0)
+  accepted = 0
+  for _ in range(20):
+    v = rng.standard_normal((3, 2))
+    try:
+      gmm.create(np.zeros((1, 3)), (v @ v.T)[None])             # rank 2 of 3
+      accepted += 1
+    except ValueError:
+      pass
+  assert accepted == 0, f"{accepted} of 20 singular covariances accepted"
+
+
+def test_transform_rejects_singular_square_maps():
+  g, _ = _create(0, 2, 3)
+  rng = np.random.default_rng(1)
+  accepted = 0
+  for _ in range(20):
+    a = rng.standard_normal((3, 2)) @ rng.standard_normal((2, 3))  # rank 2 of 3
+    try:
+      gmm.transform(g, a)
+      accepted += 1
+    except ValueError:
+      pass
+  assert accepted == 0, f"{accepted} of 20 singular maps accepted"
+
+
 def test_add_noise_matches_sampling():
-  w, m, c = _random_params(80, 3, 2)
-  g, _ = _create(80, 3, 2)
+  g, (w, m, c) = _create(80, 3, 2)
   noise_var = 0.3
   noised = _add_noise(g, noise_var)
-  np.testing.assert_allclose(_np(noised)[2], c + noise_var * np.eye(2),
-                             rtol=1e-10)
+  np.testing.assert_allclose(_np(noised)[2], c + noise_var * np.eye(2), rtol=1e-10)
+  np.testing.assert_allclose(_np(noised)[1], m, rtol=1e-12)
   rng = np.random.default_rng(9)
   n = 200_000
   comps = rng.choice(3, size=n, p=w)
@@ -410,7 +492,7 @@ def test_sample_moments_and_component_frequencies():
   g, (w, m, c) = _create(90, 3, 2)
   n = 100_000
   x, comps = jax.jit(lambda g, r: gmm.sample(g, rng=r, sample_shape=(n,),
-                                             return_components=True))(g, jax.random.key(0))
+                                             return_components=True))(g, _key(0))
   x, comps = np.asarray(x), np.asarray(comps)
   assert x.shape == (n, 2) and comps.shape == (n,)
   freq = np.bincount(comps, minlength=3) / n
@@ -426,10 +508,10 @@ def test_sample_moments_and_component_frequencies():
 def test_sample_with_batch_axes_and_determinism():
   g, (w, m, c) = _create(91, 2, 3, batch=(2,))
   fn = jax.jit(lambda g, r: gmm.sample(g, rng=r, sample_shape=(4000, 3)))
-  x1, x2 = fn(g, jax.random.key(1)), fn(g, jax.random.key(1))
+  x1, x2 = fn(g, _key(1)), fn(g, _key(1))
   assert x1.shape == (4000, 3, 2, 3)
   np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
-  assert not np.allclose(np.asarray(x1), np.asarray(fn(g, jax.random.key(2))))
+  assert not np.allclose(np.asarray(x1), np.asarray(fn(g, _key(2))))
   x = np.asarray(x1).reshape(-1, 2, 3)
   for b in range(2):
     np.testing.assert_allclose(x[:, b].mean(0), _mixture_moments(w[b], m[b], c[b])[0],
@@ -438,7 +520,7 @@ def test_sample_with_batch_axes_and_determinism():
 
 def test_sample_reparameterised_gradient_wrt_means_is_the_component_fraction():
   g, (w, _, _) = _create(92, 3, 2)
-  rng = jax.random.key(3)
+  rng = _key(3)
   n = 20_000
 
   def mean_first_coordinate(means):
@@ -472,9 +554,9 @@ def test_rotation_matrix():
                              [math.cos(0.3), -math.sin(0.3)], atol=1e-15)
 
 
-@pytest.mark.parametrize("dim", (1, 3, 5))
+@pytest.mark.parametrize("dim", (1, 4))
 def test_random_orthogonal_is_orthogonal_with_batch_shape(dim):
-  q = jax.jit(lambda r: gmm.random_orthogonal(r, dim, shape=(4, 2)))(jax.random.key(dim))
+  q = jax.jit(lambda r: gmm.random_orthogonal(r, dim, shape=(4, 2)))(_key(dim))
   q = np.asarray(q)
   assert q.shape == (4, 2, dim, dim)
   np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(dim), q.shape),
@@ -487,7 +569,8 @@ def test_random_orthogonal_is_orthogonal_with_batch_shape(dim):
 
 def test_random_orthogonal_is_haar():
   n = 2000
-  q = np.asarray(gmm.random_orthogonal(jax.random.key(11), 2, shape=(n,)))
+  draw = jax.jit(gmm.random_orthogonal, static_argnames=("dim", "shape"))
+  q = np.asarray(draw(_key(11), dim=2, shape=(n,)))
   det = np.linalg.det(q)
   rot = q[det > 0]
   assert abs(len(rot) / n - 0.5) < 4 * np.sqrt(0.25 / n)
@@ -496,19 +579,18 @@ def test_random_orthogonal_is_haar():
   np.testing.assert_allclose(q.mean(0), 0.0, atol=4 * np.sqrt(0.5 / n))
   # In 3-D every entry of a Haar matrix is uniform on [-1, 1] (a coordinate of a uniform point
   # on the sphere).
-  q3 = np.asarray(gmm.random_orthogonal(jax.random.key(12), 3, shape=(n,)))
+  q3 = np.asarray(draw(_key(12), dim=3, shape=(n,)))
   for i, j in [(0, 0), (2, 1)]:
     assert scipy.stats.kstest(q3[:, i, j], "uniform", args=(-1.0, 2.0)).pvalue > 1e-3
-  np.testing.assert_allclose(np.einsum("nij,nkj->ik", q3, q3) / n, np.eye(3), atol=1e-12)
-  # E[Q Q^T] is trivial; E[q_00^2] = 1 / 3 is not (a biased sampler such as plain QR without
-  # the sign fix still passes, so also test the sign balance of the diagonal).
-  np.testing.assert_allclose((q3[:, 0, 0] ** 2).mean(), 1 / 3, atol=0.02)
-  assert abs((q3[:, 0, 0] > 0).mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+  np.testing.assert_allclose((q3 ** 2).mean(0), np.full((3, 3), 1 / 3), atol=0.03)
+  # QR without the sign fix (R's diagonal of either sign) biases the signs of the diagonal.
+  assert np.all(np.abs((np.diagonal(q3, axis1=1, axis2=2) > 0).mean(0) - 0.5)
+                < 4 * np.sqrt(0.25 / n))
 
 
 def test_random_orthogonal_rejects_bad_dim():
   with pytest.raises(ValueError, match="dim"):
-    gmm.random_orthogonal(jax.random.key(0), 0)
+    gmm.random_orthogonal(_key(0), 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,12 +599,19 @@ def test_random_orthogonal_rejects_bad_dim():
 def test_log_prob_gradients():
   g, _ = _create(100, 3, 2)
   x = jnp.asarray(np.random.default_rng(10).standard_normal((4, 2)))
-  test_util.check_grads(jax.jit(lambda means: gmm.log_prob(g._replace(means=means), x)),
-                        (g.means,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
-  test_util.check_grads(jax.jit(lambda l: gmm.log_prob(g._replace(scale_tril=l), x)),
-                        (g.scale_tril,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
-  test_util.check_grads(jax.jit(lambda x: gmm.log_prob(g, x)), (x,), order=1, modes=["rev"],
-                        atol=1e-6, rtol=1e-6)
+  # With respect to the means, the Cholesky factors and the points, all at once.
+  fn = jax.jit(lambda means, l, x: gmm.log_prob(g._replace(means=means, scale_tril=l), x))
+  test_util.check_grads(fn, (g.means, g.scale_tril, x), order=1, modes=["rev"], atol=1e-6,
+                        rtol=1e-6)
+  # d/dmu_k log p(x) = r_k(x) Sigma_k^{-1} (x - mu_k), with r_k the responsibilities.
+  w, m, c = _np(g)
+  xs = np.asarray(x)
+  grad = np.asarray(jax.grad(lambda means: fn(means, g.scale_tril, x)[0])(g.means))
+  log_r = np.array([np.log(w[k]) + scipy.stats.multivariate_normal(m[k], c[k]).logpdf(xs[0])
+                    for k in range(3)])
+  r = np.exp(log_r - scipy.special.logsumexp(log_r))
+  expected = np.stack([r[k] * np.linalg.solve(c[k], xs[0] - m[k]) for k in range(3)])
+  np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_conditional_gradients_wrt_values():
