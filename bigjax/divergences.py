@@ -8,11 +8,11 @@ reverse KL that the paper's simulations minimise (Sec. 3.3, 4.1). Two estimators
   whitened coordinates. Nodes whose weights add up to less than 1e-14 are dropped, which keeps
   high-order rules cheap (a 1024-point 1-D rule keeps 158 nodes). High orders matter: log p and
   log q are log-sum-exps with near-kinks where two components cross, on which Gauss-Hermite
-  converges slowly. Measured worst-case errors against adaptive scipy integration for the
-  paper's 2-GMM problem (benchmarks/RESULTS.md): in 1-D, 8e-5 with 256 points and 3e-8 with
-  1024 (the default) at sigma^2 = 0.02, 1e-8 with 256 points at sigma^2 = 0.1; for the 2-D joint,
-  4.9e-6 with 512 points (the default) at sigma^2 = 0.02 and 2e-11 at sigma^2 = 0.1, the worst case
-  being a kink aligned with the node grid. Differentiable in both p and q.
+  converges slowly. Worst-case errors against scipy's adaptive quad on the paper's 2-GMM problem
+  (`python -m benchmarks.quadrature_accuracy`, in benchmarks/RESULTS.md): 1-D, 1.3e-4 with 256
+  points and 5e-8 with 1024 (the default) at sigma^2 = 0.02, 2e-8 with 256 at sigma^2 = 0.1; the
+  2-D joint, 4.9e-6 with 512 points (the default) at sigma^2 = 0.02 and 2e-11 at 0.1, the worst
+  case being a near-kink aligned with the node grid. Differentiable in both p and q.
 - `method="mc"`: the reference code's estimator: `num_samples` reparameterised draws from p,
   the average of log p - log q over the draws of each component, weighted by pi_k. With
   `stick_the_landing=True`, log p is evaluated with stopped parameter gradients (the pathwise
