@@ -11,18 +11,12 @@ from jax import test_util
 
 from bigjax import divergences
 from bigjax import gmm
+from conftest import rbg_key as _key
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-def _key(seed):
-  """A PRNG key. The library is agnostic to the key's implementation; "rbg" programs compile
-  about ten times faster than threefry ones on a small CPU, which keeps the suite fast."""
-  return jax.random.key(seed, impl="rbg")
 
 
 _kl = jax.jit(divergences.kl, static_argnames=("method", "num_points", "num_samples",

@@ -10,18 +10,12 @@ import scipy.stats
 from jax import test_util
 
 from bigjax import gmm
+from conftest import rbg_key as _key
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-def _key(seed):
-  """A PRNG key. The library is agnostic to the key's implementation; "rbg" programs compile
-  about ten times faster than threefry ones on a small CPU, which keeps the suite fast."""
-  return jax.random.key(seed, impl="rbg")
 
 
 # The library functions as they are meant to be used: under jit (eager dispatch would also

@@ -13,18 +13,12 @@ import scipy.stats
 from bigjax import surfaces
 from bigjax import two_gmm
 from bigjax.surfaces import MatchingTask
+from conftest import rbg_key as _key
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-def _key(seed):
-  """A PRNG key. The library is agnostic to the key's implementation; "rbg" programs compile
-  about ten times faster than threefry ones on a small CPU, which keeps the suite fast."""
-  return jax.random.key(seed, impl="rbg")
 
 
 AXIS = np.linspace(-2.0, 2.0, 9)          # contains the optima coordinates -1 and 1
