@@ -12,6 +12,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",
+        "optax>=0.2.2",
         "numpy>=1.26",
         "scipy>=1.11",
         "ml_collections>=0.1.1",

@@ -7,6 +7,7 @@ Modules:
   surfaces     loss surfaces of matching tasks over parameter grids, in one jitted call
   optima       local and global minima of sampled surfaces
   two_gmm      the paper's tailored 2-D simulation (Sec. 3.3, App. B)
+  matching     reverse-KL matching losses of the 25-GMM exploration (Sec. 4.1, App. C)
   linalg       small-matrix linear algebra in pure jax.numpy
 """
 __version__ = "0.1.0"
