@@ -15,7 +15,6 @@ intermediates would exceed `max_chunk_bytes` is evaluated in chunks with `lax.ma
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -231,7 +230,6 @@ def loss_surfaces(target: GMM, model_fn: Callable[[Any], GMM], thetas, tasks:
   if target.batch_shape:
     raise ValueError(f"target must be a single mixture, got batch shape {target.batch_shape}.")
   thetas = jax.tree.map(jnp.asarray, thetas)
-  num_grid = jax.tree.leaves(thetas)[0].shape[0]
   model0 = jax.eval_shape(model_fn, jax.tree.map(lambda t: t[0], thetas))
   if model0.means.shape[-1] != target.dim or model0.means.ndim != 2:
     raise ValueError(f"model_fn must return one {target.dim}-D mixture (means [K, "

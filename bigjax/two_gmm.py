@@ -15,7 +15,6 @@ import numpy as np
 
 from bigjax import gmm as gmm_lib
 from bigjax.gmm import GMM
-from bigjax.surfaces import MatchingTask
 
 GLOBAL_OPTIMA = ((-1.0, 1.0), (1.0, -1.0))
 

@@ -45,12 +45,8 @@ from bigjax import divergences
 from bigjax import gmm as gmm_lib
 from bigjax import matching
 from bigjax.gmm import GMM
+from experiments import outputs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "gmm25.py"),
-    "Config file and variant, e.g. configs/gmm25.py:paper (the default).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, tables and figures.")
 
 TASK_KEYS = {"name", "kind", "dims", "given_dims", "given_source", "noise_vars",
              "random_transform", "max_grad_norm"}
@@ -393,13 +389,6 @@ def run(config, *, progress: bool = True) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Outputs.
 
-def _write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)  # a kill mid-write never leaves a truncated file
-
-
 def summary_table(rows: list[dict[str, Any]]) -> str:
   """Markdown: median / min / max over seeds of the final modes recovered, per variant."""
   lines = ["| variant | seeds | outer iterations | modes recovered r=0.5 median (min, max) | "
@@ -432,7 +421,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   summary["modes_recovered_r0.3"] = (m[r3][:, -1].astype(int).tolist() if r3 in m
                                      else summary["modes_recovered"])
   summary["modes_recovered_median"] = float(np.median(summary["modes_recovered"]))
-  _write_json(os.path.join(workdir, "summary.json"), summary)
+  outputs.write_json(os.path.join(workdir, "summary.json"), summary)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(f"# 25-GMM modes recovered at the end ({config.variant})\n\n"
             + summary_table([summary]))
@@ -441,8 +430,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     start = time.perf_counter()
     gmm25_plots.plot_all(workdir, config, m, np.asarray(target(config).means))
     summary["plot_seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    outputs.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+
+def define_flags():
+  """Defines --config and --workdir. Called only when run as a program, so that tests can
+  import several experiment modules into one process without duplicate absl flags."""
+  config = config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "configs", "gmm25.py"),
+      "Config file and variant, e.g. configs/gmm25.py:paper (the default).")
+  workdir = flags.DEFINE_string("workdir", None, "Directory for metrics, tables and figures.")
+  return config, workdir
 
 
 def main(argv):
@@ -455,4 +456,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG, _WORKDIR = define_flags()
   app.run(main)

@@ -37,12 +37,8 @@ import tqdm
 from bigjax import optima
 from bigjax import surfaces
 from bigjax import two_gmm
+from experiments import outputs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "loss_surfaces.py"),
-    "Config file and variant, e.g. configs/loss_surfaces.py:fig3 (default: all figures).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for figures, arrays and tables.")
 
 PANEL_KINDS = surfaces.KINDS + ("average",)
 
@@ -172,13 +168,6 @@ def _optima_table(records, all_optima) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)  # a kill mid-write never leaves a truncated file
-
-
 def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[str, Any]:
   """Computes, tabulates and draws one figure variant into `workdir`; returns run facts."""
   os.makedirs(workdir, exist_ok=True)
@@ -194,12 +183,12 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
   records = panel_records(config)
   axis, surf, facts["surface_seconds"] = compute_surfaces(config)
   np.savez(os.path.join(workdir, "surfaces.npz"), mu1=axis, mu2=axis, **surf)
-  _write_json(os.path.join(workdir, "panels.json"), records)
+  outputs.write_json(os.path.join(workdir, "panels.json"), records)
   bar.update()
 
   stage("optima")
   all_optima = {r["name"]: optima.find_optima(surf[r["name"]], (axis, axis)) for r in records}
-  _write_json(os.path.join(workdir, "optima.json"), all_optima)
+  outputs.write_json(os.path.join(workdir, "optima.json"), all_optima)
   with open(os.path.join(workdir, "optima.md"), "w") as f:
     f.write(f"# Minima of the {config.variant} surfaces (sigma^2 = {config.sigma2}, "
             f"{config.divergence}, {config.method})\n\n" + _optima_table(records, all_optima))
@@ -212,7 +201,7 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
     trajectories = run_trajectories(config, axis)
     facts["trajectory_seconds"] = time.perf_counter() - start
     np.savez(os.path.join(workdir, "trajectories.npz"), **trajectories)
-    _write_json(os.path.join(workdir, "trajectories.json"), trajectory_summary(config,
+    outputs.write_json(os.path.join(workdir, "trajectories.json"), trajectory_summary(config,
                                                                                trajectories))
     bar.update()
 
@@ -230,7 +219,7 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
     bar.update()
   if progress is None:
     bar.close()
-  _write_json(os.path.join(workdir, "run.json"), dict(
+  outputs.write_json(os.path.join(workdir, "run.json"), dict(
       config=json.loads(config.to_json_best_effort()), **facts,
       jax=jax.__version__, backend=jax.default_backend(), platform=platform.platform(),
       dtype=str(jnp.result_type(float))))
@@ -262,6 +251,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return facts
 
 
+
+def define_flags():
+  """Defines --config and --workdir. Called only when run as a program, so that tests can
+  import several experiment modules into one process without duplicate absl flags."""
+  config = config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "configs", "loss_surfaces.py"),
+      "Config file and variant, e.g. configs/loss_surfaces.py:fig3 (default: all figures).")
+  workdir = flags.DEFINE_string("workdir", None, "Directory for figures, arrays and tables.")
+  return config, workdir
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -272,4 +273,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG, _WORKDIR = define_flags()
   app.run(main)
