@@ -14,3 +14,28 @@ def rbg_key(seed):
   """A PRNG key. The library is agnostic to the key's implementation; "rbg" programs compile
   about ten times faster than threefry ones on a small CPU, which keeps the suite fast."""
   return jax.random.key(seed, impl="rbg")
+
+
+def numpy_conditional(weights, means, covs, given, values, target=None):
+  """Exact p(x_target | x_given = values) of one mixture, by Schur complements in numpy.
+
+  An independent reference for `bigjax.gmm.conditional` (explicit inverses are fine here).
+  `target` defaults to every dimension not given. Returns (weights [K], means [K, T],
+  covariances [K, T, T]).
+  """
+  import numpy as np
+  import scipy.special
+  import scipy.stats
+  given = list(given)
+  target = list(target) if target else [i for i in range(means.shape[-1]) if i not in given]
+  values = np.asarray(values, float)
+  log_w, cmeans, ccovs = [], [], []
+  for w, m, c in zip(weights, means, covs):
+    s_gg = c[np.ix_(given, given)]
+    s_gg_inv = np.linalg.inv(s_gg)
+    s_tg = c[np.ix_(target, given)]
+    cmeans.append(m[target] + s_tg @ s_gg_inv @ (values - m[given]))
+    ccovs.append(c[np.ix_(target, target)] - s_tg @ s_gg_inv @ s_tg.T)
+    log_w.append(np.log(w) + scipy.stats.multivariate_normal(m[given], s_gg).logpdf(values))
+  log_w = np.asarray(log_w)
+  return np.exp(log_w - scipy.special.logsumexp(log_w)), np.asarray(cmeans), np.asarray(ccovs)

@@ -10,6 +10,7 @@ import scipy.stats
 from jax import test_util
 
 from bigjax import gmm
+from conftest import numpy_conditional as _np_conditional
 from conftest import rbg_key as _key
 
 
@@ -49,23 +50,6 @@ def _scipy_logpdf(x, weights, means, covs):
       scipy.stats.multivariate_normal(means[k], covs[k]).logpdf(flat)).reshape(-1)
            for k in range(len(weights))]
   return scipy.special.logsumexp(np.stack(comps), axis=0).reshape(x.shape[:-1])
-
-
-def _np_conditional(weights, means, covs, obs, values):
-  """Exact p(x_rest | x_obs = values) of one mixture, by Schur complements with np.linalg.inv."""
-  d = means.shape[-1]
-  rest = [i for i in range(d) if i not in obs]
-  obs = list(obs)
-  log_w, cmeans, ccovs = [], [], []
-  for w, m, c in zip(weights, means, covs):
-    s_oo_inv = np.linalg.inv(c[np.ix_(obs, obs)])
-    s_ro = c[np.ix_(rest, obs)]
-    cmeans.append(m[rest] + s_ro @ s_oo_inv @ (values - m[obs]))
-    ccovs.append(c[np.ix_(rest, rest)] - s_ro @ s_oo_inv @ s_ro.T)
-    log_w.append(np.log(w) + scipy.stats.multivariate_normal(m[obs], c[np.ix_(obs, obs)])
-                 .logpdf(values))
-  log_w = np.asarray(log_w)
-  return np.exp(log_w - scipy.special.logsumexp(log_w)), np.asarray(cmeans), np.asarray(ccovs)
 
 
 def _mixture_moments(weights, means, covs):

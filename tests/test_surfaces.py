@@ -13,6 +13,7 @@ import scipy.stats
 from bigjax import surfaces
 from bigjax import two_gmm
 from bigjax.surfaces import MatchingTask
+from conftest import numpy_conditional
 from conftest import rbg_key as _key
 
 
@@ -111,17 +112,7 @@ def _np_task_distribution(mix, task):
   given = list(task.given_dims)
   rest = [d for d in range(a.shape[0]) if d not in given]
   target = list(task.target_dims) or rest
-  v = np.asarray(task.given_values, float)
-  log_w, cm, cc = [], [], []
-  for wk, mk, ck in zip(w, m, c):
-    s_gg_inv = np.linalg.inv(ck[np.ix_(given, given)])
-    s_tg = ck[np.ix_(target, given)]
-    cm.append(mk[target] + s_tg @ s_gg_inv @ (v - mk[given]))
-    cc.append(ck[np.ix_(target, target)] - s_tg @ s_gg_inv @ s_tg.T)
-    log_w.append(math.log(wk) + scipy.stats.multivariate_normal(
-        mk[given], ck[np.ix_(given, given)]).logpdf(v))
-  log_w = np.asarray(log_w)
-  return np.exp(log_w - scipy.special.logsumexp(log_w)), np.asarray(cm), np.asarray(cc)
+  return numpy_conditional(w, m, c, given, task.given_values, target)
 
 
 def _logpdf_fn(w, m, c):
