@@ -71,22 +71,6 @@ def _num_points(dim: int, num_points: int | None) -> int:
   return DEFAULT_NUM_POINTS[dim]
 
 
-def _broadcast(p: GMM, q: GMM) -> tuple[GMM, GMM]:
-  if p.dim != q.dim:
-    raise ValueError(f"p is {p.dim}-D and q is {q.dim}-D; a divergence needs the same "
-                     "dimension on both sides.")
-  try:
-    batch = jnp.broadcast_shapes(p.batch_shape, q.batch_shape)
-  except ValueError as e:
-    raise ValueError(f"Batch shapes of p {p.batch_shape} and q {q.batch_shape} do not "
-                     "broadcast.") from e
-  def bcast(g):
-    return GMM(jnp.broadcast_to(g.log_weights, batch + g.log_weights.shape[-1:]),
-               jnp.broadcast_to(g.means, batch + g.means.shape[-2:]),
-               jnp.broadcast_to(g.scale_tril, batch + g.scale_tril.shape[-3:]))
-  return bcast(p), bcast(q)
-
-
 def _quadrature_rows(p: GMM, num_points: int | None):
   """Nodes of every component of p as D row arrays `[*B, K*N]`, and weights `[N]`."""
   nodes, weights = gauss_hermite_rule(_num_points(p.dim, num_points), p.dim)
@@ -185,7 +169,7 @@ def kl(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = N
     `[*broadcast(B_p, B_q)]` divergences in nats.
   """
   _check_method(method, rng, num_samples)
-  p, q = _broadcast(p, q)
+  p, q = gmm_lib.broadcast_pair(p, q)
   if method == "mc":
     return _kl_mc(p, q, rng, num_samples, stick_the_landing)
   rows, weights = _quadrature_rows(p, num_points)
@@ -208,7 +192,7 @@ def js(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = N
     `[*broadcast(B_p, B_q)]` divergences, between 0 and log 2.
   """
   _check_method(method, rng, num_samples)
-  p, q = _broadcast(p, q)
+  p, q = gmm_lib.broadcast_pair(p, q)
   m = gmm_lib.mixture_of(p, q)
   rng_p, rng_q = jax.random.split(rng) if method == "mc" else (None, None)
   return 0.5 * (kl(p, m, method=method, num_points=num_points, rng=rng_p,

@@ -206,11 +206,6 @@ def _cholesky(cov):
   return linalg.cholesky(_symmetrize(cov))
 
 
-def _solve_lower(scale_tril, rhs):
-  """Solves L z = rhs for z, with rhs `[..., D, N]` and L `[..., D, D]`."""
-  return linalg.solve_lower(scale_tril, rhs)
-
-
 def _half_log_det(scale_tril):
   return jnp.sum(jnp.log(jnp.diagonal(scale_tril, axis1=-2, axis2=-1)), axis=-1)
 
@@ -228,7 +223,7 @@ def log_prob_columns(gmm: GMM, x_columns) -> jax.Array:
     return log_prob_rows(gmm, [x_columns[..., i, :] for i in range(gmm.dim)])
   const = _half_log_det(gmm.scale_tril) + 0.5 * gmm.dim * _LOG_2PI            # [*b, K]
   diff = x_columns[..., None, :, :] - gmm.means[..., :, :, None]            # [*b, K, D, N]
-  z = _solve_lower(gmm.scale_tril, diff)
+  z = linalg.solve_lower(gmm.scale_tril, diff)
   comp = -0.5 * jnp.sum(z * z, axis=-2) + (gmm.log_weights - const)[..., None]
   return jax.nn.logsumexp(comp, axis=-2)
 
@@ -298,9 +293,7 @@ def log_prob(gmm: GMM, x) -> jax.Array:
                      f"shape {gmm.batch_shape}.") from e
   n = math.prod(sample_shape)
   x = jnp.broadcast_to(x.reshape((n,) + x.shape[len(sample_shape):]), (n,) + batch + (gmm.dim,))
-  gmm = jax.tree.map(lambda a, t: jnp.broadcast_to(a, batch + a.shape[a.ndim - t:]), gmm,
-                     GMM(1, 2, 3))
-  out = log_prob_columns(gmm, jnp.moveaxis(x, 0, -1))                      # [*batch, n]
+  out = log_prob_columns(broadcast_batch(gmm, batch), jnp.moveaxis(x, 0, -1))                      # [*batch, n]
   return jnp.moveaxis(out, -1, 0).reshape(sample_shape + batch)
 
 
@@ -388,9 +381,7 @@ def conditional(gmm: GMM, obs_dims, values) -> GMM:
   l11, l21, l22 = tril[..., :o, :o], tril[..., o:, :o], tril[..., o:, o:]
   means = gmm.means[..., perm]
   diff = values[..., None, :] - means[..., :o]                              # [*b, K, o]
-  batch = jnp.broadcast_shapes(diff.shape[:-1], l11.shape[:-2])
-  w = _solve_lower(jnp.broadcast_to(l11, batch + (o, o)),
-                   jnp.broadcast_to(diff, batch + (o,))[..., None])[..., 0]
+  w = linalg.solve_lower(l11, diff[..., None])[..., 0]
   cond_means = means[..., o:] + jnp.einsum("...ij,...j->...i", l21, w)
   log_evidence = -0.5 * jnp.sum(w * w, -1) - _half_log_det(l11) - 0.5 * o * _LOG_2PI
   log_weights = jax.nn.log_softmax(gmm.log_weights + log_evidence, axis=-1)
@@ -460,15 +451,29 @@ def add_noise(gmm: GMM, variance) -> GMM:
              jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]), tril)
 
 
-def mixture_of(p: GMM, q: GMM, *, weight=0.5) -> GMM:
-  """The two-part mixture weight * p + (1 - weight) * q, as one GMM with K_p + K_q components."""
+def broadcast_batch(gmm: GMM, batch_shape: Sequence[int]) -> GMM:
+  """The mixture with its fields broadcast to batch shape `batch_shape` (a view, no copy)."""
+  batch = tuple(batch_shape)
+  return GMM(jnp.broadcast_to(gmm.log_weights, batch + gmm.log_weights.shape[-1:]),
+             jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]),
+             jnp.broadcast_to(gmm.scale_tril, batch + gmm.scale_tril.shape[-3:]))
+
+
+def broadcast_pair(p: GMM, q: GMM) -> tuple[GMM, GMM]:
+  """Two mixtures of the same dimension broadcast to their common batch shape."""
   if p.dim != q.dim:
     raise ValueError(f"p is {p.dim}-D and q is {q.dim}-D; they must have the same dimension.")
-  batch = jnp.broadcast_shapes(p.batch_shape, q.batch_shape)
-  def bcast(gmm):
-    return jax.tree.map(lambda a, t: jnp.broadcast_to(a, batch + a.shape[a.ndim - t:]), gmm,
-                        GMM(1, 2, 3))
-  p, q = bcast(p), bcast(q)
+  try:
+    batch = jnp.broadcast_shapes(p.batch_shape, q.batch_shape)
+  except ValueError as e:
+    raise ValueError(f"Batch shapes of p {p.batch_shape} and q {q.batch_shape} do not "
+                     "broadcast.") from e
+  return broadcast_batch(p, batch), broadcast_batch(q, batch)
+
+
+def mixture_of(p: GMM, q: GMM, *, weight=0.5) -> GMM:
+  """The two-part mixture weight * p + (1 - weight) * q, as one GMM with K_p + K_q components."""
+  p, q = broadcast_pair(p, q)
   weight = jnp.asarray(weight, p.means.dtype)
   return GMM(jnp.concatenate([p.log_weights + jnp.log(weight),
                               q.log_weights + jnp.log1p(-weight)], -1),

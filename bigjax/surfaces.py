@@ -107,6 +107,27 @@ def _divergence(p: GMM, q: GMM, divergence: str, **kwargs) -> jax.Array:
   return divergences.js(p, q, **kwargs)
 
 
+def _task_divergence(model: GMM, target: GMM, sig: _Signature, transform, noise_var,
+                     given_values, divergence: str, **kwargs) -> jax.Array:
+  """The divergence between the model's and the data's distributions of one task."""
+  p = _task_distribution(model, sig, transform, noise_var, given_values)
+  q = _task_distribution(target, sig, transform, noise_var, given_values)
+  return _divergence(p, q, divergence, **kwargs)
+
+
+def _stack_conditions(tasks: Sequence[MatchingTask], sig: _Signature, dim: int, dtype):
+  """The dynamic parts of tasks that share `sig`: transforms, noise variances, given values."""
+  noise = np.asarray([t.noise_var for t in tasks], np.float64)
+  if np.any(noise < 0) or not np.all(np.isfinite(noise)):
+    raise ValueError(f"noise_var must be finite and >= 0, got {noise}.")
+  transforms = np.stack([np.eye(dim) if t.transform is None else np.asarray(t.transform)
+                         for t in tasks])
+  values = np.stack([np.asarray(t.given_values, np.float64).reshape(len(sig.given_dims))
+                     for t in tasks])
+  return (jnp.asarray(transforms, dtype), jnp.asarray(noise, dtype),
+          jnp.asarray(values, dtype))
+
+
 def _check_divergence(divergence: str):
   if divergence not in DIVERGENCES:
     raise ValueError(f"divergence={divergence!r} is unknown; choose one of {DIVERGENCES}.")
@@ -136,10 +157,9 @@ def matching_loss(model: GMM, target: GMM, task: MatchingTask, *,
   sig = _signature(task, target.dim)
   transform = jnp.eye(target.dim) if task.transform is None else task.transform
   values = jnp.asarray(task.given_values, target.means.dtype).reshape(len(sig.given_dims))
-  p = _task_distribution(model, sig, transform, task.noise_var, values)
-  q = _task_distribution(target, sig, transform, task.noise_var, values)
-  return _divergence(p, q, divergence, method=method, num_points=num_points, rng=rng,
-                     num_samples=num_samples, stick_the_landing=stick_the_landing)
+  return _task_divergence(model, target, sig, transform, task.noise_var, values, divergence,
+                          method=method, num_points=num_points, rng=rng,
+                          num_samples=num_samples, stick_the_landing=stick_the_landing)
 
 
 def grid_2d(axis1, axis2) -> jax.Array:
@@ -179,13 +199,12 @@ def _surfaces_jit(target, thetas, conditions, rng, *, model_fn, signatures, dive
             task_ids=task_ids, num_cond=num_cond):
       c, g = flat_index // num_grid, flat_index % num_grid
       model = model_fn(jax.tree.map(lambda t: t[g], thetas))
-      p = _task_distribution(model, sig, transforms[c], noise_vars[c], values[c])
-      q = _task_distribution(target, sig, transforms[c], noise_vars[c], values[c])
       item_rng = None if rng is None else jax.random.fold_in(
           jax.random.fold_in(rng, task_ids[c]), g)
-      return _divergence(p, q, divergence, method=method, num_points=num_points,
-                         rng=item_rng, num_samples=num_samples,
-                         stick_the_landing=stick_the_landing)
+      return _task_divergence(model, target, sig, transforms[c], noise_vars[c], values[c],
+                              divergence, method=method, num_points=num_points,
+                              rng=item_rng, num_samples=num_samples,
+                              stick_the_landing=stick_the_landing)
 
     flat = jnp.arange(num_cond * num_grid)
     if chunk >= flat.shape[0]:
@@ -240,16 +259,8 @@ def loss_surfaces(target: GMM, model_fn: Callable[[Any], GMM], thetas, tasks:
     groups.setdefault(_signature(task, target.dim), []).append(i)
   signatures, conditions, chunk_sizes, order = [], [], [], []
   for sig, idx in groups.items():
-    eye = np.eye(target.dim)
-    transforms = np.stack([eye if tasks[i].transform is None else np.asarray(tasks[i].transform)
-                           for i in idx])
-    noise = np.asarray([tasks[i].noise_var for i in idx], np.float64)
-    if np.any(noise < 0) or not np.all(np.isfinite(noise)):
-      raise ValueError(f"noise_var must be finite and >= 0, got {noise}.")
-    values = np.stack([np.asarray(tasks[i].given_values, np.float64).reshape(
-        len(sig.given_dims)) for i in idx])
-    conditions.append((jnp.asarray(transforms, dtype), jnp.asarray(noise, dtype),
-                       jnp.asarray(values, dtype), jnp.asarray(idx, jnp.int32)))
+    conditions.append(_stack_conditions([tasks[i] for i in idx], sig, target.dim, dtype)
+                      + (jnp.asarray(idx, jnp.int32),))
     per_item = _bytes_per_item(sig, target, model0.means.shape[0], method, num_points,
                                num_samples, jnp.dtype(dtype).itemsize)
     chunk_sizes.append(max(1, int(max_chunk_bytes // per_item)))
@@ -292,11 +303,7 @@ def sgd_trajectories(target: GMM, model_fn: Callable[[Any], GMM], theta0, tasks:
                      f"transform shape; got {len(sigs)} different structures.")
   sig = sigs.pop()
   dtype = target.means.dtype
-  transforms = jnp.asarray(np.stack([np.eye(target.dim) if t.transform is None else
-                                     np.asarray(t.transform) for t in tasks]), dtype)
-  noise = jnp.asarray([t.noise_var for t in tasks], dtype)
-  values = jnp.asarray(np.stack([np.asarray(t.given_values, np.float64).reshape(
-      len(sig.given_dims)) for t in tasks]), dtype)
+  transforms, noise, values = _stack_conditions(tasks, sig, target.dim, dtype)
   num_outer = num_steps // inner_steps
   task_index = jax.random.randint(rng, (num_outer,), 0, len(tasks))
   return _trajectories_jit(target, jnp.asarray(theta0, dtype), transforms, noise, values,
@@ -310,9 +317,8 @@ def sgd_trajectories(target: GMM, model_fn: Callable[[Any], GMM], theta0, tasks:
 def _trajectories_jit(target, theta0, transforms, noise, values, task_index, *, model_fn, sig,
                       inner_steps, learning_rate, divergence, num_points):
   def loss(theta, c):
-    p = _task_distribution(model_fn(theta), sig, transforms[c], noise[c], values[c])
-    q = _task_distribution(target, sig, transforms[c], noise[c], values[c])
-    return _divergence(p, q, divergence, num_points=num_points)
+    return _task_divergence(model_fn(theta), target, sig, transforms[c], noise[c], values[c],
+                            divergence, num_points=num_points)
 
   grad = jax.grad(loss)
 

@@ -374,3 +374,7 @@ def test_sgd_trajectories_rejects_bad_arguments():
         target, model_fn, np.zeros((1, 2)),
         [MatchingTask("joint"), MatchingTask("marginal", target_dims=(0,))],
         rng=_key(0), num_steps=10, learning_rate=0.1)
+  with pytest.raises(ValueError, match="noise_var"):
+    surfaces.sgd_trajectories(target, model_fn, np.zeros((1, 2)),
+                              [MatchingTask("joint", noise_var=-0.1)], rng=_key(0),
+                              num_steps=10, learning_rate=0.1)
