@@ -1,0 +1,159 @@
+"""BigLearn-GAN objectives: Eq. (8), the R1 penalty, and the communication matchings of Eq. (12).
+
+Pure functions of discriminator logits f(x; S, T) (and, for R1, of a discriminator apply
+function), importable without any trainer. Every loss is per example ([B]); the caller reduces
+and weights. Written with `softplus` because log sigma(f) = -softplus(-f) and
+log sigma(-f) = -softplus(f), which stays finite for any logit (log(sigmoid(f)) underflows to
+-inf for f below about -100 in float32).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["discriminator_loss", "generator_loss", "r1_penalty",
+           "communication_discriminator_loss", "communication_generator_loss",
+           "mode_seeking_loss"]
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """The discriminator's side of Eq. (8), as a loss to minimise.
+
+  -[log sigma(f(x_real; S, T)) + log sigma(-f(x_fake; S, T))]
+    = softplus(-f_real) + softplus(f_fake),
+  with x_real = (x_S, x_T) ~ q and x_fake = (x_S, G(x_S, z)) on the same (S, T).
+
+  Args:
+    real_logits: [B] f_phi on real data.
+    fake_logits: [B] f_phi on generated data (same (S, T) per example).
+
+  Returns:
+    [B] per-example losses (>= 0; 2 log 2 when both logits are 0).
+  """
+  return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
+
+
+def generator_loss(fake_logits: jax.Array, *, saturating: bool = False) -> jax.Array:
+  """The generator's side of Eq. (8), as a loss to minimise.
+
+  saturating=True:  log sigma(-f_fake) = -softplus(f_fake), exactly the min over theta of
+                    Eq. (8) (its gradient vanishes when D confidently rejects the fakes);
+  saturating=False: -log sigma(f_fake) = softplus(-f_fake), the usual non-saturating form of
+                    Goodfellow et al. (2014), same fixed point, strong early gradients.
+
+  Args:
+    fake_logits: [B] f_phi on generated data.
+    saturating: which form (keyword-only).
+
+  Returns:
+    [B] per-example losses.
+  """
+  if saturating:
+    return -jax.nn.softplus(fake_logits)
+  return jax.nn.softplus(-fake_logits)
+
+
+def r1_penalty(logits_fn: Callable[[jax.Array], jax.Array], real_inputs: jax.Array, *,
+               weight: float) -> tuple[jax.Array, jax.Array]:
+  """R1 gradient penalty on real data (Mescheder et al., 2018, Eq. (9)): (weight / 2) ||grad||^2.
+
+  The gradient is taken with respect to the discriminator's *input* (the real patches), not its
+  parameters; differentiating the returned penalty with respect to the parameters is therefore
+  second order (grad of grad through attention), which plain `jax.numpy` attention supports.
+
+  `logits_fn` must treat examples independently (no batch statistics), so that the gradient of
+  the summed logits with respect to the batch is the stack of per-example input gradients.
+
+  Args:
+    logits_fn: maps inputs [B, ...] to logits [B] (e.g. the discriminator with its parameters
+      and (S, T) masks bound).
+    real_inputs: [B, ...] real data, e.g. patches [B, L, P].
+    weight: lambda (Table 2: 10 for MNIST, 50 for CelebA); keyword-only.
+
+  Returns:
+    (penalty [B] = weight / 2 * ||d f / d x||^2 per example, real_logits [B]), the logits from
+    the same forward pass so that the caller does not recompute them.
+  """
+  logits, vjp = jax.vjp(logits_fn, real_inputs)
+  (grads,) = vjp(jnp.ones_like(logits))
+  sq_norm = jnp.sum(jnp.square(grads).reshape(grads.shape[0], -1), axis=-1)
+  return 0.5 * weight * sq_norm, logits
+
+
+def communication_discriminator_loss(own_logits_1: jax.Array, other_logits_1: jax.Array,
+                                     own_logits_2: jax.Array,
+                                     other_logits_2: jax.Array) -> jax.Array:
+  """The discriminator's side of the communication matchings, Eq. (12), as a loss to minimise.
+
+  Two generated samples share the union U = S1 u T1 = S2 u T2:
+    x1 ~ p(x_T1 | x_S1) q(x_S1),  x2 ~ p(x_T2 | x_S2) q(x_S2).
+  The implicit discriminator between them is f(x; S2, T2) - f(x; S1, T1) (App. D.2), and Eq. (12)
+  maximises log sigma[f(x1; S2,T2) - f(x1; S1,T1)] + log sigma[f(x2; S1,T1) - f(x2; S2,T2)].
+
+  Args:
+    own_logits_1: [B] f(x1; S1, T1).
+    other_logits_1: [B] f(x1; S2, T2).
+    own_logits_2: [B] f(x2; S2, T2).
+    other_logits_2: [B] f(x2; S1, T1).
+
+  Returns:
+    [B] softplus(own_1 - other_1) + softplus(own_2 - other_2) (minus the Eq. (12) value).
+  """
+  return (jax.nn.softplus(own_logits_1 - other_logits_1)
+          + jax.nn.softplus(own_logits_2 - other_logits_2))
+
+
+def communication_generator_loss(own_logits_1: jax.Array, other_logits_1: jax.Array,
+                                 own_logits_2: jax.Array, other_logits_2: jax.Array, *,
+                                 saturating: bool = False) -> jax.Array:
+  """The generator's side of Eq. (12), as a loss to minimise (arguments as in
+  `communication_discriminator_loss`).
+
+  saturating=True: the Eq. (12) value itself, -softplus(own_1 - other_1) - softplus(own_2 -
+  other_2); saturating=False: the non-saturating swap of labels, softplus(other_1 - own_1) +
+  softplus(other_2 - own_2). Both are zero-sum with the discriminator only in the first form.
+
+  Returns:
+    [B] per-example losses.
+  """
+  if saturating:
+    return -communication_discriminator_loss(own_logits_1, other_logits_1, own_logits_2,
+                                             other_logits_2)
+  return (jax.nn.softplus(other_logits_1 - own_logits_1)
+          + jax.nn.softplus(other_logits_2 - own_logits_2))
+
+
+def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array,
+                      z_b: jax.Array, *, mask: jax.Array | None = None,
+                      eps: float = 1e-5) -> jax.Array:
+  """Mode-seeking regulariser (Mao et al., 2019, Eq. (3)): 1 / (d_x / d_z + eps), where d_x is
+  the mean absolute difference of two samples drawn with the same condition and noises z_a,
+  z_b, and d_z the mean absolute difference of the noises. Minimising it makes the generator's
+  output depend on z; conditional generators (here: every task with S non-empty) otherwise
+  learn to ignore their noise (Isola et al., 2017), and a generator shared by all (S, T) then
+  collapses on joint generation too.
+
+  Unlike the other losses this returns a scalar: the ratio is averaged over the batch before the
+  reciprocal, as in the reference implementation (a per-example reciprocal explodes on the
+  first example whose two draws coincide).
+
+  Args:
+    samples_a, samples_b: [B, ...] two draws (same condition per example).
+    z_a, z_b: [B, Z] the noises that produced them.
+    mask: optional bool [B, L] (samples [B, L, P]): compare only these positions (e.g. L minus
+      S, where the generator is free).
+    eps: keeps the loss finite when the draws coincide.
+
+  Returns:
+    scalar loss (>= 0).
+  """
+  diff = jnp.abs(samples_a - samples_b)
+  if mask is not None:
+    m = jnp.broadcast_to(mask[..., None], diff.shape).astype(diff.dtype)
+    d_x = jnp.sum(diff * m) / jnp.maximum(jnp.sum(m), 1.0)
+  else:
+    d_x = jnp.mean(diff)
+  d_z = jnp.mean(jnp.abs(z_a - z_b))
+  return 1.0 / (d_x / d_z + eps)
