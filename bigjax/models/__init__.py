@@ -1,0 +1,4 @@
+"""Flax (Linen) models of bigjax. Sizes come from constructor arguments; no model reads a config."""
+from bigjax.models.biglearn_gan import Discriminator, Generator, NoiseMapping
+from bigjax.models.patches import patchify, unpatchify, patch_masks_to_pixels
+from bigjax.models.transformer import Encoder, EncoderBlock
