@@ -9,10 +9,13 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["bigjax", "bigjax.*", "experiments", "experiments.*",
                                     "configs", "configs.*"]),
+    package_data={"bigjax.data": ["*.npz", "README.md"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",
+        "flax>=0.10",
         "optax>=0.2.2",
+        "orbax-checkpoint>=0.11",
         "numpy>=1.26",
         "scipy>=1.11",
         "ml_collections>=0.1.1",
