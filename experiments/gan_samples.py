@@ -1,0 +1,51 @@
+"""Fixed inputs and draws for the BigLearn-GAN sample grids written during training."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigjax import mnist
+from bigjax.models import Generator, patchify, unpatchify
+
+
+def make_sampler(gen: Generator, shape: tuple[int, int], p: int):
+  """jitted (g_params, patches [B, L, P], source_mask [B, L], z [B, Z]) -> images [B, H, W] of
+  `shape`, for the generator `gen` with patch size `p`."""
+
+  @jax.jit
+  def sample(g_params, patches, source, z):
+    return unpatchify(gen.apply(g_params, patches, source, z), shape, p)
+  return sample
+
+
+def eval_inputs(gen: Generator, images: np.ndarray, config) -> dict[str, np.ndarray]:
+  """Fixed digits, masks and noise for the sample grids (the same at every step): config.seed
+  and config.eval (num_images, num_completions, num_joint) choose them."""
+  e = config.eval
+  rng = np.random.default_rng([int(config.seed), 7])
+  idx = rng.choice(len(images), e.num_images, replace=False)
+  length = gen.num_patches
+  half = np.zeros((e.num_images, length), bool)
+  for row in half:
+    row[rng.choice(length, length // 2, replace=False)] = True
+  top = np.zeros((e.num_images, length), bool)
+  top[:, :length // 2] = True
+  return dict(images=images[idx], random_half=half, top_half=top,
+              z_completion=rng.standard_normal((e.num_completions, e.num_images,
+                                                gen.noise_dim)).astype(np.float32),
+              z_joint=rng.standard_normal((e.num_joint, gen.noise_dim)).astype(np.float32))
+
+
+def draw_samples(sample_fn, params, config, ev) -> dict[str, np.ndarray]:
+  """Joint generations [num_joint, H, W] and completions [num_completions, num_images, H, W] for
+  both source masks, uint8."""
+  p = config.model.patch_size
+  real = patchify(jnp.asarray(mnist.to_unit_range(ev["images"])), p)
+  joint = sample_fn(params, jnp.zeros((len(ev["z_joint"]),) + real.shape[1:]),
+                    jnp.zeros((len(ev["z_joint"]), real.shape[1]), bool), ev["z_joint"])
+  out = dict(joint=mnist.from_unit_range(np.asarray(joint)))
+  for name in ("random_half", "top_half"):
+    out[name] = np.stack([mnist.from_unit_range(np.asarray(sample_fn(params, real, ev[name], z)))
+                          for z in ev["z_completion"]])
+  return out
