@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -47,6 +48,7 @@ from bigjax import sharding
 from bigjax import tasks
 from bigjax.models import Discriminator, Generator, patchify
 from experiments import gan_samples
+from experiments import cli
 from experiments import outputs
 
 
@@ -413,11 +415,14 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   return summary
 
 
+_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "gan_mnist.py")
+
+
 def define_flags():
   """Defines --config and --workdir (only when run as a program; see experiments/gmm25.py)."""
   config = config_flags.DEFINE_config_file(
-      "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "configs", "gan_mnist.py"),
+      "config", _CONFIG_FILE,
       "Config file and variant, e.g. configs/gan_mnist.py:cpu (the default).")
   workdir = flags.DEFINE_string("workdir", None,
                                 "Directory for checkpoints, metrics and samples; a run resumes "
@@ -436,5 +441,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.exit_on_unknown_config_keys(sys.argv, _CONFIG_FILE)  # before ml_collections parses them
   _CONFIG, _WORKDIR = define_flags()
   app.run(main)

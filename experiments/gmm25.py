@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import platform
 import time
 from typing import Any, NamedTuple
@@ -45,6 +46,7 @@ from bigjax import divergences
 from bigjax import gmm as gmm_lib
 from bigjax import matching
 from bigjax.gmm import GMM
+from experiments import cli
 from experiments import outputs
 
 
@@ -435,12 +437,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 
+_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "gmm25.py")
+
+
 def define_flags():
   """Defines --config and --workdir. Called only when run as a program, so that tests can
   import several experiment modules into one process without duplicate absl flags."""
   config = config_flags.DEFINE_config_file(
-      "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "configs", "gmm25.py"),
+      "config", _CONFIG_FILE,
       "Config file and variant, e.g. configs/gmm25.py:paper (the default).")
   workdir = flags.DEFINE_string("workdir", None, "Directory for metrics, tables and figures.")
   return config, workdir
@@ -456,5 +461,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.exit_on_unknown_config_keys(sys.argv, _CONFIG_FILE)  # before ml_collections parses them
   _CONFIG, _WORKDIR = define_flags()
   app.run(main)

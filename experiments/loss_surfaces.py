@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import platform
 import time
 from typing import Any
@@ -37,6 +38,7 @@ import tqdm
 from bigjax import optima
 from bigjax import surfaces
 from bigjax import two_gmm
+from experiments import cli
 from experiments import outputs
 
 
@@ -252,12 +254,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 
+_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "loss_surfaces.py")
+
+
 def define_flags():
   """Defines --config and --workdir. Called only when run as a program, so that tests can
   import several experiment modules into one process without duplicate absl flags."""
   config = config_flags.DEFINE_config_file(
-      "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "configs", "loss_surfaces.py"),
+      "config", _CONFIG_FILE,
       "Config file and variant, e.g. configs/loss_surfaces.py:fig3 (default: all figures).")
   workdir = flags.DEFINE_string("workdir", None, "Directory for figures, arrays and tables.")
   return config, workdir
@@ -273,5 +278,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.exit_on_unknown_config_keys(sys.argv, _CONFIG_FILE)  # before ml_collections parses them
   _CONFIG, _WORKDIR = define_flags()
   app.run(main)

@@ -1,0 +1,55 @@
+"""Command-line checks shared by the experiment entry points."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+
+def _config_spec(argv: list[str], default: str) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return default
+
+
+def unknown_config_keys(argv: list[str], default_config: str) -> list[str]:
+  """Messages for `--config.KEY=VALUE` overrides in `argv` that name no field of the config
+  (ml_collections would stop with a bare `AttributeError: "'KEY'"` traceback instead).
+
+  Args:
+    argv: the command line (sys.argv).
+    default_config: the --config default, "path/to/file.py" or "path/to/file.py:ARG".
+  """
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not overrides:
+    return []
+  path, _, arg = _config_spec(argv, default_config).partition(":")
+  if not os.path.exists(path):
+    return []  # config_flags reports a missing file itself
+  spec = importlib.util.spec_from_file_location("_bigjax_cli_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  errors = []
+  for key in overrides:
+    node, prefix = config, "config"
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        fields = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
+                  else "none: it is a value")
+        errors.append(f"--config.{key}: {prefix} has no field {part!r} (its fields: {fields}).")
+        break
+      node, prefix = node[part], f"{prefix}.{part}"
+  return errors
+
+
+def exit_on_unknown_config_keys(argv: list[str], default_config: str) -> None:
+  """Exits with status 1 and a message naming every unknown `--config.*` key, if any."""
+  errors = unknown_config_keys(argv, default_config)
+  if errors:
+    sys.exit("error: unknown config key(s):\n  " + "\n  ".join(errors))
