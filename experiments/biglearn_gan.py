@@ -302,8 +302,14 @@ def _truncate_metrics(path: str, step: int) -> None:
   """Drops metrics rows past `step` (written after the checkpoint a resumed run starts from)."""
   if not os.path.exists(path):
     return
+  rows = []
   with open(path) as f:
-    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          rows.append(line if line.endswith("\n") else line + "\n")
+      except (json.JSONDecodeError, KeyError):
+        pass  # blank, or the half-written last row of a killed run
   with open(path + ".tmp", "w") as f:
     f.writelines(rows)
   os.replace(path + ".tmp", path)

@@ -453,3 +453,16 @@ def test_optional_objectives_and_models_train(tmp_path):
   source, target = biglearn_gan.sample_tasks(jax.random.key(1), config, 8, 16)
   assert (source == source[:1]).all() and (target == target[:1]).all()
   assert int(target[0].sum()) == 12                   # mask_and_predict at ratio 0.75
+
+
+def test_truncate_metrics_drops_rows_past_the_checkpoint_and_a_torn_last_row(tmp_path):
+  """On resume, rows after the restored step go, and so does a half-written row of a run killed
+  mid-append; complete rows are kept, each ending its line."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
+                  '{"step": 3, "d_loss": 0.8}\n{"step": 4, "d_lo')
+  biglearn_gan._truncate_metrics(str(path), 2)
+  assert path.read_text() == '{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
+  path.write_text('{"step": 1}\n{"step": 2}')
+  biglearn_gan._truncate_metrics(str(path), 5)
+  assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
