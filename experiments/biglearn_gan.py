@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any, NamedTuple
 
 from absl import app
-from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import optax
 import tqdm
@@ -421,21 +418,6 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   return summary
 
 
-_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "configs", "gan_mnist.py")
-
-
-def define_flags():
-  """Defines --config and --workdir (only when run as a program; see experiments/gmm25.py)."""
-  config = config_flags.DEFINE_config_file(
-      "config", _CONFIG_FILE,
-      "Config file and variant, e.g. configs/gan_mnist.py:cpu (the default).")
-  workdir = flags.DEFINE_string("workdir", None,
-                                "Directory for checkpoints, metrics and samples; a run resumes "
-                                "from the newest checkpoint found here.")
-  return config, workdir
-
-
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   if len(argv) > 1:
@@ -447,6 +429,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.exit_on_unknown_config_keys(sys.argv, _CONFIG_FILE)  # before ml_collections parses them
-  _CONFIG, _WORKDIR = define_flags()
+  _CONFIG, _WORKDIR = cli.define_config_and_workdir(
+      "gan_mnist.py",
+      config_help="Config file and variant, e.g. configs/gan_mnist.py:cpu (the default).",
+      workdir_help="Directory for checkpoints, metrics and samples; a run resumes from the "
+                   "newest checkpoint found here.")
   app.run(main)

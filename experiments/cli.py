@@ -5,7 +5,9 @@ import importlib.util
 import os
 import sys
 
+from absl import flags
 import ml_collections
+from ml_collections import config_flags
 
 
 def _config_spec(argv: list[str], default: str) -> str:
@@ -53,3 +55,22 @@ def exit_on_unknown_config_keys(argv: list[str], default_config: str) -> None:
   errors = unknown_config_keys(argv, default_config)
   if errors:
     sys.exit("error: unknown config key(s):\n  " + "\n  ".join(errors))
+
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def define_config_and_workdir(config_name: str, *, config_help: str, workdir_help: str):
+  """Defines --config (configs/`config_name`, its default variant) and --workdir, after
+  checking the command line's --config.* overrides (`exit_on_unknown_config_keys`).
+
+  Called only when an experiment runs as a program, so that tests can import several
+  experiment modules into one process without duplicate absl flags.
+
+  Returns:
+    (config flag holder, workdir flag holder).
+  """
+  path = os.path.join(_CONFIGS, config_name)
+  exit_on_unknown_config_keys(sys.argv, path)  # before ml_collections parses the overrides
+  return (config_flags.DEFINE_config_file("config", path, config_help),
+          flags.DEFINE_string("workdir", None, workdir_help))

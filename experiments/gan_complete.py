@@ -1,4 +1,4 @@
-r"""Complete digits with a trained BigLearn-GAN: x_T ~ p_theta(x_T | x_S) for sources of your choice.
+r"""Complete digits with a trained BigLearn-GAN: x_T ~ p_theta(x_T | x_S), for sources you choose.
 
   python -m experiments.gan_complete --workdir /tmp/gan_cpu --images IN.npz --source_ratio 0.5 \
       --num_samples 8 --seed 0 --out /tmp/completions.npz

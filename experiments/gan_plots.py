@@ -22,7 +22,8 @@ def mosaic(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray
   out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)
   for i, img in enumerate(images[:rows * cols]):
     r, c = divmod(i, cols)
-    out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+    top, left = pad + r * (h + pad), pad + c * (w + pad)
+    out[top:top + h, left:left + w] = img
   return out
 
 
@@ -82,7 +83,8 @@ def completion_figure(real: np.ndarray, source_pixels: np.ndarray, completions: 
     real: uint8 [N, H, W]; source_pixels: bool [N, H, W]; completions: uint8 [N, S, H, W].
   """
   img = completion_panel(real, source_pixels, np.swapaxes(completions, 0, 1))
-  fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * real.shape[0] + 1), 0.45 * (completions.shape[1] + 2) + 0.8))
+  fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * real.shape[0] + 1),
+                                  0.45 * (completions.shape[1] + 2) + 0.8))
   ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
   ax.set_title(title, fontsize=9)
   ax.axis("off")

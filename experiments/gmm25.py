@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import platform
 import time
 from typing import Any, NamedTuple
 
 from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import optax
 import tqdm
@@ -437,20 +434,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 
-_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "configs", "gmm25.py")
-
-
-def define_flags():
-  """Defines --config and --workdir. Called only when run as a program, so that tests can
-  import several experiment modules into one process without duplicate absl flags."""
-  config = config_flags.DEFINE_config_file(
-      "config", _CONFIG_FILE,
-      "Config file and variant, e.g. configs/gmm25.py:paper (the default).")
-  workdir = flags.DEFINE_string("workdir", None, "Directory for metrics, tables and figures.")
-  return config, workdir
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -461,6 +444,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.exit_on_unknown_config_keys(sys.argv, _CONFIG_FILE)  # before ml_collections parses them
-  _CONFIG, _WORKDIR = define_flags()
+  _CONFIG, _WORKDIR = cli.define_config_and_workdir(
+      "gmm25.py",
+      config_help="Config file and variant, e.g. configs/gmm25.py:paper (the default).",
+      workdir_help="Directory for metrics, tables and figures.")
   app.run(main)

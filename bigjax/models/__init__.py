@@ -2,3 +2,6 @@
 from bigjax.models.biglearn_gan import Discriminator, Generator, NoiseMapping
 from bigjax.models.patches import patchify, unpatchify, patch_masks_to_pixels
 from bigjax.models.transformer import Encoder, EncoderBlock
+
+__all__ = ["Discriminator", "Encoder", "EncoderBlock", "Generator", "NoiseMapping",
+           "patch_masks_to_pixels", "patchify", "unpatchify"]
