@@ -38,8 +38,9 @@ import numpy as np
 from bigjax import checkpoint as ckpt_lib
 from bigjax import mnist
 from bigjax import tasks
-from bigjax.models import patch_masks_to_pixels, patchify, unpatchify
+from bigjax.models import patch_masks_to_pixels, patchify
 from experiments import biglearn_gan
+from experiments import gan_samples
 
 MAX_PNG_IMAGES = 16
 
@@ -155,12 +156,9 @@ def complete(config, g_params, images: np.ndarray, source: np.ndarray, *, num_sa
   size = images.shape[1]
   model_images = images if size == res else mnist.resize(images, res)
   patches = patchify(jnp.asarray(mnist.to_unit_range(model_images)), p)
-
-  @jax.jit
-  def draw(key):
-    z = jax.random.normal(key, (len(images), gen.noise_dim))
-    return unpatchify(gen.apply(g_params, patches, jnp.asarray(source), z), (res, res), p)
-
+  sample_fn = gan_samples.make_sampler(gen, (res, res), p)
+  draw = lambda key: sample_fn(g_params, patches, jnp.asarray(source),
+                               jax.random.normal(key, (len(images), gen.noise_dim)))
   out = np.stack([mnist.from_unit_range(np.asarray(draw(k)))
                   for k in jax.random.split(rng, num_samples)], axis=1)
   if size != res:
