@@ -1,0 +1,77 @@
+"""The MNIST classifier that scores generated digits (bigjax.evaluation.classifier).
+
+Launch (ARG is one of the variants below; `cpu` is the default):
+  python -m experiments.mnist_classifier --config configs/mnist_classifier.py:cpu \
+      --workdir /tmp/clf_cpu
+  python -m experiments.mnist_classifier --config configs/mnist_classifier.py:paper \
+      --workdir /tmp/clf_paper --config.data.source=/path/to/mnist_idx_dir
+A run resumes by itself from the newest checkpoint in --workdir. The classifier must be trained
+at the size of the images it scores: `--config.data.image_size=64` for the GAN's paper variant.
+
+Variants:
+  cpu     28x28, the bundled subset (train on its 7,000 "train" digits, test on its 1,000 "test"
+          digits), conv widths (16, 32), 1,200 steps at batch 128.
+  paper   64x64 (the 28x28 digits resized, as the GAN's paper variant), full MNIST (source
+          "auto": 60,000 train / 10,000 test digits), widths (32, 64, 128), 6,000 steps; meant
+          for a GPU.
+  smoke   a tiny model for tests: 150 steps at batch 64, a few seconds; test accuracy 0.949.
+
+Expected result (`cpu`, measured on 2 CPU cores shared with other jobs): test accuracy 0.987 on
+the bundled 1,000 held-out digits (0.9965 on 2,000 of its training digits), 91 s wall clock
+including compilation and evaluation.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("cpu", "paper", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "cpu"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r} for configs/mnist_classifier.py; choose one "
+                     f"of {', '.join(VARIANTS)}.")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0                      # parameters, data order, shifts and dropout all follow it
+  c.num_steps = 1_200             # AdamW steps (warm-up, then cosine decay to 1% at the end)
+  c.batch_size = 128
+  c.learning_rate = 3e-3          # peak learning rate
+  c.weight_decay = 1e-4           # AdamW's decoupled weight decay
+  c.checkpoint_every = 500        # save every N steps (and at the end); resume from the newest
+  c.log_every = 50                # metrics.jsonl row and progress-bar loss every N steps
+
+  c.data = ml_collections.ConfigDict()
+  # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
+  # directory of the original IDX files; see bigjax.mnist.load. The classifier needs labels.
+  c.data.source = "bundled"
+  c.data.train_split = "train"    # bundled: the first 7,000 digits
+  c.data.test_split = "test"      # bundled: the last 1,000, never trained on
+  c.data.image_size = 28          # digits are resized from 28x28 when this differs
+  c.data.max_shift = 2            # augmentation: random shifts by up to this many pixels
+
+  c.model = ml_collections.ConfigDict()
+  c.model.widths = (16, 32)       # channels of each 3x3 conv + 2x2 max-pool stage
+  c.model.feature_dim = 128       # the features (for Frechet distances) are this layer
+  c.model.dropout = 0.3           # on the features, training only
+
+  if variant == "paper":
+    c.num_steps = 6_000
+    c.learning_rate = 2e-3
+    c.checkpoint_every = 1_000
+    c.log_every = 100
+    c.data.source = "auto"
+    c.data.image_size = 64
+    c.data.max_shift = 4          # 2 pixels at 28x28, scaled
+    c.model.widths = (32, 64, 128)
+  elif variant == "smoke":
+    c.num_steps = 150
+    c.batch_size = 64
+    c.checkpoint_every = 50
+    c.log_every = 25
+    c.learning_rate = 5e-3
+    c.model.widths = (8, 16)
+    c.model.feature_dim = 64
+    c.model.dropout = 0.0
+  return c

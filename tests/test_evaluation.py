@@ -1,0 +1,392 @@
+"""Tests of bigjax.evaluation: the sample metrics and the MNIST classifier (smoke variant).
+
+The classifier is trained once per module (a few seconds) and the other tests load, resume or
+copy that run. As in test_biglearn_gan_experiment.py, a persistent compilation cache in the
+session's temporary directory lets later train() calls and the `python -m` subprocess reuse the
+executables the first run compiled.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from bigjax import checkpoint
+from bigjax import mnist
+from bigjax.evaluation import classifier
+from bigjax.evaluation import metrics
+from configs import mnist_classifier
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+# The smoke variant reaches 0.949 on the bundled 1,000 test digits (measured on 2 CPU cores);
+# the threshold leaves room for other platforms' floating-point differences.
+SMOKE_MIN_ACCURACY = 0.85
+
+
+# ----------------------------------------------------------------------------------------------
+# frechet_distance
+
+def _reference_frechet(a, b):
+  """The usual FID formula with scipy's (possibly complex) sqrtm of C_a C_b."""
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  covmean = scipy.linalg.sqrtm(ca @ cb).real
+  return np.sum((mu_a - mu_b) ** 2) + np.trace(ca) + np.trace(cb) - 2 * np.trace(covmean)
+
+
+def _exact_moments(rng, n, mean, variances):
+  """n rows whose sample mean is exactly `mean` and sample covariance (ddof=1) exactly
+  diag(variances), up to rounding: whitened random rows, scaled and shifted."""
+  z = rng.standard_normal((n, len(mean)))
+  z -= z.mean(0)
+  chol = np.linalg.cholesky(np.cov(z, rowvar=False))
+  z = np.linalg.solve(chol, z.T).T                    # sample covariance I
+  return mean + z * np.sqrt(variances)
+
+
+def test_frechet_identical_sets_is_zero():
+  a = np.random.default_rng(0).standard_normal((400, 16)) * 3.0 + 1.0
+  scale = 2 * np.trace(np.cov(a, rowvar=False))
+  assert metrics.frechet_distance(a, a) <= 1e-6 * scale
+  assert metrics.frechet_distance(a, a.copy()) >= 0.0
+
+
+def test_frechet_matches_scipy_sqrtm_reference():
+  rng = np.random.default_rng(1)
+  a = rng.standard_normal((300, 6)) @ rng.standard_normal((6, 6)) + rng.standard_normal(6)
+  b = rng.standard_normal((200, 6)) @ rng.standard_normal((6, 6))
+  expected = _reference_frechet(a, b)
+  np.testing.assert_allclose(metrics.frechet_distance(a, b), expected, rtol=1e-8)
+  np.testing.assert_allclose(metrics.frechet_distance(b, a), expected, rtol=1e-8)
+
+
+def test_frechet_closed_form_for_diagonal_gaussians():
+  rng = np.random.default_rng(2)
+  mu_a, mu_b = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, 1.0, 0.0, -0.5])
+  var_a, var_b = np.array([1.0, 4.0, 0.25, 2.0]), np.array([9.0, 1.0, 0.25, 0.5])
+  a = _exact_moments(rng, 50, mu_a, var_a)
+  b = _exact_moments(rng, 80, mu_b, var_b)
+  # W2^2 between N(mu_a, diag(var_a)) and N(mu_b, diag(var_b)).
+  expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+  np.testing.assert_allclose(metrics.frechet_distance(a, b), expected, rtol=1e-9)
+
+
+def test_frechet_translation_adds_squared_norm():
+  rng = np.random.default_rng(3)
+  a = rng.standard_normal((100, 5))
+  b = rng.standard_normal((120, 5)) * 2.0
+  v = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+  np.testing.assert_allclose(metrics.frechet_distance(a, a + v), v @ v, rtol=1e-9)
+  # Shifting one set moves only the mean term: ||mu_a - mu_b - v||^2 - ||mu_a - mu_b||^2.
+  delta = a.mean(0) - b.mean(0)
+  np.testing.assert_allclose(metrics.frechet_distance(a, b + v) - metrics.frechet_distance(a, b),
+                             (delta - v) @ (delta - v) - delta @ delta, rtol=1e-9)
+
+
+def test_frechet_rank_deficient_covariances_are_stable():
+  # More features than samples: both covariances are singular (sqrtm would go complex).
+  rng = np.random.default_rng(4)
+  a, b = rng.standard_normal((10, 50)), rng.standard_normal((12, 50))
+  d = metrics.frechet_distance(a, b)
+  assert np.isfinite(d) and d > 0
+  np.testing.assert_allclose(d, metrics.frechet_distance(b, a), rtol=1e-8)
+  assert metrics.frechet_distance(a, a) <= 1e-6 * np.trace(np.cov(a, rowvar=False))
+
+
+def test_frechet_errors():
+  ok = np.zeros((5, 3)) + np.arange(5)[:, None]
+  with pytest.raises(ValueError, match="2-D"):
+    metrics.frechet_distance(np.zeros(5), ok)
+  with pytest.raises(ValueError, match="3 features per row but features_b has 4"):
+    metrics.frechet_distance(ok, np.zeros((5, 4)))
+  with pytest.raises(ValueError, match="at least 2 samples"):
+    metrics.frechet_distance(ok, np.zeros((1, 3)))
+  bad = ok.copy()
+  bad[2, 1] = np.nan
+  with pytest.raises(ValueError, match="NaN or inf"):
+    metrics.frechet_distance(bad, ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# label_agreement
+
+def test_label_agreement_of_a_copying_generator_is_one():
+  labels = np.random.default_rng(5).integers(0, 10, 50)
+  assert metrics.label_agreement(labels, labels) == 1.0
+  assert metrics.label_agreement(np.repeat(labels[:, None], 4, axis=1), labels) == 1.0
+
+
+def test_label_agreement_counts_every_draw():
+  true = np.array([3, 7])
+  pred = np.array([[3, 3, 1, 3], [7, 0, 0, 7]])     # 3 + 2 of 8 right
+  assert metrics.label_agreement(pred, true) == 5 / 8
+  assert metrics.label_agreement(np.array([3, 1]), true) == 0.5
+
+
+def test_label_agreement_errors():
+  with pytest.raises(ValueError, match=r"shape \[N\] or \[N, S\] with N = 3"):
+    metrics.label_agreement(np.zeros(4, int), np.zeros(3, int))
+  with pytest.raises(ValueError, match=r"true_labels must have shape \[N\]"):
+    metrics.label_agreement(np.zeros(3, int), np.zeros((3, 1), int))
+  with pytest.raises(ValueError, match="argmax"):
+    metrics.label_agreement(np.zeros((3, 10)), np.zeros(3, int))
+  with pytest.raises(ValueError, match="no predictions"):
+    metrics.label_agreement(np.zeros(0, int), np.zeros(0, int))
+
+
+# ----------------------------------------------------------------------------------------------
+# pairwise_diversity
+
+def _reference_diversity(x, mask):
+  n, s = x.shape[:2]
+  out = np.zeros(n)
+  for k in range(n):
+    m = np.broadcast_to(mask[k], x.shape[2:])
+    if not m.any():
+      continue
+    out[k] = np.mean([np.sqrt(np.mean((x[k, i][m] - x[k, j][m]) ** 2))
+                      for i in range(s) for j in range(i + 1, s)])
+  return out
+
+
+def test_diversity_of_identical_draws_is_zero():
+  x = np.random.default_rng(6).random((3, 1, 8, 8))
+  np.testing.assert_array_equal(metrics.pairwise_diversity(np.repeat(x, 4, axis=1)), 0.0)
+
+
+@pytest.mark.parametrize("c", [0.25, -0.5])
+def test_diversity_of_constant_offsets(c):
+  x = np.random.default_rng(7).random((4, 1, 6, 6))
+  np.testing.assert_allclose(metrics.pairwise_diversity(np.concatenate([x, x + c], 1)),
+                             abs(c), rtol=1e-12)
+  # Three draws x, x + c, x + 2c: pairs differ by |c|, 2|c|, |c|.
+  three = np.concatenate([x, x + c, x + 2 * c], 1)
+  np.testing.assert_allclose(metrics.pairwise_diversity(three), 4 / 3 * abs(c), rtol=1e-12)
+
+
+def test_diversity_mask_selects_pixels():
+  x = np.zeros((2, 2, 4, 4))
+  x[:, 1, :2] = 1.0                                    # the draws differ in the top half only
+  top = np.zeros((4, 4), bool)
+  top[:2] = True
+  np.testing.assert_allclose(metrics.pairwise_diversity(x, top), 1.0)
+  np.testing.assert_allclose(metrics.pairwise_diversity(x, ~top), 0.0)
+  np.testing.assert_allclose(metrics.pairwise_diversity(x), np.sqrt(0.5))
+  per_input = np.stack([top, np.zeros((4, 4), bool)])  # nothing to compare for input 1
+  np.testing.assert_allclose(metrics.pairwise_diversity(x, per_input), [1.0, 0.0])
+  rows = np.array([True, False, False, False])[:, None]  # [4, 1] broadcasts over columns
+  np.testing.assert_allclose(metrics.pairwise_diversity(x, rows), 1.0)
+
+
+def test_diversity_matches_reference_with_random_masks():
+  rng = np.random.default_rng(8)
+  x = rng.random((5, 4, 7, 7))
+  mask = rng.random((5, 7, 7)) < 0.4
+  np.testing.assert_allclose(metrics.pairwise_diversity(x, mask),
+                             _reference_diversity(x, mask), rtol=1e-12)
+
+
+def test_diversity_errors():
+  with pytest.raises(ValueError, match="at least 2 draws"):
+    metrics.pairwise_diversity(np.zeros((3, 1, 4, 4)))
+  with pytest.raises(ValueError, match=r"shape \[N, S, ...\]"):
+    metrics.pairwise_diversity(np.zeros((3, 2)))
+  with pytest.raises(ValueError, match="bool"):
+    metrics.pairwise_diversity(np.zeros((3, 2, 4, 4)), np.ones((4, 4)))
+  with pytest.raises(ValueError, match="fits neither"):
+    metrics.pairwise_diversity(np.zeros((3, 2, 4, 4)), np.ones((5, 4), bool))
+  with pytest.raises(ValueError, match="fits neither"):
+    metrics.pairwise_diversity(np.zeros((3, 2, 4, 4)), np.ones((2, 4, 4), bool))
+
+
+# ----------------------------------------------------------------------------------------------
+# The classifier.
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """A persistent compilation cache for this module (restored afterwards); returns its path."""
+  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache_evaluation")
+  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  yield path
+  for name, value in old.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(workdir, summary) of one smoke-variant training run."""
+  workdir = str(tmp_path_factory.mktemp("classifier") / "smoke")
+  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  return workdir, summary
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+  return mnist.load("bundled", split="test")
+
+
+def _copy(trained, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained[0], workdir)
+  return workdir
+
+
+def test_classifier_handles_28_and_64_pixel_digits():
+  model = classifier.Classifier(widths=(8, 16), feature_dim=24)
+  for size in (28, 64):
+    x = jnp.zeros((3, size, size))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)
+    logits, features = jax.eval_shape(model.apply, params, x)
+    assert logits.shape == (3, 10) and features.shape == (3, 24)
+
+
+def test_smoke_training_reaches_a_sane_accuracy(trained):
+  workdir, summary = trained
+  assert summary["test_accuracy"] >= SMOKE_MIN_ACCURACY, summary
+  assert summary["num_test"] == 1000 and summary["num_train"] == 7000
+  assert summary["steps"] == 150 and summary["resumed_from"] is None
+  assert summary["image_size"] == 28 and summary["source"] == "bundled"
+  with open(os.path.join(workdir, "classifier.json")) as f:
+    assert json.load(f) == summary
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [25, 50, 75, 100, 125, 150]
+
+
+def test_load_roundtrip_reproduces_the_test_accuracy(trained, test_digits):
+  workdir, summary = trained
+  model, params, info = classifier.load(workdir, image_size=28)
+  assert info == summary and model.image_size == 28 and model.feature_dim == 64
+  images, labels = test_digits
+  predicted, probs, features = classifier.make_predict(model, params)(images)
+  assert np.mean(predicted == labels) == summary["test_accuracy"]
+  assert predicted.dtype == np.int32 and predicted.shape == (1000,)
+  assert probs.dtype == np.float32 and probs.shape == (1000, 10)
+  assert features.dtype == np.float32 and features.shape == (1000, 64)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(predicted, probs.argmax(-1))
+  assert np.all(features >= 0)                         # ReLU features
+  # A second load and a chunk size that pads the last chunk give the same predictions.
+  model2, params2, _ = classifier.load(workdir)
+  small_predicted, small_probs, small_features = classifier.make_predict(
+      model2, params2, batch_size=64)(images[:77])
+  np.testing.assert_array_equal(small_predicted, predicted[:77])
+  np.testing.assert_allclose(small_probs, probs[:77], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(small_features, features[:77], rtol=1e-5, atol=1e-5)
+  empty = classifier.make_predict(model2, params2, batch_size=64)(images[:0])
+  assert [e.shape for e in empty] == [(0,), (0, 10), (0, 64)]
+
+
+def test_predict_validates_its_input(trained, test_digits):
+  model, params, _ = classifier.load(trained[0])
+  predict = classifier.make_predict(model, params, batch_size=16)
+  images = test_digits[0][:4]
+  with pytest.raises(TypeError, match="from_unit_range"):
+    predict(mnist.to_unit_range(images))
+  with pytest.raises(ValueError, match="drop the channel axis"):
+    predict(images[..., None])
+  with pytest.raises(ValueError, match="trained on 28x28 digits, got 64x64"):
+    predict(mnist.resize(images, 64))
+  with pytest.raises(ValueError, match="batch_size"):
+    classifier.make_predict(model, params, batch_size=0)
+
+
+def test_load_refuses_another_image_size(trained):
+  with pytest.raises(ValueError, match=r"trained on 28x28 digits, the images are 64x64: train one "
+                     r"with `python -m experiments.mnist_classifier --config "
+                     r"configs/mnist_classifier.py:cpu --config.data.image_size=64 --workdir"):
+    classifier.load(trained[0], image_size=64)
+
+
+def test_load_without_a_classifier_says_how_to_train_one(trained, tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist.*python -m "
+                     "experiments.mnist_classifier --config configs/mnist_classifier.py:cpu"):
+    classifier.load(str(tmp_path / "nothing_here"))
+  os.makedirs(tmp_path / "empty")
+  with pytest.raises(FileNotFoundError, match="has no config.json"):
+    classifier.load(str(tmp_path / "empty"))
+  workdir = _copy(trained, tmp_path)
+  os.remove(os.path.join(workdir, "classifier.json"))   # as during an unfinished run
+  with pytest.raises(FileNotFoundError, match="has not finished training.*to resume it"):
+    classifier.load(workdir)
+  shutil.copy(os.path.join(trained[0], "classifier.json"), workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  with pytest.raises(FileNotFoundError, match="no checkpoints/ folder"):
+    classifier.load(workdir)
+
+
+def test_a_finished_run_is_not_trained_again(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = f.read()
+  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  assert summary["resumed_from"] == 150 and summary["steps"] == 150
+  assert summary["test_accuracy"] == trained[1]["test_accuracy"]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert f.read() == rows                            # no step was taken
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["100", "150", "50"]
+
+
+def test_resume_continues_like_the_uninterrupted_run(trained, tmp_path, test_digits):
+  # As if killed between the saves of steps 100 and 150 (after some metrics rows of 101..150).
+  workdir = _copy(trained, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "150"))
+  os.remove(os.path.join(workdir, "classifier.json"))
+  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  assert summary["resumed_from"] == 100 and summary["steps"] == 150
+  assert summary["test_accuracy"] == trained[1]["test_accuracy"]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [25, 50, 75, 100, 125, 150]
+  images = test_digits[0][:200]
+  resumed = classifier.make_predict(*classifier.load(workdir)[:2])(images)
+  original = classifier.make_predict(*classifier.load(trained[0])[:2])(images)
+  np.testing.assert_array_equal(resumed[0], original[0])
+  np.testing.assert_allclose(resumed[1], original[1], rtol=1e-5, atol=1e-6)
+
+
+def test_another_models_checkpoints_are_refused(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  config = mnist_classifier.get_config("smoke")
+  config.model.widths = (8, 8)
+  with pytest.raises(checkpoint.SignatureMismatchError, match="widths"):
+    classifier.train(config, workdir, progress=False)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["widths"] == [8, 16]   # left as the run that wrote it
+
+
+def test_config_variants_and_validation():
+  for variant in mnist_classifier.VARIANTS:
+    classifier.validate_config(mnist_classifier.get_config(variant))
+  assert mnist_classifier.get_config("paper").data.image_size == 64
+  with pytest.raises(ValueError, match="unknown variant"):
+    mnist_classifier.get_config("big")
+  config = mnist_classifier.get_config("smoke")
+  config.model.dropout = 1.0
+  with pytest.raises(ValueError, match=r"model.dropout must be in \[0, 1\)"):
+    classifier.validate_config(config)
+
+
+def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
+  workdir = _copy(trained, tmp_path)
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.mnist_classifier",
+       "--config", "configs/mnist_classifier.py:smoke", "--workdir", workdir],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout)
+  assert summary["resumed_from"] == 150
+  assert summary["test_accuracy"] == trained[1]["test_accuracy"]
