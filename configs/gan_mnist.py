@@ -11,8 +11,9 @@ A run resumes by itself from the newest checkpoint in --workdir. Then, to comple
 Variants:
   paper   Table 2: 64x64 MNIST (the 28x28 digits resized), patch 8 (L = 64), G-encoder 6/8/256,
           G-decoder 6/8/512, D 6/8/256, R1 lambda 10, AdamW lr 1e-4 betas (0.1, 0.999), batch
-          256, |S|/L ~ Beta(0.5, 3), |T|/|L minus S| ~ Beta(3, 0.5). Needs full MNIST (IDX files,
-          an .npz, or tensorflow-datasets) and a GPU; the paper ran half a day on an RTX 3090.
+          256, |S|/L ~ Beta(0.5, 3), |T|/|L minus S| ~ Beta(3, 0.5); bfloat16 mixed precision.
+          Needs full MNIST (IDX files, an .npz, or tensorflow-datasets) and a GPU; the paper ran
+          half a day on an RTX 3090.
   cpu     a small model on 28x28 digits, patch 7 (L = 16), the bundled subset's 7,000 training
           digits, lr 2e-4, R1 lambda 1, mode-seeking weight 0.3; 4,000 iterations, about 20
           minutes on 2 CPU cores.
@@ -47,11 +48,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
 
   c.data = ml_collections.ConfigDict()
+  c.data.dataset = "mnist"
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
   # directory of the original IDX files; see bigjax.mnist.load.
   c.data.source = "auto"
   c.data.split = "train"
   c.data.image_size = 64          # digits are resized from 28x28 when this differs
+  c.data.prefetch = 2             # batches assembled ahead by a host thread (0 = on demand)
 
   c.model = ml_collections.ConfigDict()
   c.model.patch_size = 8
@@ -70,6 +73,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.disc_heads = 8
   c.model.disc_minibatch_std_group = 0  # > 0: minibatch-std feature in D (not in the paper)
   c.model.mlp_ratio = 4.0
+  c.model.noise_merge = "add"     # with noise_every_layer: "add" or "concat" (+ linear map)
+  c.model.conv_head_layers = 0    # 3x3 convolutions after the generator's linear head
+  c.model.conv_head_width = 64
+  c.model.disc_attention = "dot"  # "l2": L2 self-attention in D (Kim et al. 2021)
+  # Computation dtype of both models: "bfloat16" = mixed precision (parameters, optimiser
+  # states, softmax, logits and losses stay float32).
+  c.model.dtype = "float32"
 
   c.tasks = ml_collections.ConfigDict()
   c.tasks.sampler = "biglearn"    # any name in bigjax.tasks.SAMPLERS
@@ -100,7 +110,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_images = 8           # digits completed in each sample grid
   c.eval.num_completions = 4      # noise draws per digit in the grids
   c.eval.num_joint = 32           # joint generations (S empty) per grid
+  # Evaluation suite during training (experiments/gan_eval.py): every N steps (and at the end)
+  # a row in <workdir>/eval.jsonl; 0 = off. Needs a classifier trained at the run's image size
+  # (python -m experiments.mnist_classifier ... --workdir DIR) in classifier_dir.
+  c.eval.metrics_every = 0
+  c.eval.classifier_dir = ""
+  c.eval.metrics_num_images = 500  # held-out digits
+  c.eval.metrics_num_samples = 4   # noise draws per digit and source ratio
 
+  if variant == "paper":
+    c.model.dtype = "bfloat16"    # a GPU config; bfloat16 is slow on CPUs
   if variant == "cpu":
     c.num_steps = 4_000
     c.checkpoint_every = 500

@@ -1,13 +1,19 @@
-r"""BigLearn-GAN training (paper Sec. 3.4, App. D, Algorithm 1) on MNIST.
+r"""BigLearn-GAN training (paper Sec. 3.4, App. D, Algorithm 1) on MNIST and CelebA.
 
   python -m experiments.biglearn_gan --config configs/gan_mnist.py:cpu --workdir /tmp/gan_cpu
+  python -m experiments.biglearn_gan --config configs/gan_celeba.py:paper --workdir /tmp/celeba \
+      --config.data.source=/path/to/celeba
 
 Each iteration draws per-example (S, T) masks from `config.tasks` (bigjax.tasks), takes one
 discriminator step on Eq. (8) plus the R1 penalty on real data (and the Eq. (12) communication
 matchings when `config.loss.communication_weight` > 0), then one generator step against the
 updated discriminator. Both steps are one jitted function with the training state donated;
 the state is replicated and the batch split over a 1-D device mesh (bigjax.sharding), so the
-same code runs on one device, on many, and on many hosts (`--config.distributed=True`).
+same code runs on one device, on many, and on many hosts (`--config.distributed=True`). With
+`model.dtype="bfloat16"` the models compute in bfloat16 while parameters, optimiser states,
+softmax, logits and losses stay float32. A background thread assembles the next batches on the
+host and puts them on the devices while the current step runs (`data.prefetch` batches ahead).
+The step compiles once per run; run.json records the number of compilations (`compilations`).
 
 Randomness and data order are functions of (seed, step) only: the masks and noise come from
 `fold_in(key, step)`, and the batch of step s is rows [i B, (i + 1) B) of a permutation seeded by
@@ -20,6 +26,9 @@ Writes into --workdir:
                            `keep_checkpoints` kept); the run resumes from the newest by itself
   metrics.jsonl            one row per `log_every` steps: step, d_loss, g_loss, r1, real_logit,
                            fake_logit (means over the window), images_per_sec, seconds
+  eval.jsonl               with eval.metrics_every > 0: the evaluation suite of
+                           experiments/gan_eval.py (label agreement, diversity, Fréchet
+                           distance) every eval.metrics_every steps
   samples/step_XXXXXXX.png joint generations and completions (random half / top half given)
   run.json                 steps done, timings, devices, JAX version
 """
@@ -41,6 +50,7 @@ import tqdm
 from bigjax import checkpoint as ckpt_lib
 from bigjax import losses
 from bigjax import mnist
+from bigjax import prefetch
 from bigjax import sharding
 from bigjax import tasks
 from bigjax.models import Discriminator, Generator, patchify
@@ -68,7 +78,7 @@ class GANState(NamedTuple):
 def validate_config(config) -> None:
   """Raises ValueError for an inconsistent config, before anything is loaded or compiled."""
   def fail(msg):
-    raise ValueError(f"configs/gan_mnist.py ({config.get('variant', '?')}): {msg}")
+    raise ValueError(f"BigLearn-GAN config ({config.get('variant', '?')}): {msg}")
   for name in ("num_steps", "checkpoint_every", "keep_checkpoints", "log_every",
                "sample_every", "batch_size"):
     if not isinstance(config[name], int) or config[name] < 1:
@@ -76,6 +86,31 @@ def validate_config(config) -> None:
   if config.tasks.sampler not in tasks.SAMPLERS:
     fail(f"tasks.sampler={config.tasks.sampler!r}; choose one of {sorted(tasks.SAMPLERS)}.")
   m = config.model
+  if config.data.get("dataset", "mnist") not in DATASETS:
+    fail(f"data.dataset={config.data.dataset!r}; choose one of {DATASETS}.")
+  if config.eval.get("metrics_every", 0):
+    if not isinstance(config.eval.metrics_every, int) or config.eval.metrics_every < 0:
+      fail(f"eval.metrics_every must be an integer >= 0, got {config.eval.metrics_every!r}.")
+    if not config.eval.get("classifier_dir"):
+      fail("eval.metrics_every > 0 needs eval.classifier_dir: train a classifier at the run's "
+           "image size with `python -m experiments.mnist_classifier --config "
+           "configs/mnist_classifier.py:cpu --workdir DIR` and pass "
+           "--config.eval.classifier_dir=DIR.")
+    if config.data.get("dataset", "mnist") != "mnist":
+      fail("the evaluation suite (eval.metrics_every) measures MNIST runs only.")
+  if config.data.get("dataset", "mnist") == "celeba" and not config.data.source:
+    fail("data.source is empty: give the CelebA directory (img_align_celeba/ and "
+         "list_eval_partition.txt, downloaded by hand) with --config.data.source=DIR, or "
+         "--config.data.source=tfds for a prepared tensorflow-datasets celeb_a.")
+  choices = dict(dtype=tuple(DTYPES), disc_attention=("dot", "l2"),
+                 noise_merge=("add", "concat"))
+  for name, allowed in choices.items():
+    if m.get(name, allowed[0]) not in allowed:
+      fail(f"model.{name}={m[name]!r}; choose one of {allowed}.")
+  if not (isinstance(m.get("conv_head_layers", 0), int) and m.get("conv_head_layers", 0) >= 0):
+    fail(f"model.conv_head_layers must be an integer >= 0, got {m.conv_head_layers!r}.")
+  if not isinstance(config.data.get("prefetch", 2), int) or config.data.get("prefetch", 2) < 0:
+    fail(f"data.prefetch must be an integer >= 0, got {config.data.prefetch!r}.")
   if config.data.image_size % m.patch_size:
     fail(f"data.image_size={config.data.image_size} is not divisible by model.patch_size="
          f"{m.patch_size}; choose a patch size that divides the image size.")
@@ -93,39 +128,70 @@ def validate_config(config) -> None:
          f"{config.optim.learning_rate} and {config.optim.disc_lr_scale}.")
 
 
-def image_shape(config) -> tuple[int, int]:
-  return (int(config.data.image_size), int(config.data.image_size))
+DATASETS = ("mnist", "celeba")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Model fields added after the first release, with the values that reproduce the earlier models.
+# At these values they are left out of the checkpoint signature, so older runs still restore.
+_LATER_MODEL_FIELDS = dict(noise_merge="add", conv_head_layers=0, conv_head_width=64,
+                           disc_attention="dot")
+
+
+def channels(config) -> int:
+  return 3 if config.data.get("dataset", "mnist") == "celeba" else 1
+
+
+def image_shape(config) -> tuple[int, ...]:
+  """(H, W) for grayscale data, (H, W, C) otherwise: the shape of one training image."""
+  size = int(config.data.image_size)
+  return (size, size) if channels(config) == 1 else (size, size, channels(config))
 
 
 def build_models(config) -> tuple[Generator, Discriminator]:
   """The generator and discriminator the config describes (models never read the config)."""
   m = config.model
-  h, w = image_shape(config)
+  h, w = image_shape(config)[:2]
   num_patches = (h // m.patch_size) * (w // m.patch_size)
-  patch_dim = m.patch_size * m.patch_size
+  patch_dim = m.patch_size * m.patch_size * channels(config)
+  dtype = DTYPES[m.get("dtype", "float32")]
+  later = {k: m.get(k, v) for k, v in _LATER_MODEL_FIELDS.items()}
   gen = Generator(num_patches=num_patches, patch_dim=patch_dim, encoder_dim=m.encoder_dim,
                   encoder_depth=m.encoder_depth, encoder_heads=m.encoder_heads,
                   decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth,
                   decoder_heads=m.decoder_heads, noise_dim=m.noise_dim,
                   noise_mlp_depth=m.noise_mlp_depth, noise_mlp_width=m.noise_mlp_width,
-                  mlp_ratio=m.mlp_ratio, noise_every_layer=m.noise_every_layer)
+                  mlp_ratio=m.mlp_ratio, noise_every_layer=m.noise_every_layer,
+                  noise_merge=later["noise_merge"], conv_head_layers=later["conv_head_layers"],
+                  conv_head_width=later["conv_head_width"], channels=channels(config),
+                  dtype=dtype)
   disc = Discriminator(num_patches=num_patches, patch_dim=patch_dim, dim=m.disc_dim,
                        depth=m.disc_depth, num_heads=m.disc_heads, mlp_ratio=m.mlp_ratio,
-                       minibatch_std_group=m.disc_minibatch_std_group)
+                       minibatch_std_group=m.disc_minibatch_std_group,
+                       attention=later["disc_attention"], dtype=dtype)
   return gen, disc
 
 
 def model_signature(config) -> dict[str, Any]:
-  """What a checkpoint must agree on to be restored into this config's state."""
+  """What a checkpoint must agree on to be restored into this config's state (the compute
+  dtype is not part of it: a float32 run can resume in bfloat16 and back)."""
+  fields = {k: config.model[k] for k in sorted(config.model.keys()) if k != "dtype"
+            and not (k in _LATER_MODEL_FIELDS and config.model[k] == _LATER_MODEL_FIELDS[k])}
+  extra = {} if channels(config) == 1 else dict(channels=channels(config))
   return dict(image_size=int(config.data.image_size), ema=bool(config.ema_decay > 0),
-              **{k: config.model[k] for k in sorted(config.model.keys())})
+              **extra, **fields)
 
 
 def load_images(config) -> np.ndarray:
-  """uint8 [N, H, W] training digits at the config's image size."""
-  images, _ = mnist.load(config.data.source, split=config.data.split)
-  if images.shape[1] != config.data.image_size:
-    images = mnist.resize(images, int(config.data.image_size))
+  """uint8 training images at the config's size: [N, H, W] digits or [N, H, W, 3] faces (a
+  read-only memory map for CelebA)."""
+  d = config.data
+  if d.get("dataset", "mnist") == "celeba":
+    from bigjax import celeba  # pylint: disable=import-outside-toplevel
+    images = celeba.load(d.source, split=d.split, image_size=int(d.image_size),
+                         crop_size=int(d.crop_size), cache_dir=d.get("cache_dir") or None)
+  else:
+    images, _ = mnist.load(d.source, split=d.split)
+    if images.shape[1] != d.image_size:
+      images = mnist.resize(images, int(d.image_size))
   if len(images) < config.batch_size:
     raise ValueError(f"the dataset has {len(images)} images, fewer than batch_size="
                      f"{config.batch_size}.")
@@ -340,7 +406,17 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
     outputs.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   start = int(state.step)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  eval_path = os.path.join(workdir, "eval.jsonl")
   _truncate_metrics(metrics_path, start)
+  _truncate_metrics(eval_path, start)
+  evaluate = None
+  if config.eval.get("metrics_every", 0):
+    from experiments import gan_eval  # pylint: disable=import-outside-toplevel
+    predict, _ = gan_eval.load_classifier(config, config.eval.classifier_dir)
+    heldout, heldout_labels = gan_eval.heldout_digits(config, config.eval.metrics_num_images)
+    evaluate = gan_eval.make_evaluator(config, predict, heldout, heldout_labels,
+                                       num_samples=config.eval.metrics_num_samples,
+                                       seed=config.seed)
 
   train_step = jit_train_step(config, mesh, state_sharding)
   gen, _ = build_models(config)
@@ -367,9 +443,10 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   t0, compile_seconds = time.perf_counter(), None
   bar = tqdm.tqdm(total=config.num_steps, initial=start, disable=not progress,
                   desc=f"BigLearn-GAN {config.variant}", unit="step", dynamic_ncols=True)
+  batches = prefetch.Prefetcher(batch, stop=config.num_steps, size=config.data.get("prefetch", 2))
   try:
     for step in range(start, config.num_steps):
-      state, metrics = train_step(state, batch(step))
+      state, metrics = train_step(state, batches.get(step))
       if compile_seconds is None:
         jax.block_until_ready(state.step)
         compile_seconds = time.perf_counter() - t0
@@ -379,7 +456,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       done = step + 1
       is_last = done == config.num_steps
       save = done % config.checkpoint_every == 0 or is_last
-      if not (done % config.log_every == 0 or save or done % config.sample_every == 0):
+      measure = evaluate is not None and (done % config.eval.metrics_every == 0 or is_last)
+      if not (done % config.log_every == 0 or save or done % config.sample_every == 0
+              or measure):
         continue
       # Check every step since the last check before anything is saved.
       values = jax.device_get(pending)
@@ -406,11 +485,24 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
         last_saved = done
       if done % config.sample_every == 0 or is_last:
         write_samples(done)
+      if measure:
+        result = evaluate(state.g_ema_params if config.ema_decay > 0 else state.g_params)
+        if jax.process_index() == 0:
+          with open(eval_path, "a") as f:
+            f.write(json.dumps(dict(step=done, **result)) + "\n")
   finally:
+    batches.close()
     bar.close()
     checkpointer.close()
+  # jax.jit's count of compiled variants (None if the step was wrapped by something else).
+  cache_size = getattr(train_step, "_cache_size", None)
+  compilations = cache_size() if cache_size else None
+  if compilations and compilations > 1:
+    logging.warning("the train step compiled %d times (expected once): an input changed shape, "
+                    "dtype or sharding between steps.", compilations)
   summary = dict(variant=config.variant, step=int(state.step), resumed_from=restored_step,
                  seconds=time.perf_counter() - t0, compile_seconds=compile_seconds,
+                 compilations=compilations, dtype=config.model.get("dtype", "float32"),
                  devices=[str(d) for d in jax.devices()], jax=jax.__version__,
                  backend=jax.default_backend())
   if jax.process_index() == 0:

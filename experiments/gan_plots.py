@@ -16,10 +16,11 @@ _HIDDEN = 96
 
 
 def mosaic(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray:
-  """uint8 [rows * cols, H, W] -> one uint8 [rows (H + pad) + pad, cols (W + pad) + pad] image,
-  row-major, separated by white lines."""
+  """uint8 [rows * cols, H, W(, C)] -> one uint8 [rows (H + pad) + pad, cols (W + pad) + pad(,
+  C)] image, row-major, separated by white lines."""
   h, w = images.shape[1:3]
-  out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)
+  out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad) + images.shape[3:], 255,
+                np.uint8)
   for i, img in enumerate(images[:rows * cols]):
     r, c = divmod(i, cols)
     top, left = pad + r * (h + pad), pad + c * (w + pad)
@@ -28,8 +29,18 @@ def mosaic(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray
 
 
 def shown_source(images: np.ndarray, source_pixels: np.ndarray) -> np.ndarray:
-  """The given pixels as they are, the rest grey: what the generator is conditioned on."""
+  """The given pixels as they are, the rest grey: what the generator is conditioned on.
+  source_pixels: bool [N, H, W] (broadcast over the channels of [N, H, W, C] images)."""
+  if images.ndim == 4:
+    source_pixels = source_pixels[..., None]
   return np.where(source_pixels, images, _HIDDEN).astype(np.uint8)
+
+
+def show(ax, img: np.ndarray) -> None:
+  """imshow of a uint8 mosaic, grayscale or RGB, pixel-exact, no axes."""
+  ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
+            interpolation="nearest")
+  ax.axis("off")
 
 
 def completion_panel(real: np.ndarray, source_pixels: np.ndarray,
@@ -64,9 +75,8 @@ def sample_grid(samples: dict[str, np.ndarray], real: np.ndarray, random_half: n
                    completion_panel(real, pixels, samples[name])))
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6))
   for ax, (title, img) in zip(axes, panels):
-    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    show(ax, img)
     ax.set_title(title, fontsize=9)
-    ax.axis("off")
   fig.suptitle(f"BigLearn-GAN ({config.variant}), step {step}", fontsize=11)
   fig.tight_layout()
   fig.savefig(path + ".tmp.png", dpi=150)
@@ -85,9 +95,8 @@ def completion_figure(real: np.ndarray, source_pixels: np.ndarray, completions: 
   img = completion_panel(real, source_pixels, np.swapaxes(completions, 0, 1))
   fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * real.shape[0] + 1),
                                   0.45 * (completions.shape[1] + 2) + 0.8))
-  ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+  show(ax, img)
   ax.set_title(title, fontsize=9)
-  ax.axis("off")
   fig.tight_layout()
   fig.savefig(path + ".tmp.png", dpi=150)
   plt.close(fig)

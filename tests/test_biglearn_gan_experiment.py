@@ -156,6 +156,7 @@ def test_smoke_run_writes_every_file(run_a):
   config = _smoke()
   assert _read_json(workdir / "config.json") == json.loads(config.to_json())
   run = _read_json(workdir / "run.json")
+  assert run["compilations"] == 1  # the step compiles once per run
   assert run == summary
   assert run["variant"] == "smoke" and run["step"] == 4 and run["resumed_from"] is None
   assert run["backend"] == "cpu" and run["jax"] == jax.__version__ and run["devices"]

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigjax.models.patches import patchify, unpatchify
 from bigjax.models.transformer import Encoder
 
 __all__ = ["NoiseMapping", "Generator", "Discriminator"]
@@ -65,8 +66,16 @@ class Generator(nn.Module):
     noise_dim: Z, the size of z.
     noise_mlp_depth, noise_mlp_width: the noise MLP (App. D.1: 8 layers).
     mlp_ratio: transformer MLP width / model width.
-    noise_every_layer: add the noise embeddings to the input of every G-decoder block (the
-      paper's CelebA setting, App. D.3 (iv)) instead of only to the decoder's input.
+    noise_every_layer: feed the noise embeddings into every G-decoder block (the paper's
+      CelebA setting, App. D.3 (iv)) instead of only into the decoder's input.
+    noise_merge: with noise_every_layer, "add" them to each block's input or "concat" them and
+      project back to the decoder width (one linear map per block; the paper's wording).
+    conv_head_layers: 0, or the number of 3x3 convolutions applied to the assembled image after
+      the linear head (App. D.3 (iii): 3 for CelebA): leaky-ReLU(0.2) between them, a residual
+      connection around them (the last one starts at zero, so training starts from the plain
+      head); they let neighbouring patches blend across patch borders.
+    conv_head_width: channels of the hidden convolutions.
+    channels: C, image channels (patch_dim = p * p * C); images are square grids of patches.
     dtype: computation dtype (parameters are float32).
   """
   num_patches: int
@@ -82,6 +91,10 @@ class Generator(nn.Module):
   noise_mlp_width: int = 256
   mlp_ratio: float = 4.0
   noise_every_layer: bool = False
+  noise_merge: str = "add"
+  conv_head_layers: int = 0
+  conv_head_width: int = 64
+  channels: int = 1
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -98,8 +111,24 @@ class Generator(nn.Module):
     self.decoder_pos = self.param("decoder_pos", _EMBED_INIT,
                                   (1, self.num_patches, self.decoder_dim))
     self.decoder = Encoder(self.decoder_depth, self.decoder_heads, self.mlp_ratio,
-                           dtype=self.dtype)
+                           merge=self.noise_merge, dtype=self.dtype)
     self.head = nn.Dense(self.patch_dim, dtype=self.dtype)
+    if self.conv_head_layers:
+      widths = [self.conv_head_width] * (self.conv_head_layers - 1) + [self.channels]
+      self.conv_head = [
+          nn.Conv(w, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv_head_{i}",
+                  kernel_init=(nn.initializers.zeros if i == len(widths) - 1
+                               else nn.linear.default_kernel_init))
+          for i, w in enumerate(widths)]
+
+  def image_geometry(self) -> tuple[tuple[int, int, int], int]:
+    """((H, W, C), patch size) of the square images this generator's patches tile."""
+    side = int(round(self.num_patches ** 0.5))
+    p = int(round((self.patch_dim // self.channels) ** 0.5))
+    if side * side != self.num_patches or p * p * self.channels != self.patch_dim:
+      raise ValueError(f"num_patches={self.num_patches} and patch_dim={self.patch_dim} do not "
+                       f"describe a square image of square {self.channels}-channel patches.")
+    return (side * p, side * p, self.channels), p
 
   def _check(self, patches, source_mask):
     if patches.ndim != 3 or patches.shape[1:] != (self.num_patches, self.patch_dim):
@@ -144,7 +173,17 @@ class Generator(nn.Module):
       h = self.decoder(h + self.decoder_pos, every_layer=noise)
     else:
       h = self.decoder(h + noise + self.decoder_pos)
-    out = jnp.tanh(self.head(h).astype(jnp.promote_types(self.dtype, jnp.float32)))
+    out = self.head(h)
+    if self.conv_head_layers:
+      shape, p = self.image_geometry()
+      image = unpatchify(out, shape, p)
+      y = image
+      for i, conv in enumerate(self.conv_head):
+        y = conv(y)
+        if i < len(self.conv_head) - 1:
+          y = nn.leaky_relu(y, 0.2)
+      out = patchify(image + y, p)
+    out = jnp.tanh(out.astype(jnp.promote_types(self.dtype, jnp.float32)))
     return jnp.where(s, patches, out.astype(patches.dtype))
 
 
@@ -161,6 +200,8 @@ class Discriminator(nn.Module):
     num_patches, patch_dim: L and P.
     dim, depth, num_heads: transformer width, blocks, heads (Table 2: 256/6/8).
     mlp_ratio, dtype: as in `Generator`.
+    attention: "dot", or "l2" for L2 self-attention (Kim et al. 2021; the paper's CelebA
+      discriminator, App. D.3 (ii)), see bigjax.models.transformer.
     minibatch_std_group: 0 (the paper's discriminator): examples are independent. G > 0: the
       minibatch standard deviation feature of Karras et al. (2018): the standard deviation of
       the final token states across groups of G examples (strided: i, i + B/G, ...), averaged
@@ -176,6 +217,7 @@ class Discriminator(nn.Module):
   num_heads: int = 8
   mlp_ratio: float = 4.0
   minibatch_std_group: int = 0
+  attention: str = "dot"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -209,8 +251,8 @@ class Discriminator(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)).astype(x.dtype), x],
                         axis=1)
     key_mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), visible], axis=1)
-    h = Encoder(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                name="encoder")(x, key_mask)
+    h = Encoder(self.depth, self.num_heads, self.mlp_ratio, attention=self.attention,
+                dtype=self.dtype, name="encoder")(x, key_mask)
     wide = jnp.promote_types(self.dtype, jnp.float32)
     if not self.minibatch_std_group:
       return nn.Dense(1, dtype=self.dtype, name="head")(h[:, 0])[:, 0].astype(wide)
