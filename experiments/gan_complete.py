@@ -45,8 +45,12 @@ from experiments import gan_samples
 MAX_PNG_IMAGES = 16
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """(config, generator parameters, step) of the newest restorable checkpoint in `workdir`."""
+def load_run(workdir: str, *, ema: bool | None = None
+             ) -> tuple[ml_collections.ConfigDict, Any, int]:
+  """(config, generator parameters, step) of the newest restorable checkpoint in `workdir`.
+
+  ema: True for the generator's EMA parameters (an error if the run kept none), False for the
+  trained parameters, None for the EMA when the run kept one."""
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: --workdir must be the directory of a "
@@ -54,6 +58,10 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, int]:
                             "DIR).")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  if ema and not config.ema_decay > 0:
+    raise ValueError(f"the run in {workdir} kept no EMA of the generator (its config has "
+                     f"ema_decay={config.ema_decay}); evaluate its trained parameters instead "
+                     "(--params=raw), or train with --config.ema_decay=0.999.")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = jax.eval_shape(lambda k: biglearn_gan.init_state(config, k), jax.random.key(0))
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
@@ -67,8 +75,8 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, int]:
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (the run saves "
                             f"every config.checkpoint_every={config.checkpoint_every} steps).")
-  params = state.g_ema_params if config.ema_decay > 0 else state.g_params
-  return config, params, step
+  use_ema = config.ema_decay > 0 if ema is None else ema
+  return config, state.g_ema_params if use_ema else state.g_params, step
 
 
 def read_images(path: str) -> np.ndarray:

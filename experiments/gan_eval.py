@@ -1,0 +1,239 @@
+r"""Evaluate a BigLearn-GAN MNIST run with the project's classifier: Fig. 5, 13 and 16 as numbers.
+
+  python -m experiments.mnist_classifier --config configs/mnist_classifier.py:cpu --workdir /tmp/clf
+  python -m experiments.gan_eval --workdir /tmp/gan_cpu --classifier_dir /tmp/clf
+
+Loads the newest restorable checkpoint of the run (the generator's EMA unless --params=raw) and
+the classifier (experiments/mnist_classifier.py; it must have been trained at the run's image
+size), then measures on held-out digits (the split the GAN did not train on: the bundled
+subset's `test` 1,000 for the `cpu` run, MNIST's test split otherwise; `--num_images` of them):
+
+  frechet      Fréchet distance between classifier features of `num_images` joint samples
+               (S empty) and of half of the held-out digits, next to the same distance between
+               the two halves of the held-out digits (the floor a perfect generator would reach
+               at this sample size) and the classifier's accuracy on the held-out digits.
+  random       for source ratios 0.0, 0.1, ..., 0.9: each held-out digit gets round(r L) random
+               source patches and `--num_samples` noise draws; `agreement` is the fraction of
+               completions the classifier labels with the digit's true label (Fig. 13 as a
+               number), `diversity` the mean over digits of the mean pairwise root-mean-square
+               pixel distance between the draws (pixels in [0, 1]; Fig. 13's shrinking variety).
+  initial      the same with the first round(r L) patches in raster order as S (Fig. 5b).
+  monotone     whether agreement rises and diversity falls with the ratio, for each source kind.
+
+Writes <out> (default <workdir>/eval.json) and a plot next to it (eval.png). The same function
+runs during training when config.eval.every > 0 (rows in <workdir>/eval.jsonl).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from bigjax import mnist
+from bigjax.evaluation import classifier as classifier_lib
+from bigjax.evaluation import metrics
+from bigjax.models import patchify
+from experiments import biglearn_gan
+from experiments import gan_samples
+from experiments import outputs
+
+RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
+
+
+def heldout_digits(config, num_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 [N, S, S] at the run's image size, labels [N]): digits the run did not train on."""
+  d = config.data
+  if d.get("dataset", "mnist") != "mnist":
+    raise ValueError(f"gan_eval measures MNIST runs (it classifies digits); this run trained "
+                     f"on {d.dataset!r}.")
+  if d.split != "train":
+    raise ValueError(f"the run trained on data.split={d.split!r}; gan_eval holds out the `test` "
+                     "split, so it evaluates runs trained on the `train` split only.")
+  images, labels = mnist.load(d.source, split="test")
+  if num_images is not None:
+    if not 2 <= num_images <= len(images):
+      raise ValueError(f"--num_images must be in [2, {len(images)}] (the held-out digits), got "
+                       f"{num_images}.")
+    images, labels = images[:num_images], labels[:num_images]
+  if images.shape[1] != d.image_size:
+    images = mnist.resize(images, int(d.image_size))
+  return images, labels
+
+
+def source_masks(num_images: int, length: int, ratio: float, *, initial: bool,
+                 rng: np.random.Generator) -> np.ndarray:
+  """bool [num_images, length]: round(ratio L) source patches per image, random or the first."""
+  k = int(round(ratio * length))
+  mask = np.zeros((num_images, length), bool)
+  if initial:
+    mask[:, :k] = True
+  else:
+    for row in mask:
+      row[rng.choice(length, k, replace=False)] = True
+  return mask
+
+
+def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.ndarray, *,
+                   num_samples: int = 4, seed: int = 0, ratios=RATIOS,
+                   chunk: int = 500) -> Callable[[Any], dict[str, Any]]:
+  """A function g_params -> metrics dict (see the module docstring), with every input fixed
+  (masks, noise, the held-out halves), so values at different steps are comparable.
+
+  Args:
+    config: the run's config.
+    predict: the classifier's `make_predict` function (uint8 images -> labels, probs, features).
+    images, labels: held-out digits at the run's image size and their labels.
+    num_samples: noise draws per digit and source set (>= 2, for the diversity).
+    seed: chooses the random source sets and the noise.
+    ratios: the source ratios.
+    chunk: images per generator call.
+  """
+  if num_samples < 2:
+    raise ValueError(f"num_samples must be >= 2 (diversity compares draws), got {num_samples}.")
+  gen, _ = biglearn_gan.build_models(config)
+  shape, p = biglearn_gan.image_shape(config), config.model.patch_size
+  sample_fn = gan_samples.make_sampler(gen, shape, p)
+  n, length = len(images), gen.num_patches
+  rng = np.random.default_rng([seed, 13])
+  masks = {(kind, r): source_masks(n, length, r, initial=kind == "initial", rng=rng)
+           for kind in ("random", "initial") for r in ratios}
+  z_cond = rng.standard_normal((num_samples, n, gen.noise_dim)).astype(np.float32)
+  z_joint = rng.standard_normal((n, gen.noise_dim)).astype(np.float32)
+  real = np.asarray(patchify(jnp.asarray(mnist.to_unit_range(images)), p))
+  half = n // 2
+  real_labels, _, real_features = predict(images)
+  real_fd = metrics.frechet_distance(real_features[:half], real_features[half:2 * half])
+
+  def draw(g_params, source, z):
+    out = []
+    for start in range(0, n, chunk):
+      sl = slice(start, min(start + chunk, n))
+      pad = chunk - (sl.stop - sl.start)
+      args = [np.pad(a[sl], [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in (real, source, z)]
+      out.append(np.asarray(sample_fn(g_params, *args))[:sl.stop - sl.start])
+    return mnist.from_unit_range(np.concatenate(out))
+
+  def evaluate(g_params) -> dict[str, Any]:
+    joint = draw(g_params, np.zeros((n, length), bool), z_joint)
+    _, _, joint_features = predict(joint[:half])
+    result = dict(
+        num_images=n, num_samples=num_samples, seed=seed, ratios=list(ratios),
+        classifier_accuracy=metrics.label_agreement(real_labels, labels),
+        frechet=dict(joint_vs_heldout=metrics.frechet_distance(
+                         joint_features, real_features[half:2 * half]),
+                     heldout_half_vs_half=real_fd, num_per_set=half))
+    for kind in ("random", "initial"):
+      agreement, diversity = [], []
+      for r in ratios:
+        draws = np.stack([draw(g_params, masks[kind, r], z) for z in z_cond], axis=1)
+        predicted, _, _ = predict(draws.reshape((-1,) + draws.shape[2:]))
+        agreement.append(metrics.label_agreement(predicted.reshape(n, num_samples), labels))
+        diversity.append(float(np.mean(metrics.pairwise_diversity(draws / 255.0))))
+      result[kind] = dict(agreement=agreement, diversity=diversity)
+      result.setdefault("monotone", {})[kind] = dict(
+          agreement_rises=bool(np.all(np.diff(agreement) >= 0)),
+          diversity_falls=bool(np.all(np.diff(diversity) <= 0)))
+    return result
+
+  return evaluate
+
+
+def plot(result: dict[str, Any], path: str, *, title: str) -> None:
+  """Agreement and diversity against the source ratio (random and initial-portion S)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+  for kind, style in (("random", "o-"), ("initial", "s--")):
+    label = "random S" if kind == "random" else "initial-portion S"
+    axes[0].plot(result["ratios"], result[kind]["agreement"], style, label=label)
+    axes[1].plot(result["ratios"], result[kind]["diversity"], style, label=label)
+  axes[0].axhline(result["classifier_accuracy"], color="grey", lw=0.8, ls=":",
+                  label="classifier on real digits")
+  axes[0].set(xlabel="source ratio |S| / L", ylabel="label agreement", ylim=(0, 1.02))
+  axes[1].set(xlabel="source ratio |S| / L",
+              ylabel="diversity (mean pairwise RMS, [0, 1] pixels)")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fd = result["frechet"]
+  fig.suptitle(f"{title}   Fréchet (classifier features): joint {fd['joint_vs_heldout']:.2f}, "
+               f"real halves {fd['heldout_half_vs_half']:.2f}", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path + ".tmp.png", dpi=150)
+  plt.close(fig)
+  os.replace(path + ".tmp.png", path)
+
+
+def load_classifier(config, classifier_dir: str):
+  """The classifier's predict function for the run's image size (clear errors otherwise)."""
+  model, params, info = classifier_lib.load(classifier_dir,
+                                            image_size=int(config.data.image_size))
+  return classifier_lib.make_predict(model, params), info
+
+
+def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: str = "auto",
+        num_images: int | None = None, num_samples: int = 4, seed: int = 0) -> dict[str, Any]:
+  """The entry point's work: evaluates the newest checkpoint of `workdir`; returns the result."""
+  from experiments import gan_complete  # pylint: disable=import-outside-toplevel
+  if params not in ("auto", "ema", "raw"):
+    raise ValueError(f"--params must be auto, ema or raw, got {params!r}.")
+  config, g_params, step = gan_complete.load_run(
+      workdir, ema={"auto": None, "ema": True, "raw": False}[params])
+  predict, info = load_classifier(config, classifier_dir)
+  images, labels = heldout_digits(config, num_images)
+  evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed)
+  result = dict(step=step, workdir=os.path.abspath(workdir), params=params,
+                classifier=dict(dir=os.path.abspath(classifier_dir),
+                                test_accuracy=info.get("test_accuracy")),
+                **evaluate(g_params))
+  out = out or os.path.join(workdir, "eval.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  outputs.write_json(out, result)
+  plot(result, os.path.splitext(out)[0] + ".png",
+       title=f"BigLearn-GAN {config.variant}, step {step}")
+  return result
+
+
+def main(argv):
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = {k: v.value for k, v in _FLAGS.items()}
+  for name in ("workdir", "classifier_dir"):
+    if not f[name]:
+      raise app.UsageError(f"--{name} is required.")
+  result = run(f["workdir"], f["classifier_dir"], out=f["out"], params=f["params"],
+               num_images=f["num_images"], num_samples=f["num_samples"], seed=f["seed"])
+  summary = {k: result[k] for k in ("step", "classifier_accuracy", "frechet", "monotone")}
+  summary["agreement_at_0.5"] = {k: result[k]["agreement"][5] for k in ("random", "initial")}
+  print(json.dumps(summary, indent=1))
+
+
+def define_flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  return dict(
+      workdir=flags.DEFINE_string("workdir", None, "A BigLearn-GAN run directory (MNIST)."),
+      classifier_dir=flags.DEFINE_string(
+          "classifier_dir", None, "A classifier trained by experiments.mnist_classifier at the "
+          "run's image size."),
+      out=flags.DEFINE_string("out", None, "Output JSON (default <workdir>/eval.json); a PNG "
+                              "plot is written next to it."),
+      params=flags.DEFINE_enum("params", "auto", ["auto", "ema", "raw"],
+                               "Generator parameters: the EMA (ema; an error if the run kept "
+                               "none), the trained ones (raw), or the EMA when kept (auto)."),
+      num_images=flags.DEFINE_integer("num_images", None,
+                                      "Held-out digits to use (default: all of them)."),
+      num_samples=flags.DEFINE_integer("num_samples", 4, "Noise draws per digit and ratio."),
+      seed=flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."))
+
+
+if __name__ == "__main__":
+  from absl import app as _app  # pylint: disable=import-outside-toplevel
+  _FLAGS = define_flags()
+  _app.run(main)
