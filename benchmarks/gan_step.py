@@ -1,75 +1,290 @@
-r"""Speed of one BigLearn-GAN training iteration (D step + G step), per config variant.
+r"""Speed, FLOPs and memory of one BigLearn-GAN training iteration (D step + G step).
 
-  python -m benchmarks.gan_step --variants cpu paper --steps 20
-  python -m benchmarks.gan_step --variants paper --batch_size 32 --steps 5   # paper model, small batch
+  python -m benchmarks.gan_step                                  # mnist:cpu at its own batch
+  python -m benchmarks.gan_step --configs mnist:cpu mnist:paper celeba:paper \
+      --batch_sizes 8 32 --dtypes float32 bfloat16 --steps 5
 
-For each variant: compile time of the jitted step, then the median wall time per step over
-`--steps` steps (after 2 warm-up steps), images per second, and the parameter counts. Data are
-random patches in [-1, 1] (the step's cost does not depend on them). Prints one JSON object per
-variant; results are written down in benchmarks/RESULTS.md.
+A config is `mnist:VARIANT` (configs/gan_mnist.py) or `celeba:VARIANT` (configs/gan_celeba.py).
+For every config x batch size (default: the config's own) x dtype (default: the config's own
+model.dtype), one measurement of the jitted train step (`experiments.biglearn_gan
+.jit_train_step`, state replicated and donated, batch split over all devices):
+  lower_s, compile_s        tracing + lowering, and XLA compilation;
+  step_s                    median wall time of `--steps` steps after 2 warm-up steps (min/max);
+  images_per_s              global batch / step_s;
+  model_flops_per_step      analytic model FLOPs of the iteration (bigjax.flops.train_step_flops;
+                            2 FLOPs per multiply-add, backward = 2x forward), and its breakdown;
+  xla_flops_per_step        XLA's own count for the compiled program (per device; it also counts
+                            elementwise work);
+  achieved_tflops           model FLOPs / step_s / 1e12 (all devices together);
+  mfu                       achieved / (devices x peak), when bigjax.flops knows the device's
+                            peak for the dtype (`peak_tflops`, `peak_precision`), else None;
+  peak_bytes_in_use         the device allocator's high-water mark (max over local devices),
+                            where the backend reports it (GPU, TPU); None on CPU;
+  compiled_arg_out_temp_bytes  per device: argument + output + temporary buffers of the compiled
+                            executable (`memory_analysis()`; the donated state is both argument
+                            and output, `compiled_memory.alias` counts that overlap);
+  g_params, d_params        parameter counts; and the machine (device kind and count, backend,
+                            jax/jaxlib, Python, CPU count, platform).
+Data are random images in [-1, 1] of the config's shape (the step's cost does not depend on
+them); no dataset is loaded, so the CelebA config needs no data.source.
+
+By default every measurement runs in its own Python process (`--in_process` turns that off):
+the allocator's peak is then that measurement's, and a batch that does not fit, whether XLA
+reports RESOURCE_EXHAUSTED or the operating system kills the process, gives a JSON line with
+an "error" and the next measurement still runs. Prints one JSON object per line; the exit
+status is 1 if a measurement failed for another reason than memory.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
+from typing import Any
 
-import jax
-import numpy as np
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_MODULES = {"mnist": "configs.gan_mnist", "celeba": "configs.gan_celeba"}
+DTYPES = ("float32", "bfloat16")
+WARMUP_STEPS = 2
+# "killed by signal 9": SIGKILL, presumably from the operating system's out-of-memory killer.
+_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "MemoryError",
+                "bad_alloc", "killed by signal 9")
 
-from bigjax import sharding
-from configs import gan_mnist
-from experiments import biglearn_gan
+
+def config_spec(text: str) -> str:
+  """argparse type of a config: DATASET:VARIANT with a known dataset and variant."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  dataset, _, variant = text.partition(":")
+  if dataset not in CONFIG_MODULES or not variant:
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not DATASET:VARIANT with DATASET one of {sorted(CONFIG_MODULES)} (e.g. "
+        f"mnist:cpu, celeba:paper).")
+  variants = importlib.import_module(CONFIG_MODULES[dataset]).VARIANTS
+  if variant not in variants:
+    raise argparse.ArgumentTypeError(f"unknown variant {variant!r} for {dataset}; choose one "
+                                     f"of {', '.join(variants)}.")
+  return text
 
 
-def measure(variant: str, steps: int, batch_size: int | None) -> dict:
-  config = gan_mnist.get_config(variant)
+def load_config(spec: str, batch_size: int | None, dtype: str | None):
+  """The config `spec` names, with the batch size and model dtype overridden when given."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  dataset, _, variant = spec.partition(":")
+  config = importlib.import_module(CONFIG_MODULES[dataset]).get_config(variant)
   if batch_size:
-    config.batch_size = batch_size
+    config.batch_size = int(batch_size)
+  if dtype:
+    config.model.dtype = dtype
+  return config
+
+
+def machine() -> dict[str, Any]:
+  import jax  # pylint: disable=import-outside-toplevel
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  devices = jax.devices()
+  return dict(device_kind=devices[0].device_kind, device_count=len(devices),
+              backend=jax.default_backend(), jax=jax.__version__, jaxlib=jaxlib.__version__,
+              python=platform.python_version(), cpu_count=os.cpu_count(),
+              platform=platform.platform())
+
+
+def _is_oom(message: str) -> bool:
+  return any(marker in message for marker in _OOM_MARKERS)
+
+
+def _count(tree) -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def _peak_bytes_in_use() -> int | None:
+  """The allocator's high-water mark, max over local devices; None where not reported."""
+  import jax  # pylint: disable=import-outside-toplevel
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:  # pylint: disable=broad-except
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  return max(peaks) if peaks else None
+
+
+def _compiled_memory(compiled) -> dict[str, int] | None:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if m is None:
+    return None
+  if isinstance(m, (list, tuple)):
+    m = m[0]
+  return dict(argument=int(m.argument_size_in_bytes), output=int(m.output_size_in_bytes),
+              temp=int(m.temp_size_in_bytes), alias=int(m.alias_size_in_bytes),
+              generated_code=int(m.generated_code_size_in_bytes))
+
+
+def _xla_flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int) -> dict[str, Any]:
+  """One measurement (see the module docstring); raises on failure."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from bigjax import flops  # pylint: disable=import-outside-toplevel
+  from bigjax import sharding  # pylint: disable=import-outside-toplevel
+  from experiments import biglearn_gan  # pylint: disable=import-outside-toplevel
+
+  config = load_config(spec, batch_size, dtype)
+  dtype = config.model.get("dtype", "float32")
   mesh = sharding.data_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
   state_sharding = sharding.replicated(mesh)
   state = jax.jit(lambda k: biglearn_gan.init_state(config, k),
                   out_shardings=state_sharding)(jax.random.key(0))
-  counts = {name: int(sum(x.size for x in jax.tree.leaves(getattr(state, name))))
-            for name in ("g_params", "d_params")}
+  counts = dict(g_params=_count(state.g_params), d_params=_count(state.d_params))
+  shape = biglearn_gan.image_shape(config)
+  images = np.random.default_rng(0).uniform(-1, 1, (config.batch_size,) + shape)
+  batch = sharding.global_batch(images.astype(np.float32), mesh)
+
   step_fn = biglearn_gan.jit_train_step(config, mesh, state_sharding)
-  size = config.data.image_size
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch(
-      rng.uniform(-1, 1, (config.batch_size, size, size)).astype(np.float32), mesh)
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
+  lowered = step_fn.lower(state, batch)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  for _ in range(2):
+  for _ in range(WARMUP_STEPS):
     state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+  jax.block_until_ready((state, metrics))
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
+    jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
-  per_step = float(np.median(times))
-  return dict(variant=variant, batch_size=config.batch_size, image_size=size,
-              compile_s=round(compile_s, 2), step_s=round(per_step, 4),
-              steps_per_s=round(1 / per_step, 2),
-              images_per_s=round(config.batch_size / per_step, 1), **counts,
-              devices=[str(d) for d in jax.devices()], backend=jax.default_backend(),
-              jax=jax.__version__, cpu_count=os.cpu_count(), platform=platform.platform())
+  step_s = float(np.median(times))
+  losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k in ("d_loss", "g_loss")}
+
+  model_flops = flops.train_step_flops(config)
+  num_devices = mesh.devices.size
+  device = mesh.devices.flat[0]
+  peak = flops.peak_flops_per_second(device, dtype)
+  memory = _compiled_memory(compiled)
+  row = dict(
+      config=spec, variant=config.variant, batch_size=config.batch_size, dtype=dtype,
+      image_shape=list(shape), steps=steps, lower_s=round(lower_s, 2),
+      compile_s=round(compile_s, 2), step_s=round(step_s, 5), step_s_min=round(min(times), 5),
+      step_s_max=round(max(times), 5), steps_per_s=round(1 / step_s, 3),
+      images_per_s=round(config.batch_size / step_s, 2),
+      model_flops_per_step=model_flops["total"],
+      model_flops={k: v for k, v in model_flops.items() if k not in ("total", "batch_size")},
+      xla_flops_per_step=_xla_flops(compiled),
+      achieved_tflops=round(model_flops["total"] / step_s / 1e12, 4),
+      peak_precision=None if peak is None else flops.peak_precision(dtype),
+      peak_tflops=None if peak is None else peak / 1e12,
+      mfu=None if peak is None else round(flops.mfu(model_flops["total"], step_s, num_devices,
+                                                    peak), 4),
+      peak_bytes_in_use=_peak_bytes_in_use(),
+      compiled_arg_out_temp_bytes=(None if memory is None else
+                                   memory["argument"] + memory["output"] + memory["temp"]),
+      compiled_memory=memory, final_losses=losses, **counts, **machine())
+  del state, metrics, compiled, lowered
+  return row
 
 
-def main():
+def _error_row(spec, batch_size, dtype, steps, message: str) -> dict[str, Any]:
+  row = dict(config=spec, batch_size=batch_size, dtype=dtype, steps=steps,
+             error=message[-2000:], out_of_memory=_is_oom(message))
+  try:
+    row.update(machine())
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return row
+
+
+def run_in_process(spec, batch_size, dtype, steps) -> dict[str, Any]:
+  try:
+    row = measure(spec, batch_size, dtype, steps)
+  except Exception as e:  # pylint: disable=broad-except
+    row = _error_row(spec, batch_size, dtype, steps, f"{type(e).__name__}: {e}")
+  gc.collect()
+  return row
+
+
+def run_in_subprocess(spec, batch_size, dtype, steps) -> dict[str, Any]:
+  """The same measurement in a fresh `python -m benchmarks.gan_step --in_process`."""
+  command = [sys.executable, "-m", "benchmarks.gan_step", "--in_process", "--configs", spec,
+             "--steps", str(steps)]
+  if batch_size:
+    command += ["--batch_sizes", str(batch_size)]
+  if dtype:
+    command += ["--dtypes", dtype]
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                        check=False)
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith("{"):
+      return json.loads(line)
+  how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+         else f"exit status {proc.returncode}")
+  return _error_row(spec, batch_size, dtype, steps,
+                    f"the measurement process ended without a result ({how}): "
+                    f"{proc.stderr.strip()[-1500:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--variants", nargs="+", default=["cpu"], choices=gan_mnist.VARIANTS)
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--batch_size", type=int, default=None,
-                      help="override the variant's batch size")
-  args = parser.parse_args()
-  for variant in args.variants:
-    print(json.dumps(measure(variant, args.steps, args.batch_size)), flush=True)
+  parser.add_argument("--configs", nargs="+", type=config_spec, default=None,
+                      help="DATASET:VARIANT, e.g. mnist:cpu mnist:paper celeba:paper "
+                           "(default mnist:cpu)")
+  parser.add_argument("--batch_sizes", nargs="+", type=int, default=None,
+                      help="global batch sizes (default: each config's own)")
+  parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
+                      help="model computation dtypes (default: each config's model.dtype)")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up)")
+  parser.add_argument("--in_process", action="store_true",
+                      help="run every measurement in this process (no isolation)")
+  # The flags of the first version, kept so that older commands still run.
+  parser.add_argument("--variants", nargs="+", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--batch_size", type=int, default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.steps < 1:
+    parser.error(f"--steps must be >= 1, got {args.steps}.")
+  if any(b < 1 for b in args.batch_sizes or []):
+    parser.error(f"--batch_sizes must be positive, got {args.batch_sizes}.")
+  configs = list(args.configs or [])
+  try:
+    configs += [config_spec(f"mnist:{v}") for v in args.variants or []]
+  except argparse.ArgumentTypeError as e:
+    parser.error(f"argument --variants: {e}")
+  configs = configs or ["mnist:cpu"]
+  batch_sizes = args.batch_sizes or ([args.batch_size] if args.batch_size else [None])
+  dtypes = args.dtypes or [None]
+
+  run = run_in_process if args.in_process else run_in_subprocess
+  failed = False
+  for spec in configs:
+    for batch_size in batch_sizes:
+      for dtype in dtypes:
+        row = run(spec, batch_size, dtype, args.steps)
+        failed |= "error" in row and not row.get("out_of_memory")
+        print(json.dumps(row), flush=True)
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
