@@ -9,7 +9,9 @@ restore (measured with orbax-checkpoint 0.12.8), so `restore_latest` falls back 
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import jax
@@ -114,3 +116,22 @@ class Checkpointer:
 def abstract(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of arrays, to restore into."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def truncate_log(path: str, step: int) -> None:
+  """Drops the rows of a JSON-lines log (`{"step": ..., ...}` per line) past `step`: those a run
+  wrote after the checkpoint it now resumes from. A blank or half-written row (the last one of
+  a killed run) is dropped too; kept rows end their line. Missing file: nothing to do."""
+  if not os.path.exists(path):
+    return
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          rows.append(line if line.endswith("\n") else line + "\n")
+      except (json.JSONDecodeError, KeyError, TypeError):
+        pass
+  with open(path + ".tmp", "w") as f:
+    f.writelines(rows)
+  os.replace(path + ".tmp", path)

@@ -361,23 +361,6 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-  """Drops metrics rows past `step` (written after the checkpoint a resumed run starts from)."""
-  if not os.path.exists(path):
-    return
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["step"] <= step:
-          rows.append(line if line.endswith("\n") else line + "\n")
-      except (json.JSONDecodeError, KeyError):
-        pass  # blank, or the half-written last row of a killed run
-  with open(path + ".tmp", "w") as f:
-    f.writelines(rows)
-  os.replace(path + ".tmp", path)
-
-
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) the config's BigLearn-GAN in `workdir`; returns the run summary."""
   validate_config(config)
@@ -407,8 +390,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   start = int(state.step)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   eval_path = os.path.join(workdir, "eval.jsonl")
-  _truncate_metrics(metrics_path, start)
-  _truncate_metrics(eval_path, start)
+  ckpt_lib.truncate_log(metrics_path, start)
+  ckpt_lib.truncate_log(eval_path, start)
   evaluate = None
   if config.eval.get("metrics_every", 0):
     from experiments import gan_eval  # pylint: disable=import-outside-toplevel

@@ -1,6 +1,9 @@
 """Shared test helpers: float64 for the numerical checks, and cheap PRNG keys."""
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import pytest
+
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 
 @pytest.fixture
@@ -8,6 +11,23 @@ def x64():
   """Runs a test in float64 (the library follows its inputs' precision)."""
   with jax.enable_x64(True):
     yield
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  """A persistent XLA compilation cache, on for one test module (the options are restored
+  afterwards); returns its path. One directory per session, so modules that compile the same
+  smoke programs (the GAN and classifier steps) compile them once. Modules use it with
+  `pytestmark = pytest.mark.usefixtures("compile_cache")`."""
+  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
+  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  yield path
+  for name, value in old.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
 
 
 def rbg_key(seed):

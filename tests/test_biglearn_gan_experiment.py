@@ -16,7 +16,6 @@ import sys
 import time
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,21 +28,7 @@ from experiments import biglearn_gan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_KEYS = ("d_loss", "g_loss", "r1", "real_logit", "fake_logit", "d_grad_norm", "g_grad_norm")
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """A persistent compilation cache for this module (restored afterwards); returns its path."""
-  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
-  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield path
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 def _env(cache_path):
@@ -462,8 +447,8 @@ def test_truncate_metrics_drops_rows_past_the_checkpoint_and_a_torn_last_row(tmp
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
                   '{"step": 3, "d_loss": 0.8}\n{"step": 4, "d_lo')
-  biglearn_gan._truncate_metrics(str(path), 2)
+  checkpoint.truncate_log(str(path), 2)
   assert path.read_text() == '{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
   path.write_text('{"step": 1}\n{"step": 2}')
-  biglearn_gan._truncate_metrics(str(path), 5)
+  checkpoint.truncate_log(str(path), 5)
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'

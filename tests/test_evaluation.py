@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from bigjax.evaluation import metrics
 from configs import mnist_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+pytestmark = pytest.mark.usefixtures("compile_cache")
 # The smoke variant reaches 0.949 on the bundled 1,000 test digits (measured on 2 CPU cores);
 # the threshold leaves room for other platforms' floating-point differences.
 SMOKE_MIN_ACCURACY = 0.85
@@ -209,20 +208,6 @@ def test_diversity_errors():
 
 # ----------------------------------------------------------------------------------------------
 # The classifier.
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """A persistent compilation cache for this module (restored afterwards); returns its path."""
-  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache_evaluation")
-  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield path
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

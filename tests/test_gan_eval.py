@@ -3,8 +3,6 @@ evaluation during training: metrics on cases with known answers, then a smoke ru
 import json
 import os
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
@@ -19,20 +17,7 @@ from experiments import gan_eval
 from experiments import gan_figures
 from experiments import gan_samples
 
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
-  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield path
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 def _smoke_gan():

@@ -246,23 +246,6 @@ def make_train_step(config) -> Callable:
   return jax.jit(train_step, donate_argnums=0)
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-  """Drops metrics rows past `step` (written after the checkpoint a resumed run starts from)."""
-  if not os.path.exists(path):
-    return
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["step"] <= step:
-          rows.append(line if line.endswith("\n") else line + "\n")
-      except (json.JSONDecodeError, KeyError, TypeError):
-        pass  # blank, or the half-written last row of a killed run
-  with open(path + ".tmp", "w") as f:
-    f.writelines(rows)
-  os.replace(path + ".tmp", path)
-
-
 def _write_json(path: str, obj: Any) -> None:
   """Writes `obj` as JSON atomically (a temporary file, then a rename)."""
   with open(path + ".tmp", "w") as f:
@@ -317,7 +300,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   if start < config.num_steps and os.path.exists(summary_path):
     os.remove(summary_path)   # it describes older parameters than the ones about to be saved
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  _truncate_metrics(metrics_path, start)
+  ckpt_lib.truncate_log(metrics_path, start)
 
   train_step = make_train_step(config) if start < config.num_steps else None
   pending, last_saved = [], restored_step
