@@ -399,7 +399,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
     heldout, heldout_labels = gan_eval.heldout_digits(config, config.eval.metrics_num_images)
     evaluate = gan_eval.make_evaluator(config, predict, heldout, heldout_labels,
                                        num_samples=config.eval.metrics_num_samples,
-                                       seed=config.seed)
+                                       seed=config.seed, train_images=images)
 
   train_step = jit_train_step(config, mesh, state_sharding)
   gen, _ = build_models(config)

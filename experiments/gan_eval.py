@@ -19,6 +19,10 @@ subset's `test` 1,000 for the `cpu` run, MNIST's test split otherwise; `--num_im
                pixel distance between the draws (pixels in [0, 1]; Fig. 13's shrinking variety).
   initial      the same with the first round(r L) patches in raster order as S (Fig. 5b).
   monotone     whether agreement rises and diversity falls with the ratio, for each source kind.
+  retrieval    a reference for `agreement` that needs no generator: each completion is a
+               training digit among the 5 nearest to the digit on its source pixels (squared
+               distance), with the source pixels pasted in; how much the given pixels alone
+               determine the label, as far as the training digits can tell.
 
 Writes <out> (default <workdir>/eval.json) and a plot next to it (eval.png). The same function
 runs during training when config.eval.every > 0 (rows in <workdir>/eval.jsonl).
@@ -35,7 +39,7 @@ import numpy as np
 from bigjax import mnist
 from bigjax.evaluation import classifier as classifier_lib
 from bigjax.evaluation import metrics
-from bigjax.models import patchify
+from bigjax.models import patch_masks_to_pixels, patchify
 from experiments import biglearn_gan
 from experiments import gan_samples
 from experiments import outputs
@@ -76,9 +80,29 @@ def source_masks(num_images: int, length: int, ratio: float, *, initial: bool,
   return mask
 
 
+def retrieval_completions(train: np.ndarray, images: np.ndarray, pixels: np.ndarray, *,
+                          k: int = 5, rng: np.random.Generator) -> np.ndarray:
+  """Completes each image by a random one of the k training images nearest to it on its source
+  pixels, keeping the image's own source pixels: uint8 like `images`.
+
+  Args:
+    train: uint8 [M, H, W] training images; images: uint8 [N, H, W]; pixels: bool [N, H, W]
+      source pixels.
+  """
+  x = train.reshape(len(train), -1).astype(np.float32) / 255.0
+  y = images.reshape(len(images), -1).astype(np.float32) / 255.0
+  m = pixels.reshape(len(images), -1).astype(np.float32)
+  # sum_j m_ij (x_kj - y_ij)^2 for every (i, k), as matrix products.
+  dist = (x * x) @ m.T - 2.0 * x @ (m * y).T + np.sum(m * y * y, axis=1)[None]     # [M, N]
+  nearest = np.argpartition(dist, k, axis=0)[:k]                                     # [k, N]
+  pick = nearest[rng.integers(k, size=len(images)), np.arange(len(images))]
+  return np.where(pixels, images, train[pick])
+
+
 def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.ndarray, *,
                    num_samples: int = 4, seed: int = 0, ratios=RATIOS,
-                   chunk: int = 500) -> Callable[[Any], dict[str, Any]]:
+                   chunk: int = 500, train_images: np.ndarray | None = None
+                   ) -> Callable[[Any], dict[str, Any]]:
   """A function g_params -> metrics dict (see the module docstring), with every input fixed
   (masks, noise, the held-out halves), so values at different steps are comparable.
 
@@ -90,6 +114,8 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
     seed: chooses the random source sets and the noise.
     ratios: the source ratios.
     chunk: images per generator call.
+    train_images: uint8 training images at the run's size for the `retrieval` reference (None:
+      no reference).
   """
   if num_samples < 2:
     raise ValueError(f"num_samples must be >= 2 (diversity compares draws), got {num_samples}.")
@@ -106,6 +132,15 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
   half = n // 2
   real_labels, _, real_features = predict(images)
   real_fd = metrics.frechet_distance(real_features[:half], real_features[half:2 * half])
+  retrieval = None
+  if train_images is not None:
+    retrieval, p_rng = {}, np.random.default_rng([seed, 17])
+    for kind in ("random", "initial"):
+      retrieval[kind] = []
+      for r in ratios:
+        pixels = np.asarray(patch_masks_to_pixels(jnp.asarray(masks[kind, r]), shape[:2], p))
+        done = retrieval_completions(train_images, images, pixels, rng=p_rng)
+        retrieval[kind].append(metrics.label_agreement(predict(done)[0], labels))
 
   def draw(g_params, source, z):
     out = []
@@ -125,6 +160,8 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
         frechet=dict(joint_vs_heldout=metrics.frechet_distance(
                          joint_features, real_features[half:2 * half]),
                      heldout_half_vs_half=real_fd, num_per_set=half))
+    if retrieval is not None:
+      result["retrieval"] = retrieval
     for kind in ("random", "initial"):
       agreement, diversity = [], []
       for r in ratios:
@@ -153,6 +190,10 @@ def plot(result: dict[str, Any], path: str, *, title: str) -> None:
     axes[1].plot(result["ratios"], result[kind]["diversity"], style, label=label)
   axes[0].axhline(result["classifier_accuracy"], color="grey", lw=0.8, ls=":",
                   label="classifier on real digits")
+  for kind, style in (("random", "o:"), ("initial", "s:")):
+    if "retrieval" in result:
+      axes[0].plot(result["ratios"], result["retrieval"][kind], style, color="grey",
+                   alpha=0.7, ms=3, label=f"5-NN retrieval, {kind} S")
   axes[0].set(xlabel="source ratio |S| / L", ylabel="label agreement", ylim=(0, 1.02))
   axes[1].set(xlabel="source ratio |S| / L",
               ylabel="diversity (mean pairwise RMS, [0, 1] pixels)")
@@ -185,7 +226,8 @@ def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: st
       workdir, ema={"auto": None, "ema": True, "raw": False}[params])
   predict, info = load_classifier(config, classifier_dir)
   images, labels = heldout_digits(config, num_images)
-  evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed)
+  evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed,
+                            train_images=biglearn_gan.load_images(config))
   result = dict(step=step, workdir=os.path.abspath(workdir), params=params,
                 classifier=dict(dir=os.path.abspath(classifier_dir),
                                 test_accuracy=info.get("test_accuracy")),
@@ -212,6 +254,8 @@ def main(argv):
                num_images=f["num_images"], num_samples=f["num_samples"], seed=f["seed"])
   summary = {k: result[k] for k in ("step", "classifier_accuracy", "frechet", "monotone")}
   summary["agreement_at_0.5"] = {k: result[k]["agreement"][5] for k in ("random", "initial")}
+  summary["retrieval_agreement_at_0.5"] = {k: result["retrieval"][k][5]
+                                           for k in ("random", "initial")}
   print(json.dumps(summary, indent=1))
 
 

@@ -157,6 +157,8 @@ def test_gan_eval_run_writes_json_and_plot(gan_run, classifier_dir, tmp_path):
     assert json.load(f) == json.loads(json.dumps(result))
   assert os.path.exists(str(tmp_path / "e" / "eval.png"))
   assert result["step"] == 4 and result["params"] == "auto"
+  assert len(result["retrieval"]["random"]) == 10
+  assert all(0 <= a <= 1 for a in result["retrieval"]["initial"])
   # The same fixed inputs and parameters as the in-training evaluation at the last step.
   last = [json.loads(line) for line in open(gan_run / "eval.jsonl")][-1]
   assert result["random"] == last["random"] and result["frechet"] == last["frechet"]
@@ -201,3 +203,21 @@ def test_figures_from_a_checkpoint(gan_run, tmp_path):
     assert set(np.unique(top)) == {0}            # ratio 0: no source patch, all black
     last = figs["fig13_ratios"][1:29, 1 + 9 * 29:9 * 29 + 29]
     assert (last == 255).mean() == pytest.approx(round(0.9 * 16) / 16)
+
+
+def test_retrieval_completions_take_the_nearest_training_digit_on_the_source_pixels():
+  rng = np.random.default_rng(0)
+  train = rng.integers(0, 256, (50, 6, 6), dtype=np.uint8)
+  images = train[[3, 17]].copy()
+  pixels = np.zeros((2, 6, 6), bool)
+  pixels[:, :3] = True                       # the top half is given
+  images[:, 3:] = 0                          # the rest differs from the training digit
+  done = gan_eval.retrieval_completions(train, images, pixels, k=1, rng=rng)
+  np.testing.assert_array_equal(done[:, :3], images[:, :3])
+  np.testing.assert_array_equal(done[:, 3:], train[[3, 17], 3:])
+  # Brute force for k = 3: every pick is among the 3 nearest on the source pixels.
+  done = gan_eval.retrieval_completions(train, images, pixels, k=3, rng=rng)
+  for i in range(2):
+    d = ((train[:, :3].astype(float) - images[i, :3]) ** 2).sum((1, 2))
+    nearest = np.argsort(d)[:3]
+    assert any(np.array_equal(done[i, 3:], train[j, 3:]) for j in nearest)
