@@ -195,11 +195,10 @@ def plot(result: dict[str, Any], path: str, *, title: str) -> None:
       axes[0].plot(result["ratios"], result["retrieval"][kind], style, color="grey",
                    alpha=0.7, ms=3, label=f"5-NN retrieval, {kind} S")
   axes[0].set(xlabel="source ratio |S| / L", ylabel="label agreement", ylim=(0, 1.02))
-  axes[1].set(xlabel="source ratio |S| / L",
-              ylabel="diversity (mean pairwise RMS, [0, 1] pixels)")
-  for ax in axes:
+  axes[1].set(xlabel="source ratio |S| / L", ylabel="diversity (pairwise RMS, pixels in [0, 1])")
+  for ax, where in zip(axes, ("upper left", "upper right")):
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc=where)
   fd = result["frechet"]
   fig.suptitle(f"{title}   Fréchet (classifier features): joint {fd['joint_vs_heldout']:.2f}, "
                f"real halves {fd['heldout_half_vs_half']:.2f}", fontsize=9)
