@@ -17,7 +17,7 @@ def test_known_keys_pass():
 
 @pytest.mark.parametrize("override, message", [
     ("--config.bogus=1", "config has no field 'bogus'"),
-    ("--config.model.bogus=1", "config.model has no field 'bogus' (its fields: decoder_depth"),
+    ("--config.model.bogus=1", "config.model has no field 'bogus' (its fields: conv_head_layers"),
     ("--config.num_steps.x=1", "config.num_steps has no field 'x' (its fields: none"),
 ])
 def test_unknown_keys_are_named(override, message):
