@@ -133,13 +133,8 @@ def source_target_masks(num_images: int, config, *, source_ratio: float | None, 
     num_source = int(round(source_ratio * length))
     if num_source >= length:
       raise ValueError(f"--source_ratio {source_ratio} leaves no target patch of {length}.")
-    source = np.zeros((num_images, length), bool)
-    if initial_portion:
-      source[:, :num_source] = True
-    else:
-      rng = np.random.default_rng(seed)
-      for row in source:
-        row[rng.choice(length, num_source, replace=False)] = True
+    source = gan_samples.source_masks(num_images, length, num_source,
+                                      initial=initial_portion, rng=np.random.default_rng(seed))
     target = ~source
   tasks.check_masks(source, target)
   return source, target

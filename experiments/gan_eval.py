@@ -67,19 +67,6 @@ def heldout_digits(config, num_images: int | None = None) -> tuple[np.ndarray, n
   return images, labels
 
 
-def source_masks(num_images: int, length: int, ratio: float, *, initial: bool,
-                 rng: np.random.Generator) -> np.ndarray:
-  """bool [num_images, length]: round(ratio L) source patches per image, random or the first."""
-  k = int(round(ratio * length))
-  mask = np.zeros((num_images, length), bool)
-  if initial:
-    mask[:, :k] = True
-  else:
-    for row in mask:
-      row[rng.choice(length, k, replace=False)] = True
-  return mask
-
-
 def retrieval_completions(train: np.ndarray, images: np.ndarray, pixels: np.ndarray, *,
                           k: int = 5, rng: np.random.Generator) -> np.ndarray:
   """Completes each image by a random one of the k training images nearest to it on its source
@@ -124,7 +111,8 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
   sample_fn = gan_samples.make_sampler(gen, shape, p)
   n, length = len(images), gen.num_patches
   rng = np.random.default_rng([seed, 13])
-  masks = {(kind, r): source_masks(n, length, r, initial=kind == "initial", rng=rng)
+  masks = {(kind, r): gan_samples.source_masks(n, length, int(round(r * length)),
+                                               initial=kind == "initial", rng=rng)
            for kind in ("random", "initial") for r in ratios}
   z_cond = rng.standard_normal((num_samples, n, gen.noise_dim)).astype(np.float32)
   z_joint = rng.standard_normal((n, gen.noise_dim)).astype(np.float32)

@@ -93,9 +93,7 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
 
   # Fig. 5a / 5b: one column per image; given row, num_noise rows of draws, the real row.
   for name, initial in (("fig5a_random", False), ("fig5b_initial", True)):
-    source = np.zeros((n, length), bool)
-    for row in source:
-      row[np.arange(k) if initial else rng.choice(length, k, replace=False)] = True
+    source = gan_samples.source_masks(n, length, k, initial=initial, rng=rng)
     z = draw.noise(rng, num_noise, n)
     rows = [gan_plots.shown_source(images, draw.pixels(source))]
     rows += [draw(idx, source, z[i]) for i in range(num_noise)] + [images]

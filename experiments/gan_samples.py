@@ -19,6 +19,19 @@ def make_sampler(gen: Generator, shape: tuple[int, int], p: int):
   return sample
 
 
+def source_masks(num_images: int, length: int, num_source: int, *, initial: bool,
+                 rng: np.random.Generator) -> np.ndarray:
+  """bool [num_images, length]: `num_source` source patches per image, the first ones in
+  raster order (initial portion; `rng` is not used) or a random set per image."""
+  mask = np.zeros((num_images, length), bool)
+  if initial:
+    mask[:, :num_source] = True
+  else:
+    for row in mask:
+      row[rng.choice(length, num_source, replace=False)] = True
+  return mask
+
+
 def eval_inputs(gen: Generator, images: np.ndarray, config) -> dict[str, np.ndarray]:
   """Fixed digits, masks and noise for the sample grids (the same at every step): config.seed
   and config.eval (num_images, num_completions, num_joint) choose them."""
@@ -26,11 +39,8 @@ def eval_inputs(gen: Generator, images: np.ndarray, config) -> dict[str, np.ndar
   rng = np.random.default_rng([int(config.seed), 7])
   idx = rng.choice(len(images), e.num_images, replace=False)
   length = gen.num_patches
-  half = np.zeros((e.num_images, length), bool)
-  for row in half:
-    row[rng.choice(length, length // 2, replace=False)] = True
-  top = np.zeros((e.num_images, length), bool)
-  top[:, :length // 2] = True
+  half = source_masks(e.num_images, length, length // 2, initial=False, rng=rng)
+  top = source_masks(e.num_images, length, length // 2, initial=True, rng=rng)
   return dict(images=images[idx], random_half=half, top_half=top,
               z_completion=rng.standard_normal((e.num_completions, e.num_images,
                                                 gen.noise_dim)).astype(np.float32),

@@ -96,9 +96,9 @@ def test_a_generator_that_keeps_only_the_source_follows_the_ratio(monkeypatch):
 
 def test_source_masks():
   rng = np.random.default_rng(0)
-  m = gan_eval.source_masks(5, 16, 0.5, initial=False, rng=rng)
+  m = gan_samples.source_masks(5, 16, 8, initial=False, rng=rng)
   assert m.shape == (5, 16) and (m.sum(1) == 8).all() and len({r.tobytes() for r in m}) > 1
-  m = gan_eval.source_masks(3, 16, 0.3, initial=True, rng=rng)
+  m = gan_samples.source_masks(3, 16, 5, initial=True, rng=rng)
   assert (m[:, :5]).all() and not m[:, 5:].any()
 
 
