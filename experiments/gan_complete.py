@@ -45,12 +45,17 @@ from experiments import gan_samples
 MAX_PNG_IMAGES = 16
 
 
-def load_run(workdir: str, *, ema: bool | None = None
+PARAMS = ("auto", "ema", "raw")
+
+
+def load_run(workdir: str, *, params: str = "auto"
              ) -> tuple[ml_collections.ConfigDict, Any, int]:
   """(config, generator parameters, step) of the newest restorable checkpoint in `workdir`.
 
-  ema: True for the generator's EMA parameters (an error if the run kept none), False for the
-  trained parameters, None for the EMA when the run kept one."""
+  params: "ema" for the generator's EMA parameters (an error if the run kept none), "raw" for
+  the trained parameters, "auto" for the EMA when the run kept one."""
+  if params not in PARAMS:
+    raise ValueError(f"--params must be auto, ema or raw, got {params!r}.")
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: --workdir must be the directory of a "
@@ -58,7 +63,7 @@ def load_run(workdir: str, *, ema: bool | None = None
                             "DIR).")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  if ema and not config.ema_decay > 0:
+  if params == "ema" and not config.ema_decay > 0:
     raise ValueError(f"the run in {workdir} kept no EMA of the generator (its config has "
                      f"ema_decay={config.ema_decay}); evaluate its trained parameters instead "
                      "(--params=raw), or train with --config.ema_decay=0.999.")
@@ -75,7 +80,7 @@ def load_run(workdir: str, *, ema: bool | None = None
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (the run saves "
                             f"every config.checkpoint_every={config.checkpoint_every} steps).")
-  use_ema = config.ema_decay > 0 if ema is None else ema
+  use_ema = config.ema_decay > 0 if params == "auto" else params == "ema"
   return config, state.g_ema_params if use_ema else state.g_params, step
 
 

@@ -41,6 +41,7 @@ from bigjax.evaluation import classifier as classifier_lib
 from bigjax.evaluation import metrics
 from bigjax.models import patch_masks_to_pixels, patchify
 from experiments import biglearn_gan
+from experiments import gan_complete
 from experiments import gan_samples
 from experiments import outputs
 
@@ -206,11 +207,7 @@ def load_classifier(config, classifier_dir: str):
 def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: str = "auto",
         num_images: int | None = None, num_samples: int = 4, seed: int = 0) -> dict[str, Any]:
   """The entry point's work: evaluates the newest checkpoint of `workdir`; returns the result."""
-  from experiments import gan_complete  # pylint: disable=import-outside-toplevel
-  if params not in ("auto", "ema", "raw"):
-    raise ValueError(f"--params must be auto, ema or raw, got {params!r}.")
-  config, g_params, step = gan_complete.load_run(
-      workdir, ema={"auto": None, "ema": True, "raw": False}[params])
+  config, g_params, step = gan_complete.load_run(workdir, params=params)
   predict, info = load_classifier(config, classifier_dir)
   images, labels = heldout_digits(config, num_images)
   evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed,
@@ -255,7 +252,7 @@ def define_flags():
           "run's image size."),
       out=flags.DEFINE_string("out", None, "Output JSON (default <workdir>/eval.json); a PNG "
                               "plot is written next to it."),
-      params=flags.DEFINE_enum("params", "auto", ["auto", "ema", "raw"],
+      params=flags.DEFINE_enum("params", "auto", list(gan_complete.PARAMS),
                                "Generator parameters: the EMA (ema; an error if the run kept "
                                "none), the trained ones (raw), or the EMA when kept (auto)."),
       num_images=flags.DEFINE_integer("num_images", None,

@@ -28,6 +28,7 @@ import numpy as np
 from bigjax import mnist
 from bigjax.models import patch_masks_to_pixels, patchify
 from experiments import biglearn_gan
+from experiments import gan_complete
 from experiments import gan_samples
 
 FIGURES = ("fig5a_random", "fig5b_initial", "fig13_ratios", "fig16a_sources", "fig16b_noise")
@@ -176,13 +177,11 @@ def write(figs: dict[str, np.ndarray], out_dir: str, *, step: int, variant: str)
 def run(workdir: str, out_dir: str | None = None, *, images_path: str | None = None,
         num_images: int = 8, ratio: float = 0.5, num_noise: int = 6, seed: int = 0,
         params: str = "auto") -> dict[str, Any]:
-  from experiments import gan_complete  # pylint: disable=import-outside-toplevel
   if not 0.0 <= ratio < 1.0:
     raise ValueError(f"--ratio must be in [0, 1), got {ratio}.")
   if num_images < 1 or num_noise < 1:
     raise ValueError("--num_images and --num_noise must be >= 1.")
-  config, g_params, step = gan_complete.load_run(
-      workdir, ema={"auto": None, "ema": True, "raw": False}[params])
+  config, g_params, step = gan_complete.load_run(workdir, params=params)
   if images_path:
     with np.load(images_path) as data:
       if "images" not in data:
@@ -221,6 +220,6 @@ if __name__ == "__main__":
       ratio=_flags.DEFINE_float("ratio", 0.5, "Source ratio of Fig. 5a and 16b."),
       num_noise=_flags.DEFINE_integer("num_noise", 6, "Noise draws / source sets per image."),
       seed=_flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."),
-      params=_flags.DEFINE_enum("params", "auto", ["auto", "ema", "raw"],
+      params=_flags.DEFINE_enum("params", "auto", list(gan_complete.PARAMS),
                                 "Generator parameters: EMA, trained, or EMA when kept."))
   _app.run(main)
