@@ -118,6 +118,15 @@ def abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as JSON to `path` atomically (a temporary file, then a rename), so a kill
+  mid-write never leaves a truncated file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
 def truncate_log(path: str, step: int) -> None:
   """Drops the rows of a JSON-lines log (`{"step": ..., ...}` per line) past `step`: those a run
   wrote after the checkpoint it now resumes from. A blank or half-written row (the last one of

@@ -246,13 +246,6 @@ def make_train_step(config) -> Callable:
   return jax.jit(train_step, donate_argnums=0)
 
 
-def _write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as JSON atomically (a temporary file, then a rename)."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) the config's classifier in `workdir`, then evaluates it.
@@ -294,7 +287,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     checkpointer.close()
     raise
   # Written only now: a refused resume (another model's checkpoints) leaves the files as they were.
-  _write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
+  ckpt_lib.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   start = int(state.step)
   summary_path = os.path.join(workdir, SUMMARY_FILE)
   if start < config.num_steps and os.path.exists(summary_path):
@@ -347,7 +340,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       image_size=int(config.data.image_size), feature_dim=int(config.model.feature_dim),
       source=str(config.data.source), train_split=config.data.train_split,
       test_split=config.data.test_split)
-  _write_json(summary_path, summary)
+  ckpt_lib.write_json(summary_path, summary)
   return summary
 
 
