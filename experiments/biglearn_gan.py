@@ -86,7 +86,7 @@ def validate_config(config) -> None:
   if config.tasks.sampler not in tasks.SAMPLERS:
     fail(f"tasks.sampler={config.tasks.sampler!r}; choose one of {sorted(tasks.SAMPLERS)}.")
   m = config.model
-  if config.data.get("dataset", "mnist") not in DATASETS:
+  if dataset(config) not in DATASETS:
     fail(f"data.dataset={config.data.dataset!r}; choose one of {DATASETS}.")
   if config.eval.get("metrics_every", 0):
     if not isinstance(config.eval.metrics_every, int) or config.eval.metrics_every < 0:
@@ -96,9 +96,9 @@ def validate_config(config) -> None:
            "image size with `python -m experiments.mnist_classifier --config "
            "configs/mnist_classifier.py:cpu --workdir DIR` and pass "
            "--config.eval.classifier_dir=DIR.")
-    if config.data.get("dataset", "mnist") != "mnist":
+    if dataset(config) != "mnist":
       fail("the evaluation suite (eval.metrics_every) measures MNIST runs only.")
-  if config.data.get("dataset", "mnist") == "celeba" and not config.data.source:
+  if dataset(config) == "celeba" and not config.data.source:
     fail("data.source is empty: give the CelebA directory (img_align_celeba/ and "
          "list_eval_partition.txt, downloaded by hand) with --config.data.source=DIR, or "
          "--config.data.source=tfds for a prepared tensorflow-datasets celeb_a.")
@@ -136,8 +136,13 @@ _LATER_MODEL_FIELDS = dict(noise_merge="add", conv_head_layers=0, conv_head_widt
                            disc_attention="dot")
 
 
+def dataset(config) -> str:
+  """The config's data.dataset; runs written before CelebA support have none (MNIST)."""
+  return config.data.get("dataset", "mnist")
+
+
 def channels(config) -> int:
-  return 3 if config.data.get("dataset", "mnist") == "celeba" else 1
+  return 3 if dataset(config) == "celeba" else 1
 
 
 def image_shape(config) -> tuple[int, ...]:
@@ -184,7 +189,7 @@ def load_images(config) -> np.ndarray:
   """uint8 training images at the config's size: [N, H, W] digits or [N, H, W, 3] faces (a
   read-only memory map for CelebA)."""
   d = config.data
-  if d.get("dataset", "mnist") == "celeba":
+  if dataset(config) == "celeba":
     from bigjax import celeba  # pylint: disable=import-outside-toplevel
     images = celeba.load(d.source, split=d.split, image_size=int(d.image_size),
                          crop_size=int(d.crop_size), cache_dir=d.get("cache_dir") or None)

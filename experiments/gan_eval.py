@@ -51,7 +51,7 @@ RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 def heldout_digits(config, num_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(uint8 [N, S, S] at the run's image size, labels [N]): digits the run did not train on."""
   d = config.data
-  if d.get("dataset", "mnist") != "mnist":
+  if biglearn_gan.dataset(config) != "mnist":
     raise ValueError(f"gan_eval measures MNIST runs (it classifies digits); this run trained "
                      f"on {d.dataset!r}.")
   if d.split != "train":

@@ -37,7 +37,7 @@ FIGURES = ("fig5a_random", "fig5b_initial", "fig13_ratios", "fig16a_sources", "f
 def default_images(config, count: int) -> np.ndarray:
   """The first `count` held-out images of the run's dataset, at the run's resolution."""
   d = config.data
-  if d.get("dataset", "mnist") == "celeba":
+  if biglearn_gan.dataset(config) == "celeba":
     from bigjax import celeba  # pylint: disable=import-outside-toplevel
     images = celeba.load(d.source, split="test", image_size=int(d.image_size),
                          crop_size=int(d.crop_size), cache_dir=d.get("cache_dir") or None)
