@@ -1,4 +1,5 @@
-"""BigLearn-GAN objectives: Eq. (8), the R1 penalty, and the communication matchings of Eq. (12).
+"""Big-learning objectives: BigLearn-GAN's Eq. (8), the R1 penalty, the communication matchings of
+Eq. (12), and the permutation language-modelling objective Eq. (15).
 
 Pure functions of discriminator logits f(x; S, T) (and, for R1, of a discriminator apply
 function), importable without any trainer. Every loss is per example ([B]); the caller reduces
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 
 __all__ = ["discriminator_loss", "generator_loss", "r1_penalty",
            "communication_discriminator_loss", "communication_generator_loss",
-           "mode_seeking_loss"]
+           "mode_seeking_loss", "permutation_lm"]
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -157,3 +158,35 @@ def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array
     d_x = jnp.mean(diff)
   d_z = jnp.mean(jnp.abs(z_a - z_b))
   return 1.0 / (d_x / d_z + eps)
+
+
+def permutation_lm(logits: jax.Array, tokens: jax.Array, target_mask: jax.Array, *,
+                   vocab_mask: jax.Array | None = None) -> jax.Array:
+  """Negative Eq. (15): -sum over targets t of log p(x_t | the positions t may see), per example.
+
+  With logits from a two-stream model's query stream under a permutation mask of an order z
+  (bigjax.permutation.permutation_mask), logits[b, t] sees exactly x_(z_<t), so summing over
+  the targets T = {z_c, ..., z_L} gives -log p(x_T | x_S) with S = {z_<c} (the chain rule). All
+  positions targets: the XLNet objective; the label alone, last in the order: the
+  cross-entropy classifier p(y | x'), i.e. beta = 0 of Eq. (17).
+
+  Args:
+    logits: float [B, L, V], unnormalised log-probabilities of each position's token.
+    tokens: int [B, L], the true tokens.
+    target_mask: bool [B, L], the positions whose log-likelihood counts.
+    vocab_mask: optional bool [L, V] or [B, L, V]: the ids each position may take (e.g. image
+      codes at image positions, labels at the label position); the softmax is over those only.
+      Every target's true token must be allowed.
+
+  Returns:
+    [B] (float32, or float64 for float64 logits): the summed negative log-likelihood over each example's targets (nats; 0 for an
+    example without targets). Divide by `target_mask.sum(-1)` for a per-token mean.
+  """
+  logits = jnp.asarray(logits)
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))   # bfloat16 -> float32
+  if vocab_mask is not None:
+    logits = jnp.where(vocab_mask, logits, -jnp.inf)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  token_log_prob = jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+  # where, not multiply: a non-target's token may be disallowed there (log prob -inf).
+  return -jnp.sum(jnp.where(target_mask, token_log_prob, 0.0), axis=-1)

@@ -2,6 +2,9 @@
 from bigjax.models.biglearn_gan import Discriminator, Generator, NoiseMapping
 from bigjax.models.patches import patchify, unpatchify, patch_masks_to_pixels
 from bigjax.models.transformer import Encoder, EncoderBlock
+from bigjax.models.two_stream import TwoStreamTransformer
+from bigjax.models.vq import VQDecoder, VQEncoder
 
 __all__ = ["Discriminator", "Encoder", "EncoderBlock", "Generator", "NoiseMapping",
-           "patch_masks_to_pixels", "patchify", "unpatchify"]
+           "TwoStreamTransformer", "VQDecoder", "VQEncoder", "patch_masks_to_pixels",
+           "patchify", "unpatchify"]

@@ -1,0 +1,124 @@
+"""Multi-modal big learning on MNIST (paper App. E.1): VQ tokens + label, two-stream permutation LM.
+
+Launch (ARG is one of the variants below; `cpu` is the default):
+  python -m experiments.plm_mnist --config configs/plm_mnist.py:cpu --workdir /tmp/plm_cpu
+The run trains the quantiser into <workdir>/vq first when there is none, then the permutation
+model, then evaluates (eval.json). The cross-entropy-only baseline, same network and budget,
+on the same quantiser:
+  python -m experiments.plm_mnist --config configs/plm_mnist.py:cpu --workdir /tmp/plm_cpu_ce \
+      --config.plm.objective=classification --config.vq_dir=/tmp/plm_cpu/vq
+A run resumes by itself from the newest checkpoint in --workdir. Capabilities of a trained run:
+  python -m experiments.plm_mnist --workdir /tmp/plm_cpu --mode classify --images IN.npz \
+      --out OUT.npz
+  python -m experiments.plm_mnist --workdir /tmp/plm_cpu --mode generate --label 3 --out g.npz
+  python -m experiments.plm_mnist --workdir /tmp/plm_cpu --mode complete --images IN.npz \
+      --source_ratio 0.5 --out c.npz
+  python -m experiments.plm_mnist --workdir /tmp/plm_cpu --mode figure --out fig17.png
+
+Variants:
+  cpu     the bundled subset (7,000 training digits; the 1,000 "test" digits held out), 7x7
+          tokens of a 128-code quantiser (L = 50), width 128, 4 blocks; see the expected result.
+  paper   full MNIST (source "auto": 60,000 / 10,000 digits), width 256, 8 blocks; for a GPU.
+  smoke   a tiny model for tests: a few steps in seconds.
+
+Expected result (`cpu`, 2 CPU cores): see benchmarks/RESULTS.md, "Multi-modal big learning".
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import vq_mnist
+
+VARIANTS = ("cpu", "paper", "smoke")
+OBJECTIVES = ("permutation", "classification")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "cpu"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r} for configs/plm_mnist.py; choose one of "
+                     f"{', '.join(VARIANTS)}.")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0                      # parameters, data order, shifts, orders and dropout follow it
+  c.num_steps = 3_000             # AdamW steps (linear warm-up, then cosine decay to 1%)
+  c.batch_size = 64               # global batch (split over all devices)
+  c.learning_rate = 1e-3          # peak learning rate
+  c.warmup_steps = 200
+  c.weight_decay = 0.05           # AdamW's decoupled weight decay
+  c.grad_clip = 1.0               # global gradient-norm clipping
+  c.checkpoint_every = 500        # save every N steps (and at the end); resume from the newest
+  c.keep_checkpoints = 3          # Orbax max_to_keep
+  c.log_every = 100               # metrics.jsonl row and progress-bar loss every N steps
+  c.eval_every = 500              # test accuracy (one order) into metrics.jsonl; 0: only at end
+  c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
+
+  # The quantiser: trained into <workdir>/vq with `vq` when vq_dir is empty; otherwise the
+  # finished quantiser in vq_dir is used as is (e.g. to share one between two runs).
+  c.vq_dir = ""
+  c.vq = vq_mnist.get_config(variant)
+
+  c.data = ml_collections.ConfigDict()
+  # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
+  # directory of the original IDX files; see bigjax.mnist.load. Labels are needed.
+  c.data.source = "bundled"
+  c.data.train_split = "train"    # bundled: the first 7,000 digits
+  c.data.test_split = "test"      # bundled: the last 1,000, never trained on
+  c.data.max_shift = 2            # augmentation: random shifts (pixels) before quantising
+
+  c.model = ml_collections.ConfigDict()
+  c.model.width = 128             # D of the two-stream transformer
+  c.model.depth = 4               # blocks
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 2.0         # MLP width / D
+  c.model.dropout = 0.1           # attention weights and residual branches, training only
+
+  c.plm = ml_collections.ConfigDict()
+  # "permutation": big learning, Eq. (15) with a q(z, t) mixing two kinds of tasks (below);
+  # "classification": only S = all image tokens, T = {label}, i.e. cross-entropy p(y | x')
+  # (beta = 0 of Eq. (17)), the baseline with the same network and budget.
+  c.plm.objective = "permutation"
+  # P(an example is the classification task: S = all image tokens, T = {label}, the label
+  # last in z and the cut t = L). The other examples are permutation LM tasks: every position
+  # a target, predicted from those before it in a random order z.
+  c.plm.classify_prob = 0.5
+  c.plm.label_last_prob = 0.5     # in a permutation LM task, P(the label is last in z)
+  c.plm.label_weight = 1.0        # loss = mean NLL per LM target + this x mean classification CE
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_orders = 4           # classification averages p(y | x') over this many orders
+  c.eval.samples_per_label = 50   # label-conditioned samples per class, judged by the classifier
+  c.eval.order = "random"         # order of sampled positions: "random" or "raster"
+  c.eval.temperature = 1.0        # sampling temperature (1: the model's distribution)
+  # The MNIST classifier that judges samples (experiments/mnist_classifier.py). Empty: trained
+  # into <workdir>/classifier with configs/mnist_classifier.py:<classifier_variant>.
+  c.eval.classifier_dir = ""
+  c.eval.classifier_variant = "cpu"
+
+  if variant == "paper":
+    c.num_steps = 50_000
+    c.batch_size = 256
+    c.model.mlp_ratio = 4.0
+    c.learning_rate = 5e-4
+    c.warmup_steps = 2_000
+    c.checkpoint_every = 5_000
+    c.eval_every = 5_000
+    c.data.source = "auto"
+    c.model.width = 256
+    c.model.depth = 8
+    c.model.num_heads = 8
+    c.eval.samples_per_label = 200
+  elif variant == "smoke":
+    c.num_steps = 6
+    c.batch_size = 16
+    c.warmup_steps = 2
+    c.checkpoint_every = 3
+    c.log_every = 2
+    c.eval_every = 3
+    c.model.width = 16
+    c.model.depth = 1
+    c.model.num_heads = 2
+    c.eval.num_orders = 2
+    c.eval.samples_per_label = 2
+    c.eval.classifier_variant = "smoke"
+  return c
