@@ -21,7 +21,10 @@ Variants:
   paper   full MNIST (source "auto": 60,000 / 10,000 digits), width 256, 8 blocks; for a GPU.
   smoke   a tiny model for tests: a few steps in seconds.
 
-Expected result (`cpu`, 2 CPU cores): see benchmarks/RESULTS.md, "Multi-modal big learning".
+Expected result (`cpu`, measured on 2 CPU cores shared with a second run): about 36 minutes
+for the model plus about 3 for the quantiser. At step 3,000, held-out test accuracy of p(y | x')
+is 0.946; the cross-entropy baseline reaches 0.962. Label-conditioned samples carry their label
+for 19% of draws (benchmarks/RESULTS.md, "Multi-modal big learning").
 """
 from __future__ import annotations
 
