@@ -15,9 +15,11 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "SignatureMismatchError", "abstract"]
+__all__ = ["Checkpointer", "NonFiniteLossError", "SignatureMismatchError", "abstract",
+           "average_metrics", "truncate_log", "write_json"]
 
 
 class SignatureMismatchError(ValueError):
@@ -111,6 +113,40 @@ class Checkpointer:
       raise RuntimeError(f"no checkpoint in {self.directory} could be restored: "
                          + "; ".join(errors))
     return None, None
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training metric became NaN or inf; the run stopped before saving anything after it."""
+
+
+def average_metrics(values: list[dict[str, Any]], *, last_step: int, last_saved: int | None,
+                    directory: str, fix: str) -> dict[str, float]:
+  """Means of a window of per-step metrics, after checking every step of it.
+
+  Trainers fetch their metrics from the device once per log window; this checks each step of
+  the window before the caller saves anything, so a NaN never reaches a checkpoint.
+
+  Args:
+    values: one dict of scalar metrics per step, the last one of step `last_step`.
+    last_step: the step of values[-1] (steps counted from 1).
+    last_saved: the newest checkpoint's step (None: none yet), for the message.
+    directory: the checkpoint directory, for the message.
+    fix: what to change, e.g. "Lower learning_rate.".
+
+  Returns:
+    {name: mean over the window}.
+
+  Raises:
+    NonFiniteLossError: naming the first step with a NaN or inf metric and those metrics.
+  """
+  for offset, m in enumerate(values):
+    bad = [k for k, v in m.items() if not np.isfinite(v)]
+    if bad:
+      raise NonFiniteLossError(
+          f"non-finite {', '.join(bad)} at step {last_step - len(values) + offset + 1}; the run "
+          f"stopped without saving. The last good checkpoint is step {last_saved} in "
+          f"{directory}. {fix}")
+  return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
 
 
 def abstract(tree: Any) -> Any:

@@ -362,8 +362,7 @@ def jit_train_step(config, mesh, state_sharding):
 # ----------------------------------------------------------------------------------------------
 # The run.
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+NonFiniteLossError = ckpt_lib.NonFiniteLossError
 
 
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -451,15 +450,11 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       # Check every step since the last check before anything is saved.
       values = jax.device_get(pending)
       pending = []
-      for offset, m in enumerate(values):
-        bad = [k for k, v in m.items() if not np.isfinite(v)]
-        if bad:
-          raise NonFiniteLossError(
-              f"non-finite {', '.join(bad)} at step {done - len(values) + offset + 1}; the run "
-              f"stopped without saving. The last good checkpoint is step {last_saved} in "
-              f"{checkpointer.directory}. Lower optim.learning_rate or raise loss.r1_weight.")
+      means = ckpt_lib.average_metrics(
+          values, last_step=done, last_saved=last_saved, directory=checkpointer.directory,
+          fix="Lower optim.learning_rate or raise loss.r1_weight.")
       now = time.perf_counter()
-      row = dict(step=done, **{k: float(np.mean([m[k] for m in values])) for k in values[0]},
+      row = dict(step=done, **means,
                  images_per_sec=config.batch_size * (done - window_step)
                  / max(now - window_start, 1e-9), seconds=now - t0)
       window_start, window_step = now, done

@@ -323,8 +323,7 @@ def make_classify(model: TwoStreamTransformer, layout: multimodal.Layout, *, all
   return classify
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+NonFiniteLossError = ckpt_lib.NonFiniteLossError
 
 
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -407,15 +406,11 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
         continue
       values = jax.device_get(pending)
       pending = []
-      for offset, m in enumerate(values):
-        bad = [k for k, v in m.items() if not np.isfinite(v)]
-        if bad:
-          raise NonFiniteLossError(
-              f"non-finite {', '.join(bad)} at step {done - len(values) + offset + 1}; the run "
-              f"stopped without saving. The last good checkpoint is step {last_saved} in "
-              f"{checkpointer.directory}. Lower learning_rate.")
+      means = ckpt_lib.average_metrics(values, last_step=done, last_saved=last_saved,
+                                       directory=checkpointer.directory,
+                                       fix="Lower learning_rate.")
       now = time.perf_counter()
-      row = dict(step=done, **{k: float(np.mean([m[k] for m in values])) for k in values[0]},
+      row = dict(step=done, **means,
                  steps_per_sec=(done - window[1]) / max(now - window[0], 1e-9),
                  seconds=now - t0)
       window = (now, done)

@@ -156,3 +156,17 @@ def test_saving_again_over_a_corrupt_step_replaces_it(tmp_path):
   step, restored = _restore_latest(tmp_path, checkpoint.abstract(_state()))
   assert step == 4
   _assert_trees_equal(restored, _state(4.0))
+
+
+def test_average_metrics_means_and_first_non_finite_step():
+  values = [dict(loss=1.0, acc=0.5), dict(loss=3.0, acc=1.0)]
+  assert checkpoint.average_metrics(values, last_step=10, last_saved=None, directory="d",
+                                  fix="Lower it.") == dict(loss=2.0, acc=0.75)
+  values = [dict(loss=1.0, acc=0.5), dict(loss=float("nan"), acc=float("inf")),
+            dict(loss=float("nan"), acc=1.0)]
+  with pytest.raises(checkpoint.NonFiniteLossError,
+                     match=r"non-finite loss, acc at step 9;.*last good checkpoint is step 5 in "
+                           r"/ckpt\. Lower it\."):
+    checkpoint.average_metrics(values, last_step=10, last_saved=5, directory="/ckpt",
+                             fix="Lower it.")
+  assert issubclass(checkpoint.NonFiniteLossError, FloatingPointError)

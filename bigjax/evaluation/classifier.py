@@ -313,13 +313,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         continue
       values = jax.device_get(pending)
       pending = []
-      for offset, m in enumerate(values):
-        if not all(np.isfinite(v) for v in m.values()):
-          raise FloatingPointError(
-              f"non-finite classifier loss at step {done - len(values) + offset + 1}; stopped "
-              f"without saving (last checkpoint: step {last_saved} in "
-              f"{checkpointer.directory}). Lower learning_rate.")
-      row = dict(step=done, **{k: float(np.mean([m[k] for m in values])) for k in values[0]},
+      means = ckpt_lib.average_metrics(values, last_step=done, last_saved=last_saved,
+                                       directory=checkpointer.directory,
+                                       fix="Lower learning_rate.")
+      row = dict(step=done, **means,
                  seconds=time.perf_counter() - t0)
       with open(metrics_path, "a") as f:
         f.write(json.dumps(row) + "\n")
