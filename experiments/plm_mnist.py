@@ -11,10 +11,11 @@ r"""Multi-modal big learning (paper App. E.1): one two-stream permutation model 
 
 Training (`--mode train`, the default): the quantiser is trained into <workdir>/vq first when
 there is none (experiments/vq_mnist.py; `--config.vq_dir` uses a finished one instead). Each step
-shifts the batch's digits by up to `data.max_shift` pixels, quantises them with the frozen
-quantiser into L - 1 codes, appends the label (bigjax.multimodal), draws a factorisation order
-per example (the label last with probability `plm.label_last_prob`) and maximises Eq. (15)
-over all L positions (`plm.objective="permutation"`), or only log p(y | x') after all image
+draws a task and a factorisation order per example (`sample_orders`: random or raster, the label
+last with probability `plm.label_last_prob`), shifts the digits by up to `data.max_shift` pixels
+(classification tasks) or `data.lm_max_shift` (LM tasks), quantises them with the frozen
+quantiser into L - 1 codes, appends the label (bigjax.multimodal) and maximises Eq. (15) over
+all L positions (`plm.objective="permutation"`), or only log p(y | x') after all image
 tokens (`"classification"`: the cross-entropy baseline with the same network). The step is
 jitted once with the state replicated and donated and the batch split over a 1-D device mesh
 (bigjax.sharding), as in experiments/biglearn_gan.py. Randomness and data order are functions
@@ -29,7 +30,9 @@ Writes into --workdir:
                      test_accuracy every `eval_every` steps
   run.json           steps, timings, compilations, devices
   eval.json          test accuracy of p(y | x') (one order and eval.num_orders), label agreement
-                     of label-conditioned samples judged by the MNIST classifier, per label
+                     of label-conditioned samples judged by the MNIST classifier, per label:
+                     from the model's p(x' | y), and (`_guided`) as eval.temperature and
+                     eval.guidance draw them when those are not 1 and 0
   fig17.png          joint samples, samples conditioned on each label, classified real digits
 """
 from __future__ import annotations
@@ -117,8 +120,12 @@ def validate_config(config) -> None:
     fail(f"model.dropout must be in [0, 1), got {m.dropout}.")
   if not (config.learning_rate > 0 and config.weight_decay >= 0 and config.grad_clip > 0):
     fail("learning_rate and grad_clip must be > 0 and weight_decay >= 0.")
-  if not (isinstance(config.data.max_shift, int) and 0 <= config.data.max_shift < 14):
-    fail(f"data.max_shift must be an int in [0, 14), got {config.data.max_shift!r}.")
+  for name in ("max_shift", "lm_max_shift"):
+    v = config.data[name]
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 14:
+      fail(f"data.{name} must be an int in [0, 14), got {v!r}.")
+  if not 0.0 <= config.plm.raster_prob <= 1.0:
+    fail(f"plm.raster_prob must be in [0, 1], got {config.plm.raster_prob}.")
   e = config.eval
   for name in ("num_orders", "samples_per_label"):
     if isinstance(e[name], bool) or not isinstance(e[name], int) or e[name] < 1:
@@ -127,6 +134,8 @@ def validate_config(config) -> None:
     fail(f"eval.order must be 'random' or 'raster', got {e.order!r}.")
   if not e.temperature > 0:
     fail(f"eval.temperature must be > 0, got {e.temperature}.")
+  if not e.guidance >= 0:
+    fail(f"eval.guidance must be >= 0, got {e.guidance}.")
 
 
 def vq_dir(config, workdir: str) -> str:
@@ -204,7 +213,9 @@ def sample_orders(rng, config, layout: multimodal.Layout, batch_size: int):
   plm.classify_prob (S = all image tokens as context, T = {label}: the cut t = L of Eq. (15),
   the label last in z) and otherwise a permutation LM task (every position a target, predicted
   from those before it in z; the label last in z with probability plm.label_last_prob). With
-  "classification", every example is a classification task (the cross-entropy baseline).
+  plm.raster_prob > 0, that share of the LM tasks uses the raster order of the image tokens
+  instead, the label last (probability plm.label_last_prob) or first. With "classification",
+  every example is a classification task (the cross-entropy baseline).
   """
   k_lm, k_cls, k_pick = jax.random.split(rng, 3)
   label_only = jnp.broadcast_to(jnp.arange(layout.length) == layout.label_position,
@@ -216,6 +227,15 @@ def sample_orders(rng, config, layout: multimodal.Layout, batch_size: int):
   lm = permutation.random_ranks(k_lm, batch_size, layout.length,
                                 last_position=layout.label_position,
                                 last_prob=config.plm.label_last_prob)
+  if config.plm.raster_prob > 0:
+    k_raster, k_first = jax.random.split(jax.random.fold_in(k_lm, 1))
+    # Raster order of the image tokens; the label last (rank L - 1) or first (rank 0, the others
+    # one later), by the same label_last_prob as the random orders.
+    image_ranks = jnp.arange(layout.length)
+    label_first = ~jax.random.bernoulli(k_first, config.plm.label_last_prob, (batch_size,))
+    raster = jnp.where(label_first[:, None], (image_ranks + 1) % layout.length, image_ranks)
+    use_raster = jax.random.bernoulli(k_raster, config.plm.raster_prob, (batch_size,))
+    lm = jnp.where(use_raster[:, None], raster, lm).astype(jnp.int32)
   classify = jax.random.bernoulli(k_pick, config.plm.classify_prob, (batch_size,))
   ranks = jnp.where(classify[:, None], label_last, lm)
   target = jnp.where(classify[:, None], label_only, True)
@@ -246,12 +266,15 @@ def make_train_step(config, model: TwoStreamTransformer, layout: multimodal.Layo
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_shift, k_order, k_drop = jax.random.split(key, 3)
     b = images.shape[0]
-    x = classifier_lib.random_shift(k_shift, images.astype(jnp.float32) / 127.5 - 1.0,
-                                    config.data.max_shift)
-    codes = vq.quantize(encoder.apply(vq_params["encoder"], x), vectors)[1]
+    ranks, target, classify = sample_orders(k_order, config, layout, b)
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    shifted = classifier_lib.random_shift(k_shift, x, config.data.max_shift)
+    if config.data.lm_max_shift != config.data.max_shift:    # LM tasks get their own shifts
+      lm_shifted = classifier_lib.random_shift(k_shift, x, config.data.lm_max_shift)
+      shifted = jnp.where(classify[:, None, None], shifted, lm_shifted)
+    codes = vq.quantize(encoder.apply(vq_params["encoder"], shifted), vectors)[1]
     tokens = multimodal.join(codes.reshape(b, -1), labels, layout)
     segments = multimodal.segment_ids(layout, b)
-    ranks, target, classify = sample_orders(k_order, config, layout, b)
     perm_mask = permutation.permutation_mask(ranks, target)
     lm_target = target & ~classify[:, None]
     cls_target = target & classify[:, None]
@@ -459,6 +482,19 @@ class Run(NamedTuple):
   quantiser: Quantiser
 
 
+def with_old_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A run's saved config, with the fields added since it was written set to what that run
+  did: LM tasks shifted like classification tasks, uniformly random orders only."""
+  with config.unlocked():
+    if "lm_max_shift" not in config.data:
+      config.data.lm_max_shift = config.data.max_shift
+    if "raster_prob" not in config.plm:
+      config.plm.raster_prob = 0.0
+    if "guidance" not in config.eval:
+      config.eval.guidance = 0.0
+  return config
+
+
 def load_run(workdir: str) -> Run:
   """The finished (or newest checkpointed) permutation model in `workdir` and its quantiser.
 
@@ -473,7 +509,7 @@ def load_run(workdir: str) -> Run:
     raise FileNotFoundError(f"no permutation-model run in {workdir} (no config.json); train one "
                             f"with `{command}`.")
   with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = with_old_defaults(ml_collections.ConfigDict(json.load(f)))
   quantiser = Quantiser(*vq_mnist.load(vq_dir(config, workdir)))
   layout = layout_of(quantiser)
   model = build_model(config, layout)
@@ -528,21 +564,24 @@ def classify(run: Run, images, *, num_orders: int | None = None, seed: int = 0
 
 
 @functools.lru_cache(maxsize=8)
-def _sampler(model, layout, all_targets_, order, temperature):
+def _sampler(model, layout, all_targets_, order, temperature, guidance):
   return jax.jit(functools.partial(multimodal.sample, model.apply, layout=layout,
                                    all_targets=all_targets_, order=order,
-                                   temperature=temperature))
+                                   temperature=temperature, guidance=guidance))
 
 
 def sample_tokens(run: Run, tokens: np.ndarray, given: np.ndarray, *, seed: int,
-                  order: str | None = None, temperature: float | None = None) -> np.ndarray:
-  """multimodal.sample in padded chunks of _CHUNK rows; tokens/given [N, L] -> tokens [N, L]."""
+                  order: str | None = None, temperature: float | None = None,
+                  guidance: float | None = None) -> np.ndarray:
+  """multimodal.sample in padded chunks of _CHUNK rows; tokens/given [N, L] -> tokens [N, L].
+  order, temperature and guidance default to the run's eval.* config."""
   if run.config.plm.objective != "permutation":
     raise ValueError("this run was trained with plm.objective='classification' (the "
                      "cross-entropy baseline): it models only p(y | x') and cannot generate or "
                      "complete images. Use a run trained with the permutation objective.")
   fn = _sampler(run.model, run.layout, True, order or run.config.eval.order,
-                float(temperature or run.config.eval.temperature))
+                float(temperature or run.config.eval.temperature),
+                float(run.config.eval.guidance if guidance is None else guidance))
   out = []
   for i, start in enumerate(range(0, len(tokens), _CHUNK)):
     t, g = tokens[start:start + _CHUNK], given[start:start + _CHUNK]
@@ -553,9 +592,10 @@ def sample_tokens(run: Run, tokens: np.ndarray, given: np.ndarray, *, seed: int,
 
 
 def generate(run: Run, num: int, *, label: int | None = None, seed: int = 0,
-             order: str | None = None, temperature: float | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-  """Joint samples p(x', y) (label None) or label-conditioned samples p(x' | y = label).
+             order: str | None = None, temperature: float | None = None,
+             guidance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Joint samples p(x', y) (label None) or label-conditioned samples p(x' | y = label), the
+  latter with label guidance `guidance` (multimodal.sample; None: the run's eval.guidance).
 
   Returns:
     (images uint8 [num, 28, 28], labels int32 [num]: the given label, or the sampled one).
@@ -565,11 +605,12 @@ def generate(run: Run, num: int, *, label: int | None = None, seed: int = 0,
   if label is not None:
     multimodal.check_labels(np.array([label]), run.layout)
   return generate_rows(run, np.full(num, -1 if label is None else label, np.int32), seed=seed,
-                       order=order, temperature=temperature)
+                       order=order, temperature=temperature, guidance=guidance)
 
 
 def generate_rows(run: Run, labels: np.ndarray, *, seed: int = 0, order: str | None = None,
-                  temperature: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  temperature: float | None = None, guidance: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """One sample per row: conditioned on labels[i], or joint where labels[i] is -1 (one batched
   call for a mix of both, e.g. a figure). Returns (images uint8 [N, 28, 28], labels [N])."""
   layout = run.layout
@@ -579,7 +620,8 @@ def generate_rows(run: Run, labels: np.ndarray, *, seed: int = 0, order: str | N
   checked = multimodal.check_labels(np.maximum(labels, 0), layout)
   tokens = np.asarray(multimodal.join(np.zeros((len(labels), layout.num_image_tokens),
                                                np.int32), checked, layout))
-  out = sample_tokens(run, tokens, given, seed=seed, order=order, temperature=temperature)
+  out = sample_tokens(run, tokens, given, seed=seed, order=order, temperature=temperature,
+                      guidance=guidance)
   return decode(run, out[:, :-1]), out[:, -1] - layout.num_codes
 
 
@@ -598,7 +640,7 @@ def source_masks(num: int, num_image_tokens: int, ratio: float, *, initial_porti
 
 
 def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = False,
-             labels=None, num_samples: int = 1, seed: int = 0
+             labels=None, num_samples: int = 1, seed: int = 0, guidance: float | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """p(x'_T | x'_S[, y]): completions of digits from part of their tokens (and their label).
 
@@ -610,6 +652,7 @@ def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = F
     labels: optional int [N]: the label is given too.
     num_samples: draws per digit.
     seed: masks and draws.
+    guidance: label guidance when `labels` are given (multimodal.sample; None: eval.guidance).
 
   Returns:
     (completions uint8 [N, num_samples, 28, 28], source_mask bool [N, L-1] over the token grid,
@@ -627,7 +670,7 @@ def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = F
     raise ValueError(f"got {len(y)} labels for {n} images.")
   full = np.asarray(multimodal.join(tokens, y, layout))
   full, given = np.repeat(full, num_samples, axis=0), np.repeat(given, num_samples, axis=0)
-  out = sample_tokens(run, full, given, seed=seed + 1)
+  out = sample_tokens(run, full, given, seed=seed + 1, guidance=guidance)
   images_out = decode(run, out[:, :-1]).reshape(n, num_samples, vq.IMAGE_SIZE, vq.IMAGE_SIZE)
   return images_out, source, (out[:, -1] - layout.num_codes).reshape(n, num_samples)
 
@@ -670,12 +713,24 @@ def evaluate(run: Run, workdir: str, *, test_images=None, test_labels=None,
     t0 = time.perf_counter()
     k, c = int(config.eval.samples_per_label), run.layout.num_classes
     wanted = np.concatenate([np.repeat(np.arange(c), k), np.full(c * k, -1)]).astype(np.int32)
-    images, labels = generate_rows(run, wanted, seed=config.seed + 100)
+    # The model's own p(x' | y) first (temperature 1, no guidance), whatever eval.* says.
+    images, labels = generate_rows(run, wanted, seed=config.seed + 100, temperature=1.0,
+                                   guidance=0.0)
     judged = judge(images)
     conditioned = wanted >= 0
     per_label = {str(y): float(np.mean(judged[wanted == y] == y)) for y in range(c)}
     result["label_agreement_per_label"] = per_label
     result["label_agreement"] = float(np.mean(judged[conditioned] == wanted[conditioned]))
+    result["order"] = config.eval.order
+    if config.eval.guidance > 0 or config.eval.temperature != 1:
+      # The samples as eval.temperature and eval.guidance make them.
+      guided, _ = generate_rows(run, wanted[conditioned], seed=config.seed + 100)
+      judged_guided = judge(guided)
+      result["guidance"] = float(config.eval.guidance)
+      result["temperature"] = float(config.eval.temperature)
+      result["label_agreement_guided"] = float(np.mean(judged_guided == wanted[conditioned]))
+      result["label_agreement_guided_per_label"] = {
+          str(y): float(np.mean(judged_guided[wanted[conditioned] == y] == y)) for y in range(c)}
     joint_labels = labels[~conditioned]
     result["joint_label_agreement"] = float(np.mean(judged[~conditioned] == joint_labels))
     result["joint_label_counts"] = np.bincount(joint_labels, minlength=10).tolist()
@@ -686,7 +741,8 @@ def evaluate(run: Run, workdir: str, *, test_images=None, test_labels=None,
   return result
 
 
-def figure(run: Run, path: str, *, seed: int = 0, per_row: int = 10) -> None:
+def figure(run: Run, path: str, *, seed: int = 0, per_row: int = 10,
+           guidance: float | None = None) -> None:
   """Fig. 17 in our terms: a row of joint samples (their sampled labels above), a row per label
   of label-conditioned samples, and real held-out digits with p(y | x') (permutation runs); a
   cross-entropy run draws only the classification row."""
@@ -697,10 +753,14 @@ def figure(run: Run, path: str, *, seed: int = 0, per_row: int = 10) -> None:
   if run.config.plm.objective == "permutation":
     c = run.layout.num_classes
     wanted = np.repeat(np.arange(-1, c), per_row).astype(np.int32)       # joint row first
-    images, labels = generate_rows(run, wanted, seed=seed)
+    images, labels = generate_rows(run, wanted, seed=seed, guidance=guidance)
     images, labels = images.reshape(c + 1, per_row, *images.shape[1:]), labels[:per_row]
     rows.append(("joint p(x', y)", images[0], [f"y={int(l)}" for l in labels]))
-    rows += [(f"p(x' | y={y})", images[y + 1], None) for y in range(c)]
+    w = run.config.eval.guidance if guidance is None else guidance
+    t = float(run.config.eval.temperature)
+    rows[0] = (rows[0][0] + (f", T={t:g}" if t != 1 else ""),) + rows[0][1:]
+    rows += [(f"p(x' | y={y})" + (f", w={w:g}" if w else "") + (f", T={t:g}" if t != 1 else ""),
+              images[y + 1], None) for y in range(c)]
   test_images, test_labels = load_split(run.config, run.config.data.test_split)
   real = test_images[:per_row]
   labels, probs = classify(run, real, seed=seed)
@@ -765,7 +825,8 @@ def _read_npz(path: str, *, need_labels: bool = False) -> tuple[np.ndarray, np.n
 
 def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label: int | None = None,
              num_samples: int = 8, source_ratio: float = 0.5, initial_portion: bool = False,
-             with_label: bool = False, seed: int = 0) -> dict[str, Any]:
+             with_label: bool = False, seed: int = 0, guidance: float | None = None
+             ) -> dict[str, Any]:
   """One of the capabilities of a trained run (`--mode`); returns what main prints."""
   if mode not in MODES[1:]:
     raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}.")
@@ -774,7 +835,7 @@ def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label:
     return evaluate(run, workdir)
   if mode == "figure":
     path = out or os.path.join(workdir, "fig17.png")
-    figure(run, path, seed=seed)
+    figure(run, path, seed=seed, guidance=guidance)
     return dict(figure=path)
   if mode == "classify":
     x, _ = _read_npz(images)
@@ -784,7 +845,7 @@ def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label:
     return dict(out=path, num=int(len(labels)), label_counts=np.bincount(labels, minlength=10)
                 .tolist())
   if mode == "generate":
-    x, y = generate(run, num_samples, label=label, seed=seed)
+    x, y = generate(run, num_samples, label=label, seed=seed, guidance=guidance)
     path = out or os.path.join(workdir, "generated.npz")
     np.savez(path, images=x, labels=y)
     png = os.path.splitext(path)[0] + ".png"
@@ -795,7 +856,8 @@ def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label:
   completions, source, sampled = complete(run, x, source_ratio=source_ratio,
                                           initial_portion=initial_portion,
                                           labels=labels if with_label else None,
-                                          num_samples=num_samples, seed=seed)
+                                          num_samples=num_samples, seed=seed,
+                                          guidance=guidance)
   path = out or os.path.join(workdir, "completed.npz")
   np.savez(path, completions=completions, source_mask=source, labels=sampled, images=x)
   png = os.path.splitext(path)[0] + ".png"
@@ -818,7 +880,8 @@ def main(argv):
     result = run_mode(_MODE.value, _WORKDIR.value, images=_IMAGES.value, out=_OUT.value,
                       label=_LABEL.value, num_samples=_NUM_SAMPLES.value,
                       source_ratio=_SOURCE_RATIO.value, initial_portion=_INITIAL.value,
-                      with_label=_WITH_LABEL.value, seed=_SEED.value)
+                      with_label=_WITH_LABEL.value, seed=_SEED.value,
+                      guidance=_GUIDANCE.value)
   print(json.dumps(result, indent=1))
 
 
@@ -843,4 +906,7 @@ if __name__ == "__main__":
                                "raster order instead of random ones.")
   _WITH_LABEL = flags.DEFINE_bool("with_label", False, "complete: give the label too.")
   _SEED = flags.DEFINE_integer("seed", 0, "Seed of masks, orders and draws.")
+  _GUIDANCE = flags.DEFINE_float("guidance", None, "generate/complete/figure: label guidance "
+                                 "w >= 0 of samples given a label (default: the run's "
+                                 "eval.guidance; 0: the model's p(x' | y)).")
   app.run(main)

@@ -216,6 +216,42 @@ def test_sample_draws_from_the_model_distribution():
   assert scipy.stats.chisquare(counts, probs * n).pvalue > 1e-3
 
 
+def test_sample_with_label_guidance_draws_from_the_guided_distribution():
+  """One free position with the label given: draws follow softmax((1 + w) log p(x | rest, y)
+  - w log p(x | rest)), the second read with the label hidden; without a given label, guidance
+  changes nothing."""
+  model, params = _tiny_model()
+  n, w = 3000, 2.0
+  tokens = np.tile(np.asarray(multimodal.join(np.array([[1, 2, 3, 4]]), np.array([1]),
+                                              LAYOUT)), (n, 1))
+  given = np.ones((n, 5), bool)
+  given[:, 2] = False
+  fn = jax.jit(lambda p, t, g, k: multimodal.sample(model.apply, p, t, g, k, layout=LAYOUT,
+                                                    guidance=w))
+  out = np.asarray(fn(params, tokens, given, rbg_key(4)))
+  ranks = multimodal.given_ranks(rbg_key(0), given[:1])
+  mask = permutation.permutation_mask(ranks, np.ones((1, 5), bool))
+  hidden = np.asarray(mask) | (np.arange(5) == 4)[None, None, :]
+  segments = multimodal.segment_ids(LAYOUT, 1)
+  cond = scipy.special.log_softmax(np.asarray(model.apply(params, tokens[:1], segments, mask)[0],
+                                              np.float64)[0, 2, :6])
+  uncond = scipy.special.log_softmax(np.asarray(model.apply(params, tokens[:1], segments,
+                                                            hidden)[0], np.float64)[0, 2, :6])
+  assert np.abs(cond - uncond).max() > 0.05            # the label matters to this position
+  probs = scipy.special.softmax((1 + w) * cond - w * uncond)
+  counts = np.bincount(out[:, 2], minlength=6)
+  assert scipy.stats.chisquare(counts, probs * n).pvalue > 1e-3
+  # no given label: identical draws with and without guidance
+  free = np.zeros((4, 5), bool)
+  plain = multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT)
+  guided = multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT,
+                             guidance=w)
+  np.testing.assert_array_equal(np.asarray(plain), np.asarray(guided))
+  with pytest.raises(ValueError, match="guidance"):
+    multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT,
+                      guidance=-1.0)
+
+
 def test_given_ranks():
   given = np.array([[True, False, False, True, True]])
   ranks = np.asarray(multimodal.given_ranks(rbg_key(0), given))

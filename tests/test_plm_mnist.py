@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bigjax import mnist
+from bigjax import multimodal
 from configs import plm_mnist as plm_config
 from experiments import plm_mnist
 
@@ -47,6 +48,8 @@ def test_training_writes_everything(smoke_run):
   result = summary["eval"]
   assert set(result["label_agreement_per_label"]) == {str(i) for i in range(10)}
   assert 0.0 <= result["label_agreement"] <= 1.0
+  assert result["guidance"] == 3.0 and result["temperature"] == 0.7
+  assert 0.0 <= result["label_agreement_guided"] <= 1.0
   assert sum(result["joint_label_counts"]) == 10 * result["samples_per_label"]
 
 
@@ -172,7 +175,47 @@ def test_bad_input(smoke_run, digits, tmp_path):
   config.plm.objective = "mlm"
   with pytest.raises(ValueError, match="plm.objective"):
     plm_mnist.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
+  for field, value in (("plm.raster_prob", 1.5), ("data.lm_max_shift", -1),
+                       ("eval.guidance", -1.0)):
+    config = plm_config.get_config("smoke")
+    group, name = field.split(".")
+    config[group][name] = value
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+      plm_mnist.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
   config = plm_config.get_config("smoke")
   config.vq_dir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="vq_mnist"):
     plm_mnist.train_and_evaluate(config, str(tmp_path / "bad2"), progress=False)
+
+
+def test_raster_orders():
+  """plm.raster_prob=1: every LM task's image tokens in raster order, the label first or last
+  (label_last_prob); 0: uniformly random orders."""
+  config = plm_config.get_config("smoke")
+  config.plm.classify_prob, config.plm.raster_prob = 0.0, 1.0
+  layout = multimodal.Layout(num_codes=8, num_image_tokens=6, num_classes=10)
+  ranks, target, classify = plm_mnist.sample_orders(jax.random.key(0), config, layout, 200)
+  ranks = np.asarray(ranks)
+  assert np.all(np.asarray(target)) and not np.any(np.asarray(classify))
+  np.testing.assert_array_equal(np.diff(ranks[:, :-1], axis=1), 1)
+  label_first = ranks[:, -1] == 0
+  np.testing.assert_array_equal(ranks[:, 0], np.where(label_first, 1, 0))
+  assert np.all(label_first | (ranks[:, -1] == 6))
+  assert 0.35 < label_first.mean() < 0.65
+  config.plm.raster_prob = 0.0
+  ranks = np.asarray(plm_mnist.sample_orders(jax.random.key(0), config, layout, 200)[0])
+  assert np.mean(np.all(np.diff(ranks[:, :-1], axis=1) == 1, axis=1)) < 0.05
+
+
+def test_runs_written_before_new_fields_load_with_their_old_behaviour(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  old = str(tmp_path / "old")
+  shutil.copytree(workdir, old)
+  with open(os.path.join(old, "config.json")) as f:
+    config = json.load(f)
+  del config["data"]["lm_max_shift"], config["plm"]["raster_prob"], config["eval"]["guidance"]
+  with open(os.path.join(old, "config.json"), "w") as f:
+    json.dump(config, f)
+  run = plm_mnist.load_run(old)
+  assert run.config.data.lm_max_shift == run.config.data.max_shift
+  assert run.config.plm.raster_prob == 0.0 and run.config.eval.guidance == 0.0
