@@ -849,7 +849,10 @@ def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label:
     path = out or os.path.join(workdir, "generated.npz")
     np.savez(path, images=x, labels=y)
     png = os.path.splitext(path)[0] + ".png"
-    _save_grid(png, x, f"p(x' | y={label})" if label is not None else "joint p(x', y): "
+    w = run.config.eval.guidance if guidance is None else guidance
+    t = float(run.config.eval.temperature)
+    how = (f", w={w:g}" if w and label is not None else "") + (f", T={t:g}" if t != 1 else "")
+    _save_grid(png, x, f"p(x' | y={label}){how}" if label is not None else f"joint p(x', y){how}: "
                + " ".join(str(int(v)) for v in y[:20]))
     return dict(out=path, png=png, labels=y.tolist())
   x, labels = _read_npz(images, need_labels=with_label)
