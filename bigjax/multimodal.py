@@ -18,6 +18,7 @@ only their predecessors too, as in training), False for a model trained with T =
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, NamedTuple
 
 import jax
@@ -209,6 +210,9 @@ def sample(apply_fn: ApplyFn, params, tokens, given_mask, rng, *, layout: Layout
   """
   if not guidance >= 0:
     raise ValueError(f"guidance must be >= 0, got {guidance}.")
+  if isinstance(temperature, numbers.Real) and not temperature > 0:   # a traced one passes
+    raise ValueError(f"temperature must be > 0 (1: the model's distribution), got "
+                     f"{temperature}.")
   tokens = jnp.asarray(tokens, jnp.int32)
   given = jnp.asarray(given_mask, bool)
   b, length = tokens.shape

@@ -195,6 +195,10 @@ def test_sample_keeps_given_tokens_and_respects_modalities():
   raster = np.asarray(multimodal.sample(model.apply, params, tokens, given, rbg_key(3),
                                         layout=LAYOUT, order="raster", temperature=0.5))
   np.testing.assert_array_equal(raster[given], tokens[given])
+  for bad in (0.0, -0.5, float("nan")):                    # not a NaN draw later
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+      multimodal.sample(model.apply, params, tokens, given, rbg_key(3), layout=LAYOUT,
+                        temperature=bad)
 
 
 def test_sample_draws_from_the_model_distribution():
