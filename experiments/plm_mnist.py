@@ -580,7 +580,7 @@ def sample_tokens(run: Run, tokens: np.ndarray, given: np.ndarray, *, seed: int,
                      "cross-entropy baseline): it models only p(y | x') and cannot generate or "
                      "complete images. Use a run trained with the permutation objective.")
   fn = _sampler(run.model, run.layout, True, order or run.config.eval.order,
-                float(temperature or run.config.eval.temperature),
+                float(run.config.eval.temperature if temperature is None else temperature),
                 float(run.config.eval.guidance if guidance is None else guidance))
   out = []
   for i, start in enumerate(range(0, len(tokens), _CHUNK)):
@@ -724,13 +724,11 @@ def evaluate(run: Run, workdir: str, *, test_images=None, test_labels=None,
     result["order"] = config.eval.order
     if config.eval.guidance > 0 or config.eval.temperature != 1:
       # The samples as eval.temperature and eval.guidance make them.
-      guided, _ = generate_rows(run, wanted[conditioned], seed=config.seed + 100)
-      judged_guided = judge(guided)
       result["guidance"] = float(config.eval.guidance)
       result["temperature"] = float(config.eval.temperature)
-      result["label_agreement_guided"] = float(np.mean(judged_guided == wanted[conditioned]))
-      result["label_agreement_guided_per_label"] = {
-          str(y): float(np.mean(judged_guided[wanted[conditioned] == y] == y)) for y in range(c)}
+      (result["label_agreement_guided"],
+       result["label_agreement_guided_per_label"]) = sampler_agreement(
+           run, judge, k, seed=config.seed + 100)
     joint_labels = labels[~conditioned]
     result["joint_label_agreement"] = float(np.mean(judged[~conditioned] == joint_labels))
     result["joint_label_counts"] = np.bincount(joint_labels, minlength=10).tolist()
@@ -739,6 +737,23 @@ def evaluate(run: Run, workdir: str, *, test_images=None, test_labels=None,
   if jax.process_index() == 0:
     ckpt_lib.write_json(os.path.join(workdir, "eval.json"), result)
   return result
+
+
+def sampler_agreement(run: Run, judge, samples_per_label: int, *, seed: int,
+                      temperature: float | None = None, guidance: float | None = None
+                      ) -> tuple[float, dict[str, float]]:
+  """Label agreement of label-conditioned samples drawn at (temperature, guidance) (None: the
+  run's eval.*), `samples_per_label` per class, as `judge` (images -> labels) sees them.
+
+  Returns:
+    (the fraction of all samples judged their label, {"0": fraction for label 0, ...}).
+  """
+  c = run.layout.num_classes
+  wanted = np.repeat(np.arange(c), int(samples_per_label)).astype(np.int32)
+  images, _ = generate_rows(run, wanted, seed=seed, temperature=temperature, guidance=guidance)
+  judged = judge(images)
+  return (float(np.mean(judged == wanted)),
+          {str(y): float(np.mean(judged[wanted == y] == y)) for y in range(c)})
 
 
 def figure(run: Run, path: str, *, seed: int = 0, per_row: int = 10,

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import plm_samplers
 from bigjax import mnist
 from bigjax import multimodal
 from configs import plm_mnist as plm_config
@@ -165,6 +166,8 @@ def test_bad_input(smoke_run, digits, tmp_path):
     plm_mnist.classify(run, images[:, :27])
   with pytest.raises(ValueError, match="label 10 is outside"):
     plm_mnist.generate(run, 2, label=10)
+  with pytest.raises(ValueError, match="temperature must be > 0"):   # not the config's 0.7
+    plm_mnist.generate(run, 2, label=3, temperature=0.0)
   with pytest.raises(ValueError, match="outside the codebook"):
     plm_mnist.decode(run, np.full((1, run.layout.num_image_tokens), run.layout.num_codes))
   with pytest.raises(ValueError, match="source_ratio"):
@@ -188,11 +191,36 @@ def test_bad_input(smoke_run, digits, tmp_path):
     plm_mnist.train_and_evaluate(config, str(tmp_path / "bad2"), progress=False)
 
 
+def test_sampler_benchmark_repeats_the_evaluation(smoke_run, tmp_path, capsys):
+  """benchmarks.plm_samplers draws the samples behind eval.json: 1,0 gives its
+  label_agreement and the run's eval.* sampler its label_agreement_guided, label by label."""
+  workdir, summary = smoke_run
+  result, k = summary["eval"], summary["eval"]["samples_per_label"]
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  assert plm_samplers.main(["--workdir", copy, "--samplers", "1,0", "0.7,3",
+                            "--samples_per_label", str(k)]) == 0
+  plain, guided = json.load(open(os.path.join(copy, "samplers.json")))
+  assert len(capsys.readouterr().out.splitlines()) == 2
+  assert (plain["temperature"], plain["guidance"]) == (1.0, 0.0)
+  assert plain["agreement"] == result["label_agreement"]
+  assert plain["per_label"] == result["label_agreement_per_label"]
+  assert guided["agreement"] == result["label_agreement_guided"]
+  assert guided["per_label"] == result["label_agreement_guided_per_label"]
+  for bad in ("0,1", "1,-1", "1", "a,b"):
+    with pytest.raises(SystemExit):
+      plm_samplers.main(["--workdir", copy, "--samplers", bad])
+  assert "TEMPERATURE,GUIDANCE" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="samples_per_label"):
+    plm_samplers.measure(copy, [(1.0, 0.0)], samples_per_label=0)
+
+
 def test_raster_orders():
   """plm.raster_prob=1: every LM task's image tokens in raster order, the label first or last
   (label_last_prob); 0: uniformly random orders."""
   config = plm_config.get_config("smoke")
   config.plm.classify_prob, config.plm.raster_prob = 0.0, 1.0
+  config.plm.label_last_prob = 0.5
   layout = multimodal.Layout(num_codes=8, num_image_tokens=6, num_classes=10)
   ranks, target, classify = plm_mnist.sample_orders(jax.random.key(0), config, layout, 200)
   ranks = np.asarray(ranks)
