@@ -94,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # agreement about the same (benchmarks/RESULTS.md).
   c.plm.classify_prob = 0.7
   # In a permutation LM task, P(the label is last in z); otherwise it is first (raster orders)
-  # at a uniformly random place (random orders). Label-first orders train p(x' | y).
+  # or at a uniformly random place (random orders). Label-first orders train p(x' | y).
   c.plm.label_last_prob = 0.3
   c.plm.label_weight = 1.0        # loss = mean NLL per LM target + this x mean classification CE
   # q(z) of the LM tasks: with this probability z is the raster order of the image tokens

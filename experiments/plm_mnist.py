@@ -718,9 +718,8 @@ def evaluate(run: Run, workdir: str, *, test_images=None, test_labels=None,
                                    guidance=0.0)
     judged = judge(images)
     conditioned = wanted >= 0
-    per_label = {str(y): float(np.mean(judged[wanted == y] == y)) for y in range(c)}
-    result["label_agreement_per_label"] = per_label
-    result["label_agreement"] = float(np.mean(judged[conditioned] == wanted[conditioned]))
+    (result["label_agreement"], result["label_agreement_per_label"]) = _agreement(
+        judged[conditioned], wanted[conditioned], c)
     result["order"] = config.eval.order
     if config.eval.guidance > 0 or config.eval.temperature != 1:
       # The samples as eval.temperature and eval.guidance make them.
@@ -751,9 +750,14 @@ def sampler_agreement(run: Run, judge, samples_per_label: int, *, seed: int,
   c = run.layout.num_classes
   wanted = np.repeat(np.arange(c), int(samples_per_label)).astype(np.int32)
   images, _ = generate_rows(run, wanted, seed=seed, temperature=temperature, guidance=guidance)
-  judged = judge(images)
+  return _agreement(judge(images), wanted, c)
+
+
+def _agreement(judged: np.ndarray, wanted: np.ndarray, num_classes: int
+               ) -> tuple[float, dict[str, float]]:
+  """(fraction of judged == wanted, the same per wanted label as {"0": ..., ...})."""
   return (float(np.mean(judged == wanted)),
-          {str(y): float(np.mean(judged[wanted == y] == y)) for y in range(c)})
+          {str(y): float(np.mean(judged[wanted == y] == y)) for y in range(num_classes)})
 
 
 def figure(run: Run, path: str, *, seed: int = 0, per_row: int = 10,
