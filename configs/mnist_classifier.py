@@ -14,6 +14,11 @@ Variants:
   paper   64x64 (the 28x28 digits resized, as the GAN's paper variant), full MNIST (source
           "auto": 60,000 train / 10,000 test digits), widths (32, 64, 128), 6,000 steps; meant
           for a GPU.
+  partial a partial-digit classifier for the `cpu` GAN run (28x28, patch 7): trained on digits
+          of which only some 7x7 patches are given (a random number, an initial portion or a
+          random set), it estimates p(y | x_S); `experiments.gan_eval
+          --posterior_classifier_dir` reads it as the label agreement an exact sampler of
+          q(x_T | x_S) would reach. Set data.source_patch to the GAN run's model.patch_size.
   smoke   a tiny model for tests: 150 steps at batch 64, a few seconds; test accuracy 0.949.
 
 Expected result (`cpu`, measured on 2 CPU cores shared with other jobs): test accuracy 0.987 on
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import ml_collections
 
-VARIANTS = ("cpu", "paper", "smoke")
+VARIANTS = ("cpu", "paper", "partial", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,6 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.test_split = "test"      # bundled: the last 1,000, never trained on
   c.data.image_size = 28          # digits are resized from 28x28 when this differs
   c.data.max_shift = 2            # augmentation: random shifts by up to this many pixels
+  # > 0: a partial-digit classifier of p(y | x_S) for a GAN run with this model.patch_size; each
+  # training digit keeps k ~ uniform{0..L} of its patches (the first k, or k random ones).
+  c.data.source_patch = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = (16, 32)       # channels of each 3x3 conv + 2x2 max-pool stage
@@ -65,6 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.image_size = 64
     c.data.max_shift = 4          # 2 pixels at 28x28, scaled
     c.model.widths = (32, 64, 128)
+  elif variant == "partial":
+    c.num_steps = 3_000
+    c.data.source_patch = 7
+    c.model.widths = (32, 64)
   elif variant == "smoke":
     c.num_steps = 150
     c.batch_size = 64

@@ -2,6 +2,11 @@ r"""Evaluate a BigLearn-GAN MNIST run with the project's classifier: Fig. 5, 13 
 
   python -m experiments.mnist_classifier --config configs/mnist_classifier.py:cpu --workdir /tmp/clf
   python -m experiments.gan_eval --workdir /tmp/gan_cpu --classifier_dir /tmp/clf
+  # optional: the exact-sampler reference (`posterior` below)
+  python -m experiments.mnist_classifier --config configs/mnist_classifier.py:partial \
+      --workdir /tmp/clf_partial
+  python -m experiments.gan_eval --workdir /tmp/gan_cpu --classifier_dir /tmp/clf \
+      --posterior_classifier_dir /tmp/clf_partial
 
 Loads the newest restorable checkpoint of the run (the generator's EMA unless --params=raw) and
 the classifier (experiments/mnist_classifier.py; it must have been trained at the run's image
@@ -23,6 +28,13 @@ subset's `test` 1,000 for the `cpu` run, MNIST's test split otherwise; `--num_im
                training digit among the 5 nearest to the digit on its source pixels (squared
                distance), with the source pixels pasted in; how much the given pixels alone
                determine the label, as far as the training digits can tell.
+  posterior    (with --posterior_classifier_dir) the agreement an exact sampler of
+               q(x_T | x_S) would reach, on the same source sets: the mean probability of the
+               true label under a partial-digit classifier of p(y | x_S)
+               (configs/mnist_classifier.py:partial, trained with the run's patch size). A
+               completion drawn from q(x_T | x_S) has label y with probability p(y | x_S), so
+               this is the ceiling of `agreement` for a judge that labels every real digit
+               right (an estimate: it is as good as that classifier).
 
 Writes <out> (default <workdir>/eval.json) and a plot next to it (eval.png). The same function
 runs during training when config.eval.every > 0 (rows in <workdir>/eval.jsonl).
@@ -89,7 +101,8 @@ def retrieval_completions(train: np.ndarray, images: np.ndarray, pixels: np.ndar
 
 def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.ndarray, *,
                    num_samples: int = 4, seed: int = 0, ratios=RATIOS,
-                   chunk: int = 500, train_images: np.ndarray | None = None
+                   chunk: int = 500, train_images: np.ndarray | None = None,
+                   posterior_predict: Callable | None = None
                    ) -> Callable[[Any], dict[str, Any]]:
   """A function g_params -> metrics dict (see the module docstring), with every input fixed
   (masks, noise, the held-out halves), so values at different steps are comparable.
@@ -104,6 +117,9 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
     chunk: images per generator call.
     train_images: uint8 training images at the run's size for the `retrieval` reference (None:
       no reference).
+    posterior_predict: a partial-digit classifier's `make_predict` function (uint8 images,
+      bool source pixels -> labels, probs, features) for the `posterior` reference (None: no
+      reference).
   """
   if num_samples < 2:
     raise ValueError(f"num_samples must be >= 2 (diversity compares draws), got {num_samples}.")
@@ -121,15 +137,24 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
   half = n // 2
   real_labels, _, real_features = predict(images)
   real_fd = metrics.frechet_distance(real_features[:half], real_features[half:2 * half])
+  pixels = lambda kind, r: np.asarray(patch_masks_to_pixels(jnp.asarray(masks[kind, r]),
+                                                            shape[:2], p))
   retrieval = None
   if train_images is not None:
     retrieval, p_rng = {}, np.random.default_rng([seed, 17])
     for kind in ("random", "initial"):
       retrieval[kind] = []
       for r in ratios:
-        pixels = np.asarray(patch_masks_to_pixels(jnp.asarray(masks[kind, r]), shape[:2], p))
-        done = retrieval_completions(train_images, images, pixels, rng=p_rng)
+        done = retrieval_completions(train_images, images, pixels(kind, r), rng=p_rng)
         retrieval[kind].append(metrics.label_agreement(predict(done)[0], labels))
+  posterior = None
+  if posterior_predict is not None:
+    posterior = {}
+    for kind in ("random", "initial"):
+      posterior[kind] = []
+      for r in ratios:
+        _, probs, _ = posterior_predict(images, pixels(kind, r))
+        posterior[kind].append(float(np.mean(probs[np.arange(n), labels])))
 
   def draw(g_params, source, z):
     out = []
@@ -151,6 +176,8 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
                      heldout_half_vs_half=real_fd, num_per_set=half))
     if retrieval is not None:
       result["retrieval"] = retrieval
+    if posterior is not None:
+      result["posterior"] = posterior
     for kind in ("random", "initial"):
       agreement, diversity = [], []
       for r in ratios:
@@ -183,6 +210,9 @@ def plot(result: dict[str, Any], path: str, *, title: str) -> None:
     if "retrieval" in result:
       axes[0].plot(result["ratios"], result["retrieval"][kind], style, color="grey",
                    alpha=0.7, ms=3, label=f"5-NN retrieval, {kind} S")
+    if "posterior" in result:
+      axes[0].plot(result["ratios"], result["posterior"][kind], style, color="black",
+                   alpha=0.7, ms=3, label=f"exact sampler (p(y | x_S)), {kind} S")
   axes[0].set(xlabel="source ratio |S| / L", ylabel="label agreement", ylim=(0, 1.02))
   axes[1].set(xlabel="source ratio |S| / L", ylabel="diversity (pairwise RMS, pixels in [0, 1])")
   for ax, where in zip(axes, ("upper left", "upper right")):
@@ -197,24 +227,37 @@ def plot(result: dict[str, Any], path: str, *, title: str) -> None:
   os.replace(path + ".tmp.png", path)
 
 
-def load_classifier(config, classifier_dir: str):
-  """The classifier's predict function for the run's image size (clear errors otherwise)."""
-  model, params, info = classifier_lib.load(classifier_dir,
-                                            image_size=int(config.data.image_size))
+def load_classifier(config, classifier_dir: str, *, partial: bool = False):
+  """The classifier's predict function for the run's image size (clear errors otherwise): the
+  whole-digit judge, or (partial=True) a partial-digit classifier for the run's patch size."""
+  model, params, info = classifier_lib.load(
+      classifier_dir, image_size=int(config.data.image_size),
+      source_patch=int(config.model.patch_size) if partial else 0)
   return classifier_lib.make_predict(model, params), info
 
 
 def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: str = "auto",
-        num_images: int | None = None, num_samples: int = 4, seed: int = 0) -> dict[str, Any]:
+        num_images: int | None = None, num_samples: int = 4, seed: int = 0,
+        posterior_classifier_dir: str | None = None) -> dict[str, Any]:
   """The entry point's work: evaluates the newest checkpoint of `workdir`; returns the result."""
   config, g_params, step = gan_complete.load_run(workdir, params=params)
   predict, info = load_classifier(config, classifier_dir)
+  posterior_predict = posterior_info = None
+  if posterior_classifier_dir:
+    posterior_predict, posterior_info = load_classifier(config, posterior_classifier_dir,
+                                                        partial=True)
   images, labels = heldout_digits(config, num_images)
   evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed,
-                            train_images=biglearn_gan.load_images(config))
-  result = dict(step=step, workdir=os.path.abspath(workdir), params=params,
-                classifier=dict(dir=os.path.abspath(classifier_dir),
-                                test_accuracy=info.get("test_accuracy")),
+                            train_images=biglearn_gan.load_images(config),
+                            posterior_predict=posterior_predict)
+  classifiers = dict(classifier=dict(dir=os.path.abspath(classifier_dir),
+                                     test_accuracy=info.get("test_accuracy")))
+  if posterior_info is not None:
+    classifiers["posterior_classifier"] = dict(
+        dir=os.path.abspath(posterior_classifier_dir),
+        test_accuracy=posterior_info.get("test_accuracy"),
+        test_accuracy_random_half=posterior_info.get("test_accuracy_random_half"))
+  result = dict(step=step, workdir=os.path.abspath(workdir), params=params, **classifiers,
                 **evaluate(g_params))
   out = out or os.path.join(workdir, "eval.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -235,11 +278,15 @@ def main(argv):
     if not f[name]:
       raise app.UsageError(f"--{name} is required.")
   result = run(f["workdir"], f["classifier_dir"], out=f["out"], params=f["params"],
-               num_images=f["num_images"], num_samples=f["num_samples"], seed=f["seed"])
+               num_images=f["num_images"], num_samples=f["num_samples"], seed=f["seed"],
+               posterior_classifier_dir=f["posterior_classifier_dir"])
   summary = {k: result[k] for k in ("step", "classifier_accuracy", "frechet", "monotone")}
-  summary["agreement_at_0.5"] = {k: result[k]["agreement"][5] for k in ("random", "initial")}
-  summary["retrieval_agreement_at_0.5"] = {k: result["retrieval"][k][5]
-                                           for k in ("random", "initial")}
+  half = result["ratios"].index(0.5)
+  summary["agreement_at_0.5"] = {k: result[k]["agreement"][half] for k in ("random", "initial")}
+  for name in ("retrieval", "posterior"):
+    if name in result:
+      summary[f"{name}_agreement_at_0.5"] = {k: result[name][k][half]
+                                             for k in ("random", "initial")}
   print(json.dumps(summary, indent=1))
 
 
@@ -258,7 +305,11 @@ def define_flags():
       num_images=flags.DEFINE_integer("num_images", None,
                                       "Held-out digits to use (default: all of them)."),
       num_samples=flags.DEFINE_integer("num_samples", 4, "Noise draws per digit and ratio."),
-      seed=flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."))
+      seed=flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."),
+      posterior_classifier_dir=flags.DEFINE_string(
+          "posterior_classifier_dir", None, "Optional: a partial-digit classifier "
+          "(configs/mnist_classifier.py:partial with the run's patch size) for the exact-"
+          "sampler reference `posterior`."))
 
 
 if __name__ == "__main__":

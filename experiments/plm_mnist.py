@@ -685,7 +685,7 @@ def load_judge(config, workdir: str, *, progress: bool = True):
       os.path.join(directory, classifier_lib.SUMMARY_FILE)):
     classifier_lib.train(classifier_config.get_config(config.eval.classifier_variant), directory,
                          progress=progress)
-  model, params, info = classifier_lib.load(directory, image_size=vq.IMAGE_SIZE)
+  model, params, info = classifier_lib.load(directory, image_size=vq.IMAGE_SIZE, source_patch=0)
   predict = classifier_lib.make_predict(model, params)
   return (lambda images: predict(images)[0]), info
 

@@ -94,6 +94,28 @@ def test_a_generator_that_keeps_only_the_source_follows_the_ratio(monkeypatch):
   np.testing.assert_allclose(div, np.sqrt(target_fraction / 6), rtol=0.1)
 
 
+def test_the_exact_sampler_reference_is_the_mean_probability_of_the_true_label(monkeypatch):
+  """A stand-in p(y | x_S) that gives the true label the fraction of pixels given: the reference
+  is then round(r L) / L at each ratio, for both kinds of source set."""
+  _stand_in_generator(monkeypatch, "copy")
+  images, labels = _heldout(12)
+  table = {img.tobytes(): int(lab) for img, lab in zip(images, labels)}
+
+  def posterior(batch, source):
+    given = source.reshape(len(batch), -1).mean(1)
+    probs = np.repeat(((1 - given) / 9)[:, None], 10, axis=1).astype(np.float32)
+    probs[np.arange(len(batch)), [table[img.tobytes()] for img in batch]] = given
+    return probs.argmax(1), probs, np.zeros((len(batch), 1), np.float32)
+
+  result = gan_eval.make_evaluator(_smoke_gan(), _oracle(images, labels), images, labels,
+                                   num_samples=2, posterior_predict=posterior)(None)
+  expected = np.round(np.arange(10) / 10 * 16) / 16
+  for kind in ("random", "initial"):
+    np.testing.assert_allclose(result["posterior"][kind], expected, rtol=1e-6)
+  assert "posterior" not in gan_eval.make_evaluator(
+      _smoke_gan(), _oracle(images, labels), images, labels, num_samples=2)(None)
+
+
 def test_source_masks():
   rng = np.random.default_rng(0)
   m = gan_samples.source_masks(5, 16, 8, initial=False, rng=rng)
@@ -129,6 +151,15 @@ def classifier_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def partial_classifier_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("clf_partial"))
+  c = mnist_classifier.get_config("smoke")
+  c.data.source_patch = 7                  # the smoke GAN's patch size
+  classifier_lib.train(c, workdir, progress=False)
+  return workdir
+
+
+@pytest.fixture(scope="module")
 def gan_run(tmp_path_factory, classifier_dir):
   workdir = tmp_path_factory.mktemp("gan")
   c = _smoke_gan()
@@ -150,27 +181,34 @@ def test_training_writes_evaluation_rows(gan_run):
     assert r["num_images"] == 12 and r["num_samples"] == 2
 
 
-def test_gan_eval_run_writes_json_and_plot(gan_run, classifier_dir, tmp_path):
+def test_gan_eval_run_writes_json_and_plot(gan_run, classifier_dir, partial_classifier_dir,
+                                          tmp_path):
   out = str(tmp_path / "e" / "eval.json")
-  result = gan_eval.run(str(gan_run), classifier_dir, out=out, num_images=12, num_samples=2)
+  result = gan_eval.run(str(gan_run), classifier_dir, out=out, num_images=12, num_samples=2,
+                        posterior_classifier_dir=partial_classifier_dir)
   with open(out) as f:
     assert json.load(f) == json.loads(json.dumps(result))
   assert os.path.exists(str(tmp_path / "e" / "eval.png"))
   assert result["step"] == 4 and result["params"] == "auto"
   assert len(result["retrieval"]["random"]) == 10
   assert all(0 <= a <= 1 for a in result["retrieval"]["initial"])
+  assert len(result["posterior"]["random"]) == 10
+  assert all(0 <= a <= 1 for a in result["posterior"]["initial"])
+  assert result["posterior_classifier"]["dir"] == partial_classifier_dir
   # The same fixed inputs and parameters as the in-training evaluation at the last step.
   last = [json.loads(line) for line in open(gan_run / "eval.jsonl")][-1]
   assert result["random"] == last["random"] and result["frechet"] == last["frechet"]
 
 
-def test_gan_eval_errors(gan_run, classifier_dir, tmp_path):
+def test_gan_eval_errors(gan_run, classifier_dir, partial_classifier_dir, tmp_path):
   config, _, _ = gan_complete.load_run(str(gan_run))
   config.data.image_size = 32
   with pytest.raises(ValueError, match="trained on 28x28 digits, the images are 32x32"):
     gan_eval.load_classifier(config, classifier_dir)
   with pytest.raises(FileNotFoundError, match="experiments.mnist_classifier"):
     gan_eval.run(str(gan_run), str(tmp_path / "no_classifier"))
+  with pytest.raises(ValueError, match="reads whole digits, and partial digits of 7x7"):
+    gan_eval.run(str(gan_run), classifier_dir, posterior_classifier_dir=classifier_dir)
   no_ema = tmp_path / "no_ema"
   no_ema.mkdir()
   cfg = json.load(open(gan_run / "config.json"))
@@ -180,6 +218,8 @@ def test_gan_eval_errors(gan_run, classifier_dir, tmp_path):
     gan_eval.run(str(no_ema), classifier_dir, params="ema")
   with pytest.raises(ValueError, match="--params must be auto, ema or raw"):
     gan_eval.run(str(gan_run), classifier_dir, params="best")
+  with pytest.raises(ValueError, match="reads partial digits of 7x7 patches, and whole digits"):
+    gan_eval.run(str(gan_run), partial_classifier_dir)
 
 
 def test_metrics_during_training_need_a_classifier():

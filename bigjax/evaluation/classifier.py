@@ -11,6 +11,13 @@ penultimate-layer features give `metrics.frechet_distance` (an FID on MNIST feat
   predict = classifier.make_predict(model, params)
   labels, probs, features = predict(images_uint8)      # [N], [N, 10], [N, feature_dim]
 
+A *partial-digit* classifier (`data.source_patch` > 0, `configs/mnist_classifier.py:partial`)
+is trained on digits of which only some patches are given, and estimates p(y | x_S): its mean
+probability of the true label is the label agreement that an exact sampler of q(x_T | x_S)
+would reach (the reference `experiments.gan_eval --posterior_classifier_dir` reports):
+
+  labels, probs, features = predict(images_uint8, source_pixels)   # source_pixels bool [N, H, W]
+
 `train` writes into its workdir:
   config.json           the config (`load` rebuilds the model from it)
   checkpoints/<step>/   Orbax checkpoints with the model signature; a run resumes from the newest
@@ -36,6 +43,7 @@ import tqdm
 
 from bigjax import checkpoint as ckpt_lib
 from bigjax import mnist
+from bigjax.models.patches import patch_masks_to_pixels
 
 __all__ = ["Classifier", "ClassifierState", "abstract_state", "build_model", "init_state", "load",
            "make_predict", "model_signature", "train", "validate_config"]
@@ -64,24 +72,34 @@ class Classifier(nn.Module):
   (params, images). Any image size works (sizes not divisible by 2^len(widths) are floored by
   the pooling); the first Dense layer's shape depends on it, so parameters fit one size only.
 
+  With `source_patch` > 0 the classifier reads partial digits: it also takes the bool pixel
+  mask of the given pixels, sees the image with every other pixel set to background plus the
+  mask (as +-1) as a second channel, and so tells a black given pixel from a missing one.
+
   Attributes:
     widths: channels of each conv stage, e.g. (16, 32).
     feature_dim: width of the feature layer.
     dropout: dropout rate on the features during training.
     image_size: the side the parameters were made for; when set, `__call__` checks its input
       against it (a clearer error than Flax's Dense shape mismatch). None: not checked.
+    source_patch: 0 for whole digits; P > 0 for partial digits made of given P x P patches
+      (the patch size is what training drew masks with; `__call__` takes any pixel mask).
   """
   widths: Sequence[int] = (16, 32)
   feature_dim: int = 128
   dropout: float = 0.3
   image_size: int | None = None
+  source_patch: int = 0
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, images: jax.Array, source: jax.Array | None = None, *,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Logits and features of a batch of digits.
 
     Args:
       images: float [B, H, W] in [-1, 1] (`mnist.to_unit_range` of uint8 pixels).
+      source: bool [B, H, W], the given pixels: required when `source_patch` > 0, refused
+        otherwise.
       train: apply dropout (needs a "dropout" PRNG key in `rngs`).
 
     Returns:
@@ -93,7 +111,18 @@ class Classifier(nn.Module):
     if self.image_size is not None and images.shape[1:] != (self.image_size,) * 2:
       raise ValueError(f"this Classifier was built for {self.image_size}x{self.image_size} "
                        f"images, got {images.shape[1]}x{images.shape[2]}.")
-    x = images[..., None]
+    if self.source_patch:
+      if source is None or source.shape != images.shape:
+        raise ValueError(
+            f"this classifier reads partial digits (source_patch={self.source_patch}): pass "
+            f"`source`, the bool [B, H, W] mask of the given pixels, shaped like the images "
+            f"{images.shape}; got {None if source is None else source.shape}.")
+      x = jnp.stack([jnp.where(source, images, -1.0), jnp.where(source, 1.0, -1.0)], axis=-1)
+    elif source is not None:
+      raise ValueError("this classifier reads whole digits; a source mask is only for one "
+                       "trained with data.source_patch > 0 (configs/mnist_classifier.py:partial).")
+    else:
+      x = images[..., None]
     for width in self.widths:
       x = nn.relu(nn.Conv(int(width), (3, 3), padding="SAME")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -103,18 +132,29 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(x), features
 
 
+def source_patch(config) -> int:
+  """The config's data.source_patch (0 for whole digits; configs written before the field have
+  none)."""
+  return int(config.data.get("source_patch", 0))
+
+
 def build_model(config) -> Classifier:
   m = config.model
   return Classifier(widths=tuple(int(w) for w in m.widths), feature_dim=int(m.feature_dim),
-                    dropout=float(m.dropout), image_size=int(config.data.image_size))
+                    dropout=float(m.dropout), image_size=int(config.data.image_size),
+                    source_patch=source_patch(config))
 
 
 def model_signature(config) -> dict[str, Any]:
   """What a checkpoint must agree on to be restored into this config's state (JSON types:
-  Orbax stores the signature as JSON, so tuples are lists here)."""
+  Orbax stores the signature as JSON, so tuples are lists here). `source_patch` is in it only
+  when set, so whole-digit classifiers saved before the field existed still restore."""
   m = config.model
-  return dict(image_size=int(config.data.image_size), widths=[int(w) for w in m.widths],
-              feature_dim=int(m.feature_dim), dropout=float(m.dropout))
+  signature = dict(image_size=int(config.data.image_size), widths=[int(w) for w in m.widths],
+                   feature_dim=int(m.feature_dim), dropout=float(m.dropout))
+  if source_patch(config):
+    signature["source_patch"] = source_patch(config)
+  return signature
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,6 +187,11 @@ def validate_config(config) -> None:
     fail(f"weight_decay must be >= 0, got {config.weight_decay}.")
   if not (isinstance(config.data.max_shift, int) and 0 <= config.data.max_shift < size):
     fail(f"data.max_shift must be an int in [0, image_size), got {config.data.max_shift!r}.")
+  patch = config.data.get("source_patch", 0)
+  if isinstance(patch, bool) or not isinstance(patch, int) or patch < 0 or (
+      patch and size % patch):
+    fail(f"data.source_patch must be 0 (whole digits) or a patch size that divides "
+         f"data.image_size={size} (the GAN run's model.patch_size), got {patch!r}.")
 
 
 def load_split(config, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +214,23 @@ def batch_indices(step: int, num_images: int, batch_size: int, seed: int) -> np.
   epoch, i = divmod(int(step), steps_per_epoch)
   perm = np.random.default_rng([int(seed), 1, epoch]).permutation(num_images)
   return perm[i * batch_size:(i + 1) * batch_size]
+
+
+def random_sources(rng: jax.Array, batch: int, image_size: int, patch: int) -> jax.Array:
+  """bool [B, S, S] pixel masks of the given pixels, for training a partial-digit classifier.
+
+  Each example gets k ~ uniform{0, ..., L} of its L = (S / patch)^2 patches: the first k in
+  raster order (an initial portion, Fig. 5b) for half of the examples, k uniformly random ones
+  for the other half; the two kinds of source set `experiments.gan_eval` measures.
+  """
+  length = (image_size // patch) ** 2
+  k_count, k_kind, k_order = jax.random.split(rng, 3)
+  count = jax.random.randint(k_count, (batch, 1), 0, length + 1)
+  ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_order, (batch, length)), axis=-1),
+                      axis=-1)
+  initial = jax.random.bernoulli(k_kind, 0.5, (batch, 1))
+  ranks = jnp.where(initial, jnp.arange(length)[None], ranks)
+  return patch_masks_to_pixels(ranks < count, (image_size, image_size), patch)
 
 
 def random_shift(rng: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
@@ -206,7 +268,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def init_state(config, rng: jax.Array) -> ClassifierState:
   model = build_model(config)
   size = int(config.data.image_size)
-  params = model.init(rng, jnp.zeros((1, size, size), jnp.float32))
+  source = jnp.ones((1, size, size), bool) if model.source_patch else None
+  params = model.init(rng, jnp.zeros((1, size, size), jnp.float32), source)
   return ClassifierState(step=jnp.zeros((), jnp.int32), params=params,
                          opt_state=make_optimizer(config).init(params))
 
@@ -221,7 +284,8 @@ def abstract_state(config) -> ClassifierState:
 
 def make_train_step(config) -> Callable:
   """(state, images [B, H, W] in [-1, 1], labels [B]) -> (state, metrics), jitted, the state
-  donated. Augmentation and dropout keys are `fold_in(key(seed), step)`."""
+  donated. Augmentation, source-mask (partial-digit classifiers) and dropout keys are
+  `fold_in(key(seed), step)`."""
   model = build_model(config)
   opt = make_optimizer(config)
   max_shift = int(config.data.max_shift)
@@ -231,9 +295,13 @@ def make_train_step(config) -> Callable:
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     k_shift, k_dropout = jax.random.split(rng)
     images = random_shift(k_shift, images, max_shift)
+    source = None
+    if model.source_patch:   # its own key: whole-digit runs draw what they drew before
+      source = random_sources(jax.random.fold_in(rng, 1), images.shape[0], images.shape[1],
+                              model.source_patch)
 
     def loss_fn(params):
-      logits, _ = model.apply(params, images, train=True, rngs={"dropout": k_dropout})
+      logits, _ = model.apply(params, images, source, train=True, rngs={"dropout": k_dropout})
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
       return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
@@ -260,7 +328,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The summary also written to classifier.json: test_accuracy, num_test, num_train, steps,
     resumed_from (the step restored, None for a fresh run), seconds (this call), image_size,
-    source, train_split, test_split, variant, feature_dim.
+    source, train_split, test_split, variant, feature_dim. A partial-digit classifier's
+    test_accuracy is on whole digits; it also has source_patch, test_accuracy_random_half and
+    test_true_label_prob_random_half (given a random half of each test digit's patches).
 
   Raises:
     ValueError: an inconsistent config or unlabelled data.
@@ -329,14 +399,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     checkpointer.close()
 
   model = build_model(config)
-  labels, _, _ = make_predict(model, state.params)(test_images)
+  predict = make_predict(model, state.params)
+  partial = {}
+  if model.source_patch:
+    size = int(config.data.image_size)
+    whole = np.ones(test_images.shape, bool)
+    labels, _, _ = predict(test_images, whole)
+    # A random half of the patches of each test digit (fixed draws).
+    length = (size // model.source_patch) ** 2
+    order = np.random.default_rng([int(config.seed), 2]).random((len(test_images), length))
+    half = np.argsort(np.argsort(order, axis=1), axis=1) < length // 2
+    half = np.asarray(patch_masks_to_pixels(jnp.asarray(half), (size, size), model.source_patch))
+    half_labels, half_probs, _ = predict(test_images, half)
+    partial = dict(source_patch=model.source_patch,
+                   test_accuracy_random_half=float(np.mean(half_labels == test_labels)),
+                   test_true_label_prob_random_half=float(
+                       np.mean(half_probs[np.arange(len(test_labels)), test_labels])))
+  else:
+    labels, _, _ = predict(test_images)
   summary = dict(
       variant=config.get("variant"), test_accuracy=float(np.mean(labels == test_labels)),
       num_test=int(len(test_labels)), num_train=int(len(train_labels)), steps=int(state.step),
       resumed_from=restored_step, seconds=time.perf_counter() - t0,
       image_size=int(config.data.image_size), feature_dim=int(config.model.feature_dim),
       source=str(config.data.source), train_split=config.data.train_split,
-      test_split=config.data.test_split)
+      test_split=config.data.test_split, **partial)
   ckpt_lib.write_json(summary_path, summary)
   return summary
 
@@ -344,7 +431,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 # ----------------------------------------------------------------------------------------------
 # Loading and predicting.
 
-def load(workdir: str, *, image_size: int | None = None
+def load(workdir: str, *, image_size: int | None = None, source_patch: int | None = None
          ) -> tuple[Classifier, Any, dict[str, Any]]:
   """The classifier trained in `workdir` by `train` (or experiments/mnist_classifier.py).
 
@@ -352,6 +439,8 @@ def load(workdir: str, *, image_size: int | None = None
     workdir: the training run's directory.
     image_size: the side of the images it will classify; a classifier trained on another size
       raises a ValueError (None: no check).
+    source_patch: 0 to require a whole-digit classifier, P > 0 a partial-digit one trained
+      with P x P source patches; anything else raises a ValueError (None: no check).
 
   Returns:
     (model, params, info): the Flax module (its `image_size` set), its parameters, and the
@@ -360,7 +449,7 @@ def load(workdir: str, *, image_size: int | None = None
   Raises:
     FileNotFoundError: no finished classifier in `workdir`; the message gives the command that
       trains (or finishes training) one.
-    ValueError: `image_size` differs from the classifier's.
+    ValueError: `image_size` or `source_patch` differs from the classifier's.
   """
   workdir = os.path.abspath(os.fspath(workdir))
   config_path = os.path.join(workdir, CONFIG_FILE)
@@ -390,6 +479,16 @@ def load(workdir: str, *, image_size: int | None = None
         f"the classifier in {workdir} was trained on {trained_size}x{trained_size} digits, the "
         f"images are {int(image_size)}x{int(image_size)}: train one with "
         f"`{_train_command(other, image_size)}` and load that.")
+  trained_patch = int(info.get("source_patch", 0))
+  if source_patch is not None and int(source_patch) != trained_patch:
+    kind = lambda p: f"partial digits of {p}x{p} patches" if p else "whole digits"
+    size = "" if trained_size == 28 else f" --config.data.image_size={trained_size}"
+    variant = (f"partial --config.data.source_patch={int(source_patch)}" if source_patch
+               else "cpu")
+    raise ValueError(
+        f"the classifier in {workdir} reads {kind(trained_patch)}, and {kind(int(source_patch))} "
+        f"are needed here: train one with `python -m experiments.mnist_classifier --config "
+        f"configs/mnist_classifier.py:{variant}{size} --workdir OTHER_DIR` and pass that.")
   if not os.path.isdir(checkpoints):
     raise FileNotFoundError(f"{workdir} has {SUMMARY_FILE} but no checkpoints/ folder; train "
                             f"the classifier again with `{command}`.")
@@ -420,20 +519,35 @@ def make_predict(model: Classifier, params: Any, batch_size: int = 500
     batch_size: images per compiled call; the last chunk is padded, so it compiles once.
 
   Returns:
-    predict(images uint8 [N, H, W]) -> (labels int32 [N], probs float32 [N, 10],
-    features float32 [N, feature_dim]), numpy arrays. It raises TypeError for a dtype other
-    than uint8 and ValueError for a shape other than [N, image_size, image_size].
+    predict(images uint8 [N, H, W], source=None) -> (labels int32 [N], probs float32 [N, 10],
+    features float32 [N, feature_dim]), numpy arrays. `source` (bool [N, H, W], the given
+    pixels) is required by a partial-digit classifier (`model.source_patch` > 0) and refused by
+    a whole-digit one. It raises TypeError for a dtype other than uint8 and ValueError for a
+    shape other than [N, image_size, image_size].
   """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
 
   @jax.jit
-  def apply(p, x):
-    logits, features = model.apply(p, x)
+  def apply(p, x, source):
+    logits, features = model.apply(p, x, source)
     return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits), features
 
-  def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def predict(images: np.ndarray, source: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = np.asarray(images)
+    if model.source_patch and source is None:
+      raise ValueError(f"this classifier reads partial digits (source_patch="
+                       f"{model.source_patch}): call predict(images, source) with the bool "
+                       "[N, H, W] mask of the given pixels.")
+    if not model.source_patch and source is not None:
+      raise ValueError("this classifier reads whole digits; predict takes a source mask only "
+                       "for one trained with data.source_patch > 0.")
+    if source is not None:
+      source = np.asarray(source)
+      if source.dtype != bool or source.shape != images.shape:
+        raise ValueError(f"source must be a bool mask shaped like the images {images.shape}, "
+                         f"got {source.dtype} {source.shape}.")
     if images.dtype != np.uint8:
       hint = (" (for generator outputs in [-1, 1] use bigjax.mnist.from_unit_range; for floats "
               "in [0, 1], np.round(255 * x).astype(np.uint8))"
@@ -453,10 +567,12 @@ def make_predict(model: Classifier, params: Any, batch_size: int = 500
     outs = []
     for start in range(0, n, batch_size):
       chunk = images[start:start + batch_size]
+      given = None if source is None else source[start:start + batch_size]
       if len(chunk) < batch_size:
-        chunk = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                                                np.uint8)])
-      outs.append(jax.device_get(apply(params, mnist.to_unit_range(chunk))))
+        pad = [(0, batch_size - len(chunk)), (0, 0), (0, 0)]
+        chunk = np.pad(chunk, pad)
+        given = None if given is None else np.pad(given, pad)
+      outs.append(jax.device_get(apply(params, mnist.to_unit_range(chunk), given)))
     if not outs:
       return (np.zeros((0,), np.int32), np.zeros((0, NUM_CLASSES), np.float32),
               np.zeros((0, model.feature_dim), np.float32))
