@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 __all__ = ["discriminator_loss", "generator_loss", "r1_penalty",
            "communication_discriminator_loss", "communication_generator_loss",
-           "mode_seeking_loss", "permutation_lm"]
+           "mode_seeking_loss", "reconstruction_loss", "permutation_lm"]
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -158,6 +158,30 @@ def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array
     d_x = jnp.mean(diff)
   d_z = jnp.mean(jnp.abs(z_a - z_b))
   return 1.0 / (d_x / d_z + eps)
+
+
+def reconstruction_loss(fake: jax.Array, real: jax.Array, source: jax.Array) -> jax.Array:
+  """L1 reconstruction term for completions (pix2pix's, Isola et al., 2017; not in the paper):
+  the mean absolute difference between drawn and real patches outside S, over the examples
+  whose S is non-empty. For S empty it would pull joint generations towards the mean image, so
+  those examples do not count.
+
+  A scalar, like `mode_seeking_loss`: the mean over every counted pixel of the batch (0 when no
+  example has a source).
+
+  Args:
+    fake, real: [B, L, P] the generator's draw and the real patches.
+    source: bool [B, L], the source set S of each example.
+
+  Returns:
+    scalar loss (>= 0).
+  """
+  if fake.shape != real.shape or source.shape != fake.shape[:2]:
+    raise ValueError(f"fake and real must be [B, L, P] with source [B, L]; got {fake.shape}, "
+                     f"{real.shape} and {source.shape}.")
+  err = jnp.abs(fake - real).mean(-1)                                       # [B, L]
+  keep = (~source & jnp.any(source, axis=1, keepdims=True)).astype(err.dtype)
+  return jnp.sum(err * keep) / jnp.maximum(jnp.sum(keep), 1.0)
 
 
 def permutation_lm(logits: jax.Array, tokens: jax.Array, target_mask: jax.Array, *,

@@ -96,6 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.communication_weight = 0.0  # Eq. (12) communication matchings (App. D.2); 0 = off
   # Mode-seeking regulariser (Mao et al. 2019; not in the paper): keeps the generator using z.
   c.loss.mode_seeking_weight = 0.0
+  # L1 reconstruction of the real pixels outside S for completions (|S| > 0), as in pix2pix
+  # (Isola et al. 2017; not in the paper): ties completions to the given digit. 0 = off.
+  c.loss.reconstruction_weight = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4    # both players, constant (App. D.3)

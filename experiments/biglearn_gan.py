@@ -118,8 +118,9 @@ def validate_config(config) -> None:
                      ("disc_dim", "disc_heads")):
     if m[dim] % m[heads]:
       fail(f"model.{dim}={m[dim]} is not divisible by model.{heads}={m[heads]}.")
-  for name in ("r1_weight", "communication_weight", "mode_seeking_weight"):
-    if not config.loss[name] >= 0:
+  for name in ("r1_weight", "communication_weight", "mode_seeking_weight",
+               "reconstruction_weight"):
+    if not config.loss.get(name, 0.0) >= 0:
       fail(f"loss.{name} must be >= 0, got {config.loss[name]}.")
   if not 0.0 <= config.ema_decay < 1.0:
     fail(f"ema_decay must be in [0, 1), got {config.ema_decay}.")
@@ -266,6 +267,7 @@ def make_train_step(config):
   r1_weight = float(config.loss.r1_weight)
   comm_weight = float(config.loss.communication_weight)
   ms_weight = float(config.loss.mode_seeking_weight)
+  recon_weight = float(config.loss.get("reconstruction_weight", 0.0))  # runs before the field: 0
   saturating = bool(config.loss.saturating)
   ema_decay = float(config.ema_decay)
   t = config.tasks
@@ -322,6 +324,10 @@ def make_train_step(config):
         ms = losses.mode_seeking_loss(fake, fake_b, z_a, z_b, mask=~source)
         loss = loss + ms_weight * ms
         aux["mode_seeking"] = ms
+      if recon_weight > 0:
+        rec = losses.reconstruction_loss(fake, patches, source)
+        loss = loss + recon_weight * rec
+        aux["reconstruction"] = rec
       if comm_weight > 0:
         fake2 = gen.apply(g_params, patches, source2, noise(k_zg2))
         comm = losses.communication_generator_loss(

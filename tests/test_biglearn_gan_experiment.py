@@ -328,6 +328,7 @@ def test_refused_run_leaves_config_json_alone(mismatch):
     ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
     ({"optim.learning_rate": 0.0}, r"learning_rate and optim.disc_lr_scale must be > 0"),
     ({"loss.r1_weight": -1.0}, r"r1_weight"),
+    ({"loss.reconstruction_weight": -1.0}, r"loss.reconstruction_weight must be >= 0"),
 ])
 def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkeypatch):
   """validate_config raises ValueError, and train_and_evaluate raises it before it writes,
@@ -420,21 +421,21 @@ def test_batch_indices_are_a_pure_function_of_the_step():
 
 def test_optional_objectives_and_models_train(tmp_path):
   """Every optional path in one smoke run: the Eq. (12) communication matchings, the
-  mode-seeking term, one (S, T) pair per batch from another sampler, noise embeddings into
-  every G-decoder layer and the minibatch-std discriminator. Losses stay finite and are logged;
-  with one pair per batch the generator sees the same S for all examples."""
+  mode-seeking and reconstruction terms, one (S, T) pair per batch from another sampler, noise
+  embeddings into every G-decoder layer and the minibatch-std discriminator. Losses stay finite
+  and are logged; with one pair per batch the generator sees the same S for all examples."""
   overrides = {"num_steps": 2, "checkpoint_every": 2, "sample_every": 2,
                "loss.communication_weight": 0.5, "loss.mode_seeking_weight": 1.0,
-               "tasks.per_example": False, "tasks.sampler": "mask_and_predict",
+               "loss.reconstruction_weight": 10.0, "tasks.per_example": False, "tasks.sampler": "mask_and_predict",
                "model.noise_every_layer": True, "model.disc_minibatch_std_group": 2}
   summary = _train(tmp_path, **overrides)
   assert summary["step"] == 2
   rows = _metrics(tmp_path)
   assert [r["step"] for r in rows] == [1, 2]
   for row in rows:
-    for key in LOSS_KEYS + ("d_comm", "g_comm", "mode_seeking"):
+    for key in LOSS_KEYS + ("d_comm", "g_comm", "mode_seeking", "reconstruction"):
       assert np.isfinite(row[key]), (row["step"], key)
-    assert row["d_comm"] > 0 and row["mode_seeking"] > 0
+    assert row["d_comm"] > 0 and row["mode_seeking"] > 0 and row["reconstruction"] > 0
   config = _smoke(**overrides)
   source, target = biglearn_gan.sample_tasks(jax.random.key(1), config, 8, 16)
   assert (source == source[:1]).all() and (target == target[:1]).all()

@@ -331,6 +331,27 @@ def test_r1_penalty_parameter_gradient_matches_finite_difference():
   np.testing.assert_allclose(directional, (plus - minus) / (2 * eps), rtol=1e-3)
 
 
+def test_reconstruction_loss_counts_only_targets_of_examples_with_a_source():
+  rng = np.random.default_rng(0)
+  fake = rng.normal(size=(3, 4, 5)).astype(np.float32)
+  real = rng.normal(size=(3, 4, 5)).astype(np.float32)
+  source = np.array([[True, False, False, True],      # 2 target patches
+                     [False, False, False, False],    # joint generation: not counted
+                     [True, True, True, False]])      # 1 target patch
+  err = np.abs(fake - real).mean(-1)
+  expected = (err[0, 1] + err[0, 2] + err[2, 3]) / 3
+  fn = jax.jit(losses.reconstruction_loss)
+  np.testing.assert_allclose(fn(fake, real, source), expected, rtol=1e-6)
+  assert float(fn(fake, real, np.zeros((3, 4), bool))) == 0.0        # no source anywhere
+  assert float(fn(real, real, source)) == 0.0
+  # The gradient reaches only the counted patches.
+  g = np.asarray(jax.grad(losses.reconstruction_loss)(jnp.asarray(fake), real, source))
+  counted = ~source & source.any(1, keepdims=True)
+  assert np.all(g[~counted] == 0) and np.all(np.abs(g[counted]) > 0)
+  with pytest.raises(ValueError, match="fake and real must be"):
+    losses.reconstruction_loss(fake, real[:, :3], source)
+
+
 def test_mode_seeking_loss_matches_hand_computed_values():
   """1 / (mean|a - b| / mean|z_a - z_b| + eps), over the masked positions when a mask is given;
   identical draws give the largest value 1 / eps."""
