@@ -18,12 +18,14 @@ Variants:
           of which only some 7x7 patches are given (a random number, an initial portion or a
           random set), it estimates p(y | x_S); `experiments.gan_eval
           --posterior_classifier_dir` reads it as the label agreement an exact sampler of
-          q(x_T | x_S) would reach. Set data.source_patch to the GAN run's model.patch_size.
+          q(x_T | x_S) would reach. Widths (32, 64, 128), 5,000 steps. Set data.source_patch
+          to the GAN run's model.patch_size.
   smoke   a tiny model for tests: 150 steps at batch 64, a few seconds; test accuracy 0.949.
 
 Expected result (`cpu`, measured on 2 CPU cores shared with other jobs): test accuracy 0.987 on
 the bundled 1,000 held-out digits (0.9965 on 2,000 of its training digits), 91 s wall clock
-including compilation and evaluation.
+including compilation and evaluation. `partial` (shared cores): 99.5% on whole digits, 92.4%
+given a random half of the 16 patches (mean probability of the true label 0.883), 1,013 s.
 """
 from __future__ import annotations
 
@@ -74,9 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_shift = 4          # 2 pixels at 28x28, scaled
     c.model.widths = (32, 64, 128)
   elif variant == "partial":
-    c.num_steps = 3_000
+    c.num_steps = 5_000
     c.data.source_patch = 7
-    c.model.widths = (32, 64)
+    c.model.widths = (32, 64, 128)
   elif variant == "smoke":
     c.num_steps = 150
     c.batch_size = 64
