@@ -426,7 +426,8 @@ def test_optional_objectives_and_models_train(tmp_path):
   and are logged; with one pair per batch the generator sees the same S for all examples."""
   overrides = {"num_steps": 2, "checkpoint_every": 2, "sample_every": 2,
                "loss.communication_weight": 0.5, "loss.mode_seeking_weight": 1.0,
-               "loss.reconstruction_weight": 10.0, "tasks.per_example": False, "tasks.sampler": "mask_and_predict",
+               "loss.reconstruction_weight": 10.0, "tasks.per_example": False,
+               "tasks.sampler": "mask_and_predict",
                "model.noise_every_layer": True, "model.disc_minibatch_std_group": 2}
   summary = _train(tmp_path, **overrides)
   assert summary["step"] == 2
