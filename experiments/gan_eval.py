@@ -33,8 +33,10 @@ subset's `test` 1,000 for the `cpu` run, MNIST's test split otherwise; `--num_im
                true label under a partial-digit classifier of p(y | x_S)
                (configs/mnist_classifier.py:partial, trained with the run's patch size). A
                completion drawn from q(x_T | x_S) has label y with probability p(y | x_S), so
-               this is the ceiling of `agreement` for a judge that labels every real digit
-               right (an estimate: it is as good as that classifier).
+               this is the `agreement` of a generator that has learnt q exactly, judged by a
+               classifier that labels every real digit right (an estimate: it is as good as
+               that classifier). A generator that favours the likeliest digit can exceed it, up
+               to the accuracy of p(y | x_S) itself (classifier.json of the partial classifier).
 
 Writes <out> (default <workdir>/eval.json) and a plot next to it (eval.png). The same function
 runs during training when config.eval.every > 0 (rows in <workdir>/eval.jsonl).
