@@ -51,13 +51,16 @@ __all__ = ["Classifier", "ClassifierState", "abstract_state", "build_model", "in
 NUM_CLASSES = 10
 SUMMARY_FILE = "classifier.json"
 CONFIG_FILE = "config.json"
-_TRAIN_COMMAND = ("python -m experiments.mnist_classifier --config configs/mnist_classifier.py:cpu"
-                  "{size} --workdir {workdir}")
+_TRAIN_COMMAND = ("python -m experiments.mnist_classifier --config configs/mnist_classifier.py:"
+                  "{variant}{size} --workdir {workdir}")
 
 
-def _train_command(workdir: str, image_size: int | None = None) -> str:
+def _train_command(workdir: str, image_size: int | None = None, source_patch: int = 0) -> str:
+  """The command that trains a classifier for `image_size` digits, whole (source_patch 0) or
+  partial ones of that patch size."""
   size = "" if image_size in (None, 28) else f" --config.data.image_size={int(image_size)}"
-  return _TRAIN_COMMAND.format(size=size, workdir=workdir)
+  variant = f"partial --config.data.source_patch={int(source_patch)}" if source_patch else "cpu"
+  return _TRAIN_COMMAND.format(variant=variant, size=size, workdir=workdir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(x), features
 
 
-def source_patch(config) -> int:
+def _source_patch(config) -> int:
   """The config's data.source_patch (0 for whole digits; configs written before the field have
   none)."""
   return int(config.data.get("source_patch", 0))
@@ -142,7 +145,7 @@ def build_model(config) -> Classifier:
   m = config.model
   return Classifier(widths=tuple(int(w) for w in m.widths), feature_dim=int(m.feature_dim),
                     dropout=float(m.dropout), image_size=int(config.data.image_size),
-                    source_patch=source_patch(config))
+                    source_patch=_source_patch(config))
 
 
 def model_signature(config) -> dict[str, Any]:
@@ -152,8 +155,8 @@ def model_signature(config) -> dict[str, Any]:
   m = config.model
   signature = dict(image_size=int(config.data.image_size), widths=[int(w) for w in m.widths],
                    feature_dim=int(m.feature_dim), dropout=float(m.dropout))
-  if source_patch(config):
-    signature["source_patch"] = source_patch(config)
+  if _source_patch(config):
+    signature["source_patch"] = _source_patch(config)
   return signature
 
 
@@ -482,13 +485,10 @@ def load(workdir: str, *, image_size: int | None = None, source_patch: int | Non
   trained_patch = int(info.get("source_patch", 0))
   if source_patch is not None and int(source_patch) != trained_patch:
     kind = lambda p: f"partial digits of {p}x{p} patches" if p else "whole digits"
-    size = "" if trained_size == 28 else f" --config.data.image_size={trained_size}"
-    variant = (f"partial --config.data.source_patch={int(source_patch)}" if source_patch
-               else "cpu")
     raise ValueError(
         f"the classifier in {workdir} reads {kind(trained_patch)}, and {kind(int(source_patch))} "
-        f"are needed here: train one with `python -m experiments.mnist_classifier --config "
-        f"configs/mnist_classifier.py:{variant}{size} --workdir OTHER_DIR` and pass that.")
+        f"are needed here: train one with "
+        f"`{_train_command('OTHER_DIR', trained_size, int(source_patch))}` and pass that.")
   if not os.path.isdir(checkpoints):
     raise FileNotFoundError(f"{workdir} has {SUMMARY_FILE} but no checkpoints/ folder; train "
                             f"the classifier again with `{command}`.")
