@@ -11,13 +11,15 @@ model.dtype), one measurement of the jitted train step (`experiments.biglearn_ga
   lower_s, compile_s        tracing + lowering, and XLA compilation;
   step_s                    median wall time of `--steps` steps after 2 warm-up steps (min/max);
   images_per_s              global batch / step_s;
-  model_flops_per_step      analytic model FLOPs of the iteration (bigjax.flops.train_step_flops;
-                            2 FLOPs per multiply-add, backward = 2x forward), and its breakdown;
+  model_flops_per_step      analytic model FLOPs of the iteration
+                            (experiments.gan_setup.train_step_flops; 2 FLOPs per multiply-add,
+                            backward = 2x forward), and its breakdown;
   xla_flops_per_step        XLA's own count for the compiled program (per device; it also counts
                             elementwise work);
   achieved_tflops           model FLOPs / step_s / 1e12 (all devices together);
-  mfu                       achieved / (devices x peak), when bigjax.flops knows the device's
-                            peak for the dtype (`peak_tflops`, `peak_precision`), else None;
+  mfu                       achieved / (devices x peak), when bigjax.evaluation.flops knows the
+                            device's peak for the dtype (`peak_tflops`, `peak_precision`), else
+                            None;
   peak_bytes_in_use         the device allocator's high-water mark (max over local devices),
                             where the backend reports it (GPU, TPU); None on CPU;
   compiled_arg_out_temp_bytes  per device: argument + output + temporary buffers of the compiled
@@ -144,19 +146,20 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int) ->
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from bigjax import flops  # pylint: disable=import-outside-toplevel
-  from bigjax import sharding  # pylint: disable=import-outside-toplevel
+  from bigjax.evaluation import flops  # pylint: disable=import-outside-toplevel
+  from bigjax.training import sharding  # pylint: disable=import-outside-toplevel
   from experiments import biglearn_gan  # pylint: disable=import-outside-toplevel
+  from experiments import gan_setup  # pylint: disable=import-outside-toplevel
 
   config = load_config(spec, batch_size, dtype)
   dtype = config.model.get("dtype", "float32")
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   state_sharding = sharding.replicated(mesh)
-  state = jax.jit(lambda k: biglearn_gan.init_state(config, k),
+  state = jax.jit(lambda k: gan_setup.init_state(config, k),
                   out_shardings=state_sharding)(jax.random.key(0))
   counts = dict(g_params=_count(state.g_params), d_params=_count(state.d_params))
-  shape = biglearn_gan.image_shape(config)
+  shape = gan_setup.image_shape(config)
   images = np.random.default_rng(0).uniform(-1, 1, (config.batch_size,) + shape)
   batch = sharding.global_batch(images.astype(np.float32), mesh)
 
@@ -179,7 +182,7 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int) ->
   step_s = float(np.median(times))
   losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k in ("d_loss", "g_loss")}
 
-  model_flops = flops.train_step_flops(config)
+  model_flops = gan_setup.train_step_flops(config)
   num_devices = mesh.devices.size
   device = mesh.devices.flat[0]
   peak = flops.peak_flops_per_second(device, dtype)

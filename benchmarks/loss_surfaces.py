@@ -46,7 +46,7 @@ def _peak_rss_mb() -> float:
 
 
 def family_tasks():
-  from bigjax import surfaces, two_gmm
+  from bigjax.mixtures import surfaces, two_gmm
   tasks = [surfaces.MatchingTask("joint")]
   tasks += [surfaces.MatchingTask("marginal", (0,), transform=two_gmm.rotation_deg(a))
             for a in range(0, 180, 15)]
@@ -62,7 +62,7 @@ def worker(mode: str, out_path: str):
   method, x64, multiplier, repeats = MODES[mode]
   jax.numpy.zeros(1).block_until_ready()
   baseline = _peak_rss_mb()
-  from bigjax import divergences, surfaces, two_gmm
+  from bigjax.mixtures import divergences, surfaces, two_gmm
   with jax.enable_x64(x64):
     axis = np.linspace(-2, 2, 100)
     target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
@@ -110,7 +110,7 @@ def scipy_check(reference: np.ndarray, num_points: int = 40, seed: int = 0) -> d
   """
   from scipy import integrate
   from scipy.special import logsumexp
-  from bigjax import two_gmm
+  from bigjax.mixtures import two_gmm
   rng = np.random.default_rng(seed)
   axis = np.linspace(-2, 2, 100)
   s2 = SIGMA2

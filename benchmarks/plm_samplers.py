@@ -21,8 +21,8 @@ import os
 import sys
 import time
 
-from bigjax import checkpoint as ckpt_lib
-from experiments import plm_mnist
+from bigjax.training import checkpoint as ckpt_lib
+from experiments import plm_eval, plm_run
 
 
 def sampler_spec(text: str) -> tuple[float, float]:
@@ -42,12 +42,12 @@ def measure(workdir: str, samplers, *, samples_per_label: int = 50) -> list[dict
   """One row per (temperature, guidance) of `samplers` for the run in `workdir`."""
   if samples_per_label < 1:
     raise ValueError(f"samples_per_label must be >= 1, got {samples_per_label}.")
-  run = plm_mnist.load_run(workdir)
-  judge, _ = plm_mnist.load_judge(run.config, workdir, progress=False)
+  run = plm_run.load_run(workdir)
+  judge, _ = plm_eval.load_judge(run.config, workdir, progress=False)
   rows = []
   for temperature, guidance in samplers:
     t0 = time.perf_counter()
-    agreement, per_label = plm_mnist.sampler_agreement(
+    agreement, per_label = plm_eval.sampler_agreement(
         run, judge, samples_per_label, seed=int(run.config.seed) + 100,
         temperature=temperature, guidance=guidance)
     rows.append(dict(temperature=temperature, guidance=guidance, order=run.config.eval.order,

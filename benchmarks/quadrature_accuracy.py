@@ -15,7 +15,7 @@ import numpy as np
 from scipy import integrate
 from scipy.special import logsumexp
 
-from bigjax import divergences, surfaces, two_gmm
+from bigjax.mixtures import divergences, surfaces, two_gmm
 
 
 def kl_quad_1d(m1: float, m2: float, sigma2: float) -> float:

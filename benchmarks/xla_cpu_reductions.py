@@ -3,7 +3,8 @@
   python -m benchmarks.xla_cpu_reductions
 
 Times, per element, `jax.nn.logsumexp` over the last axis of a `[N, 2]` array against the same
-log-sum-exp written as two elementwise terms (what `bigjax.gmm.log_prob_rows` does), N = 5e7.
+log-sum-exp written as two elementwise terms (what `bigjax.mixtures.gmm.log_prob_rows` does),
+N = 5e7.
 """
 from __future__ import annotations
 

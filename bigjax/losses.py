@@ -2,10 +2,10 @@
 Eq. (12), and the permutation language-modelling objective Eq. (15).
 
 Pure functions of discriminator logits f(x; S, T) (and, for R1, of a discriminator apply
-function), importable without any trainer. Every loss is per example ([B]); the caller reduces
-and weights. Written with `softplus` because log sigma(f) = -softplus(-f) and
-log sigma(-f) = -softplus(f), which stays finite for any logit (log(sigmoid(f)) underflows to
--inf for f below about -100 in float32).
+function), importable without any trainer. Every loss is per example ([B]; `mode_seeking_loss`,
+a batch-level estimator, says why it is not); the caller reduces and weights. Written with
+`softplus` because log sigma(f) = -softplus(-f) and log sigma(-f) = -softplus(f), which stays
+finite for any logit (log(sigmoid(f)) underflows to -inf for f below about -100 in float32).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 __all__ = ["discriminator_loss", "generator_loss", "r1_penalty",
            "communication_discriminator_loss", "communication_generator_loss",
-           "mode_seeking_loss", "reconstruction_loss", "permutation_lm"]
+           "mode_seeking_loss", "reconstruction_loss", "reconstruction_counts",
+           "permutation_lm"]
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -136,9 +137,11 @@ def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array
   learn to ignore their noise (Isola et al., 2017), and a generator shared by all (S, T) then
   collapses on joint generation too.
 
-  Unlike the other losses this returns a scalar: the ratio is averaged over the batch before the
-  reciprocal, as in the reference implementation (a per-example reciprocal explodes on the
-  first example whose two draws coincide).
+  Unlike the other losses this returns a scalar, as optax's batch-level contrastive losses do:
+  the reference implementation (Mao et al.'s MSGAN code) pools d_x and d_z over the batch
+  before the reciprocal, and there are no per-example values whose mean gives that estimator.
+  Per-example reciprocals are another regulariser, which explodes on the first example whose
+  two draws coincide and would change the `cpu` BigLearn-GAN that was measured with this one.
 
   Args:
     samples_a, samples_b: [B, ...] two draws (same condition per example).
@@ -162,26 +165,37 @@ def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array
 
 def reconstruction_loss(fake: jax.Array, real: jax.Array, source: jax.Array) -> jax.Array:
   """L1 reconstruction term for completions (pix2pix's, Isola et al., 2017; not in the paper):
-  the mean absolute difference between drawn and real patches outside S, over the examples
-  whose S is non-empty. For S empty it would pull joint generations towards the mean image, so
-  those examples do not count.
+  per example, the absolute difference between drawn and real patches outside S, summed over
+  those patches (each patch's mean over its values), for the examples whose S is non-empty.
+  For S empty it would pull joint generations towards the mean image, so those examples give
+  0.
 
-  A scalar, like `mode_seeking_loss`: the mean over every counted pixel of the batch (0 when no
-  example has a source).
+  Like `permutation_lm`, a per-example sum: the mean over every counted patch of a batch is
+  `sum(loss) / sum(reconstruction_counts(source))`.
 
   Args:
     fake, real: [B, L, P] the generator's draw and the real patches.
     source: bool [B, L], the source set S of each example.
 
   Returns:
-    scalar loss (>= 0).
+    [B] losses (>= 0).
   """
   if fake.shape != real.shape or source.shape != fake.shape[:2]:
     raise ValueError(f"fake and real must be [B, L, P] with source [B, L]; got {fake.shape}, "
                      f"{real.shape} and {source.shape}.")
   err = jnp.abs(fake - real).mean(-1)                                       # [B, L]
-  keep = (~source & jnp.any(source, axis=1, keepdims=True)).astype(err.dtype)
-  return jnp.sum(err * keep) / jnp.maximum(jnp.sum(keep), 1.0)
+  return jnp.sum(err * _counted(source).astype(err.dtype), axis=-1)
+
+
+def _counted(source: jax.Array) -> jax.Array:
+  """bool [B, L]: the patches `reconstruction_loss` counts (outside S, where S is non-empty)."""
+  return ~source & jnp.any(source, axis=1, keepdims=True)
+
+
+def reconstruction_counts(source: jax.Array) -> jax.Array:
+  """int32 [B]: how many patches `reconstruction_loss` counts per example (the patches
+  outside S where S is non-empty; 0 for joint generation)."""
+  return jnp.sum(_counted(source), axis=-1, dtype=jnp.int32)
 
 
 def permutation_lm(logits: jax.Array, tokens: jax.Array, target_mask: jax.Array, *,

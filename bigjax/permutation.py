@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["random_ranks", "ranks_from_order", "order_from_ranks", "permutation_mask",
-           "task_ranks", "task_permutation_mask", "check_permutation_mask"]
+__all__ = ["random_ranks", "raster_ranks", "mixed_orders", "ranks_from_order",
+           "order_from_ranks", "permutation_mask", "task_ranks", "task_permutation_mask",
+           "check_permutation_mask"]
 
 
 def random_ranks(rng, batch_size: int, length: int, *, last_position: int | None = None,
@@ -59,6 +60,64 @@ def random_ranks(rng, batch_size: int, length: int, *, last_position: int | None
     scores = scores.at[:, int(last_position)].set(
         jnp.where(forced, 2.0, scores[:, int(last_position)]))
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1).astype(jnp.int32)
+
+
+def raster_ranks(length: int, position: int, *, first: bool) -> jax.Array:
+  """The raster order 0, 1, ..., L-1 with one position (e.g. the label token) moved first or
+  last, the others keeping their raster order: int32 ranks [L]."""
+  pos = jnp.arange(length)
+  if first:
+    return jnp.where(pos == position, 0, pos + (pos < position)).astype(jnp.int32)
+  return jnp.where(pos == position, length - 1, pos - (pos > position)).astype(jnp.int32)
+
+
+def mixed_orders(rng, batch_size: int, length: int, *, label_position: int,
+                 classify_prob: float, label_last_prob: float = 0.0,
+                 raster_prob: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """A batch of Eq. (15) tasks mixing classification and permutation LM (App. E.1's q(z, t)).
+
+  Per example, with probability `classify_prob` the classification task: S = every position
+  but the label, T = {label} (the cut t = L of Eq. (15), the label last in the order).
+  Otherwise a permutation LM task: every position a target, predicted from those before it in
+  an order z that is uniformly random with the label forced last with probability
+  `label_last_prob`, or, with probability `raster_prob`, the raster order with the label last
+  (probability `label_last_prob`) or first.
+
+  Args:
+    rng: PRNG key.
+    batch_size, length: B, L.
+    label_position: the label token's position.
+    classify_prob: the share of classification tasks (1: all, the cross-entropy baseline).
+    label_last_prob: probability of the label last in an LM task's order.
+    raster_prob: probability of the raster order in an LM task.
+
+  Returns:
+    (ranks int32 [B, L], target_mask bool [B, L], classify bool [B]).
+  """
+  for name, p in (("classify_prob", classify_prob), ("label_last_prob", label_last_prob),
+                  ("raster_prob", raster_prob)):
+    if not 0.0 <= float(p) <= 1.0:
+      raise ValueError(f"{name} must be in [0, 1], got {p}.")
+  k_lm, k_cls, k_pick = jax.random.split(rng, 3)
+  label_only = jnp.broadcast_to(jnp.arange(length) == label_position, (batch_size, length))
+  label_last = random_ranks(k_cls, batch_size, length, last_position=label_position,
+                            last_prob=1.0)
+  if classify_prob == 1.0:
+    return label_last, label_only, jnp.ones((batch_size,), bool)
+  lm = random_ranks(k_lm, batch_size, length, last_position=label_position,
+                    last_prob=label_last_prob)
+  if raster_prob > 0:
+    k_raster, k_first = jax.random.split(jax.random.fold_in(k_lm, 1))
+    label_first = ~jax.random.bernoulli(k_first, label_last_prob, (batch_size,))
+    raster = jnp.where(label_first[:, None],
+                       raster_ranks(length, label_position, first=True),
+                       raster_ranks(length, label_position, first=False))
+    use_raster = jax.random.bernoulli(k_raster, raster_prob, (batch_size,))
+    lm = jnp.where(use_raster[:, None], raster, lm).astype(jnp.int32)
+  classify = jax.random.bernoulli(k_pick, classify_prob, (batch_size,))
+  ranks = jnp.where(classify[:, None], label_last, lm)
+  target = jnp.where(classify[:, None], label_only, True)
+  return ranks, target, classify
 
 
 def ranks_from_order(order) -> jax.Array:

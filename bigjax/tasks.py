@@ -20,6 +20,9 @@ and `vmap`, and express the special cases of the paper's Table 1 with one interf
   initial_portion   S = the first |S| positions in raster order, T the rest   (Fig. 5b)
   user_masks        masks a user gives, checked and broadcast to the batch
 
+`source_sets` draws S alone, of a given size, random or an initial portion: the source sets of
+evaluation (Fig. 5a/b, 13), completion tools and partial-input classifiers.
+
 `resplit` draws a second pair (S2, T2) with the same union S u T, for the "communication"
 matchings of Eq. (12).
 """
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["biglearn", "joint", "mask_and_predict", "next_token", "permutation",
-           "initial_portion", "user_masks", "resplit", "check_masks", "SAMPLERS"]
+           "initial_portion", "user_masks", "resplit", "source_sets", "check_masks", "SAMPLERS"]
 
 
 def _check_sizes(batch_size: int, length: int) -> None:
@@ -153,6 +156,32 @@ def initial_portion(rng, batch_size: int, length: int, *, source_alpha: float = 
   num_source = jnp.clip(jnp.floor(r * length).astype(jnp.int32), 0, length - 1)
   source = jnp.arange(length)[None, :] < num_source[:, None]
   return source, ~source
+
+
+def source_sets(rng, batch_size: int, length: int, num_source, *,
+                initial_portion=False) -> jax.Array:
+  """Source sets S of given sizes: uniformly random positions, or the first ones in raster
+  order (an initial portion, Fig. 5b), per example.
+
+  Args:
+    rng: PRNG key (the random sets; unused by initial portions).
+    batch_size: B.
+    length: L.
+    num_source: |S|, an int or int [B] (0 <= |S| <= L).
+    initial_portion: bool, or bool [B]: which examples get the first |S| positions instead of
+      random ones.
+
+  Returns:
+    bool [B, L] source masks with num_source[b] True entries in row b.
+  """
+  _check_sizes(batch_size, length)
+  if isinstance(num_source, (int, np.integer)) and not 0 <= int(num_source) <= length:
+    raise ValueError(f"num_source must be in [0, {length}], got {num_source}.")
+  ranks = _random_ranks(rng, batch_size, length)
+  initial = jnp.broadcast_to(jnp.asarray(initial_portion, bool), (batch_size,))
+  ranks = jnp.where(initial[:, None], jnp.arange(length)[None], ranks)
+  count = jnp.broadcast_to(jnp.asarray(num_source, jnp.int32), (batch_size,))
+  return ranks < count[:, None]
 
 
 def check_masks(source_mask, target_mask) -> None:

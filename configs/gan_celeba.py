@@ -5,7 +5,7 @@ Launch (ARG is one of the variants below; `paper` is the default):
       --config.data.source=/path/to/celeba
 where /path/to/celeba holds the aligned CelebA images as distributed (img_align_celeba/*.jpg and
 list_eval_partition.txt; download them by hand), or --config.data.source=tfds for a prepared
-tensorflow-datasets `celeb_a` (see bigjax.celeba). The first run crops, resizes and caches the
+tensorflow-datasets `celeb_a` (see bigjax.data.celeba). The first run crops, resizes and caches the
 images once (bigjax_cache/ next to them, or --config.data.cache_dir).
 
 Variants:
@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs import gan_mnist
 
 VARIANTS = ("paper", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "paper"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/gan_celeba.py; choose one of "
-                     f"{', '.join(VARIANTS)}.")
+  variant = common.new_config(__file__, arg, VARIANTS, default="paper").variant
   c = gan_mnist.get_config("paper")  # Table 2 shares the architecture and the task mix
   c.variant = f"celeba_{variant}"
   c.batch_size = 128
@@ -61,19 +59,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.r1_weight = 50.0
   c.optim.eps = 1e-5
   if variant == "smoke":
-    c.num_steps = 4
-    c.checkpoint_every = 2
-    c.log_every = 1
-    c.sample_every = 4
-    c.batch_size = 4
-    c.data.split = "all"
-    c.data.image_size = 20
+    c.update(dict(num_steps=4, checkpoint_every=2, log_every=1, sample_every=4, batch_size=4))
+    c.data.update(dict(split="all", image_size=20))
     c.model.update(dict(
         patch_size=5, encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16,
         decoder_depth=1, decoder_heads=2, noise_dim=8, noise_mlp_depth=2, noise_mlp_width=16,
         disc_dim=16, disc_depth=1, disc_heads=2, mlp_ratio=2.0, conv_head_width=8,
         dtype="float32"))
-    c.eval.num_images = 2
-    c.eval.num_completions = 2
-    c.eval.num_joint = 4
+    c.eval.update(dict(num_images=2, num_completions=2, num_joint=4))
   return c

@@ -30,29 +30,25 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 VARIANTS = ("paper", "cpu", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "cpu"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/gan_mnist.py; choose one of "
-                     f"{', '.join(VARIANTS)}.")
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0                      # parameters, data order, (S, T) draws and noise all follow it
-  c.num_steps = 100_000           # iterations of Algorithm 1 (one D step then one G step each)
-  c.checkpoint_every = 2_000      # save every N steps (and at the end); resume from the newest
-  c.keep_checkpoints = 3          # Orbax max_to_keep
-  c.log_every = 100               # metrics.jsonl row and progress-bar losses every N steps
+  c = common.new_config(__file__, arg, VARIANTS, default="cpu")
+  variant = c.variant
+  # num_steps: iterations of Algorithm 1 (one D step then one G step each); the seed draws the
+  # parameters, data order, (S, T) and noise.
+  common.add_loop_fields(c, num_steps=100_000, batch_size=256, checkpoint_every=2_000,
+                         log_every=100)
   c.sample_every = 2_000          # samples/step_XXXXXXX.png every N steps (and at the end)
-  c.batch_size = 256              # global batch (split over all devices)
   c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "mnist"
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
-  # directory of the original IDX files; see bigjax.mnist.load.
+  # directory of the original IDX files; see bigjax.data.mnist.load.
   c.data.source = "auto"
   c.data.split = "train"
   c.data.image_size = 64          # digits are resized from 28x28 when this differs
@@ -126,14 +122,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "paper":
     c.model.dtype = "bfloat16"    # a GPU config; bfloat16 is slow on CPUs
   if variant == "cpu":
-    c.num_steps = 4_000
-    c.checkpoint_every = 500
-    c.log_every = 50
-    c.sample_every = 500
-    c.batch_size = 64
-    c.data.source = "bundled"
-    c.data.split = "train"        # 7,000 digits; the bundled "test" 1,000 are held out
-    c.data.image_size = 28
+    c.update(dict(num_steps=4_000, checkpoint_every=500, log_every=50, sample_every=500,
+                  batch_size=64))
+    # The bundled "train" split: 7,000 digits; its "test" 1,000 are held out.
+    c.data.update(dict(source="bundled", split="train", image_size=28))
     c.model.update(dict(
         patch_size=7, encoder_dim=64, encoder_depth=2, encoder_heads=4, decoder_dim=128,
         decoder_depth=3, decoder_heads=4, noise_dim=64, noise_mlp_width=128, disc_dim=128,
@@ -149,19 +141,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # otherwise uses the given pixels far less than they allow (benchmarks/RESULTS.md).
     c.loss.reconstruction_weight = 10.0
   elif variant == "smoke":
-    c.num_steps = 4
-    c.checkpoint_every = 2
-    c.log_every = 1
-    c.sample_every = 4
-    c.batch_size = 8
-    c.data.source = "bundled"
-    c.data.split = "all"
-    c.data.image_size = 28
+    c.update(dict(num_steps=4, checkpoint_every=2, log_every=1, sample_every=4, batch_size=8))
+    c.data.update(dict(source="bundled", split="all", image_size=28))
     c.model.update(dict(
         patch_size=7, encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16,
         decoder_depth=1, decoder_heads=2, noise_dim=8, noise_mlp_depth=2, noise_mlp_width=16,
         disc_dim=16, disc_depth=1, disc_heads=2, mlp_ratio=2.0))
-    c.eval.num_images = 2
-    c.eval.num_completions = 2
-    c.eval.num_joint = 4
+    c.eval.update(dict(num_images=2, num_completions=2, num_joint=4))
   return c

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 VARIANTS = ("paper", "joint_only", "conditionals", "noising", "combined", "smoke")
 
 
@@ -48,11 +50,8 @@ def _phase(start, **probs):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config of variant `arg` (see the module docstring)."""
-  arg = arg or "paper"
-  if arg not in VARIANTS:
-    raise ValueError(f"Unknown variant {arg!r} of configs/gmm25.py; choose one of {VARIANTS}.")
-  c = ml_collections.ConfigDict()
-  c.variant = arg
+  c = common.new_config(__file__, arg, VARIANTS, default="paper")
+  arg = c.variant
   # Seeds: run i uses PRNG key fold_in(key(seed), first_seed + i); all seeds in one jitted call.
   c.seed = 0
   c.num_seeds = 4

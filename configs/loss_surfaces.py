@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from bigjax import two_gmm
+from configs import common
+
+from bigjax.mixtures import two_gmm
 
 FIGURES = ("fig2", "fig3", "fig7", "fig8", "fig9", "fig10")
 VARIANTS = FIGURES + ("paper_family", "smoke", "all")
@@ -87,12 +89,8 @@ def _trajectories(**overrides):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config of variant `arg` (see the module docstring)."""
-  arg = arg or "all"
-  if arg not in VARIANTS:
-    raise ValueError(f"Unknown variant {arg!r} of configs/loss_surfaces.py; choose one of "
-                     f"{VARIANTS}.")
-  c = ml_collections.ConfigDict()
-  c.variant = arg
+  c = common.new_config(__file__, arg, VARIANTS, default="all")
+  arg = c.variant
   c.sigma2 = 0.1                  # component variance sigma^2 of data and model (Eq. (7))
   c.grid_min = -2.0               # mu1 and mu2 both run over linspace(grid_min, grid_max,
   c.grid_max = 2.0                #   grid_num), as in the reference code

@@ -1,4 +1,5 @@
-"""The MNIST classifier that scores generated digits (bigjax.evaluation.classifier).
+"""The MNIST classifier that scores generated digits (bigjax.models.classifier, trained by
+experiments/mnist_classifier.py).
 
 Launch (ARG is one of the variants below; `cpu` is the default):
   python -m experiments.mnist_classifier --config configs/mnist_classifier.py:cpu \
@@ -31,27 +32,23 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 VARIANTS = ("cpu", "paper", "partial", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "cpu"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/mnist_classifier.py; choose one "
-                     f"of {', '.join(VARIANTS)}.")
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0                      # parameters, data order, shifts and dropout all follow it
-  c.num_steps = 1_200             # AdamW steps (warm-up, then cosine decay to 1% at the end)
-  c.batch_size = 128
+  c = common.new_config(__file__, arg, VARIANTS, default="cpu")
+  variant = c.variant
+  # AdamW steps (warm-up, then cosine decay to 1% at the end); the seed draws the parameters,
+  # the data order, the shifts and the dropout.
+  common.add_loop_fields(c, num_steps=1_200, batch_size=128, checkpoint_every=500, log_every=50)
   c.learning_rate = 3e-3          # peak learning rate
   c.weight_decay = 1e-4           # AdamW's decoupled weight decay
-  c.checkpoint_every = 500        # save every N steps (and at the end); resume from the newest
-  c.log_every = 50                # metrics.jsonl row and progress-bar loss every N steps
 
   c.data = ml_collections.ConfigDict()
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
-  # directory of the original IDX files; see bigjax.mnist.load. The classifier needs labels.
+  # directory of the original IDX files; see bigjax.data.mnist.load. The classifier needs labels.
   c.data.source = "bundled"
   c.data.train_split = "train"    # bundled: the first 7,000 digits
   c.data.test_split = "test"      # bundled: the last 1,000, never trained on
@@ -67,25 +64,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dropout = 0.3           # on the features, training only
 
   if variant == "paper":
-    c.num_steps = 6_000
-    c.learning_rate = 2e-3
-    c.checkpoint_every = 1_000
-    c.log_every = 100
-    c.data.source = "auto"
-    c.data.image_size = 64
-    c.data.max_shift = 4          # 2 pixels at 28x28, scaled
+    c.update(dict(num_steps=6_000, learning_rate=2e-3, checkpoint_every=1_000, log_every=100))
+    # max_shift: 2 pixels at 28x28, scaled.
+    c.data.update(dict(source="auto", image_size=64, max_shift=4))
     c.model.widths = (32, 64, 128)
   elif variant == "partial":
     c.num_steps = 5_000
     c.data.source_patch = 7
     c.model.widths = (32, 64, 128)
   elif variant == "smoke":
-    c.num_steps = 150
-    c.batch_size = 64
-    c.checkpoint_every = 50
-    c.log_every = 25
-    c.learning_rate = 5e-3
-    c.model.widths = (8, 16)
-    c.model.feature_dim = 64
-    c.model.dropout = 0.0
+    c.update(dict(num_steps=150, batch_size=64, checkpoint_every=50, log_every=25,
+                  learning_rate=5e-3))
+    c.model.update(dict(widths=(8, 16), feature_dim=64, dropout=0.0))
   return c

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 from configs import vq_mnist
 
 VARIANTS = ("cpu", "paper", "smoke")
@@ -39,33 +41,27 @@ OBJECTIVES = ("permutation", "classification")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "cpu"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/plm_mnist.py; choose one of "
-                     f"{', '.join(VARIANTS)}.")
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0                      # parameters, data order, shifts, orders and dropout follow it
-  c.num_steps = 5_000             # AdamW steps (linear warm-up, then cosine decay to 1%)
-  c.batch_size = 64               # global batch (split over all devices)
+  c = common.new_config(__file__, arg, VARIANTS, default="cpu")
+  variant = c.variant
+  # AdamW steps (linear warm-up, then cosine decay to 1%); the seed draws the parameters, the
+  # data order, the shifts, the orders and the dropout.
+  common.add_loop_fields(c, num_steps=5_000, batch_size=64, checkpoint_every=500,
+                         log_every=100)
   c.learning_rate = 1e-3          # peak learning rate
   c.warmup_steps = 200
   c.weight_decay = 0.05           # AdamW's decoupled weight decay
   c.grad_clip = 1.0               # global gradient-norm clipping
-  c.checkpoint_every = 500        # save every N steps (and at the end); resume from the newest
-  c.keep_checkpoints = 3          # Orbax max_to_keep
-  c.log_every = 100               # metrics.jsonl row and progress-bar loss every N steps
   c.eval_every = 500              # test accuracy (one order) into metrics.jsonl; 0: only at end
   c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
 
   # The quantiser: trained into <workdir>/vq with `vq` when vq_dir is empty; otherwise the
   # finished quantiser in vq_dir is used as is (e.g. to share one between two runs).
   c.vq_dir = ""
-  c.vq = vq_mnist.get_config(variant)
+  c.vq = vq_mnist.get_config(c.variant)
 
   c.data = ml_collections.ConfigDict()
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
-  # directory of the original IDX files; see bigjax.mnist.load. Labels are needed.
+  # directory of the original IDX files; see bigjax.data.mnist.load. Labels are needed.
   c.data.source = "bundled"
   c.data.train_split = "train"    # bundled: the first 7,000 digits
   c.data.test_split = "test"      # bundled: the last 1,000, never trained on
@@ -121,28 +117,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.classifier_variant = "cpu"
 
   if variant == "paper":
-    c.num_steps = 50_000
-    c.batch_size = 256
-    c.model.mlp_ratio = 4.0
-    c.learning_rate = 5e-4
-    c.warmup_steps = 2_000
-    c.checkpoint_every = 5_000
-    c.eval_every = 5_000
+    c.update(dict(num_steps=50_000, batch_size=256, learning_rate=5e-4, warmup_steps=2_000,
+                  checkpoint_every=5_000, eval_every=5_000))
     c.data.source = "auto"
-    c.model.width = 256
-    c.model.depth = 8
-    c.model.num_heads = 8
+    c.model.update(dict(width=256, depth=8, num_heads=8, mlp_ratio=4.0))
     c.eval.samples_per_label = 200
   elif variant == "smoke":
-    c.num_steps = 6
-    c.batch_size = 16
-    c.warmup_steps = 2
-    c.checkpoint_every = 3
-    c.log_every = 2
-    c.eval_every = 3
-    c.model.width = 16
-    c.model.depth = 1
-    c.model.num_heads = 2
+    c.update(dict(num_steps=6, batch_size=16, warmup_steps=2, checkpoint_every=3, log_every=2,
+                  eval_every=3))
+    c.model.update(dict(width=16, depth=1, num_heads=2))
     c.eval.num_orders = 2
     c.eval.samples_per_label = 2
     c.eval.classifier_variant = "smoke"

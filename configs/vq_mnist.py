@@ -24,27 +24,23 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 VARIANTS = ("cpu", "paper", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "cpu"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/vq_mnist.py; choose one of "
-                     f"{', '.join(VARIANTS)}.")
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0                      # parameters, codebook init, data order and restarts follow it
-  c.num_steps = 500               # AdamW steps (warm-up, then cosine decay to 1% at the end)
-  c.batch_size = 128
+  c = common.new_config(__file__, arg, VARIANTS, default="cpu")
+  variant = c.variant
+  # AdamW steps (warm-up, then cosine decay to 1% at the end); the seed draws the parameters,
+  # the codebook's initialisation, the data order and the dead-code restarts.
+  common.add_loop_fields(c, num_steps=500, batch_size=128, checkpoint_every=500, log_every=50)
   c.learning_rate = 5e-3          # peak learning rate of the encoder and decoder
   c.weight_decay = 1e-4           # AdamW's decoupled weight decay
-  c.checkpoint_every = 500        # save every N steps (and at the end); resume from the newest
-  c.log_every = 50                # metrics.jsonl row and progress-bar loss every N steps
 
   c.data = ml_collections.ConfigDict()
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
-  # directory of the original IDX files; see bigjax.mnist.load. Labels are not needed.
+  # directory of the original IDX files; see bigjax.data.mnist.load. Labels are not needed.
   c.data.source = "bundled"
   c.data.train_split = "train"    # bundled: the first 7,000 digits
   c.data.test_split = "test"      # bundled: the last 1,000, never trained on
@@ -64,17 +60,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.codebook.dead_code_threshold = 1.0
 
   if variant == "paper":
-    c.num_steps = 10_000
-    c.batch_size = 256
-    c.checkpoint_every = 1_000
-    c.log_every = 100
+    c.update(dict(num_steps=10_000, batch_size=256, checkpoint_every=1_000, log_every=100))
     c.data.source = "auto"
   elif variant == "smoke":
-    c.num_steps = 60
-    c.batch_size = 32
-    c.learning_rate = 3e-3
-    c.checkpoint_every = 30
-    c.log_every = 20
-    c.model.widths = (8, 16)
-    c.model.num_codes = 32
+    c.update(dict(num_steps=60, batch_size=32, learning_rate=3e-3, checkpoint_every=30,
+                  log_every=20))
+    c.model.update(dict(widths=(8, 16), num_codes=32))
   return c

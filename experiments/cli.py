@@ -1,11 +1,20 @@
-"""Command-line checks shared by the experiment entry points."""
+"""The command line shared by the experiment entry points: `--config` (with its overrides
+checked) and `--workdir`, then the experiment's function.
+
+  if __name__ == "__main__":
+    cli.run(train_and_evaluate, "gan_mnist.py", workdir_help="Directory for the run.")
+"""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
+from typing import Any, Callable
 
+from absl import app
 from absl import flags
+from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -74,3 +83,31 @@ def define_config_and_workdir(config_name: str, *, config_help: str, workdir_hel
   exit_on_unknown_config_keys(sys.argv, path)  # before ml_collections parses the overrides
   return (config_flags.DEFINE_config_file("config", path, config_help),
           flags.DEFINE_string("workdir", None, workdir_help))
+
+
+def run(fn: Callable[[ml_collections.ConfigDict, str], dict[str, Any]], config_name: str, *,
+        workdir_help: str, config_help: str | None = None) -> None:
+  """Runs `fn(config, workdir)` as a program and prints the summary it returns as JSON (its
+  `config` entry left out).
+
+  Args:
+    fn: the experiment's train-and-evaluate function.
+    config_name: its config file under configs/, e.g. "gan_mnist.py".
+    workdir_help: what --workdir holds (the flag's help, and the error when it is missing).
+    config_help: the --config flag's help (default: names the file).
+  """
+  config_flag, workdir_flag = define_config_and_workdir(
+      config_name, workdir_help=workdir_help,
+      config_help=config_help or f"Config file and variant, configs/{config_name}:VARIANT "
+                                 "(default: the file's default variant).")
+
+  def main(argv):
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not workdir_flag.value:
+      raise app.UsageError(f"--workdir is required: {workdir_help[0].lower()}{workdir_help[1:]}")
+    summary = fn(config_flag.value, workdir_flag.value)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+
+  app.run(main)

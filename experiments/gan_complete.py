@@ -32,57 +32,15 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from bigjax import checkpoint as ckpt_lib
-from bigjax import mnist
 from bigjax import tasks
+from bigjax.data import mnist
 from bigjax.models import patch_masks_to_pixels, patchify
-from experiments import biglearn_gan
 from experiments import gan_samples
+from experiments import gan_setup
 
 MAX_PNG_IMAGES = 16
-
-
-PARAMS = ("auto", "ema", "raw")
-
-
-def load_run(workdir: str, *, params: str = "auto"
-             ) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """(config, generator parameters, step) of the newest restorable checkpoint in `workdir`.
-
-  params: "ema" for the generator's EMA parameters (an error if the run kept none), "raw" for
-  the trained parameters, "auto" for the EMA when the run kept one."""
-  if params not in PARAMS:
-    raise ValueError(f"--params must be auto, ema or raw, got {params!r}.")
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: --workdir must be the directory of a "
-                            "BigLearn-GAN run (python -m experiments.biglearn_gan ... --workdir "
-                            "DIR).")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if params == "ema" and not config.ema_decay > 0:
-    raise ValueError(f"the run in {workdir} kept no EMA of the generator (its config has "
-                     f"ema_decay={config.ema_decay}); evaluate its trained parameters instead "
-                     "(--params=raw), or train with --config.ema_decay=0.999.")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  shapes = jax.eval_shape(lambda k: biglearn_gan.init_state(config, k), jax.random.key(0))
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                          shapes)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                       signature=biglearn_gan.model_signature(config))
-  try:
-    step, state = checkpointer.restore_latest(abstract)
-  finally:
-    checkpointer.close()
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (the run saves "
-                            f"every config.checkpoint_every={config.checkpoint_every} steps).")
-  use_ema = config.ema_decay > 0 if params == "auto" else params == "ema"
-  return config, state.g_ema_params if use_ema else state.g_params, step
-
 
 def read_images(path: str) -> np.ndarray:
   """uint8 [num_images, H, W] from the `images` entry of an .npz file."""
@@ -138,8 +96,8 @@ def source_target_masks(num_images: int, config, *, source_ratio: float | None, 
     num_source = int(round(source_ratio * length))
     if num_source >= length:
       raise ValueError(f"--source_ratio {source_ratio} leaves no target patch of {length}.")
-    source = gan_samples.source_masks(num_images, length, num_source,
-                                      initial=initial_portion, rng=np.random.default_rng(seed))
+    source = gan_samples.source_masks(seed, num_images, length, num_source,
+                                      initial=initial_portion)
     target = ~source
   tasks.check_masks(source, target)
   return source, target
@@ -159,7 +117,7 @@ def complete(config, g_params, images: np.ndarray, source: np.ndarray, *, num_sa
   """Completions uint8 [num_images, num_samples, H, W] of `images` uint8 [num_images, H, W] from
   patch sources `source` bool [num_images, L], at the input's resolution; source pixels are
   the input's own."""
-  gen, _ = biglearn_gan.build_models(config)
+  gen, _ = gan_setup.build_models(config)
   res, p = int(config.data.image_size), config.model.patch_size
   size = images.shape[1]
   model_images = images if size == res else mnist.resize(images, res)
@@ -182,7 +140,7 @@ def run(workdir: str, images_path: str, out_path: str, *, source_ratio: float | 
   """The entry point's work; returns a summary (paths, step, shapes)."""
   if num_samples < 1:
     raise ValueError(f"--num_samples must be >= 1, got {num_samples}.")
-  config, params, step = load_run(workdir)
+  config, params, step = gan_setup.load_run(workdir)
   images = read_images(images_path)
   source, target = source_target_masks(len(images), config, source_ratio=source_ratio, seed=seed,
                                        initial_portion=initial_portion, mask_file=mask_file)

@@ -50,36 +50,17 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
-from bigjax import mnist
-from bigjax.evaluation import classifier as classifier_lib
+from bigjax.data import mnist
 from bigjax.evaluation import metrics
+from bigjax.models import classifier as classifier_lib
 from bigjax.models import patch_masks_to_pixels, patchify
-from experiments import biglearn_gan
-from experiments import gan_complete
+from bigjax.training import write_json
+from experiments import classifier_setup
 from experiments import gan_samples
-from experiments import outputs
+from experiments import gan_setup
+from experiments.gan_setup import heldout_digits  # noqa: F401 (the digits it measures on)
 
 RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
-
-
-def heldout_digits(config, num_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """(uint8 [N, S, S] at the run's image size, labels [N]): digits the run did not train on."""
-  d = config.data
-  if biglearn_gan.dataset(config) != "mnist":
-    raise ValueError(f"gan_eval measures MNIST runs (it classifies digits); this run trained "
-                     f"on {d.dataset!r}.")
-  if d.split != "train":
-    raise ValueError(f"the run trained on data.split={d.split!r}; gan_eval holds out the `test` "
-                     "split, so it evaluates runs trained on the `train` split only.")
-  images, labels = mnist.load(d.source, split="test")
-  if num_images is not None:
-    if not 2 <= num_images <= len(images):
-      raise ValueError(f"--num_images must be in [2, {len(images)}] (the held-out digits), got "
-                       f"{num_images}.")
-    images, labels = images[:num_images], labels[:num_images]
-  if images.shape[1] != d.image_size:
-    images = mnist.resize(images, int(d.image_size))
-  return images, labels
 
 
 def retrieval_completions(train: np.ndarray, images: np.ndarray, pixels: np.ndarray, *,
@@ -125,14 +106,14 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
   """
   if num_samples < 2:
     raise ValueError(f"num_samples must be >= 2 (diversity compares draws), got {num_samples}.")
-  gen, _ = biglearn_gan.build_models(config)
-  shape, p = biglearn_gan.image_shape(config), config.model.patch_size
+  gen, _ = gan_setup.build_models(config)
+  shape, p = gan_setup.image_shape(config), config.model.patch_size
   sample_fn = gan_samples.make_sampler(gen, shape, p)
   n, length = len(images), gen.num_patches
   rng = np.random.default_rng([seed, 13])
-  masks = {(kind, r): gan_samples.source_masks(n, length, int(round(r * length)),
-                                               initial=kind == "initial", rng=rng)
-           for kind in ("random", "initial") for r in ratios}
+  masks = {(kind, r): gan_samples.source_masks([seed, 13, i], n, length, int(round(r * length)),
+                                               initial=kind == "initial")
+           for kind in ("random", "initial") for i, r in enumerate(ratios)}
   z_cond = rng.standard_normal((num_samples, n, gen.noise_dim)).astype(np.float32)
   z_joint = rng.standard_normal((n, gen.noise_dim)).astype(np.float32)
   real = np.asarray(patchify(jnp.asarray(mnist.to_unit_range(images)), p))
@@ -232,7 +213,7 @@ def plot(result: dict[str, Any], path: str, *, title: str) -> None:
 def load_classifier(config, classifier_dir: str, *, partial: bool = False):
   """The classifier's predict function for the run's image size (clear errors otherwise): the
   whole-digit judge, or (partial=True) a partial-digit classifier for the run's patch size."""
-  model, params, info = classifier_lib.load(
+  model, params, info = classifier_setup.load(
       classifier_dir, image_size=int(config.data.image_size),
       source_patch=int(config.model.patch_size) if partial else 0)
   return classifier_lib.make_predict(model, params), info
@@ -242,7 +223,7 @@ def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: st
         num_images: int | None = None, num_samples: int = 4, seed: int = 0,
         posterior_classifier_dir: str | None = None) -> dict[str, Any]:
   """The entry point's work: evaluates the newest checkpoint of `workdir`; returns the result."""
-  config, g_params, step = gan_complete.load_run(workdir, params=params)
+  config, g_params, step = gan_setup.load_run(workdir, params=params)
   predict, info = load_classifier(config, classifier_dir)
   posterior_predict = posterior_info = None
   if posterior_classifier_dir:
@@ -250,7 +231,7 @@ def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: st
                                                         partial=True)
   images, labels = heldout_digits(config, num_images)
   evaluate = make_evaluator(config, predict, images, labels, num_samples=num_samples, seed=seed,
-                            train_images=biglearn_gan.load_images(config),
+                            train_images=gan_setup.load_images(config),
                             posterior_predict=posterior_predict)
   classifiers = dict(classifier=dict(dir=os.path.abspath(classifier_dir),
                                      test_accuracy=info.get("test_accuracy")))
@@ -263,7 +244,7 @@ def run(workdir: str, classifier_dir: str, *, out: str | None = None, params: st
                 **evaluate(g_params))
   out = out or os.path.join(workdir, "eval.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  outputs.write_json(out, result)
+  write_json(out, result)
   plot(result, os.path.splitext(out)[0] + ".png",
        title=f"BigLearn-GAN {config.variant}, step {step}")
   return result
@@ -301,7 +282,7 @@ def define_flags():
           "run's image size."),
       out=flags.DEFINE_string("out", None, "Output JSON (default <workdir>/eval.json); a PNG "
                               "plot is written next to it."),
-      params=flags.DEFINE_enum("params", "auto", list(gan_complete.PARAMS),
+      params=flags.DEFINE_enum("params", "auto", list(gan_setup.PARAMS),
                                "Generator parameters: the EMA (ema; an error if the run kept "
                                "none), the trained ones (raw), or the EMA when kept (auto)."),
       num_images=flags.DEFINE_integer("num_images", None,

@@ -25,37 +25,23 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from bigjax import mnist
+from bigjax.data import mnist
 from bigjax.models import patch_masks_to_pixels, patchify
-from experiments import biglearn_gan
-from experiments import gan_complete
 from experiments import gan_samples
+from experiments import gan_setup
 
 FIGURES = ("fig5a_random", "fig5b_initial", "fig13_ratios", "fig16a_sources", "fig16b_noise")
-
-
-def default_images(config, count: int) -> np.ndarray:
-  """The first `count` held-out images of the run's dataset, at the run's resolution."""
-  d = config.data
-  if biglearn_gan.dataset(config) == "celeba":
-    from bigjax import celeba  # pylint: disable=import-outside-toplevel
-    images = celeba.load(d.source, split="test", image_size=int(d.image_size),
-                         crop_size=int(d.crop_size), cache_dir=d.get("cache_dir") or None)
-    return np.asarray(images[:count])
-  images, _ = mnist.load(d.source, split="test" if d.split == "train" else d.split)
-  images = images[:count]
-  return images if images.shape[1] == d.image_size else mnist.resize(images, int(d.image_size))
 
 
 class Drawer:
   """Completions x_T ~ p(x_T | x_S) of fixed images with the run's generator (one jit)."""
 
   def __init__(self, config, g_params, images: np.ndarray):
-    shape = biglearn_gan.image_shape(config)
+    shape = gan_setup.image_shape(config)
     if images.shape[1:] != shape or images.dtype != np.uint8:
       raise ValueError(f"images must be uint8 {('N',) + shape} for this run, got "
                        f"{images.dtype} {images.shape}.")
-    self.gen, _ = biglearn_gan.build_models(config)
+    self.gen, _ = gan_setup.build_models(config)
     self.p, self.shape, self.params = config.model.patch_size, shape, g_params
     self.images = images
     self.patches = np.asarray(patchify(jnp.asarray(mnist.to_unit_range(images)), self.p))
@@ -94,7 +80,7 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
 
   # Fig. 5a / 5b: one column per image; given row, num_noise rows of draws, the real row.
   for name, initial in (("fig5a_random", False), ("fig5b_initial", True)):
-    source = gan_samples.source_masks(n, length, k, initial=initial, rng=rng)
+    source = gan_samples.source_masks([seed, 5, initial], n, length, k, initial=initial)
     z = draw.noise(rng, num_noise, n)
     rows = [gan_plots.shown_source(images, draw.pixels(source))]
     rows += [draw(idx, source, z[i]) for i in range(num_noise)] + [images]
@@ -119,9 +105,8 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
   # given pixels, row 2 a completion. Images along the mosaic's rows in pairs of rows.
   cells = []
   for i in range(n):
-    source = np.zeros((num_noise, length), bool)
-    for row in source:
-      row[rng.choice(length, int(round(rng.uniform(0.1, 0.7) * length)), replace=False)] = True
+    counts = np.round(rng.uniform(0.1, 0.7, num_noise) * length).astype(np.int32)
+    source = gan_samples.source_masks([seed, 16, i], num_noise, length, counts)
     rep = np.full(num_noise, i)
     given = gan_plots.shown_source(images[rep], draw.pixels(source))
     done = draw(rep, source, draw.noise(rng, num_noise))
@@ -132,8 +117,7 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
   # Fig. 16b: one x_S per row (random S at `ratio`), num_noise different z.
   cells = []
   for i in range(n):
-    source = np.zeros((1, length), bool)
-    source[0, rng.choice(length, k, replace=False)] = True
+    source = gan_samples.source_masks([seed, 17, i], 1, length, k)
     rep, reps = np.full(num_noise, i), np.repeat(source, num_noise, 0)
     done = draw(rep, reps, draw.noise(rng, num_noise))
     cells.append([gan_plots.shown_source(images[i:i + 1], draw.pixels(source))[0]] + list(done))
@@ -181,14 +165,14 @@ def run(workdir: str, out_dir: str | None = None, *, images_path: str | None = N
     raise ValueError(f"--ratio must be in [0, 1), got {ratio}.")
   if num_images < 1 or num_noise < 1:
     raise ValueError("--num_images and --num_noise must be >= 1.")
-  config, g_params, step = gan_complete.load_run(workdir, params=params)
+  config, g_params, step = gan_setup.load_run(workdir, params=params)
   if images_path:
     with np.load(images_path) as data:
       if "images" not in data:
         raise ValueError(f"{images_path} has no `images` array (found {sorted(data.keys())}).")
       images = data["images"][:num_images]
   else:
-    images = default_images(config, num_images)
+    images = gan_setup.heldout_images(config, num_images)
   out_dir = out_dir or os.path.join(workdir, "figures")
   paths = write(figures(config, g_params, images, ratio=ratio, num_noise=num_noise, seed=seed),
                 out_dir, step=step, variant=config.variant)
@@ -220,6 +204,6 @@ if __name__ == "__main__":
       ratio=_flags.DEFINE_float("ratio", 0.5, "Source ratio of Fig. 5a and 16b."),
       num_noise=_flags.DEFINE_integer("num_noise", 6, "Noise draws / source sets per image."),
       seed=_flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."),
-      params=_flags.DEFINE_enum("params", "auto", list(gan_complete.PARAMS),
+      params=_flags.DEFINE_enum("params", "auto", list(gan_setup.PARAMS),
                                 "Generator parameters: EMA, trained, or EMA when kept."))
   _app.run(main)

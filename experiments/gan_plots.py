@@ -52,8 +52,10 @@ def completion_panel(real: np.ndarray, source_pixels: np.ndarray,
 
 
 def sample_grid(samples: dict[str, np.ndarray], real: np.ndarray, random_half: np.ndarray,
-                top_half: np.ndarray, config, path: str, *, step: int) -> None:
-  """Writes one PNG: joint generations and completions from random-half and top-half sources.
+                top_half: np.ndarray, config, path: str, *, step: int) -> dict[str, np.ndarray]:
+  """Writes one PNG: joint generations and completions from random-half and top-half sources;
+  returns its panels (uint8 mosaics, keyed samples/joint, samples/random_half,
+  samples/top_half) for TensorBoard.
 
   Args:
     samples: `joint` [J, H, W], `random_half` / `top_half` [N, num_images, H, W] (uint8).
@@ -67,14 +69,15 @@ def sample_grid(samples: dict[str, np.ndarray], real: np.ndarray, random_half: n
   p = config.model.patch_size
   joint = samples["joint"]
   cols = min(8, len(joint))
-  panels = [("joint generation (S empty)", mosaic(joint, -(-len(joint) // cols), cols))]
+  panels = [("joint", "joint generation (S empty)",
+             mosaic(joint, -(-len(joint) // cols), cols))]
   for name, masks, title in (("random_half", random_half, "random half of patches given"),
                              ("top_half", top_half, "top half given (initial portion)")):
     pixels = np.asarray(patch_masks_to_pixels(masks, size, p))
-    panels.append((f"completion, {title}\nrow 1 given, last row real",
+    panels.append((name, f"completion, {title}\nrow 1 given, last row real",
                    completion_panel(real, pixels, samples[name])))
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6))
-  for ax, (title, img) in zip(axes, panels):
+  for ax, (_, title, img) in zip(axes, panels):
     show(ax, img)
     ax.set_title(title, fontsize=9)
   fig.suptitle(f"BigLearn-GAN ({config.variant}), step {step}", fontsize=11)
@@ -82,6 +85,7 @@ def sample_grid(samples: dict[str, np.ndarray], real: np.ndarray, random_half: n
   fig.savefig(path + ".tmp.png", dpi=150)
   plt.close(fig)
   os.replace(path + ".tmp.png", path)
+  return {f"samples/{name}": img for name, _, img in panels}
 
 
 def completion_figure(real: np.ndarray, source_pixels: np.ndarray, completions: np.ndarray,

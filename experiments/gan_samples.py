@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigjax import mnist
+from bigjax import tasks
+from bigjax.data import mnist
 from bigjax.models import Generator, patchify, unpatchify
 
 
@@ -19,17 +20,16 @@ def make_sampler(gen: Generator, shape: tuple[int, int], p: int):
   return sample
 
 
-def source_masks(num_images: int, length: int, num_source: int, *, initial: bool,
-                 rng: np.random.Generator) -> np.ndarray:
-  """bool [num_images, length]: `num_source` source patches per image, the first ones in
-  raster order (initial portion; `rng` is not used) or a random set per image."""
-  mask = np.zeros((num_images, length), bool)
-  if initial:
-    mask[:, :num_source] = True
-  else:
-    for row in mask:
-      row[rng.choice(length, num_source, replace=False)] = True
-  return mask
+def source_masks(seed, num_images: int, length: int, num_source, *,
+                 initial: bool = False) -> np.ndarray:
+  """bool [num_images, length] patch masks with `num_source` source patches per image: the
+  first ones in raster order (initial portion) or a random set per image, drawn by
+  `bigjax.tasks.source_sets` from `seed` (an int or a sequence of ints)."""
+  key = jax.random.key(0)
+  for part in np.atleast_1d(seed):
+    key = jax.random.fold_in(key, int(part))
+  return np.asarray(tasks.source_sets(key, num_images, length, num_source,
+                                      initial_portion=initial))
 
 
 def eval_inputs(gen: Generator, images: np.ndarray, config) -> dict[str, np.ndarray]:
@@ -39,8 +39,8 @@ def eval_inputs(gen: Generator, images: np.ndarray, config) -> dict[str, np.ndar
   rng = np.random.default_rng([int(config.seed), 7])
   idx = rng.choice(len(images), e.num_images, replace=False)
   length = gen.num_patches
-  half = source_masks(e.num_images, length, length // 2, initial=False, rng=rng)
-  top = source_masks(e.num_images, length, length // 2, initial=True, rng=rng)
+  half = source_masks([config.seed, 7], e.num_images, length, length // 2)
+  top = source_masks([config.seed, 7], e.num_images, length, length // 2, initial=True)
   return dict(images=images[idx], random_half=half, top_half=top,
               z_completion=rng.standard_normal((e.num_completions, e.num_images,
                                                 gen.noise_dim)).astype(np.float32),

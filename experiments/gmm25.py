@@ -28,23 +28,21 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from typing import Any, NamedTuple
 
-from absl import app
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
 
-from bigjax import divergences
-from bigjax import gmm as gmm_lib
-from bigjax import matching
-from bigjax.gmm import GMM
+from bigjax.mixtures import divergences
+from bigjax.mixtures import gmm as gmm_lib
+from bigjax.mixtures import matching
+from bigjax.mixtures.gmm import GMM
+from bigjax.training import environment, write_json
 from experiments import cli
-from experiments import outputs
 
 
 TASK_KEYS = {"name", "kind", "dims", "given_dims", "given_source", "noise_vars",
@@ -134,9 +132,7 @@ def validate_config(config) -> None:
 
 def target(config) -> GMM:
   """The data mixture q: equal weights on the grid x grid, variance data_var."""
-  g = np.asarray(config.grid, np.float32)
-  means = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-  return gmm_lib.create(means, np.full(len(means), float(config.data_var), np.float32))
+  return gmm_lib.grid_mixture(config.grid, config.data_var)
 
 
 def init_params(config, rng) -> dict[str, jax.Array]:
@@ -415,12 +411,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       seconds=out["seconds"], compile_seconds=out["compile_seconds"],
       mass_near_modes=m["mass_near_modes"][:, -1].tolist(),
       reverse_kl=m["reverse_kl"][:, -1].tolist(), forward_kl=m["forward_kl"][:, -1].tolist(),
-      config=json.loads(config.to_json_best_effort()), jax=jax.__version__,
-      backend=jax.default_backend(), platform=platform.platform(), cpu_count=os.cpu_count())
+      config=json.loads(config.to_json_best_effort()), **environment())
   summary["modes_recovered_r0.3"] = (m[r3][:, -1].astype(int).tolist() if r3 in m
                                      else summary["modes_recovered"])
   summary["modes_recovered_median"] = float(np.median(summary["modes_recovered"]))
-  outputs.write_json(os.path.join(workdir, "summary.json"), summary)
+  write_json(os.path.join(workdir, "summary.json"), summary)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(f"# 25-GMM modes recovered at the end ({config.variant})\n\n"
             + summary_table([summary]))
@@ -429,23 +424,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     start = time.perf_counter()
     gmm25_plots.plot_all(workdir, config, m, np.asarray(target(config).means))
     summary["plot_seconds"] = time.perf_counter() - start
-    outputs.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required: the directory for metrics and figures.")
-  summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
-
-
 if __name__ == "__main__":
-  _CONFIG, _WORKDIR = cli.define_config_and_workdir(
-      "gmm25.py",
-      config_help="Config file and variant, e.g. configs/gmm25.py:paper (the default).",
-      workdir_help="Directory for metrics, tables and figures.")
-  app.run(main)
+  cli.run(train_and_evaluate, "gmm25.py", workdir_help="Directory for metrics, tables and figures.")

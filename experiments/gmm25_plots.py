@@ -130,13 +130,14 @@ def plot_all(workdir, config, metrics, modes):
 
 
 def main(argv):
-  import ml_collections
-  from experiments import gmm25
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from bigjax.mixtures import gmm  # pylint: disable=import-outside-toplevel
   for workdir in argv[1:]:
     with open(os.path.join(workdir, "summary.json")) as f:
       config = ml_collections.ConfigDict(json.load(f)["config"])
     metrics = dict(np.load(os.path.join(workdir, "metrics.npz")))
-    plot_all(workdir, config, metrics, np.asarray(gmm25.target(config).means))
+    plot_all(workdir, config, metrics,
+             np.asarray(gmm.grid_mixture(config.grid, config.data_var).means))
 
 
 if __name__ == "__main__":

@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from typing import Any
 
-from absl import app
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from bigjax import optima
-from bigjax import surfaces
-from bigjax import two_gmm
+from bigjax.mixtures import optima
+from bigjax.mixtures import surfaces
+from bigjax.mixtures import two_gmm
+from bigjax.training import environment, write_json
 from experiments import cli
-from experiments import outputs
 
 
 PANEL_KINDS = surfaces.KINDS + ("average",)
@@ -182,12 +180,12 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
   records = panel_records(config)
   axis, surf, facts["surface_seconds"] = compute_surfaces(config)
   np.savez(os.path.join(workdir, "surfaces.npz"), mu1=axis, mu2=axis, **surf)
-  outputs.write_json(os.path.join(workdir, "panels.json"), records)
+  write_json(os.path.join(workdir, "panels.json"), records)
   bar.update()
 
   stage("optima")
   all_optima = {r["name"]: optima.find_optima(surf[r["name"]], (axis, axis)) for r in records}
-  outputs.write_json(os.path.join(workdir, "optima.json"), all_optima)
+  write_json(os.path.join(workdir, "optima.json"), all_optima)
   with open(os.path.join(workdir, "optima.md"), "w") as f:
     f.write(f"# Minima of the {config.variant} surfaces (sigma^2 = {config.sigma2}, "
             f"{config.divergence}, {config.method})\n\n" + _optima_table(records, all_optima))
@@ -200,7 +198,7 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
     trajectories = run_trajectories(config, axis)
     facts["trajectory_seconds"] = time.perf_counter() - start
     np.savez(os.path.join(workdir, "trajectories.npz"), **trajectories)
-    outputs.write_json(os.path.join(workdir, "trajectories.json"), trajectory_summary(config,
+    write_json(os.path.join(workdir, "trajectories.json"), trajectory_summary(config,
                                                                                trajectories))
     bar.update()
 
@@ -218,9 +216,8 @@ def run_figure(config, workdir: str, progress: tqdm.tqdm | None = None) -> dict[
     bar.update()
   if progress is None:
     bar.close()
-  outputs.write_json(os.path.join(workdir, "run.json"), dict(
-      config=json.loads(config.to_json_best_effort()), **facts,
-      jax=jax.__version__, backend=jax.default_backend(), platform=platform.platform(),
+  write_json(os.path.join(workdir, "run.json"), dict(
+      config=json.loads(config.to_json_best_effort()), **facts, **environment(),
       dtype=str(jnp.result_type(float))))
   return facts
 
@@ -250,20 +247,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return facts
 
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required: the directory for figures and arrays.")
-  facts = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(json.dumps(facts, indent=1))
-
-
 if __name__ == "__main__":
-  _CONFIG, _WORKDIR = cli.define_config_and_workdir(
-      "loss_surfaces.py",
-      config_help="Config file and variant, e.g. configs/loss_surfaces.py:fig3 (default: all "
-                  "figures).",
-      workdir_help="Directory for figures, arrays and tables.")
-  app.run(main)
+  cli.run(train_and_evaluate, "loss_surfaces.py",
+          config_help="Config file and variant, e.g. configs/loss_surfaces.py:fig3 (default: all "
+                      "figures).",
+          workdir_help="Directory for figures, arrays and tables.")

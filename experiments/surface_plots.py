@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bigjax import gmm as gmm_lib  # noqa: E402
-from bigjax import two_gmm  # noqa: E402
+from bigjax.mixtures import gmm as gmm_lib  # noqa: E402
+from bigjax.mixtures import two_gmm  # noqa: E402
 
 
 def _heatmap(ax, axis, surface, optima, title):

@@ -39,7 +39,7 @@ def rbg_key(seed):
 def numpy_conditional(weights, means, covs, given, values, target=None):
   """Exact p(x_target | x_given = values) of one mixture, by Schur complements in numpy.
 
-  An independent reference for `bigjax.gmm.conditional` (explicit inverses are fine here).
+  An independent reference for `bigjax.mixtures.gmm.conditional` (explicit inverses are fine here).
   `target` defaults to every dimension not given. Returns (weights [K], means [K, T],
   covariances [K, T, T]).
   """
@@ -59,3 +59,30 @@ def numpy_conditional(weights, means, covs, given, values, target=None):
     log_w.append(np.log(w) + scipy.stats.multivariate_normal(m[given], s_gg).logpdf(values))
   log_w = np.asarray(log_w)
   return np.exp(log_w - scipy.special.logsumexp(log_w)), np.asarray(cmeans), np.asarray(ccovs)
+
+
+def smoke_run(tmp_path_factory, config_module, experiment, name: str):
+  """(config, workdir, summary) of `experiment.train_and_evaluate` on the config module's
+  `smoke` variant, in a fresh directory."""
+  workdir = str(tmp_path_factory.mktemp(name))
+  config = config_module.get_config("smoke")
+  return config, workdir, experiment.train_and_evaluate(config, workdir)
+
+
+def assert_nonempty_files(workdir: str, names) -> None:
+  import os
+  for name in names:
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+
+
+def rerun_finished(train, config, workdir: str):
+  """Trains a finished run again: returns the summary, after checking that no step was taken
+  (metrics.jsonl unchanged)."""
+  import os
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    rows = f.read()
+  summary = train(config, workdir, progress=False)
+  with open(path) as f:
+    assert f.read() == rows                            # no step was taken
+  return summary

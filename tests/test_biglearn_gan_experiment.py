@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigjax import checkpoint
-from bigjax import sharding
+from bigjax.training import checkpoint
+from bigjax.training import sharding
 from configs import gan_mnist
+from bigjax import training
+from bigjax.training import data_order
 from experiments import biglearn_gan
+from experiments import gan_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_KEYS = ("d_loss", "g_loss", "r1", "real_logit", "fake_logit", "d_grad_norm", "g_grad_norm")
@@ -64,12 +67,12 @@ def _steps_on_disk(workdir):
 def _restore(workdir, config=None):
   """(step, state as numpy) of the newest restorable checkpoint in `workdir`."""
   config = config or _smoke()
-  shapes = jax.eval_shape(lambda key: biglearn_gan.init_state(config, key), jax.random.key(0))
+  shapes = jax.eval_shape(lambda key: gan_setup.init_state(config, key), jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                           shapes)
   ckpt = checkpoint.Checkpointer(os.path.join(str(workdir), "checkpoints"),
-                                 signature=biglearn_gan.model_signature(config),
+                                 signature=gan_setup.model_signature(config),
                                  max_to_keep=config.keep_checkpoints)
   try:
     step, state = ckpt.restore_latest(abstract)
@@ -166,9 +169,9 @@ def test_smoke_run_writes_every_file(run_a):
 def test_checkpoint_holds_the_trained_state(run_a, state_a):
   """Step 4 is the newest checkpoint; it holds step=4 and parameters that moved off init."""
   step, state = state_a
-  assert step == 4 and isinstance(state, biglearn_gan.GANState) and int(state.step) == 4
+  assert step == 4 and isinstance(state, gan_setup.GANState) and int(state.step) == 4
   # Jitted as in train_and_evaluate, so that the compilation cache has it.
-  init_fn = jax.jit(lambda key: biglearn_gan.init_state(_smoke(), key),
+  init_fn = jax.jit(lambda key: gan_setup.init_state(_smoke(), key),
                     out_shardings=sharding.replicated(sharding.data_mesh()))
   init = jax.tree.map(np.asarray, init_fn(jax.random.key(0)))
   np.testing.assert_array_equal(state.rng, init.rng)
@@ -339,7 +342,7 @@ def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkey
   monkeypatch.setattr(biglearn_gan, "init_state", no_compile)
   config = _smoke(**change)
   with pytest.raises(ValueError, match=message):
-    biglearn_gan.validate_config(config)
+    gan_setup.validate_config(config)
   with pytest.raises(ValueError, match=message):
     biglearn_gan.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   assert not (tmp_path / "run").exists()
@@ -347,7 +350,7 @@ def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkey
 
 def test_every_variant_is_valid():
   for variant in gan_mnist.VARIANTS:
-    biglearn_gan.validate_config(gan_mnist.get_config(variant))
+    gan_setup.validate_config(gan_mnist.get_config(variant))
   with pytest.raises(ValueError, match="unknown variant 'nope'"):
     gan_mnist.get_config("nope")
 
@@ -384,7 +387,7 @@ def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
     return step
   monkeypatch.setattr(biglearn_gan, "jit_train_step", nan_at_step_index_2)
   workdir = tmp_path / "run"
-  with pytest.raises(biglearn_gan.NonFiniteLossError,
+  with pytest.raises(training.NonFiniteLossError,
                      match=r"non-finite d_loss at step 3;.*last good checkpoint is step 2 in "):
     _train(workdir)
   assert _steps_on_disk(workdir) == [2]
@@ -398,25 +401,25 @@ def test_batch_indices_are_a_pure_function_of_the_step():
   num_images, batch_size, seed = 103, 8, 0
   steps_per_epoch = num_images // batch_size
   for step in (0, 5, 12, 13, 40):
-    a = biglearn_gan.batch_indices(step, num_images, batch_size, seed)
-    np.testing.assert_array_equal(a, biglearn_gan.batch_indices(step, num_images, batch_size,
-                                                                seed))
+    a = data_order.batch_indices(step, num_images, batch_size, seed=seed)
+    np.testing.assert_array_equal(a, data_order.batch_indices(step, num_images, batch_size,
+                                                              seed=seed))
     assert a.shape == (batch_size,) and a.min() >= 0 and a.max() < num_images
   epochs = []
   for epoch in range(3):
-    rows = np.concatenate([biglearn_gan.batch_indices(epoch * steps_per_epoch + i, num_images,
-                                                      batch_size, seed)
+    rows = np.concatenate([data_order.batch_indices(epoch * steps_per_epoch + i, num_images,
+                                                      batch_size, seed=seed)
                            for i in range(steps_per_epoch)])
     assert len(np.unique(rows)) == len(rows) == steps_per_epoch * batch_size
     epochs.append(rows)
   assert not np.array_equal(epochs[0], epochs[1])
   assert not np.array_equal(epochs[1], epochs[2])
-  assert not np.array_equal(biglearn_gan.batch_indices(0, num_images, batch_size, seed),
-                            biglearn_gan.batch_indices(0, num_images, batch_size, seed + 1))
+  assert not np.array_equal(data_order.batch_indices(0, num_images, batch_size, seed=seed),
+                            data_order.batch_indices(0, num_images, batch_size, seed=seed + 1))
   # Numpy integers and Python ints give the same batch (steps come from jax/np in places).
-  np.testing.assert_array_equal(biglearn_gan.batch_indices(np.int64(7), num_images, batch_size,
-                                                           seed),
-                                biglearn_gan.batch_indices(7, num_images, batch_size, seed))
+  np.testing.assert_array_equal(
+      data_order.batch_indices(np.int64(7), num_images, batch_size, seed=seed),
+      data_order.batch_indices(7, num_images, batch_size, seed=seed))
 
 
 def test_optional_objectives_and_models_train(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for bigjax.celeba on a dozen fake 178 x 218 "faces" written here, and a stand-in tfds."""
+"""Tests for bigjax.data.celeba on a dozen fake 178 x 218 "faces" written here, and a stand-in
+tfds."""
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigjax import celeba
+from bigjax.data import celeba
 
 _W, _H = 178, 218                          # aligned CelebA: width x height
 _BOX = (19, 39, 159, 179)                  # the centred 140 x 140 square (left, top, right, bottom)
@@ -77,7 +78,7 @@ def celeba_dir(tmp_path):
 
 @pytest.fixture
 def count_opens(monkeypatch):
-  """Counts Image.open calls made by bigjax.celeba."""
+  """Counts Image.open calls made by bigjax.data.celeba."""
   calls = []
   def counting_open(*args, **kwargs):
     calls.append(args[0])

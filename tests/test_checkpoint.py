@@ -1,4 +1,5 @@
-"""Unit tests of bigjax/checkpoint.py on a tiny pytree (a dict of arrays and an AdamW state)."""
+"""Unit tests of bigjax/training/checkpoint.py on a tiny pytree (a dict of arrays and an AdamW
+state)."""
 import logging
 import os
 
@@ -8,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigjax import checkpoint
+from bigjax.training import checkpoint
 
 SIGNATURE = dict(dim=3, depth=1, ratio=2.0, ema=True)
 

@@ -1,4 +1,4 @@
-"""Tests for bigjax.divergences against adaptive scipy integration and closed forms."""
+"""Tests for bigjax.mixtures.divergences against adaptive scipy integration and closed forms."""
 import math
 
 import jax
@@ -9,8 +9,8 @@ import scipy.integrate
 import scipy.stats
 from jax import test_util
 
-from bigjax import divergences
-from bigjax import gmm
+from bigjax.mixtures import divergences
+from bigjax.mixtures import gmm
 from conftest import rbg_key as _key
 
 

@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from bigjax import checkpoint
-from bigjax import mnist
-from bigjax.evaluation import classifier
+import conftest
+from bigjax.training import checkpoint
+from bigjax.data import mnist
+from bigjax.models import classifier as classifier_model
 from bigjax.evaluation import metrics
 from configs import mnist_classifier
+from experiments import classifier_setup
+from experiments import mnist_classifier as train_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("compile_cache")
@@ -213,7 +216,7 @@ def test_diversity_errors():
 def trained(tmp_path_factory):
   """(workdir, summary) of one smoke-variant training run."""
   workdir = str(tmp_path_factory.mktemp("classifier") / "smoke")
-  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  summary = train_classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
   return workdir, summary
 
 
@@ -229,7 +232,7 @@ def _copy(trained, tmp_path):
 
 
 def test_classifier_handles_28_and_64_pixel_digits():
-  model = classifier.Classifier(widths=(8, 16), feature_dim=24)
+  model = classifier_model.Classifier(widths=(8, 16), feature_dim=24)
   for size in (28, 64):
     x = jnp.zeros((3, size, size))
     params = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -251,10 +254,10 @@ def test_smoke_training_reaches_a_sane_accuracy(trained):
 
 def test_load_roundtrip_reproduces_the_test_accuracy(trained, test_digits):
   workdir, summary = trained
-  model, params, info = classifier.load(workdir, image_size=28)
+  model, params, info = classifier_setup.load(workdir, image_size=28)
   assert info == summary and model.image_size == 28 and model.feature_dim == 64
   images, labels = test_digits
-  predicted, probs, features = classifier.make_predict(model, params)(images)
+  predicted, probs, features = classifier_model.make_predict(model, params)(images)
   assert np.mean(predicted == labels) == summary["test_accuracy"]
   assert predicted.dtype == np.int32 and predicted.shape == (1000,)
   assert probs.dtype == np.float32 and probs.shape == (1000, 10)
@@ -263,19 +266,19 @@ def test_load_roundtrip_reproduces_the_test_accuracy(trained, test_digits):
   np.testing.assert_array_equal(predicted, probs.argmax(-1))
   assert np.all(features >= 0)                         # ReLU features
   # A second load and a chunk size that pads the last chunk give the same predictions.
-  model2, params2, _ = classifier.load(workdir)
-  small_predicted, small_probs, small_features = classifier.make_predict(
+  model2, params2, _ = classifier_setup.load(workdir)
+  small_predicted, small_probs, small_features = classifier_model.make_predict(
       model2, params2, batch_size=64)(images[:77])
   np.testing.assert_array_equal(small_predicted, predicted[:77])
   np.testing.assert_allclose(small_probs, probs[:77], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(small_features, features[:77], rtol=1e-5, atol=1e-5)
-  empty = classifier.make_predict(model2, params2, batch_size=64)(images[:0])
+  empty = classifier_model.make_predict(model2, params2, batch_size=64)(images[:0])
   assert [e.shape for e in empty] == [(0,), (0, 10), (0, 64)]
 
 
 def test_predict_validates_its_input(trained, test_digits):
-  model, params, _ = classifier.load(trained[0])
-  predict = classifier.make_predict(model, params, batch_size=16)
+  model, params, _ = classifier_setup.load(trained[0])
+  predict = classifier_model.make_predict(model, params, batch_size=16)
   images = test_digits[0][:4]
   with pytest.raises(TypeError, match="from_unit_range"):
     predict(mnist.to_unit_range(images))
@@ -284,42 +287,39 @@ def test_predict_validates_its_input(trained, test_digits):
   with pytest.raises(ValueError, match="trained on 28x28 digits, got 64x64"):
     predict(mnist.resize(images, 64))
   with pytest.raises(ValueError, match="batch_size"):
-    classifier.make_predict(model, params, batch_size=0)
+    classifier_model.make_predict(model, params, batch_size=0)
 
 
 def test_load_refuses_another_image_size(trained):
   with pytest.raises(ValueError, match=r"trained on 28x28 digits, the images are 64x64: train one "
                      r"with `python -m experiments.mnist_classifier --config "
                      r"configs/mnist_classifier.py:cpu --config.data.image_size=64 --workdir"):
-    classifier.load(trained[0], image_size=64)
+    classifier_setup.load(trained[0], image_size=64)
 
 
 def test_load_without_a_classifier_says_how_to_train_one(trained, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist.*python -m "
                      "experiments.mnist_classifier --config configs/mnist_classifier.py:cpu"):
-    classifier.load(str(tmp_path / "nothing_here"))
+    classifier_setup.load(str(tmp_path / "nothing_here"))
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="has no config.json"):
-    classifier.load(str(tmp_path / "empty"))
+    classifier_setup.load(str(tmp_path / "empty"))
   workdir = _copy(trained, tmp_path)
   os.remove(os.path.join(workdir, "classifier.json"))   # as during an unfinished run
   with pytest.raises(FileNotFoundError, match="has not finished training.*to resume it"):
-    classifier.load(workdir)
+    classifier_setup.load(workdir)
   shutil.copy(os.path.join(trained[0], "classifier.json"), workdir)
   shutil.rmtree(os.path.join(workdir, "checkpoints"))
   with pytest.raises(FileNotFoundError, match="no checkpoints/ folder"):
-    classifier.load(workdir)
+    classifier_setup.load(workdir)
 
 
 def test_a_finished_run_is_not_trained_again(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = f.read()
-  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  summary = conftest.rerun_finished(train_classifier.train, mnist_classifier.get_config("smoke"),
+                                    workdir)
   assert summary["resumed_from"] == 150 and summary["steps"] == 150
   assert summary["test_accuracy"] == trained[1]["test_accuracy"]
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    assert f.read() == rows                            # no step was taken
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["100", "150", "50"]
 
 
@@ -328,14 +328,14 @@ def test_resume_continues_like_the_uninterrupted_run(trained, tmp_path, test_dig
   workdir = _copy(trained, tmp_path)
   shutil.rmtree(os.path.join(workdir, "checkpoints", "150"))
   os.remove(os.path.join(workdir, "classifier.json"))
-  summary = classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  summary = train_classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
   assert summary["resumed_from"] == 100 and summary["steps"] == 150
   assert summary["test_accuracy"] == trained[1]["test_accuracy"]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(line)["step"] for line in f] == [25, 50, 75, 100, 125, 150]
   images = test_digits[0][:200]
-  resumed = classifier.make_predict(*classifier.load(workdir)[:2])(images)
-  original = classifier.make_predict(*classifier.load(trained[0])[:2])(images)
+  resumed = classifier_model.make_predict(*classifier_setup.load(workdir)[:2])(images)
+  original = classifier_model.make_predict(*classifier_setup.load(trained[0])[:2])(images)
   np.testing.assert_array_equal(resumed[0], original[0])
   np.testing.assert_allclose(resumed[1], original[1], rtol=1e-5, atol=1e-6)
 
@@ -345,21 +345,21 @@ def test_another_models_checkpoints_are_refused(trained, tmp_path):
   config = mnist_classifier.get_config("smoke")
   config.model.widths = (8, 8)
   with pytest.raises(checkpoint.SignatureMismatchError, match="widths"):
-    classifier.train(config, workdir, progress=False)
+    train_classifier.train(config, workdir, progress=False)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["widths"] == [8, 16]   # left as the run that wrote it
 
 
 def test_config_variants_and_validation():
   for variant in mnist_classifier.VARIANTS:
-    classifier.validate_config(mnist_classifier.get_config(variant))
+    classifier_setup.validate_config(mnist_classifier.get_config(variant))
   assert mnist_classifier.get_config("paper").data.image_size == 64
   with pytest.raises(ValueError, match="unknown variant"):
     mnist_classifier.get_config("big")
   config = mnist_classifier.get_config("smoke")
   config.model.dropout = 1.0
   with pytest.raises(ValueError, match=r"model.dropout must be in \[0, 1\)"):
-    classifier.validate_config(config)
+    classifier_setup.validate_config(config)
 
 
 def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
@@ -389,11 +389,11 @@ def _partial_config():
 @pytest.fixture(scope="module")
 def trained_partial(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("classifier") / "partial")
-  return workdir, classifier.train(_partial_config(), workdir, progress=False)
+  return workdir, train_classifier.train(_partial_config(), workdir, progress=False)
 
 
 def test_random_sources_are_whole_patches_in_both_kinds():
-  masks = np.asarray(classifier.random_sources(jax.random.key(0), 512, 28, 7))
+  masks = np.asarray(train_classifier.random_sources(jax.random.key(0), 512, 28, 7))
   assert masks.shape == (512, 28, 28) and masks.dtype == bool
   grid = masks[:, ::7, ::7]                                       # one pixel per patch
   np.testing.assert_array_equal(masks, np.kron(grid, np.ones((7, 7), bool)).astype(bool))
@@ -412,10 +412,10 @@ def test_partial_classifier_trains_and_reads_source_masks(trained_partial, test_
   # 0.885 and 0.682 on 2 CPU cores).
   assert summary["test_accuracy"] > summary["test_accuracy_random_half"] > 0.4
   assert 0.1 < summary["test_true_label_prob_random_half"] <= summary["test_accuracy_random_half"] + 0.1
-  model, params, info = classifier.load(workdir, image_size=28, source_patch=7)
+  model, params, info = classifier_setup.load(workdir, image_size=28, source_patch=7)
   assert model.source_patch == 7 and info == summary
   images, labels = test_digits
-  predict = classifier.make_predict(model, params, batch_size=64)
+  predict = classifier_model.make_predict(model, params, batch_size=64)
   whole = np.ones(images.shape, bool)
   predicted, probs, _ = predict(images, whole)
   assert np.mean(predicted == labels) == summary["test_accuracy"]
@@ -428,20 +428,22 @@ def test_partial_classifier_trains_and_reads_source_masks(trained_partial, test_
     predict(images[:2], whole[:3])
   with pytest.raises(ValueError, match="reads partial digits of 7x7 patches, and whole digits "
                      "are needed here.*mnist_classifier.py:cpu"):
-    classifier.load(workdir, source_patch=0)
+    classifier_setup.load(workdir, source_patch=0)
 
 
 def test_whole_digit_classifiers_refuse_source_masks(trained, test_digits):
-  model, params, _ = classifier.load(trained[0], source_patch=0)
+  model, params, _ = classifier_setup.load(trained[0], source_patch=0)
   images = test_digits[0][:2]
   with pytest.raises(ValueError, match="reads whole digits"):
-    classifier.make_predict(model, params)(images, np.ones(images.shape, bool))
+    classifier_model.make_predict(model, params)(images, np.ones(images.shape, bool))
   with pytest.raises(ValueError, match="reads whole digits, and partial digits of 7x7 patches "
                      "are needed.*mnist_classifier.py:partial --config.data.source_patch=7"):
-    classifier.load(trained[0], source_patch=7)
+    classifier_setup.load(trained[0], source_patch=7)
   # The signature of whole-digit classifiers has no source_patch, as before the field existed.
-  assert "source_patch" not in classifier.model_signature(mnist_classifier.get_config("smoke"))
-  assert classifier.model_signature(_partial_config())["source_patch"] == 7
+  # Whole-digit classifiers saved before the field existed match it at 0 (SIGNATURE_DEFAULTS).
+  assert classifier_setup.model_signature(mnist_classifier.get_config("smoke"))["source_patch"] == 0
+  assert classifier_setup.SIGNATURE_DEFAULTS == {"source_patch": 0}
+  assert classifier_setup.model_signature(_partial_config())["source_patch"] == 7
 
 
 @pytest.mark.parametrize("patch", [5, -1, True])
@@ -449,4 +451,4 @@ def test_source_patch_must_divide_the_image(patch):
   c = _partial_config()
   c.data.source_patch = patch
   with pytest.raises(ValueError, match="data.source_patch must be 0"):
-    classifier.validate_config(c)
+    classifier_setup.validate_config(c)

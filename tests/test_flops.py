@@ -1,5 +1,5 @@
-"""Tests of bigjax/flops.py: a hand count, the traced programs' matmul FLOPs, XLA's count, the
-peak table and MFU.
+"""Tests of bigjax/evaluation/flops.py: a hand count, the traced programs' matmul FLOPs, XLA's
+count, the peak table and MFU.
 
 Three independent references for the analytic counts:
   * a hand count of the `smoke` MNIST iteration, written out from the config's numbers;
@@ -20,10 +20,11 @@ from jax.extend import core as jex_core
 import jax.numpy as jnp
 import pytest
 
-from bigjax import flops
+from bigjax.evaluation import flops
 from configs import gan_celeba
 from configs import gan_mnist
 from experiments import biglearn_gan
+from experiments import gan_setup
 
 
 def _matmul_flops(jaxpr) -> int:
@@ -59,7 +60,7 @@ def _config(module, variant, **loss):
 
 def _forwards(config, batch):
   """(gen, disc, G forward fn, D forward fn, G args, D args) with abstract parameters."""
-  gen, disc = biglearn_gan.build_models(config)
+  gen, disc = gan_setup.build_models(config)
   x = jnp.zeros((batch, gen.num_patches, gen.patch_dim))
   mask = jnp.arange(gen.num_patches)[None, :].repeat(batch, 0) < gen.num_patches // 4
   z = jnp.zeros((batch, gen.noise_dim))
@@ -107,20 +108,26 @@ def test_smoke_iteration_hand_count():
   assert (f_g, f_d) == (1_849_344, 905_984)
   d_step = f_g + 3 * f_d + 6 * f_d           # fakes; D on fakes; D on reals with R1
   g_step = 3 * f_g + 2 * f_d
-  got = flops.train_step_flops(config)
+  gen, disc = gan_setup.build_models(config)
+  got = flops.train_step_flops(gen, disc, batch_size=8, r1=True)
+  assert gan_setup.train_step_flops(config) == got           # the config's flags, unpacked
   assert got == dict(g_forward=f_g, d_forward=f_d, d_step=d_step, r1=3 * f_d, mode_seeking=0,
                      communication=0, g_step=g_step, total=d_step + g_step, batch_size=8)
   assert got["total"] == 17_363_200
 
 
 def test_optional_terms():
-  base = flops.train_step_flops(_config(gan_mnist, "smoke"))
+  gen, disc = gan_setup.build_models(_config(gan_mnist, "smoke"))
+  count = lambda **flags: flops.train_step_flops(gen, disc, batch_size=8, **flags)
+  base = count(r1=True)
   f_g, f_d = base["g_forward"], base["d_forward"]
-  no_r1 = flops.train_step_flops(_config(gan_mnist, "smoke", r1_weight=0.0))
+  no_r1 = count(r1=False)
+  assert no_r1 == gan_setup.train_step_flops(_config(gan_mnist, "smoke", r1_weight=0.0))
   assert no_r1["r1"] == 0 and base["total"] - no_r1["total"] == 3 * f_d
-  ms = flops.train_step_flops(_config(gan_mnist, "smoke", mode_seeking_weight=0.3))
+  ms = count(r1=True, mode_seeking=True)
+  assert ms == gan_setup.train_step_flops(_config(gan_mnist, "smoke", mode_seeking_weight=0.3))
   assert ms["mode_seeking"] == 3 * f_g and ms["g_step"] - base["g_step"] == 3 * f_g
-  comm = flops.train_step_flops(_config(gan_mnist, "smoke", communication_weight=1.0))
+  comm = count(r1=True, communication=True)
   assert comm["d_step"] - base["d_step"] == f_g + 9 * f_d
   assert comm["g_step"] - base["g_step"] == 3 * f_g + 6 * f_d
   assert comm["communication"] == comm["total"] - base["total"]
@@ -160,12 +167,12 @@ def test_iteration_close_to_traced_matmuls(loss):
   # The convention (backward = 2x forward) overcounts the input gradients JAX does not form (of
   # the fakes in the D step, of the patches in the G step): measured 0.97-1.0 of the traced count.
   config = _config(gan_mnist, "smoke", **loss)
-  state = jax.eval_shape(lambda: biglearn_gan.init_state(config, jax.random.key(0)))
-  images = jax.ShapeDtypeStruct((config.batch_size,) + biglearn_gan.image_shape(config),
+  state = jax.eval_shape(lambda: gan_setup.init_state(config, jax.random.key(0)))
+  images = jax.ShapeDtypeStruct((config.batch_size,) + gan_setup.image_shape(config),
                                 jnp.float32)
   traced = _matmul_flops(jax.make_jaxpr(biglearn_gan.make_train_step(config))(state,
                                                                               images).jaxpr)
-  total = flops.train_step_flops(config)["total"]
+  total = gan_setup.train_step_flops(config)["total"]
   assert 0.95 <= traced / total <= 1.02, (traced, total)
 
 

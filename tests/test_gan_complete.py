@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bigjax import mnist
+from bigjax.data import mnist
 from configs import gan_mnist
 from experiments import biglearn_gan
 from experiments import gan_complete

@@ -6,16 +6,16 @@ import os
 import numpy as np
 import pytest
 
-from bigjax import mnist
-from bigjax.evaluation import classifier as classifier_lib
+from bigjax.data import mnist
 from bigjax.models import unpatchify
 from configs import gan_mnist
 from configs import mnist_classifier
 from experiments import biglearn_gan
-from experiments import gan_complete
 from experiments import gan_eval
 from experiments import gan_figures
 from experiments import gan_samples
+from experiments import gan_setup
+from experiments import mnist_classifier as train_classifier
 
 pytestmark = pytest.mark.usefixtures("compile_cache")
 
@@ -117,11 +117,14 @@ def test_the_exact_sampler_reference_is_the_mean_probability_of_the_true_label(m
 
 
 def test_source_masks():
-  rng = np.random.default_rng(0)
-  m = gan_samples.source_masks(5, 16, 8, initial=False, rng=rng)
+  m = gan_samples.source_masks(0, 5, 16, 8, initial=False)
   assert m.shape == (5, 16) and (m.sum(1) == 8).all() and len({r.tobytes() for r in m}) > 1
-  m = gan_samples.source_masks(3, 16, 5, initial=True, rng=rng)
+  m = gan_samples.source_masks(0, 3, 16, 5, initial=True)
   assert (m[:, :5]).all() and not m[:, 5:].any()
+  # The same seed gives the same sets; another seed other sets.
+  same = gan_samples.source_masks([0, 1], 5, 16, 8)
+  assert (same == gan_samples.source_masks([0, 1], 5, 16, 8)).all()
+  assert (same != gan_samples.source_masks([0, 2], 5, 16, 8)).any()
 
 
 def test_evaluator_rejects_fewer_than_two_draws():
@@ -146,7 +149,7 @@ def test_heldout_digits_need_a_run_trained_on_train():
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("clf"))
-  classifier_lib.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
+  train_classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
   return workdir
 
 
@@ -155,7 +158,7 @@ def partial_classifier_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("clf_partial"))
   c = mnist_classifier.get_config("smoke")
   c.data.source_patch = 7                  # the smoke GAN's patch size
-  classifier_lib.train(c, workdir, progress=False)
+  train_classifier.train(c, workdir, progress=False)
   return workdir
 
 
@@ -201,7 +204,7 @@ def test_gan_eval_run_writes_json_and_plot(gan_run, classifier_dir, partial_clas
 
 
 def test_gan_eval_errors(gan_run, classifier_dir, partial_classifier_dir, tmp_path):
-  config, _, _ = gan_complete.load_run(str(gan_run))
+  config, _, _ = gan_setup.load_run(str(gan_run))
   config.data.image_size = 32
   with pytest.raises(ValueError, match="trained on 28x28 digits, the images are 32x32"):
     gan_eval.load_classifier(config, classifier_dir)
@@ -226,7 +229,7 @@ def test_metrics_during_training_need_a_classifier():
   c = _smoke_gan()
   c.eval.metrics_every = 2
   with pytest.raises(ValueError, match="needs eval.classifier_dir"):
-    biglearn_gan.validate_config(c)
+    gan_setup.validate_config(c)
 
 
 def test_figures_from_a_checkpoint(gan_run, tmp_path):

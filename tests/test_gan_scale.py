@@ -12,12 +12,14 @@ import pytest
 from PIL import Image
 
 from bigjax import losses
-from bigjax import prefetch
+from bigjax.training import checkpoint
+from bigjax.training import prefetch
 from bigjax.models import Discriminator, Generator
 from bigjax.models.transformer import MaskedSelfAttention
 from configs import gan_celeba
 from configs import gan_mnist
 from experiments import biglearn_gan
+from experiments import gan_setup
 
 _B, _L, _P, _Z = 2, 16, 16, 4
 
@@ -202,7 +204,7 @@ def test_bfloat16_step_is_finite_and_close_to_float32():
   results = {}
   # rbg keys: the step's random draws compile several times faster than threefry's.
   with jax.default_prng_impl("rbg"):
-    state = biglearn_gan.init_state(_tiny_config("float32"), jax.random.key(0))
+    state = gan_setup.init_state(_tiny_config("float32"), jax.random.key(0))
     for dtype in ("float32", "bfloat16"):
       step = jax.jit(biglearn_gan.make_train_step(_tiny_config(dtype)))
       results[dtype] = step(state, images)
@@ -227,21 +229,31 @@ def test_bfloat16_step_is_finite_and_close_to_float32():
 def test_bad_dtype_and_attention_are_config_errors():
   c = _tiny_config("float16")
   with pytest.raises(ValueError, match=r"model.dtype='float16'; choose one of"):
-    biglearn_gan.validate_config(c)
+    gan_setup.validate_config(c)
   c = _tiny_config("float32")
   c.model.disc_attention = "l3"
   with pytest.raises(ValueError, match="model.disc_attention='l3'"):
-    biglearn_gan.validate_config(c)
+    gan_setup.validate_config(c)
 
 
-def test_signature_ignores_dtype_and_later_fields_at_their_defaults():
-  """A float32 checkpoint restores into a bfloat16 run; fields added later are left out of the
-  signature at the values that reproduce the earlier models (older runs still restore)."""
+def test_signature_ignores_dtype_and_later_fields_at_their_defaults(tmp_path):
+  """A float32 checkpoint restores into a bfloat16 run; a checkpoint written before a field
+  existed matches the field at the value that reproduces the earlier models (older runs still
+  restore), and only there."""
   c32, c16 = _tiny_config("float32"), _tiny_config("bfloat16")
-  assert biglearn_gan.model_signature(c32) == biglearn_gan.model_signature(c16)
-  assert "conv_head_layers" not in biglearn_gan.model_signature(c32)
+  assert gan_setup.model_signature(c32) == gan_setup.model_signature(c16)
+  old = {k: v for k, v in gan_setup.model_signature(c32).items() if k != "conv_head_layers"}
+  ckpt = checkpoint.Checkpointer(str(tmp_path), signature=old)
+  ckpt.save(1, {"x": jnp.zeros(2)})
+  ckpt.close()
+  check = lambda c: checkpoint.Checkpointer(
+      str(tmp_path), signature=gan_setup.model_signature(c),
+      signature_defaults=gan_setup.SIGNATURE_DEFAULTS).check_signature(1)
+  check(c32)                                   # absent from the old checkpoint, at its default
   c32.model.conv_head_layers = 3
-  assert biglearn_gan.model_signature(c32)["conv_head_layers"] == 3
+  assert gan_setup.model_signature(c32)["conv_head_layers"] == 3
+  with pytest.raises(checkpoint.SignatureMismatchError, match="conv_head_layers"):
+    check(c32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,11 +322,11 @@ def test_celeba_paper_config_has_table_2_and_the_stabilisers():
   assert (c.optim.b1, c.optim.b2) == (0.1, 0.999)
   assert c.model.disc_attention == "l2" and c.model.conv_head_layers == 3
   assert c.model.noise_every_layer and c.model.noise_merge == "concat"
-  gen, disc = biglearn_gan.build_models(c)
+  gen, disc = gan_setup.build_models(c)
   assert (gen.num_patches, gen.patch_dim, gen.channels) == (144, 300, 3)
   assert disc.attention == "l2" and gen.dtype == jnp.bfloat16
   with pytest.raises(ValueError, match="data.source is empty"):
-    biglearn_gan.validate_config(c)
+    gan_setup.validate_config(c)
 
 
 def test_celeba_smoke_run_on_fake_files(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for bigjax.gmm against scipy.stats, numpy conditioning and brute-force sampling."""
+"""Tests for bigjax.mixtures.gmm against scipy.stats, numpy conditioning and brute-force
+sampling."""
 import math
 
 import jax
@@ -9,7 +10,7 @@ import scipy.special
 import scipy.stats
 from jax import test_util
 
-from bigjax import gmm
+from bigjax.mixtures import gmm
 from conftest import numpy_conditional as _np_conditional
 from conftest import rbg_key as _key
 

@@ -1,11 +1,12 @@
-"""Tests for bigjax.linalg against numpy, on the unrolled (D <= 8) and fori_loop (D > 8) paths."""
+"""Tests for bigjax.mixtures.linalg against numpy, on the unrolled (D <= 8) and fori_loop
+(D > 8) paths."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import test_util
 
-from bigjax import linalg
+from bigjax.mixtures import linalg
 
 # D <= UNROLL_MAX_DIM runs the unrolled code, D = 12 the lax.fori_loop code.
 DIMS = (1, 2, 3, 8, 12)

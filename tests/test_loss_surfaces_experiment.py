@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import conftest
 from PIL import Image
 
-from bigjax import surfaces
-from bigjax import two_gmm
+from bigjax.mixtures import surfaces
+from bigjax.mixtures import two_gmm
 from configs import loss_surfaces as config_lib
 from experiments import loss_surfaces as experiment
 
@@ -20,18 +21,14 @@ PANEL_FIELDS = {"name", "kind", "target_dims", "given_dims", "given_values", "an
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("smoke"))
-  config = config_lib.get_config("smoke")
-  facts = experiment.train_and_evaluate(config, workdir)
-  return config, workdir, facts
+  return conftest.smoke_run(tmp_path_factory, config_lib, experiment, "smoke")
 
 
 def test_smoke_run_writes_every_file(smoke_run):
   _, workdir, facts = smoke_run
-  for name in ("surfaces.npz", "panels.json", "optima.json", "optima.md", "run.json",
-               "surfaces.png", "trajectories.npz", "trajectories.json", "trajectories.png",
-               "trajectories.gif"):
-    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  conftest.assert_nonempty_files(workdir, (
+      "surfaces.npz", "panels.json", "optima.json", "optima.md", "run.json", "surfaces.png",
+      "trajectories.npz", "trajectories.json", "trajectories.png", "trajectories.gif"))
   assert facts["surface_seconds"] > 0
   with Image.open(os.path.join(workdir, "surfaces.png")) as im:
     assert im.size[0] > 500 and im.size[1] > 200
@@ -176,7 +173,7 @@ def test_paper_family_config_matches_the_reference():
 
 
 def test_bad_configs_raise(tmp_path):
-  with pytest.raises(ValueError, match="Unknown variant"):
+  with pytest.raises(ValueError, match="unknown variant"):
     config_lib.get_config("fig99")
   config = config_lib.get_config("smoke")
   config.plots = False

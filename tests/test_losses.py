@@ -341,11 +341,17 @@ def test_reconstruction_loss_counts_only_targets_of_examples_with_a_source():
   err = np.abs(fake - real).mean(-1)
   expected = (err[0, 1] + err[0, 2] + err[2, 3]) / 3
   fn = jax.jit(losses.reconstruction_loss)
-  np.testing.assert_allclose(fn(fake, real, source), expected, rtol=1e-6)
-  assert float(fn(fake, real, np.zeros((3, 4), bool))) == 0.0        # no source anywhere
-  assert float(fn(real, real, source)) == 0.0
+  per_example = fn(fake, real, source)                                # [B] sums over patches
+  np.testing.assert_allclose(per_example, [err[0, 1] + err[0, 2], 0.0, err[2, 3]], rtol=1e-6)
+  counts = losses.reconstruction_counts(source)
+  np.testing.assert_array_equal(counts, [2, 0, 1])
+  # The batch mean over every counted patch, as the trainer reduces it.
+  np.testing.assert_allclose(np.sum(per_example) / np.sum(counts), expected, rtol=1e-6)
+  assert np.all(np.asarray(fn(fake, real, np.zeros((3, 4), bool))) == 0.0)  # no source anywhere
+  assert np.all(np.asarray(fn(real, real, source)) == 0.0)
   # The gradient reaches only the counted patches.
-  g = np.asarray(jax.grad(losses.reconstruction_loss)(jnp.asarray(fake), real, source))
+  g = np.asarray(jax.grad(lambda f: jnp.sum(losses.reconstruction_loss(f, real, source)))(
+      jnp.asarray(fake)))
   counted = ~source & source.any(1, keepdims=True)
   assert np.all(g[~counted] == 0) and np.all(np.abs(g[counted]) > 0)
   with pytest.raises(ValueError, match="fake and real must be"):

@@ -1,4 +1,5 @@
-"""Tests of bigjax/matching.py: MC losses against quadrature, pathwise gradients, layouts."""
+"""Tests of bigjax/mixtures/matching.py: MC losses against quadrature, pathwise gradients,
+layouts."""
 import functools
 
 import jax
@@ -6,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigjax import divergences
-from bigjax import gmm
-from bigjax import matching
+from bigjax.mixtures import divergences
+from bigjax.mixtures import gmm
+from bigjax.mixtures import matching
 
 NUM_KEYS = 256
 QUAD_POINTS = 96

@@ -1,4 +1,4 @@
-"""Tests for bigjax.mnist: every source on the bundled subset or tiny files written here."""
+"""Tests for bigjax.data.mnist: every source on the bundled subset or tiny files written here."""
 import gzip
 import os
 import sys
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigjax import mnist
+from bigjax.data import mnist
 
-_DATA_DIR = os.path.join(os.path.dirname(mnist.__file__), "data")
+_DATA_DIR = os.path.dirname(mnist.__file__)        # bigjax/data: the module sits beside the files
 
 
 @pytest.fixture

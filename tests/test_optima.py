@@ -1,8 +1,8 @@
-"""Tests of bigjax.optima on surfaces with known minima."""
+"""Tests of bigjax.mixtures.optima on surfaces with known minima."""
 import numpy as np
 import pytest
 
-from bigjax import optima
+from bigjax.mixtures import optima
 
 
 def _double_well(n=41, tilt=0.1):

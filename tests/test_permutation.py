@@ -265,3 +265,35 @@ def test_given_ranks():
   np.testing.assert_array_equal(raster, [[1, 3, 4, 2, 0]])
   with pytest.raises(ValueError, match="order"):
     multimodal.given_ranks(rbg_key(0), given, order="zigzag")
+
+
+def test_raster_ranks_move_one_position_first_or_last():
+  np.testing.assert_array_equal(permutation.raster_ranks(5, 4, first=True), [1, 2, 3, 4, 0])
+  np.testing.assert_array_equal(permutation.raster_ranks(5, 4, first=False), [0, 1, 2, 3, 4])
+  np.testing.assert_array_equal(permutation.raster_ranks(5, 1, first=True), [1, 0, 2, 3, 4])
+  np.testing.assert_array_equal(permutation.raster_ranks(5, 1, first=False), [0, 4, 1, 2, 3])
+
+
+def test_mixed_orders_mix_classification_and_lm_tasks():
+  length, label = 6, 5
+  ranks, target, classify = permutation.mixed_orders(
+      rbg_key(0), 4000, length, label_position=label, classify_prob=0.3, label_last_prob=0.5,
+      raster_prob=0.5)
+  ranks, target, classify = (np.asarray(a) for a in (ranks, target, classify))
+  assert (np.sort(ranks, 1) == np.arange(length)).all()           # every row an order
+  np.testing.assert_allclose(classify.mean(), 0.3, atol=0.03)
+  # Classification: the label alone is a target, last in the order; LM tasks: all targets.
+  assert (target[classify] == (np.arange(length) == label)).all()
+  assert (ranks[classify, label] == length - 1).all() and target[~classify].all()
+  lm = ranks[~classify]
+  np.testing.assert_allclose(np.mean(lm[:, label] == length - 1), 0.5 + 0.5 / length / 2,
+                             atol=0.04)
+  raster = (np.delete(lm, label, 1) == np.arange(length - 1)[None] + (lm[:, label] == 0)[:, None])
+  assert 0.45 < raster.all(1).mean() < 0.6                        # raster_prob, plus chance
+  # classify_prob 1: the cross-entropy baseline, every example a classification task.
+  _, target, classify = permutation.mixed_orders(rbg_key(1), 8, length, label_position=label,
+                                                 classify_prob=1.0)
+  assert np.asarray(classify).all() and (np.asarray(target) == (np.arange(length) == label)).all()
+  with pytest.raises(ValueError, match="raster_prob must be in"):
+    permutation.mixed_orders(rbg_key(0), 2, length, label_position=label, classify_prob=0.5,
+                             raster_prob=1.5)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from benchmarks import plm_samplers
-from bigjax import mnist
+from bigjax.data import mnist
 from bigjax import multimodal
 from configs import plm_mnist as plm_config
-from experiments import plm_mnist
+from experiments import plm_run, plm_train
 
 pytestmark = pytest.mark.usefixtures("compile_cache")
 
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("plm") / "run")
-  summary = plm_mnist.train_and_evaluate(plm_config.get_config("smoke"), workdir,
+  summary = plm_train.train_and_evaluate(plm_config.get_config("smoke"), workdir,
                                          progress=False)
   return workdir, summary
 
@@ -60,44 +60,44 @@ def test_resume_continues_exactly(smoke_run, tmp_path):
   workdir, _ = smoke_run
   copy = str(tmp_path / "copy")
   shutil.copytree(workdir, copy)
-  full = plm_mnist.load_run(copy).params
+  full = plm_run.load_run(copy).params
   shutil.rmtree(os.path.join(copy, "checkpoints", "6"))
-  summary = plm_mnist.train_and_evaluate(plm_config.get_config("smoke"), copy, progress=False)
+  summary = plm_train.train_and_evaluate(plm_config.get_config("smoke"), copy, progress=False)
   assert summary["resumed_from"] == 3 and summary["step"] == 6
-  jax.tree.map(np.testing.assert_array_equal, full, plm_mnist.load_run(copy).params)
+  jax.tree.map(np.testing.assert_array_equal, full, plm_run.load_run(copy).params)
   rows = [json.loads(l) for l in open(os.path.join(copy, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [2, 3, 4, 6]
 
 
 def test_classify_generate_complete(smoke_run, digits):
   workdir, _ = smoke_run
-  run = plm_mnist.load_run(workdir)
+  run = plm_run.load_run(workdir)
   images, labels = digits
-  predicted, probs = plm_mnist.classify(run, images)
+  predicted, probs = plm_run.classify(run, images)
   assert predicted.shape == (5,) and probs.shape == (5, 10)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(predicted, probs.argmax(-1))
 
-  joint, joint_labels = plm_mnist.generate(run, 3, seed=1)
+  joint, joint_labels = plm_run.generate(run, 3, seed=1)
   assert joint.shape == (3, 28, 28) and joint.dtype == np.uint8
   assert np.all((joint_labels >= 0) & (joint_labels < 10))
-  cond, cond_labels = plm_mnist.generate(run, 3, label=7, seed=1)
+  cond, cond_labels = plm_run.generate(run, 3, label=7, seed=1)
   np.testing.assert_array_equal(cond_labels, 7)
-  again, _ = plm_mnist.generate(run, 3, label=7, seed=1)
+  again, _ = plm_run.generate(run, 3, label=7, seed=1)
   np.testing.assert_array_equal(cond, again)
 
-  out, source, sampled = plm_mnist.complete(run, images, source_ratio=0.5, num_samples=2,
+  out, source, sampled = plm_run.complete(run, images, source_ratio=0.5, num_samples=2,
                                             labels=labels)
   assert out.shape == (5, 2, 28, 28) and source.shape == (5, run.layout.num_image_tokens)
   assert np.all(source.sum(1) == round(0.5 * run.layout.num_image_tokens))
   np.testing.assert_array_equal(sampled, np.repeat(labels[:, None], 2, axis=1))
   # the given tokens survive: re-encoding a completion gives them back where the decoder is
   # faithful (compare in token space on the decoded ground-truth tokens)
-  tokens = plm_mnist.encode(run, images)
-  recoded = plm_mnist.encode(run, plm_mnist.decode(run, tokens))
-  keep = plm_mnist.encode(run, out[:, 0]) == recoded
+  tokens = plm_run.encode(run, images)
+  recoded = plm_run.encode(run, plm_run.decode(run, tokens))
+  keep = plm_run.encode(run, out[:, 0]) == recoded
   assert keep[source].mean() > keep[~source].mean() - 1e-9
-  top, source_top, _ = plm_mnist.complete(run, images, source_ratio=0.3, initial_portion=True)
+  top, source_top, _ = plm_run.complete(run, images, source_ratio=0.3, initial_portion=True)
   k = round(0.3 * run.layout.num_image_tokens)
   assert np.all(source_top[:, :k]) and not source_top[:, k:].any()
 
@@ -142,53 +142,53 @@ def test_cross_entropy_baseline_shares_the_quantiser(smoke_run, digits, tmp_path
   config = plm_config.get_config("smoke")
   config.plm.objective = "classification"
   config.vq_dir = os.path.join(workdir, "vq")
-  summary = plm_mnist.train_and_evaluate(config, str(tmp_path / "ce"), progress=False)
+  summary = plm_train.train_and_evaluate(config, str(tmp_path / "ce"), progress=False)
   assert not os.path.exists(tmp_path / "ce" / "vq")
   # T = {label} for every example: the loss is the mean cross-entropy, no image term
   for row in map(json.loads, open(tmp_path / "ce" / "metrics.jsonl")):
     assert row["image_nll"] == 0.0
     np.testing.assert_allclose(row["loss"], row["label_nll"], rtol=1e-5)
   assert "label_agreement" not in summary["eval"] and 0 <= summary["eval"]["test_accuracy"] <= 1
-  run = plm_mnist.load_run(str(tmp_path / "ce"))
-  labels, _ = plm_mnist.classify(run, digits[0])
+  run = plm_run.load_run(str(tmp_path / "ce"))
+  labels, _ = plm_run.classify(run, digits[0])
   assert labels.shape == (5,)
   with pytest.raises(ValueError, match="cannot generate"):
-    plm_mnist.generate(run, 2)
+    plm_run.generate(run, 2)
 
 
 def test_bad_input(smoke_run, digits, tmp_path):
   workdir, _ = smoke_run
-  run = plm_mnist.load_run(workdir)
+  run = plm_run.load_run(workdir)
   images, _ = digits
   with pytest.raises(TypeError, match="uint8"):
-    plm_mnist.classify(run, images.astype(np.float32))
+    plm_run.classify(run, images.astype(np.float32))
   with pytest.raises(ValueError, match=r"\[N, 28, 28\]"):
-    plm_mnist.classify(run, images[:, :27])
+    plm_run.classify(run, images[:, :27])
   with pytest.raises(ValueError, match="label 10 is outside"):
-    plm_mnist.generate(run, 2, label=10)
+    plm_run.generate(run, 2, label=10)
   with pytest.raises(ValueError, match="temperature must be > 0"):   # not the config's 0.7
-    plm_mnist.generate(run, 2, label=3, temperature=0.0)
+    plm_run.generate(run, 2, label=3, temperature=0.0)
   with pytest.raises(ValueError, match="outside the codebook"):
-    plm_mnist.decode(run, np.full((1, run.layout.num_image_tokens), run.layout.num_codes))
+    plm_run.decode(run, np.full((1, run.layout.num_image_tokens), run.layout.num_codes))
   with pytest.raises(ValueError, match="source_ratio"):
-    plm_mnist.complete(run, images, source_ratio=1.5)
+    plm_run.complete(run, images, source_ratio=1.5)
   with pytest.raises(FileNotFoundError, match="no permutation-model run"):
-    plm_mnist.load_run(str(tmp_path))
+    plm_run.load_run(str(tmp_path))
   config = plm_config.get_config("smoke")
   config.plm.objective = "mlm"
   with pytest.raises(ValueError, match="plm.objective"):
-    plm_mnist.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
+    plm_train.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
   for field, value in (("plm.raster_prob", 1.5), ("data.lm_max_shift", -1),
                        ("eval.guidance", -1.0)):
     config = plm_config.get_config("smoke")
     group, name = field.split(".")
     config[group][name] = value
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-      plm_mnist.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
+      plm_train.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
   config = plm_config.get_config("smoke")
   config.vq_dir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="vq_mnist"):
-    plm_mnist.train_and_evaluate(config, str(tmp_path / "bad2"), progress=False)
+    plm_train.train_and_evaluate(config, str(tmp_path / "bad2"), progress=False)
 
 
 def test_sampler_benchmark_repeats_the_evaluation(smoke_run, tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_raster_orders():
   config.plm.classify_prob, config.plm.raster_prob = 0.0, 1.0
   config.plm.label_last_prob = 0.5
   layout = multimodal.Layout(num_codes=8, num_image_tokens=6, num_classes=10)
-  ranks, target, classify = plm_mnist.sample_orders(jax.random.key(0), config, layout, 200)
+  ranks, target, classify = plm_train.sample_orders(jax.random.key(0), config, layout, 200)
   ranks = np.asarray(ranks)
   assert np.all(np.asarray(target)) and not np.any(np.asarray(classify))
   np.testing.assert_array_equal(np.diff(ranks[:, :-1], axis=1), 1)
@@ -231,7 +231,7 @@ def test_raster_orders():
   assert np.all(label_first | (ranks[:, -1] == 6))
   assert 0.35 < label_first.mean() < 0.65
   config.plm.raster_prob = 0.0
-  ranks = np.asarray(plm_mnist.sample_orders(jax.random.key(0), config, layout, 200)[0])
+  ranks = np.asarray(plm_train.sample_orders(jax.random.key(0), config, layout, 200)[0])
   assert np.mean(np.all(np.diff(ranks[:, :-1], axis=1) == 1, axis=1)) < 0.05
 
 
@@ -244,6 +244,6 @@ def test_runs_written_before_new_fields_load_with_their_old_behaviour(smoke_run,
   del config["data"]["lm_max_shift"], config["plm"]["raster_prob"], config["eval"]["guidance"]
   with open(os.path.join(old, "config.json"), "w") as f:
     json.dump(config, f)
-  run = plm_mnist.load_run(old)
+  run = plm_run.load_run(old)
   assert run.config.data.lm_max_shift == run.config.data.max_shift
   assert run.config.plm.raster_prob == 0.0 and run.config.eval.guidance == 0.0

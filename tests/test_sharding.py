@@ -1,4 +1,4 @@
-"""Tests of bigjax/sharding.py: the BigLearn-GAN step on 8 devices equals the step on one.
+"""Tests of bigjax/training/sharding.py: the BigLearn-GAN step on 8 devices equals the step on one.
 
 Eight CPU devices need XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts, so
 the comparison runs in a subprocess (`_SCRIPT`) that prints one JSON line of facts.
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from bigjax import sharding
+from bigjax.training import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DEVICES = 8
@@ -31,16 +31,20 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from bigjax import mnist, sharding
+from bigjax.data import mnist
+from bigjax.training import sharding
 from configs import gan_mnist
+from bigjax import training
+from bigjax.training import data_order
 from experiments import biglearn_gan
+from experiments import gan_setup
 
 devices = jax.devices()
 config = gan_mnist.get_config("smoke")
 config.optim.eps = 1e-3  # see the module docstring
 images, _ = mnist.load("bundled", split="all")
-rows = mnist.to_unit_range(images[biglearn_gan.batch_indices(0, len(images), 8, 0)])
-init = jax.jit(lambda key: biglearn_gan.init_state(config, key))(jax.random.key(0))
+rows = mnist.to_unit_range(images[data_order.batch_indices(0, len(images), 8, seed=0)])
+init = jax.jit(lambda key: gan_setup.init_state(config, key))(jax.random.key(0))
 init = jax.tree.map(np.asarray, init)
 
 facts = dict(num_devices=len(devices))

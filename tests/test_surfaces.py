@@ -1,4 +1,4 @@
-"""Tests for bigjax.surfaces on the paper's 2-GMM problem (Sec. 3.3, App. B)."""
+"""Tests for bigjax.mixtures.surfaces on the paper's 2-GMM problem (Sec. 3.3, App. B)."""
 import functools
 import math
 
@@ -10,9 +10,9 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
-from bigjax import surfaces
-from bigjax import two_gmm
-from bigjax.surfaces import MatchingTask
+from bigjax.mixtures import surfaces
+from bigjax.mixtures import two_gmm
+from bigjax.mixtures.surfaces import MatchingTask
 from conftest import numpy_conditional
 from conftest import rbg_key as _key
 

@@ -366,18 +366,12 @@ def test_resplit_source_size_law_and_positions():
     pytest.param(lambda: tasks.resplit(_key(0), jnp.zeros((1, 2), bool), jnp.ones((1, 2), bool),
                                        source_beta=0.0),
                  r"source Beta parameters", id="resplit-beta"),
-    pytest.param(lambda: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=0.0),
-                 r"mask_ratio must be in \(0, 1\], got 0.0", id="mask-ratio-0"),
-    pytest.param(lambda: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=1.5),
-                 r"mask_ratio must be in \(0, 1\]", id="mask-ratio-1.5"),
-    pytest.param(lambda: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=-0.2),
-                 r"mask_ratio must be in \(0, 1\]", id="mask-ratio-negative"),
-    pytest.param(lambda: tasks.initial_portion(_key(0), 2, 4, source_ratio=1.0),
-                 r"source_ratio must be in \[0, 1\)", id="source-ratio-1"),
-    pytest.param(lambda: tasks.initial_portion(_key(0), 2, 4, source_ratio=1.2),
-                 r"source_ratio must be in \[0, 1\)", id="source-ratio-1.2"),
-    pytest.param(lambda: tasks.initial_portion(_key(0), 2, 4, source_ratio=-0.1),
-                 r"source_ratio must be in \[0, 1\)", id="source-ratio-negative"),
+    *[pytest.param(lambda r=r: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=r),
+                   rf"mask_ratio must be in \(0, 1\], got {r}", id=f"mask-ratio-{r}")
+      for r in (0.0, 1.5, -0.2)],
+    *[pytest.param(lambda r=r: tasks.initial_portion(_key(0), 2, 4, source_ratio=r),
+                   rf"source_ratio must be in \[0, 1\).* got {r}", id=f"source-ratio-{r}")
+      for r in (1.0, 1.2, -0.1)],
     pytest.param(lambda: tasks.biglearn(_key(0), 0, 4),
                  r"batch_size and length must be positive", id="zero-batch"),
     pytest.param(lambda: tasks.next_token(_key(0), 2, 0),
@@ -482,3 +476,20 @@ def test_user_masks_rejects_float_source_with_default_target():
   """A non-boolean S is rejected with the same ValueError whether or not T is given."""
   with pytest.raises(ValueError, match="must be boolean"):
     tasks.user_masks(np.array([0.0, 1.0, 0.0]))
+
+
+def test_source_sets_have_the_asked_sizes_random_or_initial():
+  counts = jnp.array([0, 3, 8, 5])
+  initial = jnp.array([False, True, False, False])
+  s = np.asarray(jax.jit(tasks.source_sets, static_argnums=(1, 2))(_key(0), 4, 8, counts,
+                                                                     initial_portion=initial))
+  assert s.dtype == bool and s.shape == (4, 8)
+  np.testing.assert_array_equal(s.sum(1), counts)
+  np.testing.assert_array_equal(s[1], np.arange(8) < 3)            # the initial portion
+  # Random sets: every position equally likely (2,000 rows of 3 given out of 8).
+  many = np.asarray(tasks.source_sets(_key(1), 2000, 8, 3))
+  assert (many.sum(1) == 3).all()
+  np.testing.assert_allclose(many.mean(0), 3 / 8, atol=0.04)
+  assert len({r.tobytes() for r in many}) > 40                    # of the 56 possible sets
+  with pytest.raises(ValueError, match=r"num_source must be in \[0, 8\], got 9"):
+    tasks.source_sets(_key(0), 2, 8, 9)

@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigjax import mnist
+import conftest
+from bigjax.data import mnist
 from bigjax.models import vq
 from configs import vq_mnist as vq_config
 from experiments import vq_mnist
+from experiments import vq_setup
 
 from conftest import rbg_key as _key
 
@@ -268,7 +270,7 @@ def test_smoke_training_writes_its_outputs(trained):
 
 def test_load_roundtrip_reproduces_the_test_mse(trained, test_digits):
   workdir, summary = trained
-  encoder, decoder, params, vectors, info = vq_mnist.load(workdir)
+  encoder, decoder, params, vectors, info = vq_setup.load(workdir)
   assert info == summary and vectors.shape == (32, 16)
   tokens = vq.encode(encoder, params, vectors, test_digits)
   assert tokens.shape == (1000, 7, 7) and tokens.dtype == np.int32
@@ -282,45 +284,41 @@ def test_load_roundtrip_reproduces_the_test_mse(trained, test_digits):
 
 def test_a_finished_run_is_only_evaluated_again(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = f.read()
-  summary = vq_mnist.train(vq_config.get_config("smoke"), workdir, progress=False)
+  summary = conftest.rerun_finished(vq_mnist.train, vq_config.get_config("smoke"), workdir)
   assert summary["resumed_from"] == 60 and summary["steps"] == 60
   assert summary["test_mse"] == trained[1]["test_mse"]
   assert summary["test_perplexity"] == trained[1]["test_perplexity"]
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    assert f.read() == rows                            # no step was taken
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["30", "60"]
 
 
 def test_load_without_a_quantiser_says_how_to_train_one(trained, tmp_path):
   command = "python -m experiments.vq_mnist --config configs/vq_mnist.py:cpu"
   with pytest.raises(FileNotFoundError, match="does not exist.*" + command):
-    vq_mnist.load(str(tmp_path / "nothing_here"))
+    vq_setup.load(str(tmp_path / "nothing_here"))
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="has no config.json.*" + command):
-    vq_mnist.load(str(tmp_path / "empty"))
+    vq_setup.load(str(tmp_path / "empty"))
   workdir = _copy(trained, tmp_path)
   os.remove(os.path.join(workdir, "vq.json"))          # as during an unfinished run
   with pytest.raises(FileNotFoundError, match="not finished training.*vq_mnist.py:smoke"):
-    vq_mnist.load(workdir)
+    vq_setup.load(workdir)
 
 
 def test_config_variants_and_validation():
   for variant in vq_config.VARIANTS:
-    vq_mnist.validate_config(vq_config.get_config(variant))
+    vq_setup.validate_config(vq_config.get_config(variant))
   assert vq_config.get_config("paper").data.source == "auto"
   with pytest.raises(ValueError, match="unknown variant"):
     vq_config.get_config("big")
   config = vq_config.get_config("smoke")
   config.codebook.dead_code_threshold = 2.0
   with pytest.raises(ValueError, match="dead_code_threshold"):
-    vq_mnist.validate_config(config)
+    vq_setup.validate_config(config)
   config = vq_config.get_config("smoke")
   config.model.widths = (4, 8, 16)
   with pytest.raises(ValueError, match="cannot be halved 3 times"):
-    vq_mnist.validate_config(config)
+    vq_setup.validate_config(config)
   config = vq_config.get_config("smoke")
   config.model.num_codes = 32 * 49 + 1
   with pytest.raises(ValueError, match="num_codes"):
-    vq_mnist.validate_config(config)
+    vq_setup.validate_config(config)

@@ -1,9 +1,9 @@
-"""Evaluating generated digits: sample metrics and the classifier that scores them.
+"""Measuring what a model does: sample metrics and the model FLOPs behind speed numbers.
 
-  metrics      frechet_distance, label_agreement, pairwise_diversity (float64 numpy, host side)
-  classifier   a small MNIST CNN bigjax trains and checkpoints itself (train, load,
-               make_predict); imported on use (`from bigjax.evaluation import classifier`), so
-               the metrics need neither Flax nor Orbax
+  metrics      frechet_distance, label_agreement, pairwise_diversity (float64 numpy, host side;
+               scored with the features and labels of `bigjax.models.classifier`)
+  flops        analytic model FLOPs of the BigLearn-GAN models and of one training iteration,
+               datasheet peaks and MFU; imported on use (`from bigjax.evaluation import flops`)
 """
 from bigjax.evaluation.metrics import frechet_distance, label_agreement, pairwise_diversity
 

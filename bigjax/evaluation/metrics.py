@@ -1,12 +1,12 @@
 """Sample-quality metrics computed on the host in float64 numpy.
 
   frechet_distance     Fréchet distance between Gaussians fitted to two feature sets (FID-style,
-                       with the features of `bigjax.evaluation.classifier` instead of Inception)
+                       with the features of `bigjax.models.classifier` instead of Inception)
   label_agreement      how often a classifier's label of a generated image is the true label
   pairwise_diversity   per input, the mean RMS difference between pairs of generated draws
 
 Everything here is float64 numpy on the host, no JAX, so the linear algebra cannot hit the
-jaxlib CPU LAPACK deadlock described in `bigjax.linalg`.
+jaxlib CPU LAPACK deadlock described in `bigjax.mixtures.linalg`.
 """
 from __future__ import annotations
 

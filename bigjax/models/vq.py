@@ -78,7 +78,7 @@ class VQEncoder(nn.Module):
     """Continuous codes of a batch of digits.
 
     Args:
-      images: float [B, H, W] in [-1, 1] (`bigjax.mnist.to_unit_range` of uint8 pixels); H and
+      images: float [B, H, W] in [-1, 1] (`bigjax.data.mnist.to_unit_range` of uint8 pixels); H and
         W divisible by 2**len(widths).
 
     Returns:
@@ -310,7 +310,7 @@ def _check_batch_size(batch_size: int) -> None:
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_chunk(encoder: VQEncoder, variables: Any, vectors: jax.Array,
                   images: jax.Array) -> jax.Array:
-  x = images.astype(jnp.float32) / 127.5 - 1.0      # bigjax.mnist.to_unit_range
+  x = images.astype(jnp.float32) / 127.5 - 1.0      # bigjax.data.mnist.to_unit_range
   return quantize(encoder.apply(variables, x), vectors)[1]
 
 
@@ -359,7 +359,7 @@ def encode(encoder: VQEncoder, params: Any, codebook_vectors: jax.Array, images:
   _check_batch_size(batch_size)
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    hint = (" (floats in [-1, 1]: bigjax.mnist.from_unit_range(x); floats in [0, 1]: "
+    hint = (" (floats in [-1, 1]: bigjax.data.mnist.from_unit_range(x); floats in [0, 1]: "
             "np.round(255 * x).astype(np.uint8))"
             if np.issubdtype(images.dtype, np.floating) else "")
     raise TypeError(f"encode expects uint8 pixels in [0, 255], got dtype {images.dtype}{hint}.")

@@ -1,0 +1,251 @@
+r"""One resumable training loop for every bigjax trainer.
+
+A trainer brings only what is its own: how to initialise its state pytree, its jitted step
+function, the batch of a step, and its periodic hooks. The loop owns everything else, in the
+spirit of flax's lm1b `train.py` and big_vision's `train.py`:
+
+  1. restore: the newest restorable checkpoint in `workdir/checkpoints` (older steps when the
+     newest is incomplete, `bigjax.training.checkpoint`), refusing another model's checkpoints
+     (the `signature`); a fresh state only when there is none;
+  2. `config.json`, written once the restore succeeded (a refused resume leaves it as it was);
+  3. the logs of a resumed run cut back to the restored step (`metrics.jsonl`, each hook's log,
+     TensorBoard events), so a resumed run's logs read as the uninterrupted run's;
+  4. the steps, with a progress bar; metrics are fetched from the device once per window and
+     every step of the window is checked before anything is saved (a NaN never reaches a
+     checkpoint: `NonFiniteLossError`);
+  5. at each due step (one `is_due`-style test, as big_vision's `itstime`): the mean metrics row
+     (`metrics.jsonl` and TensorBoard), the checkpoint, and the hooks;
+  6. the compile count of the step (`compilations`: 1 unless an input changed shape or dtype).
+
+Every file the loop writes is written by process 0 only; Orbax coordinates the checkpoints of
+all processes. Randomness is the trainer's: when its step draws from `fold_in(key, step)` and
+`batch_fn` is a pure function of the step (`batch_indices`), a resumed run continues exactly as
+the uninterrupted one would.
+
+  state, summary = loop.train(
+      workdir, config=config, init_state=lambda: jax.jit(init)(jax.random.key(0)),
+      step_fn=jax.jit(train_step, donate_argnums=0),
+      batch_fn=lambda step: (images[batch_indices(step, len(images), 64, seed=0)],),
+      num_steps=1000, signature=dict(width=64), log_every=50, checkpoint_every=500,
+      hooks=[loop.Hook(sample_grid, every=500)])
+
+A hook is `fn(step, state) -> dict | None`. Numpy arrays of ndim >= 2 in its result are images
+for TensorBoard (uint8 [H, W] or [H, W, C]); the rest (numbers, and nested dicts and lists of
+them) is a row of `log`, a JSON-lines file in the workdir, mirrored to TensorBoard under the
+file's stem. A hook whose `log` is "metrics.jsonl" runs before the step's metrics row is
+written and adds its values to that row (a held-out accuracy, say). Hooks with another log, or
+none, run after the checkpoint is saved.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from bigjax.training import checkpoint as ckpt_lib
+from bigjax.training import prefetch as prefetch_lib
+from bigjax.training import writer as writer_lib
+
+__all__ = ["Hook", "METRICS_FILE", "environment", "train"]
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+  """A periodic action of the loop.
+
+  Attributes:
+    fn: (step, state) -> a dict of scalars and images, or None; `step` counts the steps done.
+    every: run after every `every`-th step (0: never, except at the end with `at_end`).
+    at_end: also run after the last step of the run.
+    log: the JSON-lines file (in the workdir) its scalars go to; "metrics.jsonl" adds them to
+      the step's metrics row; None: images only (TensorBoard).
+  """
+  fn: Callable[[int, Any], Mapping[str, Any] | None]
+  every: int
+  at_end: bool = True
+  log: str | None = None
+
+  def is_due(self, done: int, last: bool) -> bool:
+    return bool((self.every and done % self.every == 0) or (self.at_end and last))
+
+
+def environment() -> dict[str, Any]:
+  """Where a run ran: its devices, JAX version, backend, platform and CPU count (for run
+  summaries)."""
+  return dict(devices=[str(d) for d in jax.devices()], jax=jax.__version__,
+              backend=jax.default_backend(), platform=platform.platform(),
+              cpu_count=os.cpu_count())
+
+
+def _abstract(init_state: Callable[[], Any], sharding) -> Any:
+  shapes = jax.eval_shape(init_state)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
+def _postfix(row: Mapping[str, float], names: Sequence[str]) -> dict[str, str]:
+  return {name: f"{row[name]:.4g}" for name in names if name in row}
+
+
+def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
+          step_fn: Callable[..., tuple[Any, Mapping[str, jax.Array]]],
+          batch_fn: Callable[[int], tuple], num_steps: int, signature: Mapping[str, Any],
+          log_every: int, checkpoint_every: int, keep_checkpoints: int = 3,
+          hooks: Sequence[Hook] = (), signature_defaults: Mapping[str, Any] | None = None,
+          state_sharding: jax.sharding.Sharding | None = None, prefetch: int = 0,
+          examples_per_step: int | None = None, examples_name: str = "examples",
+          outdated_by_training: Sequence[str] = (), progress: bool = True,
+          description: str = "training", show: Sequence[str] = (),
+          fix: str = "Lower the learning rate.") -> tuple[Any, dict[str, Any]]:
+  """Trains (or resumes) a state in `workdir` for `num_steps` steps.
+
+  Args:
+    workdir: the run's directory (created if needed): config.json, checkpoints/,
+      metrics.jsonl, the hooks' logs and TensorBoard event files.
+    config: the run's config (an ml_collections.ConfigDict, or anything with `to_json()`, or a
+      JSON-serialisable mapping), written to config.json.
+    init_state: () -> a fresh state pytree with a `step` leaf (the steps taken; jax arrays,
+      typed PRNG keys stored as key data), e.g. `lambda: jax.jit(init)(key)`. Traced by
+      `jax.eval_shape` for the restore, called only when nothing is restored.
+    step_fn: (state, *batch) -> (state, metrics): the jitted step (donate the state); metrics
+      a dict of scalars.
+    batch_fn: step -> the tuple of step_fn's arguments after the state, for the step counted
+      from 0; a pure function of the step (it may run ahead in a thread, see `prefetch`).
+    num_steps: train until the state has taken this many steps.
+    signature: JSON dict of what a checkpoint must agree on to be restored (model shapes).
+    log_every, checkpoint_every: a metrics row every N steps, a checkpoint every N steps;
+      both also after the last step.
+    keep_checkpoints: the newest checkpoints kept.
+    hooks: periodic actions (`Hook`).
+    signature_defaults: signature fields added after older checkpoints were written, with the
+      values those checkpoints had (bigjax.training.checkpoint.Checkpointer).
+    state_sharding: where the state lives (default: the first local device); the restore and
+      the initialisation place it there.
+    prefetch: batches computed ahead by a host thread (0: on demand).
+    examples_per_step: the global batch size, to log `<examples_name>_per_sec`.
+    examples_name: e.g. "images".
+    outdated_by_training: files in the workdir that describe a finished run (a summary) and
+      are removed when training continues past the restored step.
+    progress: show a tqdm progress bar.
+    description: the progress bar's label.
+    show: metrics shown on the progress bar.
+    fix: what to change when a metric becomes non-finite (for the error message).
+
+  Returns:
+    (state, summary): the final state and {step, resumed_from (the restored step or None),
+    seconds, compile_seconds (the first step, compilation included; None when no step ran),
+    compilations (jit's count of compiled variants of step_fn, or None)}.
+
+  Raises:
+    bigjax.training.checkpoint.SignatureMismatchError: the workdir holds another model's
+      checkpoints (nothing in it is changed).
+    bigjax.training.checkpoint.NonFiniteLossError: a metric became NaN or inf (nothing after
+      it is saved).
+  """
+  t0 = time.perf_counter()
+  workdir = os.path.abspath(os.fspath(workdir))
+  main_process = jax.process_index() == 0
+  if main_process:
+    os.makedirs(workdir, exist_ok=True)
+  sharding = state_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       signature=signature, max_to_keep=keep_checkpoints,
+                                       signature_defaults=signature_defaults)
+  try:
+    restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding))
+    if state is None:
+      state = jax.device_put(init_state(), sharding)
+  except Exception:
+    checkpointer.close()
+    raise
+  start = int(state.step)
+  logs = [METRICS_FILE] + sorted({h.log for h in hooks if h.log and h.log != METRICS_FILE})
+  if main_process:
+    config_json = (json.loads(config.to_json()) if hasattr(config, "to_json") else config)
+    ckpt_lib.write_json(os.path.join(workdir, CONFIG_FILE), config_json)
+    if start < num_steps:
+      for name in outdated_by_training:
+        if os.path.exists(os.path.join(workdir, name)):
+          os.remove(os.path.join(workdir, name))
+    for name in logs:
+      ckpt_lib.truncate_log(os.path.join(workdir, name), start)
+  writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=main_process)
+
+  def run_hooks(selected, done):
+    for hook in selected:
+      result = hook.fn(done, state) or {}
+      is_image = lambda v: isinstance(v, np.ndarray) and v.ndim >= 2
+      writer.images(done, {k: v for k, v in result.items() if is_image(v)})
+      scalars = {k: v for k, v in result.items() if not is_image(v)}
+      yield hook, scalars
+
+  pending, last_saved = [], restored_step
+  compile_seconds, window = None, (time.perf_counter(), start)
+  bar = tqdm.tqdm(total=num_steps, initial=min(start, num_steps), disable=not progress,
+                  desc=description, unit="step", dynamic_ncols=True)
+  batches = prefetch_lib.Prefetcher(batch_fn, stop=num_steps, size=prefetch)
+  try:
+    for step in range(start, num_steps):
+      first = compile_seconds is None
+      if first:
+        t_first = time.perf_counter()
+      state, metrics = step_fn(state, *batches.get(step))
+      if first:
+        jax.block_until_ready(state)
+        compile_seconds = time.perf_counter() - t_first
+        window = (time.perf_counter(), step + 1)
+      pending.append(metrics)
+      bar.update(1)
+      done = step + 1
+      last = done == num_steps
+      save = done % checkpoint_every == 0 or last
+      due = [h for h in hooks if h.is_due(done, last)]
+      if not (done % log_every == 0 or last or save or due):
+        continue
+      # Every step since the last check is checked before anything is saved.
+      means = ckpt_lib.average_metrics(jax.device_get(pending), last_step=done,
+                                       last_saved=last_saved, directory=checkpointer.directory,
+                                       fix=fix)
+      pending = []
+      now = time.perf_counter()
+      rate = (done - window[1]) / max(now - window[0], 1e-9)
+      row = dict(step=done, **means)
+      for _, scalars in run_hooks([h for h in due if h.log == METRICS_FILE], done):
+        row.update(scalars)
+      row["steps_per_sec"] = rate
+      if examples_per_step:
+        row[f"{examples_name}_per_sec"] = rate * examples_per_step
+      row["seconds"] = now - t0
+      window = (now, done)
+      writer.row(METRICS_FILE, row)
+      bar.set_postfix(_postfix(row, show))
+      if save:
+        checkpointer.save(done, state)
+        last_saved = done
+      for hook, scalars in run_hooks([h for h in due if h.log != METRICS_FILE], done):
+        if hook.log and scalars:
+          writer.row(hook.log, dict(step=done, **scalars))
+  finally:
+    batches.close()
+    bar.close()
+    checkpointer.close()
+    writer.close()
+  cache_size = getattr(step_fn, "_cache_size", None)
+  compilations = cache_size() if cache_size else None
+  if compilations and compilations > 1:
+    logging.warning("the train step compiled %d times (expected once): an input changed shape, "
+                    "dtype or sharding between steps.", compilations)
+  return state, dict(step=int(state.step),
+                     resumed_from=restored_step, seconds=time.perf_counter() - t0,
+                     compile_seconds=compile_seconds, compilations=compilations)

@@ -1,0 +1,234 @@
+"""bigjax.training: the loop (on a tiny regression), the data order, the run loader, the writer."""
+import json
+import os
+import shutil
+import types
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from bigjax import training
+from bigjax.training import checkpoint
+from bigjax.training import data_order
+from bigjax.training import loop
+from bigjax.training import runs
+from bigjax.training import writer as writer_lib
+
+# y = x . w_true + noise: a state, a step and a batch function in a few lines.
+_X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+_Y = _X @ np.array([1.0, -2.0, 0.5], np.float32)
+_OPT = optax.sgd(0.1)
+
+
+class _State(NamedTuple):
+  step: jax.Array
+  w: jax.Array
+  opt: Any
+
+
+def _init():
+  w = jnp.zeros(3)
+  return _State(step=jnp.zeros((), jnp.int32), w=w, opt=_OPT.init(w))
+
+
+def _step(state, x, y):
+  loss, g = jax.value_and_grad(lambda w: jnp.mean((x @ w - y) ** 2))(state.w)
+  updates, opt = _OPT.update(g, state.opt)
+  return _State(state.step + 1, state.w + updates, opt), dict(loss=loss)
+
+
+def _batch(step):
+  idx = data_order.batch_indices(step, len(_X), 8, seed=0)
+  return _X[idx], _Y[idx]
+
+
+def _train(workdir, num_steps, **kwargs):
+  args = dict(config=ml_collections.ConfigDict(dict(lr=0.1)),
+              init_state=lambda: jax.jit(_init)(), step_fn=jax.jit(_step, donate_argnums=0),
+              batch_fn=_batch, num_steps=num_steps, signature=dict(dim=3), log_every=2,
+              checkpoint_every=4, progress=False)
+  args.update(kwargs)
+  return training.train(str(workdir), **args)
+
+
+def _rows(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_a_run_writes_its_logs_checkpoints_and_hooks(tmp_path):
+  seen = []
+  hooks = [loop.Hook(lambda step, s: dict(w0=float(s.w[0])), every=3, log="metrics.jsonl"),
+           loop.Hook(lambda step, s: dict(norm=float(jnp.linalg.norm(s.w))), every=5,
+                     log="eval.jsonl"),
+           loop.Hook(lambda step, s: seen.append(step) or {"grid": np.zeros((4, 5), np.uint8)},
+                     every=0)]
+  state, summary = _train(tmp_path, 10, hooks=hooks)
+  assert summary["step"] == 10 and summary["resumed_from"] is None
+  assert int(state.step) == 10 and summary["compile_seconds"] is not None
+  rows = _rows(tmp_path / "metrics.jsonl")
+  # log_every=2, plus the steps where a hook is due (3, 5, 6, 9): each row the mean of its
+  # window, checked before any hook or save of that step.
+  assert [r["step"] for r in rows] == [2, 3, 4, 5, 6, 8, 9, 10]
+  assert [r["step"] for r in rows if "w0" in r] == [3, 6, 9, 10]       # at_end
+  assert all(r["loss"] > 0 and r["steps_per_sec"] > 0 and "seconds" in r for r in rows)
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  assert [r["step"] for r in _rows(tmp_path / "eval.jsonl")] == [5, 10]
+  assert seen == [10]                                     # every=0: only at the end
+  assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["4", "8", "10"]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f) == dict(lr=0.1)
+  events = writer_lib.read_events(str(tmp_path))
+  assert [s for s, _ in events["metrics/loss"]] == [r["step"] for r in rows]
+  assert [s for s, _ in events["eval/norm"]] == [5, 10]
+  assert [s for s, _ in events["grid"]] == [10] and events["grid"][0][1][:4] == b"\x89PNG"
+  assert summary["compilations"] == 1
+
+
+def test_resume_continues_exactly_and_cuts_the_logs_back(tmp_path):
+  full, _ = _train(tmp_path / "full", 12)
+  # Interrupted after step 8 was saved, with rows and events of steps 9-10 already written.
+  part = tmp_path / "part"
+  _train(part, 10)
+  for name in os.listdir(part / "checkpoints"):
+    if int(name) > 8:
+      shutil.rmtree(part / "checkpoints" / name)
+  state, summary = _train(part, 12)
+  assert summary["resumed_from"] == 8
+  np.testing.assert_array_equal(np.asarray(state.w), np.asarray(full.w))
+  rows, full_rows = _rows(part / "metrics.jsonl"), _rows(tmp_path / "full" / "metrics.jsonl")
+  assert [r["step"] for r in rows] == [r["step"] for r in full_rows]
+  assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows]
+  # TensorBoard forgets the interrupted run's steps after 8, as the JSON-lines log does.
+  assert [s for s, _ in writer_lib.read_events(str(part))["metrics/loss"]] == [
+      r["step"] for r in rows]
+
+
+def test_a_finished_run_takes_no_step_and_keeps_its_summary(tmp_path):
+  _train(tmp_path, 4)
+  (tmp_path / "summary.json").write_text("{}")
+  state, summary = _train(tmp_path, 4, outdated_by_training=("summary.json",))
+  assert summary["resumed_from"] == 4 and summary["compile_seconds"] is None
+  assert (tmp_path / "summary.json").exists()
+  _, summary = _train(tmp_path, 6, outdated_by_training=("summary.json",))
+  assert summary["step"] == 6 and not (tmp_path / "summary.json").exists()
+
+
+def test_a_non_finite_loss_stops_before_anything_is_saved(tmp_path):
+  @jax.jit
+  def step_fn(state, x, y):
+    new, metrics = _step(state, x, y)
+    return new, dict(loss=jnp.where(new.step == 3, jnp.nan, metrics["loss"]))
+  with pytest.raises(training.NonFiniteLossError, match="non-finite loss at step 3.*Lower it"):
+    _train(tmp_path, 8, step_fn=step_fn, log_every=4, fix="Lower it.")
+  assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_another_models_checkpoints_are_refused_and_nothing_is_written(tmp_path):
+  _train(tmp_path, 4)
+  before = (tmp_path / "config.json").read_text()
+  with pytest.raises(training.SignatureMismatchError, match="dim: checkpoint 3, now 4"):
+    _train(tmp_path, 8, signature=dict(dim=4), config=ml_collections.ConfigDict(dict(lr=1.0)))
+  assert (tmp_path / "config.json").read_text() == before
+
+
+def test_batch_indices_streams():
+  a = data_order.batch_indices(0, 100, 10, seed=0)
+  assert len(a) == 10 and len(set(a)) == 10
+  np.testing.assert_array_equal(a, np.random.default_rng([0, 0]).permutation(100)[:10])
+  b = data_order.batch_indices(0, 100, 10, seed=0, stream=2)
+  np.testing.assert_array_equal(b, np.random.default_rng([0, 2, 0]).permutation(100)[:10])
+  assert not np.array_equal(a, b)
+  # Step 10 is the first batch of epoch 1.
+  np.testing.assert_array_equal(data_order.batch_indices(10, 100, 10, seed=0, stream=2),
+                                np.random.default_rng([0, 2, 1]).permutation(100)[:10])
+  with pytest.raises(ValueError, match="batch_size=20 must be in"):
+    data_order.batch_indices(0, 10, 20, seed=0)
+
+
+def test_write_json_is_atomic_and_left_to_process_0(tmp_path, monkeypatch):
+  path = str(tmp_path / "a.json")
+  checkpoint.write_json(path, dict(x=1))
+  assert json.load(open(path)) == dict(x=1) and not os.path.exists(path + ".tmp")
+  monkeypatch.setattr(checkpoint, "jax", types.SimpleNamespace(process_index=lambda: 1))
+  checkpoint.write_json(str(tmp_path / "b.json"), dict(x=2))
+  assert not os.path.exists(tmp_path / "b.json")
+
+
+def test_a_disabled_writer_writes_nothing(tmp_path):
+  w = writer_lib.MetricWriter(str(tmp_path), enabled=False)
+  w.row("metrics.jsonl", dict(step=1, loss=1.0))
+  w.images(1, {"x": np.zeros((2, 2), np.uint8)})
+  w.close()
+  assert os.listdir(tmp_path) == []
+  w = writer_lib.MetricWriter(str(tmp_path))
+  with pytest.raises(ValueError, match="uint8"):
+    w.images(1, {"x": np.zeros((2, 2), np.float32)})
+  w.row("eval.jsonl", dict(step=2, a=dict(b=[1.0, 2.0]), ok=True))
+  w.close()
+  events = writer_lib.read_events(str(tmp_path))
+  assert events == {"eval/a/b/0": [(2, 1.0)], "eval/a/b/1": [(2, 2.0)]}
+
+
+def _kind(**kwargs):
+  args = dict(name="toy run", train_command=lambda w, v: f"train {v or 'cpu'} into {w}",
+              abstract_state=lambda config: jax.eval_shape(_init),
+              signature=lambda config: dict(dim=3))
+  args.update(kwargs)
+  return runs.RunKind(**args)
+
+
+def test_runs_load_a_finished_run_and_say_what_is_missing(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"no toy run in .*nothing \(the directory does "
+                     r"not exist\); train one with `train cpu into"):
+    runs.load(str(tmp_path / "nothing"), _kind())
+  workdir = tmp_path / "run"
+  _train(workdir, 4)
+  migrated = lambda c: runs.add_defaults(c, {"new.field": 7, "lr": 5.0})
+  run = runs.load(str(workdir), _kind(migrate=migrated))
+  assert run.step == 4 and run.config.new.field == 7 and run.config.lr == 0.1
+  assert float(jnp.abs(run.state.w).sum()) > 0
+  kind = _kind(summary_file="done.json")
+  with pytest.raises(FileNotFoundError, match="has not finished training.*train cpu into"):
+    runs.load(str(workdir), kind)
+  (workdir / "done.json").write_text(json.dumps(dict(steps=3)))
+  with pytest.raises(RuntimeError, match="is step 4, but done.json describes step 3"):
+    runs.load(str(workdir), kind)
+  with pytest.raises(ValueError, match="not for you"):
+    runs.load(str(workdir), _kind(), check=lambda c, s: (_ for _ in ()).throw(
+        ValueError("not for you")))
+
+
+def test_batch_fn_indexes_transforms_and_checks():
+  x, y = np.arange(20).reshape(10, 2), np.arange(10)
+  batch = data_order.batch_fn([x, y], 4, seed=3, stream=1, transform=lambda a, b: (a * 2, b))
+  a, b = batch(5)
+  idx = data_order.batch_indices(5, 10, 4, seed=3, stream=1)
+  np.testing.assert_array_equal(b, idx)
+  np.testing.assert_array_equal(a, x[idx] * 2)
+  with pytest.raises(ValueError, match="fewer than batch_size=16"):
+    data_order.batch_fn([x], 16, seed=0)
+  with pytest.raises(ValueError, match="different numbers of rows"):
+    data_order.batch_fn([x, y[:5]], 2, seed=0)
+
+
+def test_warmup_cosine_adamw_schedule():
+  from bigjax.training import optimizers  # pylint: disable=import-outside-toplevel
+  opt = optimizers.warmup_cosine_adamw(1.0, 100, warmup_steps=10, weight_decay=0.0)
+  params = jnp.zeros(())
+  state = opt.init(params)
+  sizes = []
+  for _ in range(100):
+    updates, state = opt.update(jnp.ones(()), state, params)
+    sizes.append(-float(updates))
+  # Adam's first updates are ~lr: 0.1, 0.2, ... up to 1 at step 10, then down to ~0.01.
+  np.testing.assert_allclose(sizes[:3], [0.0, 0.1, 0.2], atol=1e-3)
+  assert max(sizes) == sizes[10] and sizes[-1] < 0.02
+  clipped = optimizers.warmup_cosine_adamw(1.0, 100, warmup_steps=0, weight_decay=0.0,
+                                           grad_clip=0.5)
+  assert len(clipped.init(params)) == 2                  # clip, then AdamW
