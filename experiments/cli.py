@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 
 
@@ -111,3 +112,28 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], dict[str, Any]], config_n
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
   app.run(main)
+
+
+def read_images(path: str, *, need_labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+  """The uint8 `images` (and `labels`, None when absent) of an --images .npz file, or a clear
+  error: no file, no `images` array, an empty or non-uint8 one, or no `labels` when needed."""
+  if not path:
+    raise app.UsageError("--images is required: an .npz with `images` uint8 [N, H, W] (and "
+                         "`labels` [N] where labels are given).")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--images {path} does not exist.")
+  with np.load(path) as data:
+    if "images" not in data:
+      raise ValueError(f"{path} has no `images` array (found {sorted(data.keys())}); save one "
+                       "with np.savez(path, images=uint8 array [num_images, 28, 28]).")
+    images = data["images"]
+    labels = data["labels"] if "labels" in data else None
+  if images.dtype != np.uint8:
+    raise ValueError(f"`images` in {path} must be uint8 pixels in [0, 255], got {images.dtype} "
+                     "(for floats in [0, 1] save np.round(255 * x).astype(np.uint8)).")
+  if not len(images):
+    raise ValueError(f"`images` in {path} holds no image (shape {images.shape}); give at least "
+                     "one.")
+  if need_labels and labels is None:
+    raise ValueError(f"{path} has no `labels` array, which is needed here.")
+  return images, labels

@@ -37,6 +37,7 @@ import numpy as np
 from bigjax import tasks
 from bigjax.data import mnist
 from bigjax.models import patch_masks_to_pixels, patchify
+from experiments import cli
 from experiments import gan_samples
 from experiments import gan_setup
 
@@ -44,14 +45,8 @@ MAX_PNG_IMAGES = 16
 
 def read_images(path: str) -> np.ndarray:
   """uint8 [num_images, H, W] from the `images` entry of an .npz file."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--images {path} does not exist.")
-  with np.load(path) as data:
-    if "images" not in data:
-      raise ValueError(f"{path} has no `images` array (found {sorted(data.keys())}); save one "
-                       "with np.savez(path, images=uint8 array [num_images, 28, 28]).")
-    images = data["images"]
-  if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
+  images, _ = cli.read_images(path)
+  if images.ndim != 3 or images.shape[1] != images.shape[2]:
     raise ValueError(f"`images` in {path} must be uint8 [num_images, H, H] like MNIST's "
                      f"[N, 28, 28], got {images.dtype} {images.shape}.")
   return images

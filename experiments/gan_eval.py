@@ -52,6 +52,7 @@ import numpy as np
 
 from bigjax.data import mnist
 from bigjax.evaluation import metrics
+from bigjax.evaluation.chunked import map_chunks
 from bigjax.models import classifier as classifier_lib
 from bigjax.models import patch_masks_to_pixels, patchify
 from bigjax.training import write_json
@@ -140,13 +141,8 @@ def make_evaluator(config, predict: Callable, images: np.ndarray, labels: np.nda
         posterior[kind].append(float(np.mean(probs[np.arange(n), labels])))
 
   def draw(g_params, source, z):
-    out = []
-    for start in range(0, n, chunk):
-      sl = slice(start, min(start + chunk, n))
-      pad = chunk - (sl.stop - sl.start)
-      args = [np.pad(a[sl], [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in (real, source, z)]
-      out.append(np.asarray(sample_fn(g_params, *args))[:sl.stop - sl.start])
-    return mnist.from_unit_range(np.concatenate(out))
+    (images,) = map_chunks(lambda *a: sample_fn(g_params, *a), [real, source, z], size=chunk)
+    return mnist.from_unit_range(images)
 
   def evaluate(g_params) -> dict[str, Any]:
     joint = draw(g_params, np.zeros((n, length), bool), z_joint)

@@ -27,6 +27,7 @@ import numpy as np
 
 from bigjax.data import mnist
 from bigjax.models import patch_masks_to_pixels, patchify
+from experiments import cli
 from experiments import gan_samples
 from experiments import gan_setup
 
@@ -167,10 +168,7 @@ def run(workdir: str, out_dir: str | None = None, *, images_path: str | None = N
     raise ValueError("--num_images and --num_noise must be >= 1.")
   config, g_params, step = gan_setup.load_run(workdir, params=params)
   if images_path:
-    with np.load(images_path) as data:
-      if "images" not in data:
-        raise ValueError(f"{images_path} has no `images` array (found {sorted(data.keys())}).")
-      images = data["images"][:num_images]
+    images = cli.read_images(images_path)[0][:num_images]
   else:
     images = gan_setup.heldout_images(config, num_images)
   out_dir = out_dir or os.path.join(workdir, "figures")

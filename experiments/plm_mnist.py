@@ -34,18 +34,8 @@ MODES = ("train", "classify", "generate", "complete", "figure", "evaluate")
 
 
 def _read_npz(path: str, *, need_labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-  if not path:
-    raise app.UsageError("--images is required for this mode: an .npz with `images` uint8 "
-                         "[N, 28, 28] (and `labels` [N] for --with_label).")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--images {path}: no such file.")
-  with np.load(path) as data:
-    if "images" not in data:
-      raise ValueError(f"{path} has no `images` array (it has: {', '.join(data.files)}).")
-    labels = data["labels"] if "labels" in data else None
-    if need_labels and labels is None:
-      raise ValueError(f"--with_label needs a `labels` array in {path}.")
-    return plm_run.check_images(data["images"], f"`images` in {path}"), labels
+  images, labels = cli.read_images(path, need_labels=need_labels)
+  return plm_run.check_images(images, f"`images` in {path}"), labels
 
 
 def run_mode(mode: str, workdir: str, *, images: str = "", out: str = "", label: int | None = None,

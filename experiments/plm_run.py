@@ -22,6 +22,7 @@ import numpy as np
 
 from bigjax import multimodal
 from bigjax import tasks
+from bigjax.evaluation.chunked import map_chunks
 from bigjax.models import vq
 from bigjax.models.two_stream import TwoStreamTransformer
 from bigjax.training import runs
@@ -110,13 +111,8 @@ def sample_tokens(run: Run, tokens: np.ndarray, given: np.ndarray, *, seed: int,
   fn = _sampler(run.model, run.layout, True, order or run.config.eval.order,
                 float(run.config.eval.temperature if temperature is None else temperature),
                 float(run.config.eval.guidance if guidance is None else guidance))
-  out = []
-  for i, start in enumerate(range(0, len(tokens), CHUNK)):
-    t, g = tokens[start:start + CHUNK], given[start:start + CHUNK]
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    out.append(np.asarray(fn(run.params, _pad_rows(t, CHUNK), _pad_rows(g, CHUNK), key))
-               [:len(t)])
-  return np.concatenate(out) if out else np.zeros((0, run.layout.length), np.int32)
+  return map_chunks(functools.partial(fn, run.params), [tokens, given], size=CHUNK,
+                    seed=seed)[0]
 
 
 def generate(run: Run, num: int, *, label: int | None = None, seed: int = 0,
@@ -200,12 +196,6 @@ def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = F
   return images_out, source, (out[:, -1] - layout.num_codes).reshape(n, num_samples)
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  if len(x) == rows:
-    return x
-  return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)])
-
-
 def make_classify(model: TwoStreamTransformer, layout: multimodal.Layout, *, all_targets: bool,
                   num_orders: int):
   """classify(params, tokens int32 [N, L-1], seed) -> (labels [N], probs [N, C]) in numpy,
@@ -216,12 +206,7 @@ def make_classify(model: TwoStreamTransformer, layout: multimodal.Layout, *, all
                                               all_targets=all_targets, num_orders=num_orders))
 
   def classify(params, tokens: np.ndarray, seed: int = 0):
-    probs = []
-    for i, start in enumerate(range(0, len(tokens), CHUNK)):
-      rows = tokens[start:start + CHUNK]
-      key = jax.random.fold_in(jax.random.key(seed), i)
-      probs.append(np.asarray(chunk(params, _pad_rows(rows, CHUNK), key))[:len(rows)])
-    probs = np.concatenate(probs) if probs else np.zeros((0, layout.num_classes), np.float32)
+    (probs,) = map_chunks(functools.partial(chunk, params), [tokens], size=CHUNK, seed=seed)
     return probs.argmax(-1).astype(np.int32), probs
 
   return classify

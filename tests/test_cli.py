@@ -31,3 +31,25 @@ def test_default_config_and_exit():
   assert len(cli.unknown_config_keys(argv, GAN)) == 2
   with pytest.raises(SystemExit, match="optim.nope.*\n.*eval.bad"):
     cli.exit_on_unknown_config_keys(argv, GAN)
+
+
+def test_read_images_refuses_what_no_tool_can_use(tmp_path):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import pytest  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "x.npz")
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    cli.read_images(path)
+  np.savez(path, pictures=np.zeros((2, 28, 28), np.uint8))
+  with pytest.raises(ValueError, match="has no `images` array"):
+    cli.read_images(path)
+  np.savez(path, images=np.zeros((0, 28, 28), np.uint8))
+  with pytest.raises(ValueError, match="holds no image"):
+    cli.read_images(path)
+  np.savez(path, images=np.zeros((2, 28, 28), np.float32))
+  with pytest.raises(ValueError, match="must be uint8"):
+    cli.read_images(path)
+  np.savez(path, images=np.zeros((2, 28, 28), np.uint8))
+  with pytest.raises(ValueError, match="no `labels` array"):
+    cli.read_images(path, need_labels=True)
+  images, labels = cli.read_images(path)
+  assert images.shape == (2, 28, 28) and labels is None

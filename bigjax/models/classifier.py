@@ -18,6 +18,7 @@ an exact sampler of q(x_T | x_S) would reach (`experiments.gan_eval --posterior_
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigjax.data import mnist
+from bigjax.evaluation.chunked import map_chunks
 
 __all__ = ["Classifier", "NUM_CLASSES", "make_predict"]
 
@@ -156,20 +158,8 @@ def make_predict(model: Classifier, params: Any, batch_size: int = 500
                        f"{images.shape[1]}x{images.shape[2]} images (resize them with "
                        f"bigjax.data.mnist.resize(images, {size}) or use a classifier trained at "
                        "this size).")
-    n = len(images)
-    outs = []
-    for start in range(0, n, batch_size):
-      chunk = images[start:start + batch_size]
-      given = None if source is None else source[start:start + batch_size]
-      if len(chunk) < batch_size:
-        pad = [(0, batch_size - len(chunk)), (0, 0), (0, 0)]
-        chunk = np.pad(chunk, pad)
-        given = None if given is None else np.pad(given, pad)
-      outs.append(jax.device_get(apply(params, mnist.to_unit_range(chunk), given)))
-    if not outs:
-      return (np.zeros((0,), np.int32), np.zeros((0, NUM_CLASSES), np.float32),
-              np.zeros((0, model.feature_dim), np.float32))
-    labels, probs, features = (np.concatenate(parts)[:n] for parts in zip(*outs))
+    labels, probs, features = map_chunks(functools.partial(apply, params),
+                                         [mnist.to_unit_range(images), source], size=batch_size)
     return labels, probs.astype(np.float32), features.astype(np.float32)
 
   return predict
