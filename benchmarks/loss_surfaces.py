@@ -12,8 +12,17 @@ and the 7x7 rotated conditionals y1 | y2 = v, 62 surfaces on the 100x100 grid. M
 
   python -m benchmarks.loss_surfaces                  # all, appends to benchmarks/RESULTS.md
   python -m benchmarks.loss_surfaces --no-write       # print only
+  python -m benchmarks.loss_surfaces --modes quadrature_f32 --no-reference --no-write \
+      --json /tmp/surfaces.json                       # one mode's time, no error columns
 
-Each measurement runs in its own subprocess so that peak memory is its own.
+Each measurement runs in its own subprocess so that peak memory is its own. `--grid_size N`
+uses an N x N grid instead of 100 x 100 and `--repeats N` overrides the steady-state repeats
+(the tests' tiny shapes); `--no-reference` skips the float64 reference, and with it the errors
+and the scipy check. `--json PATH` writes one row per mode (one object for one mode, else a
+list) with the fields of benchmarks/gpu_suite.py's schema: `device`, `config`, `batch_size`
+(loss values per call: surfaces x grid points), `dtype`, `step_seconds` (steady-state seconds
+of the whole family), `images_per_second` and `mfu` (None), `peak_memory_bytes` (the device
+allocator's peak where the backend reports it).
 """
 from __future__ import annotations
 
@@ -56,15 +65,18 @@ def family_tasks():
   return tasks
 
 
-def worker(mode: str, out_path: str):
-  """Runs one measurement in this process and writes its surfaces and facts."""
+def worker(mode: str, out_path: str | None, grid_size: int = 100,
+           repeats: int | None = None):
+  """Runs one measurement in this process; writes its surfaces to `out_path` (.npy, unless
+  None) and returns its facts."""
   import jax
-  method, x64, multiplier, repeats = MODES[mode]
+  method, x64, multiplier, default_repeats = MODES[mode]
+  repeats = default_repeats if repeats is None else repeats
   jax.numpy.zeros(1).block_until_ready()
   baseline = _peak_rss_mb()
   from bigjax.mixtures import divergences, surfaces, two_gmm
   with jax.enable_x64(x64):
-    axis = np.linspace(-2, 2, 100)
+    axis = np.linspace(-2, 2, grid_size)
     target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
     thetas = surfaces.grid_2d(axis, axis)
     tasks = family_tasks()
@@ -94,11 +106,18 @@ def worker(mode: str, out_path: str):
         compute(tasks, **kwargs)
         times.append(time.perf_counter() - start)
   steady = min(times)
-  np.save(out_path, values.reshape(len(tasks), 100, 100))
-  return dict(mode=mode, first_call_s=first, steady_s=steady,
-              compile_s=max(first - steady, 0.0), peak_rss_mb=_peak_rss_mb(),
+  if out_path:
+    np.save(out_path, values.reshape(len(tasks), grid_size, grid_size))
+  from benchmarks import gan_step
+  return dict(mode=mode, config="loss_surfaces:fig3_family", method=method,
+              dtype="float64" if x64 else "float32", grid_size=grid_size,
+              num_samples=2000 if method == "mc" else None,
+              batch_size=len(tasks) * grid_size * grid_size, first_call_s=first,
+              steady_s=steady, step_seconds=steady, compile_s=max(first - steady, 0.0),
+              images_per_second=None, mfu=None,
+              peak_memory_bytes=gan_step.peak_memory_bytes(), peak_rss_mb=_peak_rss_mb(),
               baseline_rss_mb=baseline, num_surfaces=len(tasks),
-              finite=bool(np.all(np.isfinite(values))))
+              finite=bool(np.all(np.isfinite(values))), **gan_step.machine())
 
 
 def scipy_check(reference: np.ndarray, num_points: int = 40, seed: int = 0) -> dict:
@@ -112,7 +131,8 @@ def scipy_check(reference: np.ndarray, num_points: int = 40, seed: int = 0) -> d
   from scipy.special import logsumexp
   from bigjax.mixtures import two_gmm
   rng = np.random.default_rng(seed)
-  axis = np.linspace(-2, 2, 100)
+  grid_size = reference.shape[1]
+  axis = np.linspace(-2, 2, grid_size)
   s2 = SIGMA2
 
   def log_mix(x, means, log_w, var):
@@ -148,7 +168,7 @@ def scipy_check(reference: np.ndarray, num_points: int = 40, seed: int = 0) -> d
   for t_index, (kind, angle, v) in enumerate(tasks):
     picks = num_points if kind == "joint" else max(2, num_points // 10)
     for _ in range(picks):
-      i, j = rng.integers(0, 100, 2)
+      i, j = rng.integers(0, grid_size, 2)
       (pm, pw), (qm, qw) = task_1d((axis[i], axis[j]), "marginal" if kind == "joint" else kind,
                                    angle, v)
       ref = kl_1d(pm, pw, qm, qw, s2)
@@ -169,31 +189,56 @@ def machine_facts() -> dict:
               devices=[str(d) for d in jax.devices()])
 
 
-def main():
+def main(argv: list[str] | None = None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--worker", choices=sorted(MODES), help=argparse.SUPPRESS)
   parser.add_argument("--out", help=argparse.SUPPRESS)
-  parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+  parser.add_argument("--modes", default=",".join(MODES),
+                      help=f"comma-separated modes, of {', '.join(MODES)}")
   parser.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
-  args = parser.parse_args()
+  parser.add_argument("--no-reference", action="store_true",
+                      help="skip the float64 reference (no errors, no scipy check)")
+  parser.add_argument("--grid_size", type=int, default=100, help="N of the N x N grid")
+  parser.add_argument("--repeats", type=int, default=None,
+                      help="steady-state repeats (default: each mode's own)")
+  parser.add_argument("--json", default=None, metavar="PATH",
+                      help="also write the rows to PATH (one object, or a list of several)")
+  args = parser.parse_args(argv)
+  if args.grid_size < 2 or (args.repeats is not None and args.repeats < 1):
+    parser.error("--grid_size must be >= 2 and --repeats >= 1.")
   if args.worker:
-    print(json.dumps(worker(args.worker, args.out)))
+    print(json.dumps(worker(args.worker, args.out, args.grid_size, args.repeats)))
     return
 
   modes = args.modes.split(",")
-  if "reference_f64" not in modes:
+  unknown = [m for m in modes if m not in MODES]
+  if unknown:
+    parser.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}.")
+  if args.no_reference and not args.no_write:
+    parser.error("--no-reference leaves the error columns empty: give --no-write too.")
+  if "reference_f64" not in modes and not args.no_reference:
     modes.append("reference_f64")
   results, arrays = {}, {}
+  extra = ["--grid_size", str(args.grid_size)]
+  if args.repeats is not None:
+    extra += ["--repeats", str(args.repeats)]
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   with tempfile.TemporaryDirectory() as tmp:
     for mode in modes:
       out = os.path.join(tmp, mode + ".npy")
       proc = subprocess.run([sys.executable, "-m", "benchmarks.loss_surfaces", "--worker", mode,
-                             "--out", out], cwd=REPO, capture_output=True, text=True)
+                             "--out", out, *extra], cwd=REPO, capture_output=True, text=True,
+                            env=env)
       if proc.returncode:
         raise RuntimeError(f"worker {mode} failed:\n{proc.stderr[-3000:]}")
       results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
       arrays[mode] = np.load(out)
       print(json.dumps(results[mode]), flush=True)
+  if args.no_reference:
+    if args.json:
+      from benchmarks import gan_step
+      gan_step.write_json(args.json, [results[m] for m in modes])
+    return
   reference = arrays["reference_f64"]
   kinds = np.array(["joint"] + ["marginal"] * 12 + ["conditional"] * 49)
   for mode, values in arrays.items():
@@ -206,14 +251,17 @@ def main():
   check = scipy_check(reference)
   results["reference_f64"]["max_abs_error_vs_scipy_quad"] = check
   print(json.dumps(check))
+  if args.json:
+    from benchmarks import gan_step
+    gan_step.write_json(args.json, [results[m] for m in modes])
   facts = machine_facts()
 
   lines = [f"\n## Fig. 3 family of loss surfaces ({datetime.date.today().isoformat()})\n",
            f"Machine: {facts['cpu']}, {facts['cores']} cores, Python {facts['python']}, "
            f"jax {facts['jax']} ({facts['backend']}). Command: "
            "`python -m benchmarks.loss_surfaces`.\n",
-           "62 surfaces (joint, 12 rotated marginals, 49 rotated conditionals) on the 100x100 "
-           "grid, sigma^2 = 0.1, computed in one `surfaces.loss_surfaces` call. Errors are "
+           "62 surfaces (joint, 12 rotated marginals, 49 rotated conditionals) on the "
+           f"{args.grid_size}x{args.grid_size} grid, sigma^2 = 0.1, computed in one `surfaces.loss_surfaces` call. Errors are "
            "against float64 quadrature with 4x the default orders (reference row: that "
            "reference against scipy's adaptive quad on random grid points).\n",
            "| mode | compile s | steady s | peak RSS MB (JAX baseline) | max abs error joint / "
