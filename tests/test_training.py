@@ -232,3 +232,38 @@ def test_warmup_cosine_adamw_schedule():
   clipped = optimizers.warmup_cosine_adamw(1.0, 100, warmup_steps=0, weight_decay=0.0,
                                            grad_clip=0.5)
   assert len(clipped.init(params)) == 2                  # clip, then AdamW
+
+
+def test_a_loss_that_goes_non_finite_after_a_resume_names_the_restored_step(tmp_path):
+  """The message used to call the checkpoint the run resumed from "the last good checkpoint"
+  and advise a lower learning rate, so a rerun looped on a corrupt step."""
+  _train(tmp_path, 4)
+
+  @jax.jit
+  def step_fn(state, x, y):
+    new, metrics = _step(state, x, y)
+    return new, dict(loss=jnp.where(new.step == 6, jnp.nan, metrics["loss"]))
+  with pytest.raises(training.NonFiniteLossError,
+                     match=r"non-finite loss at step 6;.* resumed from the checkpoint of step 4 "
+                           r".* 2 step\(s\) earlier and saved none since.*may hold a bad state"):
+    _train(tmp_path, 8, step_fn=step_fn, log_every=4, checkpoint_every=8)
+
+
+def test_a_full_disk_stops_the_run_and_loses_no_finished_step(tmp_path, monkeypatch):
+  """A save that fails (ENOSPC) stops training with the OSError; the steps saved before it
+  still restore, and the rerun ends exactly where an uninterrupted run does."""
+  full, _ = _train(tmp_path / "full", 12)
+  real_save = checkpoint.Checkpointer.save
+
+  def save(self, step, state):
+    if step == 8:
+      raise OSError(28, "No space left on device")
+    real_save(self, step, state)
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  with pytest.raises(OSError, match="No space left on device"):
+    _train(tmp_path / "run", 12)
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints"), key=int) == ["4"]
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)   # space again
+  state, summary = _train(tmp_path / "run", 12)
+  assert summary["resumed_from"] == 4
+  np.testing.assert_array_equal(np.asarray(state.w), np.asarray(full.w))

@@ -156,18 +156,28 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
   t0 = time.perf_counter()
   workdir = os.path.abspath(os.fspath(workdir))
   main_process = jax.process_index() == 0
+  created = [d for d in (workdir, os.path.join(workdir, "checkpoints")) if not os.path.isdir(d)]
   if main_process:
     os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+      raise PermissionError(f"{workdir} is not writable: a trainer writes its checkpoints, logs "
+                            "and config.json there. Train into a writable --workdir (tools that "
+                            "only read a run, such as evaluation, work on a read-only one).")
   sharding = state_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        signature=signature, max_to_keep=keep_checkpoints,
                                        signature_defaults=signature_defaults)
   try:
-    restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding))
+    # The trainer owns the workdir: unreadable newer steps are pruned so it can save them again.
+    restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding),
+                                                       prune=True)
     if state is None:
       state = jax.device_put(init_state(), sharding)
   except Exception:
     checkpointer.close()
+    for d in reversed(created):         # the folders this call made, if they are still empty
+      if main_process and os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
     raise
   start = int(state.step)
   logs = [METRICS_FILE] + sorted({h.log for h in hooks if h.log and h.log != METRICS_FILE})
@@ -216,7 +226,7 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
       # Every step since the last check is checked before anything is saved.
       means = ckpt_lib.average_metrics(jax.device_get(pending), last_step=done,
                                        last_saved=last_saved, directory=checkpointer.directory,
-                                       fix=fix)
+                                       fix=fix, resumed_from=restored_step)
       pending = []
       now = time.perf_counter()
       rate = (done - window[1]) / max(now - window[0], 1e-9)
