@@ -54,26 +54,11 @@ from experiments import gan_samples
 from experiments import gan_setup
 from experiments.gan_setup import (SIGNATURE_DEFAULTS, GANState, build_models, image_shape,
                                    init_state, load_images, make_optimizers, model_signature,
-                                   validate_config)
+                                   sample_tasks, validate_config)
 
 
 # ----------------------------------------------------------------------------------------------
 # The training step.
-
-def sample_tasks(rng, config, batch_size: int, length: int):
-  """(S, T) masks [B, L] from config.tasks, per example or one pair per batch."""
-  t = config.tasks
-  kwargs = {"biglearn": dict(source_alpha=t.source_alpha, source_beta=t.source_beta,
-                             target_alpha=t.target_alpha, target_beta=t.target_beta),
-            "initial_portion": dict(source_alpha=t.source_alpha, source_beta=t.source_beta),
-            "mask_and_predict": dict(mask_ratio=t.mask_ratio)}.get(t.sampler, {})
-  sampler = tasks.SAMPLERS[t.sampler]
-  if t.per_example:
-    return sampler(rng, batch_size, length, **kwargs)
-  source, target = sampler(rng, 1, length, **kwargs)
-  return (jnp.broadcast_to(source, (batch_size, length)),
-          jnp.broadcast_to(target, (batch_size, length)))
-
 
 def _adam_step(opt, grads, opt_state, params):
   updates, opt_state = opt.update(grads, opt_state, params)
@@ -205,6 +190,7 @@ def _hooks(config, workdir: str, state_params, images: np.ndarray) -> list[loop.
     if jax.process_index() != 0:
       return None
     from experiments import gan_plots  # matplotlib only when drawing
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     return gan_plots.sample_grid(drawn, ev["images"], ev["random_half"], ev["top_half"], config,
                                  os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                                  step=step)
@@ -233,8 +219,6 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   state_sharding = sharding.replicated(mesh)
   batch = batch_fn([images], config.batch_size, seed=config.seed, mesh=mesh,
                    transform=lambda x: (mnist.to_unit_range(x),))
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
 
   params = lambda state: state.g_ema_params if config.ema_decay > 0 else state.g_params
   state, run = loop.train(
@@ -251,6 +235,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       show=("d_loss", "g_loss", "r1", "images_per_sec"),
       fix="Lower optim.learning_rate or raise loss.r1_weight.")
   summary = dict(variant=config.variant, **run, dtype=config.model.dtype, **loop.environment())
+  if config.data.dataset == "mnist":
+    summary["train_digits"] = mnist.describe_split(config.data.source, config.data.split)
   write_json(os.path.join(workdir, "run.json"), summary)
   return summary
 

@@ -76,6 +76,7 @@ def validate_config(config) -> None:
   check = config_checks.Checker(config, "configs/mnist_classifier.py")
   fail = check.fail
   check.loop_fields()
+  check.held_out("data.train_split", "data.test_split")
   size = check.integer("data.image_size")
   widths = config.model.widths
   if (not isinstance(widths, (tuple, list)) or not widths
@@ -144,7 +145,8 @@ def abstract_state(config) -> ClassifierState:
 
 KIND = runs.RunKind(name="MNIST classifier", train_command=train_command,
                     abstract_state=abstract_state, signature=model_signature, migrate=migrate,
-                    signature_defaults=SIGNATURE_DEFAULTS, summary_file=SUMMARY_FILE)
+                    signature_defaults=SIGNATURE_DEFAULTS, summary_file=SUMMARY_FILE,
+                    fields=("model.feature_dim", "data.image_size"))
 
 
 def load(workdir: str, *, image_size: int | None = None, source_patch: int | None = None

@@ -38,6 +38,14 @@ class Checker:
       self.fail(f"{key} must be {want}, got {v!r}.")
     return v
 
+  def held_out(self, train_key: str, test_key: str) -> None:
+    """The test split is not trained on: two different splits, neither of them "all"."""
+    train, test = self.get(train_key), self.get(test_key)
+    if train == test or "all" in (train, test):
+      self.fail(f"{train_key}={train!r} and {test_key}={test!r}: the test split would hold "
+                "training digits, so its numbers would not be held out. Use 'train' and "
+                "'test'.")
+
   def loop_fields(self) -> None:
     """The training loop's fields (bigjax.training.train): positive integers."""
     for name in LOOP_FIELDS:

@@ -26,7 +26,7 @@ from experiments import config_checks
 __all__ = ["DATASETS", "DTYPES", "GANState", "KIND", "PARAMS", "abstract_state",
            "build_models", "channels", "heldout_digits", "heldout_images", "image_shape",
            "init_state", "load_images", "load_run", "make_optimizers", "migrate",
-           "model_signature", "train_step_flops", "validate_config"]
+           "model_signature", "sample_tasks", "train_step_flops", "validate_config"]
 
 DATASETS = ("mnist", "celeba")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,6 +56,10 @@ def validate_config(config) -> None:
   check.integer("sample_every")
   if config.tasks.sampler not in tasks.SAMPLERS:
     fail(f"tasks.sampler={config.tasks.sampler!r}; choose one of {sorted(tasks.SAMPLERS)}.")
+  try:       # the sampler's own checks (Beta parameters, ratios), once on a tiny batch
+    sample_tasks(jax.random.key(0), config, 2, 4)
+  except ValueError as e:
+    fail(f"tasks.{config.tasks.sampler}: {e}")
   m, d, e = config.model, config.data, config.eval
   if d.dataset not in DATASETS:
     fail(f"data.dataset={d.dataset!r}; choose one of {DATASETS}.")
@@ -96,6 +100,21 @@ def validate_config(config) -> None:
   if not (config.optim.learning_rate > 0 and config.optim.disc_lr_scale > 0):
     fail(f"optim.learning_rate and optim.disc_lr_scale must be > 0, got "
          f"{config.optim.learning_rate} and {config.optim.disc_lr_scale}.")
+
+
+def sample_tasks(rng, config, batch_size: int, length: int):
+  """(S, T) masks [B, L] from config.tasks, per example or one pair per batch."""
+  t = config.tasks
+  kwargs = {"biglearn": dict(source_alpha=t.source_alpha, source_beta=t.source_beta,
+                             target_alpha=t.target_alpha, target_beta=t.target_beta),
+            "initial_portion": dict(source_alpha=t.source_alpha, source_beta=t.source_beta),
+            "mask_and_predict": dict(mask_ratio=t.mask_ratio)}.get(t.sampler, {})
+  sampler = tasks.SAMPLERS[t.sampler]
+  if t.per_example:
+    return sampler(rng, batch_size, length, **kwargs)
+  source, target = sampler(rng, 1, length, **kwargs)
+  return (jnp.broadcast_to(source, (batch_size, length)),
+          jnp.broadcast_to(target, (batch_size, length)))
 
 
 def channels(config) -> int:
@@ -234,7 +253,8 @@ def train_command(workdir: str, variant: str | None = None) -> str:
 
 KIND = runs.RunKind(name="BigLearn-GAN run", train_command=train_command,
                     abstract_state=abstract_state, signature=model_signature, migrate=migrate,
-                    signature_defaults=SIGNATURE_DEFAULTS)
+                    signature_defaults=SIGNATURE_DEFAULTS,
+                    fields=("model.patch_size", "model.disc_dim", "data.image_size"))
 
 
 def load_run(workdir: str, *, params: str = "auto"

@@ -153,7 +153,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       resumed_from=run["resumed_from"], seconds=time.perf_counter() - t0,
       image_size=int(config.data.image_size), feature_dim=int(config.model.feature_dim),
       source=str(config.data.source), train_split=config.data.train_split,
-      test_split=config.data.test_split, **partial)
+      test_split=config.data.test_split,
+      train_digits=mnist.describe_split(config.data.source, config.data.train_split),
+      test_digits=mnist.describe_split(config.data.source, config.data.test_split), **partial)
   write_json(os.path.join(os.path.abspath(workdir), SUMMARY_FILE), summary)
   return summary
 

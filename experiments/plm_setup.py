@@ -35,6 +35,7 @@ __all__ = ["PLMState", "Quantiser", "abstract_state", "build_model", "kind", "tr
 def migrate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A config.json written by older code, with the fields added since set to what it did: LM
   tasks shifted like classification tasks, uniformly random orders only, no label guidance."""
+  vq_setup.migrate(config.vq)                        # the quantiser's config, nested
   return runs.add_defaults(config, {"data.lm_max_shift": config.data.max_shift,
                                    "plm.raster_prob": 0.0, "eval.guidance": 0.0})
 
@@ -60,6 +61,7 @@ def validate_config(config) -> None:
   check = config_checks.Checker(config, "configs/plm_mnist.py")
   fail = check.fail
   check.loop_fields()
+  check.held_out("data.train_split", "data.test_split")
   for name in ("warmup_steps", "eval_every"):
     check.integer(name, minimum=0)
   if config.plm.objective not in plm_config.OBJECTIVES:
@@ -170,7 +172,8 @@ def kind(layout: multimodal.Layout | None = None) -> runs.RunKind:
   reading a run's config, before its quantiser is loaded)."""
   return runs.RunKind(name="permutation-model run", train_command=train_command,
                       abstract_state=lambda config: abstract_state(config, layout),
-                      signature=lambda config: model_signature(config, layout), migrate=migrate)
+                      signature=lambda config: model_signature(config, layout), migrate=migrate,
+                      fields=("plm.objective", "vq"))
 
 
 def classification_all_targets(config) -> bool:

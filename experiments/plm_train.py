@@ -28,6 +28,7 @@ Writes into --workdir:
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -41,9 +42,10 @@ from bigjax import losses
 from bigjax import multimodal
 from bigjax import permutation
 from bigjax.data import augment
+from bigjax.data import mnist
 from bigjax.models import vq
 from bigjax.models.two_stream import TwoStreamTransformer
-from bigjax.training import batch_fn, loop, sharding, write_json
+from bigjax.training import batch_fn, loop, runs, sharding, write_json
 from experiments import plm_eval
 from experiments import plm_figures
 from experiments import plm_setup
@@ -59,9 +61,29 @@ def prepare_quantiser(config, workdir: str, *, progress: bool = True) -> Quantis
   """The run's quantiser: the finished one in `config.vq_dir`, or the one in <workdir>/vq,
   trained (or finished) there first with `config.vq` when needed."""
   directory = plm_setup.vq_dir(config, workdir)
+  if not config.vq_dir and os.path.isfile(os.path.join(directory, "config.json")):
+    # A resumed run must not pair the old quantiser with a config.json describing another.
+    trained = _flat(json.loads(runs.read_config(directory, vq_setup.KIND).to_json()))
+    wanted = _flat(json.loads(config.vq.to_json()))
+    changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
+    if changed:
+      diff = ", ".join(f"vq.{k}: {trained.get(k)!r} there, {wanted.get(k)!r} now"
+                       for k in changed)
+      raise ValueError(
+          f"the quantiser in {directory} was trained with another vq config ({diff}): this "
+          "run's tokens come from it. Resume with the vq.* settings that trained it, use a new "
+          "--workdir, or give a finished quantiser with --config.vq_dir.")
   if not config.vq_dir and not os.path.isfile(os.path.join(directory, vq_setup.SUMMARY_FILE)):
     vq_mnist.train(config.vq, directory, progress=progress)
   return plm_setup.load_quantiser(config, workdir)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """{"a.b": value} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
 
 
 def sample_orders(rng, config, layout: multimodal.Layout, batch_size: int):
@@ -195,6 +217,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   plm_figures.figure(trained, os.path.join(workdir, "fig17.png"), seed=config.seed)
   summary = dict(variant=config.variant, objective=config.plm.objective, **run,
                  train_seconds=train_seconds, vq_seconds=vq_seconds, **loop.environment(),
+                 train_digits=mnist.describe_split(config.data.source, config.data.train_split),
+                 test_digits=mnist.describe_split(config.data.source, config.data.test_split),
                  eval=result)
   summary["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, "run.json"), summary)

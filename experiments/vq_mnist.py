@@ -188,7 +188,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       widths=[int(w) for w in config.model.widths], code_dim=int(config.model.code_dim),
       num_codes=int(config.model.num_codes), grid_size=vq.grid_size(config.model.widths),
       source=str(config.data.source), train_split=config.data.train_split,
-      test_split=config.data.test_split)
+      test_split=config.data.test_split,
+      train_digits=mnist.describe_split(config.data.source, config.data.train_split),
+      test_digits=mnist.describe_split(config.data.source, config.data.test_split))
   write_json(os.path.join(workdir, SUMMARY_FILE), summary)
   return summary
 

@@ -63,6 +63,7 @@ def validate_config(config) -> None:
   check = config_checks.Checker(config, "configs/vq_mnist.py")
   fail = check.fail
   check.loop_fields()
+  check.held_out("data.train_split", "data.test_split")
   m = config.model
   widths = m.widths
   if (not isinstance(widths, (tuple, list)) or not widths
@@ -140,7 +141,8 @@ def abstract_state(config) -> VQState:
 
 KIND = runs.RunKind(name="MNIST vector quantiser", train_command=train_command,
                     abstract_state=abstract_state, signature=model_signature,
-                    migrate=migrate, summary_file=SUMMARY_FILE)
+                    migrate=migrate, summary_file=SUMMARY_FILE,
+                    fields=("model.num_codes", "codebook.decay"))
 
 
 def load(workdir: str) -> tuple[vq.VQEncoder, vq.VQDecoder, Any, jax.Array, dict[str, Any]]:

@@ -332,6 +332,9 @@ def test_refused_run_leaves_config_json_alone(mismatch):
     ({"optim.learning_rate": 0.0}, r"learning_rate and optim.disc_lr_scale must be > 0"),
     ({"loss.r1_weight": -1.0}, r"r1_weight"),
     ({"loss.reconstruction_weight": -1.0}, r"loss.reconstruction_weight must be >= 0"),
+    # These ended in a bare ZeroDivisionError.
+    ({"model.patch_size": 0}, r"model.patch_size must be a positive integer, got 0"),
+    ({"model.encoder_heads": 0}, r"model.encoder_heads must be a positive integer, got 0"),
 ])
 def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkeypatch):
   """validate_config raises ValueError, and train_and_evaluate raises it before it writes,
@@ -457,3 +460,12 @@ def test_truncate_metrics_drops_rows_past_the_checkpoint_and_a_torn_last_row(tmp
   path.write_text('{"step": 1}\n{"step": 2}')
   checkpoint.truncate_log(str(path), 5)
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_a_config_error_found_only_when_the_step_is_traced_leaves_nothing_behind(tmp_path):
+  """tasks.source_alpha=-1 passes the config checks and fails when the sampler is traced; that
+  used to leave config.json, checkpoints/ and samples/ in a new workdir."""
+  with pytest.raises(ValueError, match=r"source Beta parameters must both be > 0"):
+    biglearn_gan.train_and_evaluate(_smoke(**{"tasks.source_alpha": -1.0}),
+                                    str(tmp_path / "run"), progress=False)
+  assert not (tmp_path / "run").exists()

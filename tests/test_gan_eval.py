@@ -264,3 +264,15 @@ def test_retrieval_completions_take_the_nearest_training_digit_on_the_source_pix
     d = ((train[:, :3].astype(float) - images[i, :3]) ** 2).sum((1, 2))
     nearest = np.argsort(d)[:3]
     assert any(np.array_equal(done[i, 3:], train[j, 3:]) for j in nearest)
+
+
+def test_held_out_digits_of_an_npz_run_are_not_its_training_digits(tmp_path):
+  images, labels = mnist.load("bundled", split="train")
+  path = str(tmp_path / "digits.npz")
+  np.savez(path, images=images[:160], labels=labels[:160])
+  c = gan_mnist.get_config("smoke")
+  c.data.source, c.data.split = path, "train"
+  train = gan_setup.load_images(c)
+  heldout, _ = gan_setup.heldout_digits(c)
+  assert (len(train), len(heldout)) == (140, 20)
+  assert not ({r.tobytes() for r in train} & {r.tobytes() for r in heldout})

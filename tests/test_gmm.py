@@ -121,6 +121,20 @@ _I2 = np.eye(2)
                  "covariances", id="both-covariance-forms"),
     pytest.param(dict(means=np.zeros((3, 2, 2)), covariances=1.0, weights=np.ones((2, 2))),
                  "Batch shapes do not broadcast", id="batch-mismatch"),
+    # A single-number covariance skipped the positive-definite check (NaN parameters), and
+    # NaN or inf means and log-weights were not checked at all.
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=-1.0), "not positive definite",
+                 id="negative-scalar-covariance"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=0.0), "not positive definite",
+                 id="zero-scalar-covariance"),
+    pytest.param(dict(means=np.array([[0.0, np.nan], [1.0, 0.0]]), covariances=1.0),
+                 "means contain NaN or inf", id="nan-means"),
+    pytest.param(dict(means=np.array([[0.0, np.inf], [1.0, 0.0]]), covariances=1.0),
+                 "means contain NaN or inf", id="inf-means"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, log_weights=np.array([0.0, np.nan])),
+                 "log_weights must be finite or -inf", id="nan-log-weights"),
+    pytest.param(dict(means=np.zeros((2, 2)), covariances=1.0, log_weights=np.full(2, -np.inf)),
+                 "not -inf for every component", id="all-minus-inf-log-weights"),
 ])
 def test_create_rejects_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -274,6 +288,11 @@ def test_marginal_rejects_bad_dims():
   for dims, msg in [((), "dims is empty"), ((0, 0), "repeats"), ((3,), "outside")]:
     with pytest.raises(ValueError, match=msg):
       gmm.marginal(g, dims)
+  with pytest.raises(TypeError, match="integer dimensions"):     # used to take dim 0
+    gmm.marginal(g, (0.5,))
+  # -inf log-weights (a component of weight 0) stay allowed.
+  q = gmm.create(np.zeros((2, 2)), 1.0, log_weights=np.array([0.0, -np.inf]))
+  np.testing.assert_allclose(np.exp(q.log_weights), [1.0, 0.0])
 
 
 @pytest.mark.parametrize("obs", [(0,), (1,), (0, 2)])

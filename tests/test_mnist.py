@@ -165,14 +165,49 @@ def test_npz_uint8_float_and_flat_layouts(tmp_path):
            labels=labels.astype(np.int64))
   np.savez(tmp_path / "channel.npz", images=images[..., None], labels=labels)
   for name in ("u8", "float", "flat", "channel"):
-    for split in ("train", "test", "all"):      # one set of digits: the same for every split
-      _assert_loaded(mnist.load(str(tmp_path / f"{name}.npz"), split=split), images, labels)
+    path = str(tmp_path / f"{name}.npz")
+    _assert_loaded(mnist.load(path, split="all"), images, labels)
+    # No split of its own: the last eighth (at least one row) is held out, never trained on.
+    _assert_loaded(mnist.load(path, split="train"), images[:5], labels[:5])
+    _assert_loaded(mnist.load(path, split="test"), images[5:], labels[5:])
+
+
+def test_npz_splits_are_disjoint_and_recorded(tmp_path):
+  """An .npz used to be returned whole for every split, so a classifier tested on its own
+  training digits (accuracy 1.0) and gan_eval called training digits held out."""
+  images, labels = _digits(200, 4)
+  path = str(tmp_path / "d.npz")
+  np.savez(path, images=images, labels=labels)
+  train, test = mnist.load(path, split="train")[0], mnist.load(path, split="test")[0]
+  assert len(train) == 175 and len(test) == 25
+  assert not ({r.tobytes() for r in train} & {r.tobytes() for r in test})
+  assert mnist.describe_split(path, "test") == f"{path}: rows 175-199 of 200 (the last eighth " \
+                                               "is held out as test)"
+  # A `split` array of the file's own.
+  split = np.where(np.arange(200) % 4 == 0, "test", "train")
+  np.savez(path, images=images, labels=labels, split=split)
+  _assert_loaded(mnist.load(path, split="test"), images[::4], labels[::4])
+  np.savez(path, images=images, labels=labels, split=(np.arange(200) % 4 == 0).astype(int))
+  _assert_loaded(mnist.load(path, split="train"), images[np.arange(200) % 4 != 0],
+                 labels[np.arange(200) % 4 != 0])
+  assert "split` array names 'train'" in mnist.describe_split(path, "train")
+  # train_images / test_images.
+  np.savez(path, train_images=images[:150], train_labels=labels[:150],
+           test_images=images[150:], test_labels=labels[150:])
+  _assert_loaded(mnist.load(path, split="test"), images[150:], labels[150:])
+  _assert_loaded(mnist.load(path, split="all"), images, labels)
+  with pytest.raises(ValueError, match="'train'/'test' \\(or 0/1\\)"):
+    np.savez(path, images=images, split=np.full(200, "dev"))
+    mnist.load(path, split="train")
+  with pytest.raises(ValueError, match="too few to hold any out"):
+    np.savez(path, images=images[:1])
+    mnist.load(path, split="test")
 
 
 def test_npz_without_labels(tmp_path):
   images, _ = _digits(4, 3)
   np.savez(tmp_path / "d.npz", images=images)
-  _assert_loaded(mnist.load(str(tmp_path / "d.npz")), images, np.full(4, -1))
+  _assert_loaded(mnist.load(str(tmp_path / "d.npz"), split="all"), images, np.full(4, -1))
 
 
 def test_npz_keras_layout_is_read_by_split(tmp_path):

@@ -99,3 +99,30 @@ def test_an_old_permutation_run_loads_and_resumes(tmp_path):
   _assert_rows_close(_rows(workdir), reference["metrics"])
   for key in ("test_accuracy", "test_accuracy_1_orders", "judge_test_accuracy"):
     assert summary["eval"][key] == pytest.approx(reference["eval"][key], abs=1e-6), key
+
+
+def test_tools_say_what_a_run_of_another_kind_is(tmp_path):
+  """gan_complete/gan_figures pointed at a permutation-model or VQ run used to fail with
+  AttributeError: 'image_size', and gan_eval --classifier_dir=<a VQ run> advised training a
+  classifier into the VQ folder."""
+  with pytest.raises(runs.WrongRunError, match=r"holds no BigLearn-GAN run: it looks like a "
+                     r"permutation-model run \(experiments.plm_mnist\)"):
+    gan_setup.load_run(os.path.join(FIXTURES, "plm"))
+  with pytest.raises(runs.WrongRunError, match="holds no BigLearn-GAN run: it looks like an "
+                     "MNIST vector quantiser"):
+    gan_setup.load_run(os.path.join(FIXTURES, "plm", "vq"))
+  with pytest.raises(runs.WrongRunError, match="holds no MNIST classifier: it looks like an MNIST "
+                     "vector quantiser.*train one with `python -m experiments.mnist_classifier"):
+    classifier_setup.load(os.path.join(FIXTURES, "plm", "vq"), image_size=28)
+
+
+def test_a_permutation_run_refuses_to_resume_with_another_quantiser_config(tmp_path):
+  """Resuming with a changed vq.* used to keep the old quantiser and rewrite config.json to
+  describe the new, unused one."""
+  workdir, config, _ = _copy("plm", tmp_path, plm_setup.kind())
+  before = open(os.path.join(workdir, "config.json")).read()
+  config.vq.learning_rate = 1e-4
+  with pytest.raises(ValueError, match=r"trained with another vq config \(vq.learning_rate: "
+                     r"0.003 there, 0.0001 now\)"):
+    plm_train.train_and_evaluate(config, workdir, progress=False)
+  assert open(os.path.join(workdir, "config.json")).read() == before

@@ -378,3 +378,11 @@ def test_sgd_trajectories_rejects_bad_arguments():
     surfaces.sgd_trajectories(target, model_fn, np.zeros((1, 2)),
                               [MatchingTask("joint", noise_var=-0.1)], rng=_key(0),
                               num_steps=10, learning_rate=0.1)
+
+
+def test_loss_surfaces_refuses_an_empty_grid():
+  """It used to raise a bare IndexError."""
+  q = two_gmm.target(0.1)
+  with pytest.raises(ValueError, match="non-empty grid"):
+    surfaces.loss_surfaces(q, two_gmm.model_fn(0.1), np.zeros((0, 2)),
+                           [surfaces.MatchingTask("joint")])

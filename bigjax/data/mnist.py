@@ -14,9 +14,13 @@ The source is one of
                  t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (split "test", 10,000);
                  split "all" concatenates train and test.
   FILE.npz       an .npz file with `images` ([N, 28, 28], [N, 28, 28, 1] or [N, 784]; uint8, or
-                 floats in [0, 1]) and optional `labels` [N]; the file is one set of digits and is
-                 returned whole for every split. Keras' `mnist.npz` layout (`x_train`, `y_train`,
-                 `x_test`, `y_test`) is read by split.
+                 floats in [0, 1]) and optional `labels` [N]. Its splits: a `split` array [N]
+                 ("train"/"test", or 0/1) when it has one; else the last eighth of its rows (at
+                 least one) is "test" and the rest "train", as in the bundled file (the rule
+                 `describe_split` states, which runs record); "all" is every row. Files with
+                 `train_images`/`test_images` (and `train_labels`/`test_labels`) or Keras'
+                 `mnist.npz` layout (`x_train`, `y_train`, `x_test`, `y_test`) are read by
+                 split.
   "tfds"         `tensorflow_datasets.load("mnist")`; needs tensorflow and tensorflow-datasets
                  installed (neither is a bigjax requirement) and network access the first time.
   "auto"         the IDX files in `data_dir` or in $BIGJAX_MNIST_DIR if they are there, else
@@ -69,8 +73,9 @@ def load(source: str | os.PathLike = "auto", *, split: str = "train",
 
   Args:
     source: "auto", "bundled", "tfds", a directory holding the IDX files, or an .npz file.
-    split: "train", "test" or "all" (train and test together). An .npz file with `images` is
-      one set of digits and is returned whole for every split.
+    split: "train", "test" or "all" (train and test together). The splits of an .npz file
+      are its own (`split`, `train_images`/`test_images`, Keras' layout) or, for `images`
+      alone, the last eighth of its rows as "test" (`describe_split`).
     data_dir: for "auto", a directory to look in for the IDX files (before $BIGJAX_MNIST_DIR)
       and tfds's data directory; for "tfds", its data directory. Default: $BIGJAX_MNIST_DIR
       for the IDX files and tfds's own default (~/tensorflow_datasets, or $TFDS_DATA_DIR).
@@ -277,19 +282,70 @@ def _load_npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                      f"{_HOW_TO_FIX}") from e
   with data:
     keys = set(data.files)
-    if "images" in keys:
-      images_key, labels_key = "images", "labels"
-    elif {"x_train", "x_test"} <= keys:      # keras.datasets.mnist's mnist.npz
-      if split == "all":
-        parts = [_load_npz_arrays(data, path, f"x_{s}", f"y_{s}") for s in ("train", "test")]
+    for images_name, labels_name in (("{}_images", "{}_labels"), ("x_{}", "y_{}")):
+      if {images_name.format("train"), images_name.format("test")} <= keys:   # split by key
+        parts = [_load_npz_arrays(data, path, images_name.format(s), labels_name.format(s))
+                 for s in (("train", "test") if split == "all" else (split,))]
         return tuple(np.concatenate(p) for p in zip(*parts))
-      images_key, labels_key = f"x_{split}", f"y_{split}"
-    else:
+    if "images" not in keys:
       raise ValueError(
           f"{path} has no array `images` (it holds: {', '.join(sorted(keys)) or 'nothing'}). "
           "Save the digits as np.savez(path, images=images, labels=labels), images uint8 "
           "[N, 28, 28] and labels [N] (optional).")
-    return _load_npz_arrays(data, path, images_key, labels_key)
+    images, labels = _load_npz_arrays(data, path, "images", "labels")
+    if split == "all":
+      return images, labels
+    rows = (_npz_split_rows(data["split"], len(images), split, path) if "split" in keys
+            else _held_out_rows(len(images), split, path))
+    return images[rows], labels[rows]
+
+
+def _held_out_rows(n: int, split: str, path: str) -> np.ndarray:
+  """The rows of `split` of an .npz with no split of its own: the last n // 8 (at least 1) are
+  "test", the others "train"."""
+  if n < 2:
+    raise ValueError(f"{path} holds {n} image(s), too few to hold any out: give a `split` array "
+                     "or at least 2 images, or load it with split='all'.")
+  num_test = max(1, n // 8)
+  return np.arange(n - num_test, n) if split == "test" else np.arange(n - num_test)
+
+
+def _npz_split_rows(split_array, n: int, split: str, path: str) -> np.ndarray:
+  """The rows whose entry of the file's `split` array names `split` ("train"/"test" or 0/1)."""
+  s = np.asarray(split_array)
+  if s.shape != (n,):
+    raise ValueError(f"`split` in {path} has shape {s.shape}; expected [{n}], one entry per "
+                     "image.")
+  names = (s.astype(str) if s.dtype.kind in "US" else
+           np.where(s.astype(np.int64) == 0, "train", "test") if np.isin(s, (0, 1)).all()
+           else None)
+  if names is None or not np.isin(names, ("train", "test")).all():
+    raise ValueError(f"`split` in {path} must hold 'train'/'test' (or 0/1) per image, got "
+                     f"values {np.unique(s)[:5].tolist()}.")
+  rows = np.flatnonzero(names == split)
+  if not len(rows):
+    raise ValueError(f"`split` in {path} puts no image in {split!r}.")
+  return rows
+
+
+def describe_split(source: str, split: str) -> str:
+  """Which digits of `source` the split `split` is, in words (what a run records)."""
+  path = os.path.expanduser(os.fspath(source))
+  if source == "bundled":
+    return {"train": "bundled rows 0-6,999", "test": "bundled rows 7,000-7,999",
+            "all": "all 8,000 bundled rows"}[split]
+  if not (os.path.isfile(path) and (path.endswith(".npz") or zipfile.is_zipfile(path))):
+    return f"{source}: the {split} split of the source"
+  with np.load(path) as data:
+    keys = set(data.files)
+    if "images" not in keys or split == "all":
+      return f"{path}: the {split} split of the file"
+    if "split" in keys:
+      return f"{path}: the rows its `split` array names {split!r}"
+    n = len(data["images"])
+  num_test = max(1, n // 8)
+  rows = (f"{n - num_test}-{n - 1}" if split == "test" else f"0-{n - num_test - 1}")
+  return f"{path}: rows {rows} of {n} (the last eighth is held out as test)"
 
 
 def _load_npz_arrays(data, path: str, images_key: str, labels_key: str):

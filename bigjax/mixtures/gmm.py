@@ -71,9 +71,12 @@ def _check_dims(dims, dim: int, name: str) -> tuple[int, ...]:
   if isinstance(dims, (int, np.integer)):
     dims = (dims,)
   try:
-    dims = tuple(int(d) for d in dims)
+    dims = tuple(dims)
   except TypeError as e:
     raise TypeError(f"{name} must be a sequence of ints, got {dims!r}.") from e
+  if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+    raise TypeError(f"{name} must hold integer dimensions (0.5 names none), got {dims!r}.")
+  dims = tuple(int(d) for d in dims)
   if not dims:
     raise ValueError(f"{name} is empty: name at least one dimension of the {dim}-D mixture.")
   if len(set(dims)) != len(dims):
@@ -101,17 +104,17 @@ def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
     raise ValueError(f"{name} is not symmetric; pass symmetric covariance matrices.")
   if not cov.size:
     return
-  eigs = np.linalg.eigvalsh(cov)
-  eig_min = eigs.min(axis=-1)
+  eigs = np.linalg.eigvalsh(cov.reshape((-1,) + cov.shape[-2:]))      # [M, D], M >= 1
+  eig_min, eig_max = eigs.min(axis=-1), np.abs(eigs).max(axis=-1)
   # Relative to the largest eigenvalue and the input's precision: a matrix that is singular
   # up to rounding would give a Cholesky factor of noise (or NaN) in that precision.
-  bad = np.argwhere(eig_min <= cov.shape[-1] * eps * np.abs(eigs).max(axis=-1))
+  bad = np.flatnonzero(eig_min <= cov.shape[-1] * eps * eig_max)
   if bad.size:
-    idx = tuple(int(i) for i in bad[0])
+    idx = np.unravel_index(bad[0], cov.shape[:-2]) if cov.ndim > 2 else ()
     raise ValueError(
-        f"{name} is not positive definite: matrix {idx} has smallest eigenvalue "
-        f"{eig_min[tuple(bad[0])]:.3g} against largest {np.abs(eigs[tuple(bad[0])]).max():.3g} "
-        f"(singular in {np.dtype(dtype).name} precision). {hint}")
+        f"{name} is not positive definite: matrix {tuple(int(i) for i in idx)} has smallest "
+        f"eigenvalue {eig_min[bad[0]]:.3g} against largest {eig_max[bad[0]]:.3g} (singular in "
+        f"{np.dtype(dtype).name} precision). {hint}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +143,8 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
     means = means.astype(jnp.result_type(float))
   k, d = means.shape[-2:]
   dtype = means.dtype
+  if _is_concrete(means) and not np.all(np.isfinite(np.asarray(means))):
+    raise ValueError("means contain NaN or inf.")
   if (covariances is None) == (scale_tril is None):
     raise ValueError("Give exactly one of `covariances` and `scale_tril`.")
   if covariances is not None:
@@ -187,6 +192,11 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
   if log_weights.shape[-1:] != (k,):
     raise ValueError(f"weights must have shape [..., {k}] to match means {means.shape}, got "
                      f"{log_weights.shape}.")
+  if _is_concrete(log_weights):
+    lw = np.asarray(log_weights)
+    if np.any(np.isnan(lw) | (lw == np.inf)) or np.any(np.all(lw == -np.inf, axis=-1)):
+      raise ValueError("log_weights must be finite or -inf (a weight of 0), and not -inf for "
+                       f"every component of a mixture; got {lw}.")
   log_weights = jax.nn.log_softmax(log_weights, axis=-1)
   try:
     batch = jnp.broadcast_shapes(log_weights.shape[:-1], means.shape[:-2],

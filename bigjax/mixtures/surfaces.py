@@ -248,6 +248,10 @@ def loss_surfaces(target: GMM, model_fn: Callable[[Any], GMM], thetas, tasks:
   if target.batch_shape:
     raise ValueError(f"target must be a single mixture, got batch shape {target.batch_shape}.")
   thetas = jax.tree.map(jnp.asarray, thetas)
+  sizes = {int(np.shape(t)[0]) if np.ndim(t) else 0 for t in jax.tree.leaves(thetas)}
+  if 0 in sizes or len(sizes) != 1:
+    raise ValueError(f"thetas must be a non-empty grid [G, ...] with G > 0 rows in every leaf, "
+                     f"got leading sizes {sorted(sizes)} (an empty grid has no loss to compute).")
   model0 = jax.eval_shape(model_fn, jax.tree.map(lambda t: t[0], thetas))
   if model0.means.shape[-1] != target.dim or model0.means.ndim != 2:
     raise ValueError(f"model_fn must return one {target.dim}-D mixture (means [K, "

@@ -26,7 +26,7 @@ import ml_collections
 
 from bigjax.training import checkpoint as ckpt_lib
 
-__all__ = ["Run", "RunKind", "add_defaults", "load", "read_config"]
+__all__ = ["Run", "RunKind", "WrongRunError", "add_defaults", "load", "read_config"]
 
 CONFIG_FILE = "config.json"
 
@@ -65,6 +65,8 @@ class RunKind:
     signature_defaults: signature fields added since older checkpoints, with their values then.
     summary_file: the file a finished run has (describing its last step); None: a run is
       usable from any checkpoint.
+    fields: config fields ("group.name") every run of this kind has, to tell its runs from
+      other experiments' (checked before `migrate`).
   """
   name: str
   train_command: Callable[[str, str | None], str]
@@ -73,6 +75,7 @@ class RunKind:
   migrate: Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict] = _unchanged
   signature_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   summary_file: str | None = None
+  fields: tuple[str, ...] = ()
 
 
 class Run(NamedTuple):
@@ -85,12 +88,37 @@ class Run(NamedTuple):
   workdir: str
 
 
+# What bigjax's own experiments leave in a run directory, to say what a directory of another
+# kind is (only for error messages): (file or folder, what it is).
+_LAYOUTS = (("vq.json", "an MNIST vector quantiser (experiments.vq_mnist)"),
+            ("classifier.json", "an MNIST classifier (experiments.mnist_classifier)"),
+            ("vq", "a permutation-model run (experiments.plm_mnist)"),
+            ("samples", "a BigLearn-GAN run (experiments.biglearn_gan)"),
+            ("surfaces.npz", "a loss-surface run (experiments.loss_surfaces)"),
+            ("metrics.npz", "a 25-GMM run (experiments.gmm25)"))
+
+
+class WrongRunError(ValueError):
+  """The directory holds a run of another kind than the one asked for."""
+
+
+def _has(config: ml_collections.ConfigDict, key: str) -> bool:
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
 def read_config(workdir: str, kind: RunKind) -> ml_collections.ConfigDict:
   """The run's config.json, migrated to the current fields.
 
   Raises:
     FileNotFoundError: no such directory, or no config.json in it; the message gives the
       command that trains one.
+    WrongRunError: the directory holds another kind of run (the message says which, where it
+      can tell).
   """
   workdir = os.path.abspath(os.fspath(workdir))
   path = os.path.join(workdir, CONFIG_FILE)
@@ -99,7 +127,16 @@ def read_config(workdir: str, kind: RunKind) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"no {kind.name} in {workdir} (the directory {why}); train one "
                             f"with `{kind.train_command(workdir, None)}`.")
   with open(path) as f:
-    return kind.migrate(ml_collections.ConfigDict(json.load(f)))
+    config = ml_collections.ConfigDict(json.load(f))
+  missing = [key for key in kind.fields if not _has(config, key)]
+  if missing:
+    what = next((desc for name, desc in _LAYOUTS if os.path.exists(os.path.join(workdir, name))),
+                "another experiment's run")
+    raise WrongRunError(f"{workdir} holds no {kind.name}: it looks like {what} (its "
+                        f"config.json has no {', '.join(missing)}). Give the directory of a "
+                        f"{kind.name}, or train one with "
+                        f"`{kind.train_command('DIR', None)}`.")
+  return kind.migrate(config)
 
 
 def load(workdir: str, kind: RunKind, *,
@@ -146,8 +183,11 @@ def load(workdir: str, kind: RunKind, *,
   device = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                           kind.abstract_state(config))
+  # Read-only: a reader never creates, rewrites or deletes anything in a run directory; an
+  # unreadable newest step is skipped in memory (with a warning naming the step used).
   checkpointer = ckpt_lib.Checkpointer(checkpoints, signature=kind.signature(config),
-                                       signature_defaults=kind.signature_defaults)
+                                       signature_defaults=kind.signature_defaults,
+                                       read_only=True)
   try:
     step, state = checkpointer.restore_latest(abstract)
   finally:
