@@ -10,7 +10,6 @@ their sum, without digests (verify=False) and with them, and the ratio of the su
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile

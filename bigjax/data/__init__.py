@@ -9,4 +9,6 @@
 
   mnist_8k.npz  8,000 real MNIST digits, read by `bigjax.data.mnist.load("bundled")`; see
                 README.md here for its source and licence.
+  wordnet/      the WordNet text tasks lexname and hypernym (train, dev), with WordNet's
+                licence; `glue.wordnet_dir(task)`.
 """

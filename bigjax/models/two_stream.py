@@ -17,8 +17,11 @@ A learned start slot (the content of a virtual position 0 that every position ma
 and that attends only to itself) gives a position with nothing visible, e.g. the first token of
 joint generation, a well-defined attention over one key instead of a softmax over no keys.
 
-Differences from XLNet-base that a weight port must handle: absolute learned position
-embeddings instead of relative attention, pre-LayerNorm blocks, no segment recurrence/memory.
+Differences from XLNet-base: absolute learned position embeddings instead of relative attention,
+pre-LayerNorm blocks, learned segment embeddings, the start slot, no memory. XLNet itself, with
+Hugging Face's weights, is `bigjax.models.xlnet` (App. E.2); this model stays separate because
+making it a configuration of that one would change the numerics that its measured App. E.1
+results and bit-identical smoke runs rest on. Both read the same perm_mask convention.
 """
 from __future__ import annotations
 
