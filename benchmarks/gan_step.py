@@ -362,6 +362,14 @@ def run_in_subprocess(spec, batch_size, dtype, steps, profile_dir=None) -> dict[
     command += ["--dtypes", dtype]
   if profile_dir:
     command += ["--profile", profile_dir]
+  # Not _error_row on failure: its machine() would start this process's own device client.
+  return subprocess_row(command, dict(config=spec, batch_size=batch_size, dtype=dtype,
+                                      steps=steps))
+
+
+def subprocess_row(command: list[str], row: dict[str, Any]) -> dict[str, Any]:
+  """Runs a benchmark's `--in_process` command from the repository; returns the JSON row it
+  printed last, or `row` with `error` (how it ended, its stderr's end) and `out_of_memory`."""
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                         check=False)
@@ -370,12 +378,9 @@ def run_in_subprocess(spec, batch_size, dtype, steps, profile_dir=None) -> dict[
       return json.loads(line)
   how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
          else f"exit status {proc.returncode}")
-  # Not _error_row: its machine() would start this process's own device client.
-  return dict(config=spec, batch_size=batch_size, dtype=dtype, steps=steps,
-              error=(f"the measurement process ended without a result ({how}): "
-                     f"{proc.stderr.strip()[-1500:]}"),
-              out_of_memory=_is_oom(f"killed by signal {-proc.returncode}"
-                                    if proc.returncode < 0 else proc.stderr))
+  return dict(row, error=(f"the measurement process ended without a result ({how}): "
+                          f"{proc.stderr.strip()[-1500:]}"),
+              out_of_memory=_is_oom(how if proc.returncode < 0 else proc.stderr))
 
 
 def write_json(path: str, rows: list[dict[str, Any]]) -> None:

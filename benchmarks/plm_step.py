@@ -33,13 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = ("float32", "bfloat16")
 WARMUP_STEPS = 2
 
@@ -193,18 +190,8 @@ def run_in_subprocess(variant, dtype, steps, batch_size) -> dict[str, Any]:
              "--dtypes", dtype, "--steps", str(steps)]
   if batch_size:
     command += ["--batch_size", str(batch_size)]
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                        check=False)
-  for line in reversed(proc.stdout.splitlines()):
-    if line.startswith("{"):
-      return json.loads(line)
-  how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-         else f"exit status {proc.returncode}")
-  message = f"the measurement process ended without a result ({how}): {proc.stderr[-1500:]}"
-  return dict(config=f"plm_mnist:{variant}", batch_size=batch_size, dtype=dtype, steps=steps,
-              error=message, out_of_memory=gan_step._is_oom(  # pylint: disable=protected-access
-                  how if proc.returncode < 0 else proc.stderr))
+  return gan_step.subprocess_row(command, dict(config=f"plm_mnist:{variant}",
+                                               batch_size=batch_size, dtype=dtype, steps=steps))
 
 
 def main(argv: list[str] | None = None) -> int:
