@@ -383,14 +383,40 @@ def subprocess_row(command: list[str], row: dict[str, Any]) -> dict[str, Any]:
               out_of_memory=_is_oom(how if proc.returncode < 0 else proc.stderr))
 
 
-def write_json(path: str, rows: list[dict[str, Any]]) -> None:
-  """Writes one object (a single row) or a list of rows to `path`, atomically."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
+def dump_json(path: str, obj: Any, *, default=None) -> None:
+  """Writes `obj` as JSON to `path` atomically (a temporary file, then a rename), creating its
+  folder. Without jax, for the benchmarks' parent processes, which must not start a device
+  client (the library's writer, `bigjax.training.checkpoint.write_json`, asks jax for the
+  process index)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(rows[0] if len(rows) == 1 else rows, f, indent=1)
+    json.dump(obj, f, indent=1, default=default)
   os.replace(tmp, path)
+
+
+def write_json(path: str, rows: list[dict[str, Any]]) -> None:
+  """Writes one object (a single row) or a list of rows to `path`, atomically."""
+  dump_json(path, rows[0] if len(rows) == 1 else rows)
+
+
+def add_measurement_flags(parser: argparse.ArgumentParser) -> None:
+  """--steps, --in_process and --json, as every step benchmark takes them."""
+  parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up)")
+  parser.add_argument("--in_process", action="store_true",
+                      help="run every measurement in this process (no isolation)")
+  parser.add_argument("--json", default=None, metavar="PATH",
+                      help="also write the rows to PATH (one object, or a list of several)")
+
+
+def report_row(row: dict[str, Any], rows: list[dict[str, Any]], json_path: str | None) -> bool:
+  """Appends `row` to `rows`, prints it as one JSON line and rewrites `json_path` (if given);
+  returns whether it failed other than by running out of memory (the exit status's concern)."""
+  rows.append(row)
+  print(json.dumps(row), flush=True)
+  if json_path:
+    write_json(json_path, rows)
+  return "error" in row and not row.get("out_of_memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,11 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="global batch sizes (default: each config's own)")
   parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
                       help="model computation dtypes (default: each config's model.dtype)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up)")
-  parser.add_argument("--in_process", action="store_true",
-                      help="run every measurement in this process (no isolation)")
-  parser.add_argument("--json", default=None, metavar="PATH",
-                      help="also write the rows to PATH (one object, or a list of several)")
+  add_measurement_flags(parser)
   parser.add_argument("--profile", default=None, metavar="DIR",
                       help=f"trace {PROFILE_STEPS} more steps with jax.profiler and summarise "
                            "the device time per kernel (one measurement only)")
@@ -435,12 +457,8 @@ def main(argv: list[str] | None = None) -> int:
   for spec in configs:
     for batch_size in batch_sizes:
       for dtype in dtypes:
-        row = run(spec, batch_size, dtype, args.steps, args.profile)
-        failed |= "error" in row and not row.get("out_of_memory")
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.json:
-          write_json(args.json, rows)
+        failed |= report_row(run(spec, batch_size, dtype, args.steps, args.profile), rows,
+                             args.json)
   return 1 if failed else 0
 
 

@@ -135,16 +135,11 @@ def main(argv: list[str] | None = None):
   if args.worker is not None:
     print(json.dumps(worker(args.worker, args.variant, args.seeds_per_batch)))
     return
+  from benchmarks import gan_step  # jax-free, like this parent process
   rows = []
   for n in args.seeds:
-    if args.in_process:
-      rows.append(worker(n, args.variant, args.seeds_per_batch))
-    else:
-      rows.append(_subprocess_row(n, args.variant, args.seeds_per_batch))
-    print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-      from benchmarks import gan_step
-      gan_step.write_json(args.json, rows)
+    run = worker if args.in_process else _subprocess_row
+    gan_step.report_row(run(n, args.variant, args.seeds_per_batch), rows, args.json)
   lines = [f"\n## 25-GMM reverse-KL exploration, `{args.variant}` protocol "
            f"({datetime.date.today().isoformat()})\n",
            f"Machine: {rows[0]['machine_text']}.\n",

@@ -68,6 +68,8 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from benchmarks import gan_step   # standard library only at import: no jax in this parent
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHEELS = os.path.join(REPO, ".whl")
 SITE = os.path.join(tempfile.gettempdir(), "bigjax_gpu_suite_site")
@@ -221,7 +223,6 @@ def matmul_worker(dtype: str, size: int, *, repeats: int = 10, rounds: int = 5) 
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from benchmarks import gan_step  # pylint: disable=import-outside-toplevel
   from bigjax.evaluation import flops  # pylint: disable=import-outside-toplevel
   keys = jax.random.split(jax.random.key(0), 8)
   a = [jax.random.normal(k, (size, size), jnp.float32).astype(dtype) for k in keys[:4]]
@@ -565,13 +566,6 @@ def summary_table(rows: list[dict[str, Any]], environment: dict[str, Any], *, ti
   return "\n".join(lines) + "\n"
 
 
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=str)
-  os.replace(tmp, path)
-
-
 def gather_environment(out_dir: str, env: dict[str, str], *, tiny: bool, command: str,
                        packages_how: str) -> dict[str, Any]:
   path = os.path.join(out_dir, "logs", "environment.child.json")
@@ -612,7 +606,7 @@ def run_suite(selected: Sequence[Measurement], out_dir: str, *, tiny: bool,
     env = child_env(pythonpath, tiny=tiny, cache_dir=cache_dir)
     environment = gather_environment(out_dir, env, tiny=tiny, command=command,
                                      packages_how=how)
-    _write_json(os.path.join(out_dir, "environment.json"), environment)
+    gan_step.dump_json(os.path.join(out_dir, "environment.json"), environment, default=str)
     log(f"gpu_suite: {environment.get('device')} x {environment.get('device_count')}, jax "
         f"{environment.get('packages', {}).get('jax')}; {len(selected)} measurement(s)"
         + (" (tiny)" if tiny else ""))
@@ -642,7 +636,7 @@ def run_suite(selected: Sequence[Measurement], out_dir: str, *, tiny: bool,
       if row.get("experiment") == "matmul" and row["status"] == "ok":
         rates[row["precision"]] = row["matmul_tflops"]
       annotate_matmul(row, rates)
-      _write_json(path, row)
+      gan_step.dump_json(path, row, default=str)
       rows.append(row)
       with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(summary_table(rows, environment, tiny=tiny, command=command))
@@ -750,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
            else environment_worker())
     print(json.dumps(row), flush=True)
     if args.json:
-      _write_json(args.json, row)
+      gan_step.dump_json(args.json, row, default=str)
     return 0
 
   everything = measurements()

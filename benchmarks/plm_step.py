@@ -31,11 +31,12 @@ Prints one JSON object per line; `--json PATH` also writes them (one object, or 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from typing import Any
+
+from benchmarks import gan_step
 
 DTYPES = ("float32", "bfloat16")
 WARMUP_STEPS = 2
@@ -86,7 +87,6 @@ def measure(variant: str, dtype: str, steps: int, batch_size: int | None = None
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from benchmarks import gan_step  # pylint: disable=import-outside-toplevel
   from bigjax import multimodal  # pylint: disable=import-outside-toplevel
   from bigjax.evaluation import flops  # pylint: disable=import-outside-toplevel
   from bigjax.training import sharding  # pylint: disable=import-outside-toplevel
@@ -173,7 +173,6 @@ def measure(variant: str, dtype: str, steps: int, batch_size: int | None = None
 
 
 def run_in_process(variant, dtype, steps, batch_size) -> dict[str, Any]:
-  from benchmarks import gan_step  # pylint: disable=import-outside-toplevel
   try:
     return measure(variant, dtype, steps, batch_size)
   except Exception as e:  # pylint: disable=broad-except
@@ -185,7 +184,6 @@ def run_in_process(variant, dtype, steps, batch_size) -> dict[str, Any]:
 
 def run_in_subprocess(variant, dtype, steps, batch_size) -> dict[str, Any]:
   """The same measurement in a fresh `python -m benchmarks.plm_step --in_process`."""
-  from benchmarks import gan_step  # pylint: disable=import-outside-toplevel
   command = [sys.executable, "-m", "benchmarks.plm_step", "--in_process", "--variant", variant,
              "--dtypes", dtype, "--steps", str(steps)]
   if batch_size:
@@ -201,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="the transformer's computation dtypes")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="global batch (default: the config's)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up)")
-  parser.add_argument("--in_process", action="store_true",
-                      help="run every measurement in this process (no isolation)")
-  parser.add_argument("--json", default=None, metavar="PATH",
-                      help="also write the rows to PATH (one object, or a list of several)")
+  gan_step.add_measurement_flags(parser)
   args = parser.parse_args(argv)
   try:
     load_config(args.variant)
@@ -213,16 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   if args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
     parser.error("--steps and --batch_size must be positive.")
-  from benchmarks import gan_step  # pylint: disable=import-outside-toplevel
   run = run_in_process if args.in_process else run_in_subprocess
   rows, failed = [], False
   for dtype in args.dtypes:
-    row = run(args.variant, dtype, args.steps, args.batch_size)
-    failed |= "error" in row and not row.get("out_of_memory")
-    rows.append(row)
-    print(json.dumps(row), flush=True)
-    if args.json:
-      gan_step.write_json(args.json, rows)
+    failed |= gan_step.report_row(run(args.variant, dtype, args.steps, args.batch_size), rows,
+                                  args.json)
   return 1 if failed else 0
 
 

@@ -39,17 +39,14 @@ def test_read_images_refuses_what_no_tool_can_use(tmp_path):
   path = str(tmp_path / "x.npz")
   with pytest.raises(FileNotFoundError, match="does not exist"):
     cli.read_images(path)
-  np.savez(path, pictures=np.zeros((2, 28, 28), np.uint8))
-  with pytest.raises(ValueError, match="has no `images` array"):
-    cli.read_images(path)
-  np.savez(path, images=np.zeros((0, 28, 28), np.uint8))
-  with pytest.raises(ValueError, match="holds no image"):
-    cli.read_images(path)
-  np.savez(path, images=np.zeros((2, 28, 28), np.float32))
-  with pytest.raises(ValueError, match="must be uint8"):
-    cli.read_images(path)
-  np.savez(path, images=np.zeros((2, 28, 28), np.uint8))
-  with pytest.raises(ValueError, match="no `labels` array"):
-    cli.read_images(path, need_labels=True)
+  for arrays, kwargs, message in (
+      (dict(pictures=np.zeros((2, 28, 28), np.uint8)), {}, "has no `images` array"),
+      (dict(images=np.zeros((0, 28, 28), np.uint8)), {}, "holds no image"),
+      (dict(images=np.zeros((2, 28, 28), np.float32)), {}, "must be uint8"),
+      (dict(images=np.zeros((2, 28, 28), np.uint8)), dict(need_labels=True),
+       "no `labels` array")):
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+      cli.read_images(path, **kwargs)
   images, labels = cli.read_images(path)
   assert images.shape == (2, 28, 28) and labels is None
