@@ -255,6 +255,34 @@ def trace_steps(step, state, batch, steps: int, trace_dir: str, step_seconds: fl
   return state, summary
 
 
+def compile_and_time(step_fn, state, args: tuple, steps: int, *, warmup: int = 2):
+  """Lowers and compiles the jitted `step_fn(state, *args) -> (state, metrics)`, takes `warmup`
+  untimed steps, then times `steps` steps one by one (each waited for): the step benchmarks'
+  one timer.
+
+  Returns:
+    (state, metrics, compiled, (lower_s, compile_s, seconds of each timed step)).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  start = time.perf_counter()
+  lowered = step_fn.lower(state, *args)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  metrics = None
+  for _ in range(warmup):
+    state, metrics = compiled(state, *args)
+  jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, *args)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  return state, metrics, compiled, (lower_s, compile_s, times)
+
+
 def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
             profile_dir: str | None = None) -> dict[str, Any]:
   """One measurement (see the module docstring); raises on failure."""
@@ -279,21 +307,8 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
   batch = sharding.global_batch(images.astype(np.float32), mesh)
 
   step_fn = biglearn_gan.jit_train_step(config, mesh, state_sharding)
-  start = time.perf_counter()
-  lowered = step_fn.lower(state, batch)
-  lower_s = time.perf_counter() - start
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - start
-  for _ in range(WARMUP_STEPS):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready((state, metrics))
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
+  state, metrics, compiled, (lower_s, compile_s, times) = compile_and_time(
+      step_fn, state, (batch,), steps)
   step_s = float(np.median(times))
   losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k in ("d_loss", "g_loss")}
   profile = None
@@ -329,7 +344,7 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
       compiled_memory=memory, final_losses=losses, **counts, **machine())
   if profile_dir:
     row["profile"] = profile
-  del state, metrics, compiled, lowered
+  del state, metrics, compiled
   return row
 
 

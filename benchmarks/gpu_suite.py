@@ -203,8 +203,10 @@ def measurements() -> list[Measurement]:
           "xlnet_base_ft_and_biglearn_L128_b32",
           "xlnet-base-sized fine-tuning and big-learn train steps, length 128, batch 32, "
           "float32 and bfloat16", (),
-          unavailable="not available yet: the XLNet fine-tuning experiment (its FT and "
-                      "big-learn train steps) has not landed",
+          unavailable="not available yet: benchmarks/finetune_step.py times the FT and "
+                      "big-learn train steps (CPU rows in benchmarks/RESULTS.md), but its "
+                      "rows lack this suite's schema (images_per_second, mfu, peak memory) "
+                      "and a bfloat16 model; not wired in",
           facts=(("config", "xlnet-base FT and big-learn, length 128"), ("batch_size", 32))),
   ]
 

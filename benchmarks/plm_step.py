@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from typing import Any
 
 from benchmarks import gan_step
@@ -123,21 +122,8 @@ def measure(variant: str, dtype: str, steps: int, batch_size: int | None = None
           jax.device_put(quantiser.params, replicated),
           jax.device_put(quantiser.vectors, replicated))
 
-  start = time.perf_counter()
-  lowered = step_fn.lower(state, *args)
-  lower_s = time.perf_counter() - start
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - start
-  for _ in range(WARMUP_STEPS):
-    state, metrics = compiled(state, *args)
-  jax.block_until_ready((state, metrics))
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, *args)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
+  state, metrics, compiled, (lower_s, compile_s, times) = gan_step.compile_and_time(
+      step_fn, state, args, steps, warmup=WARMUP_STEPS)
   step_s = float(np.median(times))
 
   # Model FLOPs: the transformer's forward matmuls on the step's shapes, x3 (forward+backward).

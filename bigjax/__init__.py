@@ -9,6 +9,8 @@ Where the paper lives (one hop from each equation to its code):
   permutation   factorisation orders z and XLNet permutation masks for Eq. (15); App. E.1's
                 mix of classification and LM tasks (`mixed_orders`)
   multimodal    App. E.1: the token layout of (image tokens, label), p(y | x), and sampling
+  finetuning    App. E.2: Eq. (16) (FT), Eq. (15) over the text and the label as one sequence,
+                Eq. (17) (big-learn) for XLNet, and completions
   mixtures/     Gaussian mixtures and their matchings: the 2-D simulations of Sec. 3.3 / App. B
                 (Eq. (7): two_gmm, surfaces, optima) and the 25-GMM exploration of Sec. 4.1 /
                 App. C (Eq. (10): matching); gmm, divergences and linalg underneath

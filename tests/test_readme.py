@@ -68,3 +68,131 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   ours = model.apply(params, x.input_ids, token_type_ids=x.token_type_ids,
                      attention_mask=x.attention_mask)["logits"]
   assert np.abs(np.asarray(ours) - logits).max() < 1e-4
+
+
+def _bash_commands(marker: str) -> list[list[str]]:
+  """The `python -m ...` lines of the bash block after `<!-- marker -->`, split as a shell would."""
+  import shlex
+  with open(README) as f:
+    text = f.read()
+  match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", text, re.S)
+  assert match, f"no bash block after <!-- {marker} --> in README.md"
+  return [shlex.split(line)[2:] for line in match.group(1).splitlines()
+          if line.startswith("python -m ")]
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+  out = {}
+  i = 0
+  while i < len(args):
+    assert args[i].startswith("--"), f"README command argument {args[i]!r} is not a flag"
+    key, sep, value = args[i][2:].partition("=")
+    if not sep:
+      value, i = args[i + 1], i + 1
+    out[key] = value
+    i += 1
+  return out
+
+
+def _config_from(flags: dict[str, str], extra: dict[str, object]):
+  """The experiment config a command line asks for (--config FILE:ARG and --config.K=V), with
+  `extra` overrides on top."""
+  import ast
+  import importlib
+  path, _, arg = flags["config"].partition(":")
+  config = importlib.import_module("configs." + os.path.basename(path)[:-3]).get_config(arg)
+
+  def put(key, value):
+    *groups, name = key.split(".")
+    node = config
+    for g in groups:
+      node = node[g]
+    assert name in node, f"README flag --config.{key} names no config field"
+    node[name] = value
+
+  for key, value in flags.items():
+    if key.startswith("config."):
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass
+      put(key[len("config."):], value)
+  for key, value in extra.items():
+    put(key, value)
+  return config
+
+
+def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monkeypatch):
+  """The "Big learning as a fine-tuning strategy" GLUE commands, in-process, on a tiny random HF
+  XLNet saved by transformers (standing in for xlnet-base-cased) and GLUE-layout files: each
+  sweep on a two-run grid (FT and beta 0.4, the other grid fields at the README run's values),
+  then the scorer on the run the README names."""
+  import pytest
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  import test_text_data as text
+  from test_finetune_experiment import _write_rte
+  from bigjax.data import tokenizer as xtok
+  from experiments import finetune_eval, finetune_sweep
+
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "corpus.txt").write_text("\n".join(text._sentences(400)) + "\n")
+  xtok.train_sentencepiece("corpus.txt", "xlnet-base-cased", vocab_size=70)
+  torch.manual_seed(0)
+  transformers.XLNetLMHeadModel(transformers.XLNetConfig(
+      vocab_size=70, d_model=16, n_layer=1, n_head=2, d_inner=24)).save_pretrained(
+          "xlnet-base-cased")
+  _write_rte(tmp_path / "glue_data" / "RTE")
+  sentences = text._sentences(48, seed=5)
+  mrpc_head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+  mrpc = [f"{i % 2}\t{i}\t{i + 100}\t{sentences[i]}\t{sentences[i + 24]}" for i in range(24)]
+  sst = [f"{s}\t{i % 2}" for i, s in enumerate(sentences[:24])]
+  for task, head, rows in (("MRPC", mrpc_head, mrpc), ("SST-2", "sentence\tlabel\n", sst)):
+    os.makedirs(tmp_path / "glue_data" / task)
+    (tmp_path / "glue_data" / task / "train.tsv").write_text(head + "\n".join(rows[:16]) + "\n")
+    (tmp_path / "glue_data" / task / "dev.tsv").write_text(head + "\n".join(rows[16:]) + "\n")
+
+  commands = _bash_commands("finetune-glue")
+  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 3 + [
+      "experiments.finetune_eval"]
+  small = {"batch_size": 8, "sweep.learning_rates": (2e-5,), "sweep.num_epochs": (3,),
+           "sweep.warmup_steps": (0,), "sweep.betas": (0.0, 0.4), "sweep.seeds": (0,)}
+  for args in commands[:3]:
+    flags = _flags(args[1:])
+    table = finetune_sweep.sweep(_config_from(flags, small), flags["workdir"], progress=False)
+    assert table["methods"]["FT"]["runs"] == 1 and table["methods"]["big-learn"]["runs"] == 1
+    assert os.path.isfile(os.path.join(flags["workdir"], "fig18.png"))
+  assert "f1" in table["methods"]["FT"] or table["task"] != "mrpc"
+  flags = _flags(commands[3][1:])
+  scores = finetune_eval.evaluate_file(flags["workdir"], flags["data"], flags["out"])
+  with open(os.path.join(flags["workdir"], "result.json")) as f:
+    assert scores["accuracy"] == __import__("json").load(f)["dev"]["accuracy"]
+
+
+def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
+  """The WordNet block: the corpus builder on WordNet-format files the test writes, and the
+  pretraining and sweep command lines checked against their configs (their runs are the ones
+  benchmarks/RESULTS.md reports; tests/test_finetune_experiment.py runs both modes small)."""
+  import importlib
+  from bigjax.data import wordnet_corpus
+  from experiments import cli
+  root = tmp_path / "wordnet-base" / "usr" / "share" / "wordnet"
+  os.makedirs(root)
+  dev = open(os.path.join(wordnet_corpus.glue.wordnet_dir("lexname"), "dev.tsv")).read()
+  held_out = dev.splitlines()[1].split("\t")[0]
+  for pos in wordnet_corpus.PARTS_OF_SPEECH:
+    (root / f"data.{pos}").write_text(
+        "  1 This software and database is being provided to you\n"
+        f"00001740 03 n 01 thing 0 000 | a {pos} thing; \"an example\"\n"
+        f"00001741 03 n 01 held 0 000 | {held_out}; \"left out\"\n")
+  commands = _bash_commands("finetune-wordnet")
+  assert commands[0][0] == "bigjax.data.wordnet_corpus"
+  flags = _flags(commands[0][1:])
+  os.chdir(tmp_path)
+  wordnet_corpus.main([f"--wordnet_dir={flags['wordnet_dir']}", f"--out={flags['out']}"])
+  assert (tmp_path / "corpus.txt").read_text().splitlines() == [
+      f'a {pos} thing; "an example"' for pos in wordnet_corpus.PARTS_OF_SPEECH]
+  for args in commands[1:]:
+    importlib.import_module(args[0])
+    assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
+    _config_from(_flags(args[1:]), {})

@@ -29,8 +29,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "Examples", "wordnet_dir", "load_tsv", "prepare_tfds", "load_tfds", "accuracy", "f1",
-           "evaluate"]
+__all__ = ["Task", "TASKS", "Examples", "wordnet_dir", "load_tsv", "read_tsv", "prepare_tfds",
+           "load_tfds", "accuracy", "f1", "evaluate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,24 @@ def load_tsv(task: str | Task, task_dir: str, split: str) -> Examples:
     raise FileNotFoundError(f"{task.name}: no {path} (the directory holds: {held}); expected "
                             f"GLUE's {split}.tsv with columns {list(task.text_columns)}"
                             f"{'' if split == 'test' else ' and ' + repr(task.label_column)}.")
+  return read_tsv(task, path, labelled=split != "test")
+
+
+def read_tsv(task: str | Task, path: str, *, labelled: bool = True) -> Examples:
+  """Reads any TSV file in the task's GLUE layout (`load_tsv` reads a split's).
+
+  Args:
+    task: a key of TASKS or a Task.
+    path: the file.
+    labelled: the label column is required; False: optional (absent: labels -1, as GLUE's test
+      files).
+
+  Raises:
+    FileNotFoundError, ValueError: as `load_tsv`.
+  """
+  task = _task(task)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{task.name}: no file {path!r}.")
   csv.field_size_limit(sys.maxsize)
   # utf-8-sig: GLUE's MRPC files start with a byte-order mark; QUOTE_NONE: quotes are text.
   with open(path, encoding="utf-8-sig", newline="") as f:
@@ -137,7 +155,7 @@ def load_tsv(task: str | Task, task_dir: str, split: str) -> Examples:
   if not rows:
     raise ValueError(f"{path} is empty; expected a header row {list(task.text_columns)}.")
   header = rows[0]
-  need = list(task.text_columns) + ([] if split == "test" else [task.label_column])
+  need = list(task.text_columns) + ([task.label_column] if labelled else [])
   absent = [c for c in need if c not in header]
   if absent:
     raise ValueError(f"{path}: columns {absent} missing from the header {header}; {task.name} "
@@ -151,7 +169,7 @@ def load_tsv(task: str | Task, task_dir: str, split: str) -> Examples:
   fields = [[r[c] for c in columns] for _, r in body]
   first = [f[0] for f in fields]
   second = [f[1] for f in fields] if len(task.text_columns) == 2 else None
-  if split == "test" and task.label_column not in header:
+  if task.label_column not in header:
     labels = np.full(len(fields), -1, np.int32)
   else:
     label_at = header.index(task.label_column)

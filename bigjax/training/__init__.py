@@ -4,7 +4,7 @@
                non-finite stop, checkpoints, periodic `Hook`s, compile count)
   data_order   `batch_indices`: the rows of step s's batch, a pure function of (seed, stream, s);
                `batch_fn`: a loop's batch function over in-memory arrays (sharded on a mesh)
-  optimizers   `warmup_cosine_adamw`, the supervised trainers' optimiser
+  optimizers   `warmup_cosine_adamw`; `adamw_direction` + `warmup_linear_lr` (rate as an argument)
   checkpoint   Orbax checkpoints with a model signature and fallback to older steps
   runs         `load`: a finished run's migrated config and restored state (`RunKind`)
   writer       metrics rows as JSON lines and TensorBoard events

@@ -1,0 +1,235 @@
+"""experiments.finetune / finetune_sweep / finetune_eval (App. E.2) on tiny models and GLUE-layout
+files the tests write: pretraining from scratch, FT and big-learn runs, the sweep's Table 4 and
+Fig. 18, scoring any file, resuming, and the refusals."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+from bigjax.models import xlnet_weights  # noqa: E402
+from bigjax.training import SignatureMismatchError  # noqa: E402
+from configs import finetune as finetune_config  # noqa: E402
+from experiments import finetune, finetune_eval, finetune_sweep  # noqa: E402
+from test_text_data import _sentences  # noqa: E402
+
+
+def _write_rte(directory, n_train=16, n_dev=8, seed=0, bad_label=False):
+  """RTE-layout files: label entailment when the pair's sentences start with the same word."""
+  os.makedirs(directory, exist_ok=True)
+  sentences = _sentences(2 * (n_train + n_dev), seed=seed, low=3, high=9)
+  rows = []
+  for i in range(n_train + n_dev):
+    a, b = sentences[2 * i], sentences[2 * i + 1]
+    if i % 2:
+      b = a.split()[0] + " " + b
+    label = "entailment" if a.split()[0] == b.split()[0] else "not_entailment"
+    rows.append(f"{i}\t{a}\t{b}\t{label}")
+  if bad_label:
+    rows[n_train] = rows[n_train].rsplit("\t", 1)[0] + "\tmaybe"
+  head = "index\tsentence1\tsentence2\tlabel\n"
+  with open(os.path.join(directory, "train.tsv"), "w") as f:
+    f.write(head + "\n".join(rows[:n_train]) + "\n")
+  with open(os.path.join(directory, "dev.tsv"), "w") as f:
+    f.write(head + "\n".join(rows[n_train:]) + "\n")
+  with open(os.path.join(directory, "test.tsv"), "w") as f:
+    f.write("index\tsentence1\tsentence2\n" + "\n".join(
+        "\t".join(r.split("\t")[:3]) for r in rows[n_train:]) + "\n")
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  """A tiny XLNet pretrained from scratch with Eq. (15) (mode "pretrain"): (workdir, summary)."""
+  root = tmp_path_factory.mktemp("lm")
+  corpus = root / "corpus.txt"
+  corpus.write_text("\n".join(_sentences(240, seed=3)) + "\n")
+  config = finetune_config.get_config("smoke_pretrain")
+  config.data.corpus = str(corpus)
+  config.data.vocab_size = 70
+  workdir = str(root / "run")
+  return workdir, finetune.train(config, workdir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def rte_dir(tmp_path_factory):
+  return _write_rte(tmp_path_factory.mktemp("glue") / "RTE")
+
+
+def _smoke(model_dir, task_dir, **overrides):
+  config = finetune_config.get_config("smoke")
+  config.task = "rte"
+  config.model_dir = model_dir
+  config.data.task_dir = task_dir
+  config.update(overrides)
+  return config
+
+
+def _tree_state(directory):
+  return {os.path.relpath(os.path.join(r, n), directory): os.stat(os.path.join(r, n)).st_mtime_ns
+          for r, _, files in os.walk(directory) for n in files}
+
+
+def test_pretraining_writes_its_losses_completions_and_an_hf_directory(pretrained):
+  transformers = pytest.importorskip("transformers")
+  workdir, summary = pretrained
+  assert summary["method"] == "pretrain" and summary["steps"] == summary["steps_per_epoch"]
+  assert np.isfinite(summary["heldout_nll_per_token"])
+  assert np.isfinite(summary["unigram_nll_per_token"]) and summary["unigram_nll_per_token"] > 0
+  assert len(summary["completions"]) == 2
+  assert all(set(c) == {"given", "completion", "original"} for c in summary["completions"])
+  with open(os.path.join(workdir, "heldout.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r["step"] for r in rows][-1] == summary["steps"]
+  model_dir = summary["model_dir"]
+  assert os.path.isfile(os.path.join(model_dir, "spiece.model"))
+  model, params = xlnet_weights.load_pretrained(model_dir)
+  assert model.lm_head and model.num_labels == 0 and model.vocab_size == 70
+  hf = transformers.XLNetLMHeadModel.from_pretrained(model_dir)
+  assert hf.config.d_model == model.d_model
+
+
+def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte_dir,
+                                                                   tmp_path):
+  model_dir = pretrained[1]["model_dir"]
+  workdir = str(tmp_path / "run")
+  config = _smoke(model_dir, rte_dir, num_epochs=2, beta=0.5)
+  result = finetune.train(config, workdir, progress=False)
+  assert result["method"] == "big-learn" and result["steps"] == 4
+  assert [e["epoch"] for e in result["epochs"]] == [1, 2] and result["compilations"] == 1
+  assert result["dev"] == {k: v for k, v in result["epochs"][-1].items() if k != "epoch"}
+  assert result["num_dev"] == 8 and 0.0 <= result["dev"]["accuracy"] <= 1.0
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    row = json.loads(f.readlines()[-1])
+  assert {"ft_loss", "plm_loss", "plm_text_nll", "learning_rate"} <= set(row)
+  # Resumed: nothing trained again, the same numbers.
+  again = finetune.train(config, workdir, progress=False)
+  assert again["resumed_from"] == 4 and again["dev"] == result["dev"]
+
+  before = _tree_state(workdir)
+  scores = finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "dev.tsv"),
+                                       str(tmp_path / "scores"))
+  assert scores["accuracy"] == result["dev"]["accuracy"] and scores["examples"] == 8
+  lines = (tmp_path / "scores" / "predictions.tsv").read_text().splitlines()
+  assert lines[0].split("\t") == ["index", "prediction", "label", "p(entailment)",
+                                  "p(not_entailment)"] and len(lines) == 9
+  unlabelled = finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "test.tsv"),
+                                           str(tmp_path / "test_scores"))
+  assert "accuracy" not in unlabelled and unlabelled["examples"] == 8
+  with pytest.raises(ValueError, match="only reads"):
+    finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "dev.tsv"),
+                                os.path.join(workdir, "scores"))
+  assert _tree_state(workdir) == before                       # the scorer only read the run
+
+
+def test_beta_zero_runs_are_ft(pretrained, rte_dir, tmp_path):
+  model_dir = pretrained[1]["model_dir"]
+  result = finetune.train(_smoke(model_dir, rte_dir, beta=0.0), str(tmp_path / "ft"),
+                          progress=False)
+  assert result["method"] == "FT"
+  with open(tmp_path / "ft" / "metrics.jsonl") as f:
+    assert "plm_loss" not in json.loads(f.readline())
+
+
+def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(pretrained, rte_dir,
+                                                                           tmp_path):
+  model_dir = pretrained[1]["model_dir"]
+  workdir = str(tmp_path / "sweep")
+  config = _smoke(model_dir, rte_dir)
+  table = finetune_sweep.sweep(config, workdir, progress=False)
+  assert table["runs"] == 4 and not table["failed"]
+  assert table["methods"]["FT"]["runs"] == 2 and table["methods"]["big-learn"]["runs"] == 2
+  assert table["methods"]["FT"]["seed_spread"]["groups"] == 1
+  assert set(table["betas"]) == {"0", "0.5"} and table["paired"]["pairs"] == 2
+  for name in ("table4.json", "table4.md", "fig18.png", "sweep.json"):
+    assert os.path.isfile(os.path.join(workdir, name))
+  assert "| FT | 2 |" in (tmp_path / "sweep" / "table4.md").read_text()
+  runs = sorted(os.listdir(os.path.join(workdir, "runs")))
+  assert runs == sorted(finetune_sweep.run_name(p) for p in finetune_sweep.points(config))
+
+  # Again: nothing is trained or rewritten; a torn result.json is finished from its checkpoint.
+  results = {r: os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns
+             for r in runs}
+  with open(os.path.join(workdir, "runs", runs[0], "result.json"), "w") as f:
+    f.write('{"dev": ')
+  again = finetune_sweep.sweep(config, workdir, progress=False)
+  assert again["methods"] == table["methods"]
+  for r in runs[1:]:
+    assert os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns == results[r]
+  with open(os.path.join(workdir, "runs", runs[0], "result.json")) as f:
+    redone = json.load(f)
+  assert redone["resumed_from"] == redone["steps"]             # evaluated, not retrained
+
+  # Another config's sweep directory, and a run directory of another run: refused, unchanged.
+  before = _tree_state(workdir)
+  other = _smoke(model_dir, rte_dir)
+  other.data.max_length = 20
+  with pytest.raises(finetune_sweep.SweepMismatchError, match="data.max_length: 24 there, 20"):
+    finetune_sweep.sweep(other, workdir, progress=False)
+  run_config = os.path.join(workdir, "runs", runs[1], "config.json")
+  with open(run_config) as f:
+    held = json.load(f)
+  held["learning_rate"] = 0.5
+  with open(run_config, "w") as f:
+    json.dump(held, f)
+  before = _tree_state(workdir)
+  with pytest.raises(finetune_sweep.SweepMismatchError, match="another config"):
+    finetune_sweep.sweep(config, workdir, progress=False)
+  assert _tree_state(workdir) == before
+
+
+def test_bad_input_gets_clear_errors(pretrained, rte_dir, tmp_path):
+  model_dir = pretrained[1]["model_dir"]
+  with pytest.raises(FileNotFoundError, match="model_dir .*does not exist"):
+    finetune.train(_smoke(str(tmp_path / "nowhere"), rte_dir), str(tmp_path / "a"))
+  with pytest.raises(ValueError, match="needs --config.model_dir"):
+    finetune.train(_smoke("", rte_dir), str(tmp_path / "a"))
+  bad = _write_rte(tmp_path / "BAD", bad_label=True)
+  with pytest.raises(ValueError, match="label 'maybe' .* is not one of"):
+    finetune.train(_smoke(model_dir, bad), str(tmp_path / "b"))
+  # A directory with a 3-way classifier for a 2-label task.
+  import jax
+  model, params = xlnet_weights.load_pretrained(model_dir, num_labels=3,
+                                                new_heads_rng=jax.random.key(0))
+  three = str(tmp_path / "three")
+  xlnet_weights.save_pretrained(model, params, three)
+  with pytest.raises(FileNotFoundError, match="neither spiece.model"):
+    finetune.train(_smoke(three, rte_dir), str(tmp_path / "c"))
+  (tmp_path / "three" / "spiece.model").write_bytes(
+      open(os.path.join(model_dir, "spiece.model"), "rb").read())
+  with pytest.raises(ValueError, match="3-way classifier"):
+    finetune.train(_smoke(three, rte_dir), str(tmp_path / "c"))
+  # A run directory of another model is refused before anything in it changes.
+  from bigjax.models import xlnet
+  small = xlnet.XLNet(vocab_size=70, d_model=24, n_layer=1, n_head=2, d_inner=24)
+  other = str(tmp_path / "other")
+  xlnet_weights.save_pretrained(small, small.init(jax.random.key(0), np.zeros((1, 4), np.int32)),
+                                other)
+  (tmp_path / "other" / "spiece.model").write_bytes(
+      open(os.path.join(model_dir, "spiece.model"), "rb").read())
+  workdir = str(tmp_path / "d")
+  finetune.train(_smoke(model_dir, rte_dir, beta=0.0), workdir, progress=False)
+  before = _tree_state(workdir)
+  with pytest.raises(SignatureMismatchError, match="another model"):
+    finetune.train(_smoke(other, rte_dir, beta=0.0), workdir, progress=False)
+  assert _tree_state(workdir) == before
+  pre = finetune_config.get_config("smoke_pretrain")
+  pre.data.corpus = str(tmp_path / "corpus.txt")
+  (tmp_path / "corpus.txt").write_text("a b c\n")
+  with pytest.raises(ValueError, match="a sweep fine-tunes"):
+    finetune_sweep.sweep(pre, str(tmp_path / "e"), progress=False)
+  with pytest.raises(ValueError, match="tune on dev only"):
+    finetune.train(_with(_smoke(model_dir, rte_dir), "data.dev_split", "test"),
+                   str(tmp_path / "f"))
+
+
+def _with(config, key, value):
+  *groups, name = key.split(".")
+  node = config
+  for g in groups:
+    node = node[g]
+  node[name] = value
+  return config
