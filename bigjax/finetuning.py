@@ -183,7 +183,8 @@ def classification_loss(model: xlnet.XLNet, params, batch: dict, rng, *,
 
 def biglearn_loss(classifier: xlnet.XLNet, lm_model: xlnet.XLNet, params, batch: dict, rng, *,
                   beta: float, label_embedding=None, target_fraction: float = 1.0,
-                  label_last_prob: float = 0.0) -> tuple[jax.Array, dict[str, Any]]:
+                  label_last_prob: float = 0.0,
+                  plm_examples: int = 0) -> tuple[jax.Array, dict[str, Any]]:
   """Eq. (17): Eq. (16) + beta * Eq. (15) (training mode, dropout on).
 
   Args:
@@ -195,6 +196,7 @@ def biglearn_loss(classifier: xlnet.XLNet, lm_model: xlnet.XLNet, params, batch:
     beta: beta_BigLearn >= 0, a number or a traced scalar (runs of different betas then share
       one compiled step); the Python number 0: Eq. (16) alone (no Eq. (15) pass).
     label_embedding, target_fraction, label_last_prob: `permutation_loss`.
+    plm_examples: Eq. (15) is estimated on the batch's first `plm_examples` examples (0: all).
 
   Returns:
     (loss, aux): aux has ft_loss, accuracy, and with beta > 0 plm_loss and Eq. (15)'s aux
@@ -208,7 +210,8 @@ def biglearn_loss(classifier: xlnet.XLNet, lm_model: xlnet.XLNet, params, batch:
   aux = dict(ft_loss=ft, **aux)
   if concrete and beta == 0:
     return ft, aux
-  plm, plm_aux = permutation_loss(lm_model, params, batch, k_plm,
+  part = {k: v[:plm_examples] for k, v in batch.items()} if plm_examples else batch
+  plm, plm_aux = permutation_loss(lm_model, params, part, k_plm,
                                   label_embedding=label_embedding,
                                   target_fraction=target_fraction,
                                   label_last_prob=label_last_prob)

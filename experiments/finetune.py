@@ -77,17 +77,12 @@ def compiled_step(hf_json: str, num_labels: int, *, pretrain: bool, plm: bool,
         unlabelled = {k: v for k, v in batch.items() if k != "labels"}
         return finetuning.permutation_loss(models.lm, params["xlnet"], unlabelled, key,
                                            target_fraction=target_fraction)
-      plm_part = {k: v[:plm_batch] for k, v in batch.items()} if plm_batch else batch
-      k_ft, k_plm = jax.random.split(key)
-      ft, aux = finetuning.classification_loss(models.classifier, params["xlnet"], batch, k_ft)
-      aux = dict(ft_loss=ft, **aux)
-      if not plm:
-        return ft, aux
-      value, plm_aux = finetuning.permutation_loss(
-          models.lm, params["xlnet"], plm_part, k_plm, label_embedding=params["label_embedding"],
-          target_fraction=target_fraction, label_last_prob=label_last_prob)
-      aux.update(plm_loss=value, **{f"plm_{k}": v for k, v in plm_aux.items()})
-      return ft + beta * value, aux
+      # beta is traced (one compiled step for every beta > 0); 0.0 skips Eq. (15).
+      return finetuning.biglearn_loss(
+          models.classifier, models.lm, params["xlnet"], batch, key,
+          beta=beta if plm else 0.0, label_embedding=params["label_embedding"],
+          target_fraction=target_fraction, label_last_prob=label_last_prob,
+          plm_examples=plm_batch)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     direction, opt_state = opt.update(grads, state.opt_state, state.params)
