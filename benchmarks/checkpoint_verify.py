@@ -7,6 +7,7 @@ Each repeat saves the state into a fresh directory (waiting for the asynchronous
 finish) and restores it with `restore_latest`; the table gives the median seconds of each and
 their sum, without digests (verify=False) and with them, and the ratio of the sums.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,19 @@ def states():
   """{name: (state, signature)} of the two `cpu` training states, freshly initialised."""
   gan = gan_mnist.get_config("cpu")
   plm = plm_mnist.get_config("cpu")
-  layout = multimodal.Layout(num_codes=int(plm.vq.model.num_codes), num_image_tokens=49,
-                             num_classes=10)
+  layout = multimodal.Layout(
+      num_codes=int(plm.vq.model.num_codes), num_image_tokens=49, num_classes=10
+  )
   model = plm_setup.build_model(plm, layout)
   return {
-      "BigLearn-GAN cpu": (jax.jit(lambda k: gan_setup.init_state(gan, k))(jax.random.key(0)),
-                           gan_setup.model_signature(gan)),
-      "permutation model cpu": (jax.jit(lambda k: plm_setup.init_state(plm, model, layout, k))(
-          jax.random.key(0)), plm_setup.model_signature(plm, layout)),
+      "BigLearn-GAN cpu": (
+          jax.jit(lambda k: gan_setup.init_state(gan, k))(jax.random.key(0)),
+          gan_setup.model_signature(gan),
+      ),
+      "permutation model cpu": (
+          jax.jit(lambda k: plm_setup.init_state(plm, model, layout, k))(jax.random.key(0)),
+          plm_setup.model_signature(plm, layout),
+      ),
   }
 
 
@@ -72,8 +78,10 @@ def main() -> None:
     mb = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / 2**20
     rows = {v: measure(state, signature, verify=v, repeats=args.repeats) for v in (False, True)}
     for v, r in rows.items():
-      print(f"| {name} | {mb:.1f} | {'yes' if v else 'no'} | {r['save']:.3f} | "
-            f"{r['restore']:.3f} | {r['total']:.3f} |")
+      print(
+          f"| {name} | {mb:.1f} | {'yes' if v else 'no'} | {r['save']:.3f} | "
+          f"{r['restore']:.3f} | {r['total']:.3f} |"
+      )
     print(f"| {name}: with / without | | | | | {rows[True]['total'] / rows[False]['total']:.3f} |")
 
 

@@ -18,6 +18,7 @@ wordnet (configs/finetune.py:pretrain's model: 2 layers, d 128, 2 heads, d_inner
 step_seconds (median of --steps after 2 warm-up; _min), sequences_per_second, and for big-learn
 cost_vs_ft (its step time / FT's). Prints one JSON object per row; --json also writes them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,16 @@ SIZES = {
 WARMUP_STEPS = 2
 
 
-def measure(size: str, beta: float, *, batch_size: int, length: int, plm_batch: int,
-            steps: int, dtype: str = "float32") -> dict[str, Any]:
+def measure(
+    size: str,
+    beta: float,
+    *,
+    batch_size: int,
+    length: int,
+    plm_batch: int,
+    steps: int,
+    dtype: str = "float32",
+) -> dict[str, Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -49,9 +58,17 @@ def measure(size: str, beta: float, *, batch_size: int, length: int, plm_batch: 
   num_labels = 2
   mesh = sharding.data_mesh()
   step = finetune.compiled_step(
-      json.dumps(hf_config, sort_keys=True), num_labels, pretrain=False, plm=beta > 0,
-      target_fraction=1.0, label_last_prob=0.0, plm_batch=plm_batch, weight_decay=0.0,
-      grad_clip=1.0, mesh=mesh)
+      json.dumps(hf_config, sort_keys=True),
+      num_labels,
+      pretrain=False,
+      plm=beta > 0,
+      target_fraction=1.0,
+      label_last_prob=0.0,
+      plm_batch=plm_batch,
+      weight_decay=0.0,
+      grad_clip=1.0,
+      mesh=mesh,
+  )
   models = finetune_setup.build_models(hf_config, num_labels)
   rng = np.random.default_rng(0)
   ids = rng.integers(9, SIZES[size]["vocab_size"], (batch_size, length)).astype(np.int32)
@@ -63,20 +80,31 @@ def measure(size: str, beta: float, *, batch_size: int, length: int, plm_batch: 
   key = jax.random.key(0)
   params = jax.jit(lambda k: dict(xlnet=models.lm.init(k, jnp.zeros((2, 4), jnp.int32))))(key)
   params["label_embedding"] = finetuning.init_label_embedding(
-      params["xlnet"]["params"]["transformer"]["word_embedding"]["embedding"], num_labels, key)
+      params["xlnet"]["params"]["transformer"]["word_embedding"]["embedding"], num_labels, key
+  )
   config = argparse.Namespace(weight_decay=0.0, grad_clip=1.0)
   state = finetune_setup.init_state(config, params, key)
   state = jax.device_put(state, sharding.replicated(mesh))
   batch = [sharding.global_batch(a, mesh) for a in (ids, types, mask, labels)]
   args = batch + [np.float32(1e-5), np.float32(beta)]
   state, metrics, _, (_, compile_s, times) = gan_step.compile_and_time(
-      step, state, tuple(args), steps, warmup=WARMUP_STEPS)
+      step, state, tuple(args), steps, warmup=WARMUP_STEPS
+  )
   median = float(np.median(times))
-  return dict(size=size, method="big-learn" if beta > 0 else "FT", batch_size=batch_size,
-              length=length, plm_batch=plm_batch or batch_size, dtype=dtype,
-              device=str(jax.devices()[0].device_kind), compile_s=compile_s,
-              step_seconds=median, step_seconds_min=float(min(times)),
-              sequences_per_second=batch_size / median, loss=float(metrics["loss"]))
+  return dict(
+      size=size,
+      method="big-learn" if beta > 0 else "FT",
+      batch_size=batch_size,
+      length=length,
+      plm_batch=plm_batch or batch_size,
+      dtype=dtype,
+      device=str(jax.devices()[0].device_kind),
+      compile_s=compile_s,
+      step_seconds=median,
+      step_seconds_min=float(min(times)),
+      sequences_per_second=batch_size / median,
+      loss=float(metrics["loss"]),
+  )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--size", choices=sorted(SIZES), default="base")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--length", type=int, default=128)
-  parser.add_argument("--plm_batch", type=int, default=0,
-                      help="examples of each batch in Eq. (15)'s term (0: all)")
+  parser.add_argument(
+      "--plm_batch", type=int, default=0, help="examples of each batch in Eq. (15)'s term (0: all)"
+  )
   parser.add_argument("--beta", type=float, default=0.4, help="big-learn's beta (> 0)")
   gan_step.add_measurement_flags(parser)
   parser.add_argument("--only", type=float, default=None, help=argparse.SUPPRESS)  # one beta
@@ -94,15 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("--steps must be >= 1 and --beta > 0.")
   rows, failed = [], False
   for beta in (0.0, args.beta) if args.only is None else (args.only,):
-    kw = dict(batch_size=args.batch_size, length=args.length, plm_batch=args.plm_batch,
-              steps=args.steps)
+    kw = dict(
+        batch_size=args.batch_size, length=args.length, plm_batch=args.plm_batch, steps=args.steps
+    )
     if args.in_process:
       row = measure(args.size, beta, **kw)
     else:
-      command = [sys.executable, "-m", "benchmarks.finetune_step", "--in_process",
-                 "--size", args.size, "--batch_size", str(args.batch_size), "--length",
-                 str(args.length), "--plm_batch", str(args.plm_batch), "--steps",
-                 str(args.steps), "--beta", str(args.beta), "--only", str(beta)]
+      command = [
+          sys.executable,
+          "-m",
+          "benchmarks.finetune_step",
+          "--in_process",
+          "--size",
+          args.size,
+          "--batch_size",
+          str(args.batch_size),
+          "--length",
+          str(args.length),
+          "--plm_batch",
+          str(args.plm_batch),
+          "--steps",
+          str(args.steps),
+          "--beta",
+          str(args.beta),
+          "--only",
+          str(beta),
+      ]
       row = gan_step.subprocess_row(command, dict(size=args.size, beta=beta))
     if beta > 0 and rows and "error" not in row and "error" not in rows[0]:
       row["cost_vs_ft"] = row["step_seconds"] / rows[0]["step_seconds"]

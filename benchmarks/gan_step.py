@@ -50,6 +50,7 @@ an "error" and the next measurement still runs. Prints one JSON object per line,
 `--json PATH` writes them to PATH too (one object for one measurement, else a list); the exit
 status is 1 if a measurement failed for another reason than memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,28 +70,38 @@ DTYPES = ("float32", "bfloat16")
 WARMUP_STEPS = 2
 PROFILE_STEPS = 3
 # "killed by signal 9": SIGKILL, presumably from the operating system's out-of-memory killer.
-_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "MemoryError",
-                "bad_alloc", "killed by signal 9")
+_OOM_MARKERS = (
+    "RESOURCE_EXHAUSTED",
+    "Out of memory",
+    "out of memory",
+    "MemoryError",
+    "bad_alloc",
+    "killed by signal 9",
+)
 
 
 def config_spec(text: str) -> str:
   """argparse type of a config: DATASET:VARIANT with a known dataset and variant."""
   import importlib  # pylint: disable=import-outside-toplevel
+
   dataset, _, variant = text.partition(":")
   if dataset not in CONFIG_MODULES or not variant:
     raise argparse.ArgumentTypeError(
         f"{text!r} is not DATASET:VARIANT with DATASET one of {sorted(CONFIG_MODULES)} (e.g. "
-        f"mnist:cpu, celeba:paper).")
+        f"mnist:cpu, celeba:paper)."
+    )
   variants = importlib.import_module(CONFIG_MODULES[dataset]).VARIANTS
   if variant not in variants:
-    raise argparse.ArgumentTypeError(f"unknown variant {variant!r} for {dataset}; choose one "
-                                     f"of {', '.join(variants)}.")
+    raise argparse.ArgumentTypeError(
+        f"unknown variant {variant!r} for {dataset}; choose one " f"of {', '.join(variants)}."
+    )
   return text
 
 
 def load_config(spec: str, batch_size: int | None, dtype: str | None):
   """The config `spec` names, with the batch size and model dtype overridden when given."""
   import importlib  # pylint: disable=import-outside-toplevel
+
   dataset, _, variant = spec.partition(":")
   config = importlib.import_module(CONFIG_MODULES[dataset]).get_config(variant)
   if batch_size:
@@ -104,11 +115,18 @@ def machine() -> dict[str, Any]:
   """The device (jax's device kind) and software this process runs on."""
   import jax  # pylint: disable=import-outside-toplevel
   import jaxlib  # pylint: disable=import-outside-toplevel
+
   devices = jax.devices()
-  return dict(device=devices[0].device_kind, device_count=len(devices),
-              backend=jax.default_backend(), jax=jax.__version__, jaxlib=jaxlib.__version__,
-              python=platform.python_version(), cpu_count=os.cpu_count(),
-              platform=platform.platform())
+  return dict(
+      device=devices[0].device_kind,
+      device_count=len(devices),
+      backend=jax.default_backend(),
+      jax=jax.__version__,
+      jaxlib=jaxlib.__version__,
+      python=platform.python_version(),
+      cpu_count=os.cpu_count(),
+      platform=platform.platform(),
+  )
 
 
 def _is_oom(message: str) -> bool:
@@ -117,12 +135,14 @@ def _is_oom(message: str) -> bool:
 
 def _count(tree) -> int:
   import jax  # pylint: disable=import-outside-toplevel
+
   return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
 def peak_memory_bytes() -> int | None:
   """The allocator's high-water mark, max over local devices; None where not reported."""
   import jax  # pylint: disable=import-outside-toplevel
+
   peaks = []
   for device in jax.local_devices():
     try:
@@ -143,9 +163,13 @@ def _compiled_memory(compiled) -> dict[str, int] | None:
     return None
   if isinstance(m, (list, tuple)):
     m = m[0]
-  return dict(argument=int(m.argument_size_in_bytes), output=int(m.output_size_in_bytes),
-              temp=int(m.temp_size_in_bytes), alias=int(m.alias_size_in_bytes),
-              generated_code=int(m.generated_code_size_in_bytes))
+  return dict(
+      argument=int(m.argument_size_in_bytes),
+      output=int(m.output_size_in_bytes),
+      temp=int(m.temp_size_in_bytes),
+      alias=int(m.alias_size_in_bytes),
+      generated_code=int(m.generated_code_size_in_bytes),
+  )
 
 
 def _xla_flops(compiled) -> float | None:
@@ -160,13 +184,23 @@ def _xla_flops(compiled) -> float | None:
 
 # Kernel names of matrix products (cuBLAS/cuBLASLt: "sm90_xmma_gemm_...", "nvjet_...", CUTLASS;
 # XLA's Triton GEMM fusions: "gemm_fusion_..."; convolutions through cuDNN).
-_MATMUL_KERNEL_MARKERS = ("gemm", "xmma", "nvjet", "cutlass", "cublas", "matmul", "wgmma",
-                          "conv", "cudnn")
+_MATMUL_KERNEL_MARKERS = (
+    "gemm",
+    "xmma",
+    "nvjet",
+    "cutlass",
+    "cublas",
+    "matmul",
+    "wgmma",
+    "conv",
+    "cudnn",
+)
 _COPY_MARKERS = ("memcpy", "memset")
 
 
-def profile_summary(trace_dir: str, steps: int, step_seconds: float,
-                    top: int = 12) -> dict[str, Any]:
+def profile_summary(
+    trace_dir: str, steps: int, step_seconds: float, top: int = 12
+) -> dict[str, Any]:
   """Device time per kernel class in a `jax.profiler.trace` of `steps` steps.
 
   Reads the Perfetto trace (perfetto_trace.json.gz) jax wrote under `trace_dir`; device
@@ -183,25 +217,36 @@ def profile_summary(trace_dir: str, steps: int, step_seconds: float,
   """
   import glob  # pylint: disable=import-outside-toplevel
   import gzip  # pylint: disable=import-outside-toplevel
-  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"),
-                           recursive=True))
+
+  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))
   if not paths:
     return dict(device_events=0, note=f"no perfetto_trace.json.gz under {trace_dir}")
   with gzip.open(paths[-1], "rt") as f:
     trace = json.load(f)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  device_pids = {e["pid"] for e in events
-                 if e.get("ph") == "M" and e.get("name") == "process_name"
-                 and str(e.get("args", {}).get("name", "")).startswith("/device:")}
-  threads = {(e["pid"], e.get("tid")): str(e.get("args", {}).get("name", "")) for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"
-             and e.get("pid") in device_pids}
+  device_pids = {
+      e["pid"]
+      for e in events
+      if e.get("ph") == "M"
+      and e.get("name") == "process_name"
+      and str(e.get("args", {}).get("name", "")).startswith("/device:")
+  }
+  threads = {
+      (e["pid"], e.get("tid")): str(e.get("args", {}).get("name", ""))
+      for e in events
+      if e.get("ph") == "M" and e.get("name") == "thread_name" and e.get("pid") in device_pids
+  }
   # A device's "Stream #N" lines hold its kernels and copies; lines derived from them ("XLA
   # Ops", "XLA Modules", "Steps") would count the same time twice, so they are left out.
   streams = {key for key, name in threads.items() if name.startswith("Stream")}
-  kernels = [e for e in events if e.get("ph") == "X" and e.get("pid") in device_pids
-             and e.get("dur") is not None
-             and (not streams or (e["pid"], e.get("tid")) in streams)]
+  kernels = [
+      e
+      for e in events
+      if e.get("ph") == "X"
+      and e.get("pid") in device_pids
+      and e.get("dur") is not None
+      and (not streams or (e["pid"], e.get("tid")) in streams)
+  ]
   if not kernels:
     return dict(device_events=0, device_threads=sorted(set(threads.values())))
   per_name: dict[str, list[float]] = {}
@@ -210,37 +255,53 @@ def profile_summary(trace_dir: str, steps: int, step_seconds: float,
     per_name.setdefault(str(e.get("name", "")), []).append(float(e["dur"]))
     intervals.append((float(e["ts"]), float(e["ts"]) + float(e["dur"])))
   busy, end = 0.0, -float("inf")
-  for start, stop in sorted(intervals):          # union of the intervals (streams overlap)
+  for start, stop in sorted(intervals):  # union of the intervals (streams overlap)
     if stop > end:
       busy += stop - max(start, end)
       end = stop
   classes = dict(matmul=0.0, copy=0.0, other=0.0)
   for name, durations in per_name.items():
     lower = name.lower()
-    cls = ("copy" if any(m in lower for m in _COPY_MARKERS) else
-           "matmul" if any(m in lower for m in _MATMUL_KERNEL_MARKERS) else "other")
+    cls = (
+        "copy"
+        if any(m in lower for m in _COPY_MARKERS)
+        else "matmul"
+        if any(m in lower for m in _MATMUL_KERNEL_MARKERS)
+        else "other"
+    )
     classes[cls] += sum(durations)
   ranked = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]
   us_to_ms = 1e-3 / steps
   return dict(
-      device_events=len(kernels), steps=steps, device_threads=sorted(set(threads.values())),
-      step_ms=round(step_seconds * 1e3, 4), busy_ms=round(busy * us_to_ms, 4),
+      device_events=len(kernels),
+      steps=steps,
+      device_threads=sorted(set(threads.values())),
+      step_ms=round(step_seconds * 1e3, 4),
+      busy_ms=round(busy * us_to_ms, 4),
       busy_fraction=round(busy * 1e-6 / (steps * step_seconds), 4),
       matmul_ms=round(classes["matmul"] * us_to_ms, 4),
       other_kernel_ms=round(classes["other"] * us_to_ms, 4),
       copy_ms=round(classes["copy"] * us_to_ms, 4),
       matmul_fraction_of_busy=round(classes["matmul"] / busy, 4) if busy else None,
-      distinct_kernels=len(per_name), kernels_per_step=round(len(kernels) / steps, 1),
-      top_kernels=[dict(name=name[:160], ms_per_step=round(sum(d) * us_to_ms, 4),
-                        calls_per_step=round(len(d) / steps, 2),
-                        share_of_busy=round(sum(d) / busy, 4) if busy else None)
-                   for name, d in ranked])
+      distinct_kernels=len(per_name),
+      kernels_per_step=round(len(kernels) / steps, 1),
+      top_kernels=[
+          dict(
+              name=name[:160],
+              ms_per_step=round(sum(d) * us_to_ms, 4),
+              calls_per_step=round(len(d) / steps, 2),
+              share_of_busy=round(sum(d) / busy, 4) if busy else None,
+          )
+          for name, d in ranked
+      ],
+  )
 
 
 def trace_steps(step, state, batch, steps: int, trace_dir: str, step_seconds: float):
   """Runs `steps` more steps under `jax.profiler.trace(trace_dir)`; keeps only the Perfetto
   trace (as trace_dir/perfetto_trace.json.gz) and returns (state, profile_summary(...))."""
   import jax  # pylint: disable=import-outside-toplevel
+
   raw = os.path.join(trace_dir, "raw")
   with jax.profiler.trace(raw, create_perfetto_trace=True):
     for _ in range(steps):
@@ -248,10 +309,11 @@ def trace_steps(step, state, batch, steps: int, trace_dir: str, step_seconds: fl
     jax.block_until_ready((state, metrics))
   summary = profile_summary(raw, steps, step_seconds)
   import glob  # pylint: disable=import-outside-toplevel
+
   found = glob.glob(os.path.join(raw, "**", "perfetto_trace.json.gz"), recursive=True)
   if found:
     shutil.move(sorted(found)[-1], os.path.join(trace_dir, "perfetto_trace.json.gz"))
-  shutil.rmtree(raw, ignore_errors=True)      # the xplane.pb can be tens of MB on a GPU
+  shutil.rmtree(raw, ignore_errors=True)  # the xplane.pb can be tens of MB on a GPU
   return state, summary
 
 
@@ -264,6 +326,7 @@ def compile_and_time(step_fn, state, args: tuple, steps: int, *, warmup: int = 2
     (state, metrics, compiled, (lower_s, compile_s, seconds of each timed step)).
   """
   import jax  # pylint: disable=import-outside-toplevel
+
   start = time.perf_counter()
   lowered = step_fn.lower(state, *args)
   lower_s = time.perf_counter() - start
@@ -283,8 +346,9 @@ def compile_and_time(step_fn, state, args: tuple, steps: int, *, warmup: int = 2
   return state, metrics, compiled, (lower_s, compile_s, times)
 
 
-def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
-            profile_dir: str | None = None) -> dict[str, Any]:
+def measure(
+    spec: str, batch_size: int | None, dtype: str | None, steps: int, profile_dir: str | None = None
+) -> dict[str, Any]:
   """One measurement (see the module docstring); raises on failure."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -299,8 +363,9 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   state_sharding = sharding.replicated(mesh)
-  state = jax.jit(lambda k: gan_setup.init_state(config, k),
-                  out_shardings=state_sharding)(jax.random.key(0))
+  state = jax.jit(lambda k: gan_setup.init_state(config, k), out_shardings=state_sharding)(
+      jax.random.key(0)
+  )
   counts = dict(g_params=_count(state.g_params), d_params=_count(state.d_params))
   shape = gan_setup.image_shape(config)
   images = np.random.default_rng(0).uniform(-1, 1, (config.batch_size,) + shape)
@@ -308,12 +373,13 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
 
   step_fn = biglearn_gan.jit_train_step(config, mesh, state_sharding)
   state, metrics, compiled, (lower_s, compile_s, times) = compile_and_time(
-      step_fn, state, (batch,), steps)
+      step_fn, state, (batch,), steps
+  )
   step_s = float(np.median(times))
   losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k in ("d_loss", "g_loss")}
   profile = None
   if profile_dir:
-    try:     # the timing above stands whether or not the profiler works on this machine
+    try:  # the timing above stands whether or not the profiler works on this machine
       state, profile = trace_steps(compiled, state, batch, PROFILE_STEPS, profile_dir, step_s)
     except Exception as e:  # pylint: disable=broad-except
       profile = dict(error=f"{type(e).__name__}: {e}"[-1000:])
@@ -324,10 +390,17 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
   peak = flops.peak_flops_per_second(device, dtype)
   memory = _compiled_memory(compiled)
   row = dict(
-      config=spec, variant=config.variant, batch_size=config.batch_size, dtype=dtype,
-      image_shape=list(shape), steps=steps, lower_s=round(lower_s, 2),
-      compile_s=round(compile_s, 2), step_seconds=round(step_s, 6),
-      step_seconds_min=round(min(times), 6), step_seconds_max=round(max(times), 6),
+      config=spec,
+      variant=config.variant,
+      batch_size=config.batch_size,
+      dtype=dtype,
+      image_shape=list(shape),
+      steps=steps,
+      lower_s=round(lower_s, 2),
+      compile_s=round(compile_s, 2),
+      step_seconds=round(step_s, 6),
+      step_seconds_min=round(min(times), 6),
+      step_seconds_max=round(max(times), 6),
       steps_per_second=round(1 / step_s, 3),
       images_per_second=round(config.batch_size / step_s, 2),
       model_flops_per_step=model_flops["total"],
@@ -336,12 +409,18 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
       achieved_tflops=round(model_flops["total"] / step_s / 1e12, 4),
       precision=flops.peak_precision(dtype),
       peak_tflops=None if peak is None else peak / 1e12,
-      mfu=None if peak is None else round(flops.mfu(model_flops["total"], step_s, num_devices,
-                                                    peak), 4),
+      mfu=None
+      if peak is None
+      else round(flops.mfu(model_flops["total"], step_s, num_devices, peak), 4),
       peak_memory_bytes=peak_memory_bytes(),
-      compiled_arg_out_temp_bytes=(None if memory is None else
-                                   memory["argument"] + memory["output"] + memory["temp"]),
-      compiled_memory=memory, final_losses=losses, **counts, **machine())
+      compiled_arg_out_temp_bytes=(
+          None if memory is None else memory["argument"] + memory["output"] + memory["temp"]
+      ),
+      compiled_memory=memory,
+      final_losses=losses,
+      **counts,
+      **machine(),
+  )
   if profile_dir:
     row["profile"] = profile
   del state, metrics, compiled
@@ -349,8 +428,14 @@ def measure(spec: str, batch_size: int | None, dtype: str | None, steps: int,
 
 
 def _error_row(spec, batch_size, dtype, steps, message: str) -> dict[str, Any]:
-  row = dict(config=spec, batch_size=batch_size, dtype=dtype, steps=steps,
-             error=message[-2000:], out_of_memory=_is_oom(message))
+  row = dict(
+      config=spec,
+      batch_size=batch_size,
+      dtype=dtype,
+      steps=steps,
+      error=message[-2000:],
+      out_of_memory=_is_oom(message),
+  )
   try:
     row.update(machine())
   except Exception:  # pylint: disable=broad-except
@@ -369,8 +454,16 @@ def run_in_process(spec, batch_size, dtype, steps, profile_dir=None) -> dict[str
 
 def run_in_subprocess(spec, batch_size, dtype, steps, profile_dir=None) -> dict[str, Any]:
   """The same measurement in a fresh `python -m benchmarks.gan_step --in_process`."""
-  command = [sys.executable, "-m", "benchmarks.gan_step", "--in_process", "--configs", spec,
-             "--steps", str(steps)]
+  command = [
+      sys.executable,
+      "-m",
+      "benchmarks.gan_step",
+      "--in_process",
+      "--configs",
+      spec,
+      "--steps",
+      str(steps),
+  ]
   if batch_size:
     command += ["--batch_sizes", str(batch_size)]
   if dtype:
@@ -378,24 +471,30 @@ def run_in_subprocess(spec, batch_size, dtype, steps, profile_dir=None) -> dict[
   if profile_dir:
     command += ["--profile", profile_dir]
   # Not _error_row on failure: its machine() would start this process's own device client.
-  return subprocess_row(command, dict(config=spec, batch_size=batch_size, dtype=dtype,
-                                      steps=steps))
+  return subprocess_row(command, dict(config=spec, batch_size=batch_size, dtype=dtype, steps=steps))
 
 
 def subprocess_row(command: list[str], row: dict[str, Any]) -> dict[str, Any]:
   """Runs a benchmark's `--in_process` command from the repository; returns the JSON row it
   printed last, or `row` with `error` (how it ended, its stderr's end) and `out_of_memory`."""
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                        check=False)
+  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith("{"):
       return json.loads(line)
-  how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-         else f"exit status {proc.returncode}")
-  return dict(row, error=(f"the measurement process ended without a result ({how}): "
-                          f"{proc.stderr.strip()[-1500:]}"),
-              out_of_memory=_is_oom(how if proc.returncode < 0 else proc.stderr))
+  how = (
+      f"killed by signal {-proc.returncode}"
+      if proc.returncode < 0
+      else f"exit status {proc.returncode}"
+  )
+  return dict(
+      row,
+      error=(
+          f"the measurement process ended without a result ({how}): "
+          f"{proc.stderr.strip()[-1500:]}"
+      ),
+      out_of_memory=_is_oom(how if proc.returncode < 0 else proc.stderr),
+  )
 
 
 def dump_json(path: str, obj: Any, *, default=None) -> None:
@@ -418,10 +517,17 @@ def write_json(path: str, rows: list[dict[str, Any]]) -> None:
 def add_measurement_flags(parser: argparse.ArgumentParser) -> None:
   """--steps, --in_process and --json, as every step benchmark takes them."""
   parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up)")
-  parser.add_argument("--in_process", action="store_true",
-                      help="run every measurement in this process (no isolation)")
-  parser.add_argument("--json", default=None, metavar="PATH",
-                      help="also write the rows to PATH (one object, or a list of several)")
+  parser.add_argument(
+      "--in_process",
+      action="store_true",
+      help="run every measurement in this process (no isolation)",
+  )
+  parser.add_argument(
+      "--json",
+      default=None,
+      metavar="PATH",
+      help="also write the rows to PATH (one object, or a list of several)",
+  )
 
 
 def report_row(row: dict[str, Any], rows: list[dict[str, Any]], json_path: str | None) -> bool:
@@ -436,17 +542,35 @@ def report_row(row: dict[str, Any], rows: list[dict[str, Any]], json_path: str |
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--configs", nargs="+", type=config_spec, default=None,
-                      help="DATASET:VARIANT, e.g. mnist:cpu mnist:paper celeba:paper "
-                           "(default mnist:cpu)")
-  parser.add_argument("--batch_sizes", nargs="+", type=int, default=None,
-                      help="global batch sizes (default: each config's own)")
-  parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
-                      help="model computation dtypes (default: each config's model.dtype)")
+  parser.add_argument(
+      "--configs",
+      nargs="+",
+      type=config_spec,
+      default=None,
+      help="DATASET:VARIANT, e.g. mnist:cpu mnist:paper celeba:paper " "(default mnist:cpu)",
+  )
+  parser.add_argument(
+      "--batch_sizes",
+      nargs="+",
+      type=int,
+      default=None,
+      help="global batch sizes (default: each config's own)",
+  )
+  parser.add_argument(
+      "--dtypes",
+      nargs="+",
+      choices=DTYPES,
+      default=None,
+      help="model computation dtypes (default: each config's model.dtype)",
+  )
   add_measurement_flags(parser)
-  parser.add_argument("--profile", default=None, metavar="DIR",
-                      help=f"trace {PROFILE_STEPS} more steps with jax.profiler and summarise "
-                           "the device time per kernel (one measurement only)")
+  parser.add_argument(
+      "--profile",
+      default=None,
+      metavar="DIR",
+      help=f"trace {PROFILE_STEPS} more steps with jax.profiler and summarise "
+      "the device time per kernel (one measurement only)",
+  )
   # The flags of the first version, kept so that older commands still run.
   parser.add_argument("--variants", nargs="+", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--batch_size", type=int, default=None, help=argparse.SUPPRESS)
@@ -472,8 +596,9 @@ def main(argv: list[str] | None = None) -> int:
   for spec in configs:
     for batch_size in batch_sizes:
       for dtype in dtypes:
-        failed |= report_row(run(spec, batch_size, dtype, args.steps, args.profile), rows,
-                             args.json)
+        failed |= report_row(
+            run(spec, batch_size, dtype, args.steps, args.profile), rows, args.json
+        )
   return 1 if failed else 0
 
 

@@ -13,6 +13,7 @@ samples_per_label), and judged by the run's MNIST classifier (eval.classifier_di
 <workdir>/classifier). Prints one JSON object per sampler (agreement, per-label agreement,
 seconds) and writes them all to <workdir>/samplers.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,13 @@ def sampler_spec(text: str) -> tuple[float, float]:
   try:
     temperature, guidance = (float(v) for v in text.split(","))
   except ValueError:
-    raise argparse.ArgumentTypeError(f"a sampler is TEMPERATURE,GUIDANCE (e.g. 1,0 or 0.7,3), "
-                                     f"got {text!r}.") from None
+    raise argparse.ArgumentTypeError(
+        f"a sampler is TEMPERATURE,GUIDANCE (e.g. 1,0 or 0.7,3), " f"got {text!r}."
+    ) from None
   if not (temperature > 0 and guidance >= 0):
-    raise argparse.ArgumentTypeError(f"a sampler needs temperature > 0 and guidance >= 0, got "
-                                     f"{text!r}.")
+    raise argparse.ArgumentTypeError(
+        f"a sampler needs temperature > 0 and guidance >= 0, got " f"{text!r}."
+    )
   return temperature, guidance
 
 
@@ -48,20 +51,37 @@ def measure(workdir: str, samplers, *, samples_per_label: int = 50) -> list[dict
   for temperature, guidance in samplers:
     t0 = time.perf_counter()
     agreement, per_label = plm_eval.sampler_agreement(
-        run, judge, samples_per_label, seed=int(run.config.seed) + 100,
-        temperature=temperature, guidance=guidance)
-    rows.append(dict(temperature=temperature, guidance=guidance, order=run.config.eval.order,
-                     samples_per_label=samples_per_label, agreement=agreement,
-                     per_label=per_label, seconds=time.perf_counter() - t0))
+        run,
+        judge,
+        samples_per_label,
+        seed=int(run.config.seed) + 100,
+        temperature=temperature,
+        guidance=guidance,
+    )
+    rows.append(
+        dict(
+            temperature=temperature,
+            guidance=guidance,
+            order=run.config.eval.order,
+            samples_per_label=samples_per_label,
+            agreement=agreement,
+            per_label=per_label,
+            seconds=time.perf_counter() - t0,
+        )
+    )
   return rows
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="A trained plm_mnist run.")
-  parser.add_argument("--samplers", nargs="+", type=sampler_spec,
-                      default=[(1.0, 0.0), (0.7, 0.0), (1.0, 1.0), (0.7, 3.0)],
-                      help="TEMPERATURE,GUIDANCE pairs (default: 1,0 0.7,0 1,1 0.7,3).")
+  parser.add_argument(
+      "--samplers",
+      nargs="+",
+      type=sampler_spec,
+      default=[(1.0, 0.0), (0.7, 0.0), (1.0, 1.0), (0.7, 3.0)],
+      help="TEMPERATURE,GUIDANCE pairs (default: 1,0 0.7,0 1,1 0.7,3).",
+  )
   parser.add_argument("--samples_per_label", type=int, default=50)
   args = parser.parse_args(argv)
   rows = measure(args.workdir, args.samplers, samples_per_label=args.samples_per_label)

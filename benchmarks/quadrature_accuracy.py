@@ -8,6 +8,7 @@ unrotated (the hardest case: the log-sum-exp near-kink lies along a node line) a
 
   python -m benchmarks.quadrature_accuracy
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,13 +22,18 @@ from bigjax.mixtures import divergences, surfaces, two_gmm
 def kl_quad_1d(m1: float, m2: float, sigma2: float) -> float:
   def log_mix(x, means):
     x = np.asarray(x)[..., None]
-    return logsumexp(-0.5 * (x - np.asarray(means)) ** 2 / sigma2, -1) - 0.5 * np.log(
-        2 * np.pi * sigma2) + np.log(0.5)
+    return (
+        logsumexp(-0.5 * (x - np.asarray(means)) ** 2 / sigma2, -1)
+        - 0.5 * np.log(2 * np.pi * sigma2)
+        + np.log(0.5)
+    )
+
   f = lambda x: np.exp(log_mix(x, [m1, m2])) * (log_mix(x, [m1, m2]) - log_mix(x, [-1, 1]))
   pts = sorted({m1, m2, -1.0, 1.0, 0.0, (m1 + m2) / 2})
   s = np.sqrt(sigma2)
-  return integrate.quad(f, min(pts) - 12 * s, max(pts) + 12 * s, points=pts, limit=500,
-                        epsabs=1e-13, epsrel=1e-13)[0]
+  return integrate.quad(
+      f, min(pts) - 12 * s, max(pts) + 12 * s, points=pts, limit=500, epsabs=1e-13, epsrel=1e-13
+  )[0]
 
 
 def main():
@@ -42,16 +48,24 @@ def main():
       for name, task, orders in [
           ("x1 marginal (1-D)", surfaces.MatchingTask("marginal", (0,)), (128, 256, 512, 1024)),
           ("joint (2-D), 0 deg", surfaces.MatchingTask("joint"), (256, 512, 1024)),
-          ("joint (2-D), 15 deg", surfaces.MatchingTask(
-              "joint", transform=two_gmm.rotation_deg(15)), (256, 512))]:
+          (
+              "joint (2-D), 15 deg",
+              surfaces.MatchingTask("joint", transform=two_gmm.rotation_deg(15)),
+              (256, 512),
+          ),
+      ]:
         dim = 1 if task.kind == "marginal" else 2
         for n in orders:
-          values = np.asarray(surfaces.loss_surfaces(target, model_fn, thetas, [task],
-                                                     num_points=n))[0]
+          values = np.asarray(
+              surfaces.loss_surfaces(target, model_fn, thetas, [task], num_points=n)
+          )[0]
           nodes = len(divergences.gauss_hermite_rule(n, dim)[1])
           default = " (default)" if divergences.DEFAULT_NUM_POINTS[dim] == n else ""
-          print(f"| {sigma2} | {name} | {n}{default} | {nodes} | "
-                f"{np.abs(values - exact).max():.1e} |", flush=True)
+          print(
+              f"| {sigma2} | {name} | {n}{default} | {nodes} | "
+              f"{np.abs(values - exact).max():.1e} |",
+              flush=True,
+          )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ array in every .npz, and the values of every JSON and JSON-lines file, with the 
 left out. `--compare` lists what differs between two such files. Run it from the checkout whose
 code it should measure (e.g. a `git worktree` of the older commit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,23 @@ import sys
 
 import numpy as np
 
-TIMING = {"seconds", "images_per_sec", "steps_per_sec", "compile_seconds", "classify_seconds",
-          "sample_seconds", "train_seconds", "vq_seconds", "plot_seconds", "judge_dir", "dir",
-          "workdir", "devices", "platform", "cpu_count"}
+TIMING = {
+    "seconds",
+    "images_per_sec",
+    "steps_per_sec",
+    "compile_seconds",
+    "classify_seconds",
+    "sample_seconds",
+    "train_seconds",
+    "vq_seconds",
+    "plot_seconds",
+    "judge_dir",
+    "dir",
+    "workdir",
+    "devices",
+    "platform",
+    "cpu_count",
+}
 
 
 def _digest(a) -> str:
@@ -38,9 +53,11 @@ def _digest(a) -> str:
 def _state_digest(step_dir: str) -> str:
   import jax  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   tree = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
-  leaves = sorted(jax.tree_util.tree_leaves_with_path(tree),
-                  key=lambda kv: jax.tree_util.keystr(kv[0]))
+  leaves = sorted(
+      jax.tree_util.tree_leaves_with_path(tree), key=lambda kv: jax.tree_util.keystr(kv[0])
+  )
   return hashlib.sha256("".join(_digest(v) for _, v in leaves).encode()).hexdigest()[:16]
 
 
@@ -73,19 +90,43 @@ def describe(workdir: str) -> dict:
 def _runs(out: str) -> dict[str, list[list[str]]]:
   clf = os.path.join(out, "clf")
   smoke = lambda module, config, name, *extra: [
-      "experiments." + module, "--config", f"configs/{config}.py:smoke", "--workdir",
-      os.path.join(out, name), *extra]
+      "experiments." + module,
+      "--config",
+      f"configs/{config}.py:smoke",
+      "--workdir",
+      os.path.join(out, name),
+      *extra,
+  ]
   return {
       "clf": [smoke("mnist_classifier", "mnist_classifier", "clf")],
-      "clf_partial": [smoke("mnist_classifier", "mnist_classifier", "clf_partial",
-                            "--config.data.source_patch=7")],
+      "clf_partial": [
+          smoke(
+              "mnist_classifier", "mnist_classifier", "clf_partial", "--config.data.source_patch=7"
+          )
+      ],
       "vq": [smoke("vq_mnist", "vq_mnist", "vq")],
-      "gan": [smoke("biglearn_gan", "gan_mnist", "gan", "--config.data.split=train",
-                    "--config.eval.metrics_every=2", f"--config.eval.classifier_dir={clf}",
-                    "--config.eval.metrics_num_images=20", "--config.eval.metrics_num_samples=2")],
-      "gan_terms": [smoke("biglearn_gan", "gan_mnist", "gan_terms", "--config.data.split=train",
-                          "--config.loss.communication_weight=0.5",
-                          "--config.loss.reconstruction_weight=1.0")],
+      "gan": [
+          smoke(
+              "biglearn_gan",
+              "gan_mnist",
+              "gan",
+              "--config.data.split=train",
+              "--config.eval.metrics_every=2",
+              f"--config.eval.classifier_dir={clf}",
+              "--config.eval.metrics_num_images=20",
+              "--config.eval.metrics_num_samples=2",
+          )
+      ],
+      "gan_terms": [
+          smoke(
+              "biglearn_gan",
+              "gan_mnist",
+              "gan_terms",
+              "--config.data.split=train",
+              "--config.loss.communication_weight=0.5",
+              "--config.loss.reconstruction_weight=1.0",
+          )
+      ],
       "plm": [smoke("plm_mnist", "plm_mnist", "plm")],
       "surfaces": [smoke("loss_surfaces", "loss_surfaces", "surfaces", "--config.plots=False")],
       "gmm25": [smoke("gmm25", "gmm25", "gmm25")],

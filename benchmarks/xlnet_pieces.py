@@ -9,6 +9,7 @@ of its backward, GELU (exact erf) and LayerNorm forward+backward, the whole feed
 (Dense, GELU, Dense, residual, LayerNorm) forward and forward+backward, and bigjax's attention
 sublayer (relative positions and segments, an attention mask). Prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,12 @@ def jax_pieces(repeats: int) -> dict[str, float]:
       "matmul x W [1024,768]x[768,3072]": run(jax.jit(lambda x, w: x @ w), x, w),
       "matmul x^T g (dW)": run(jax.jit(lambda x, g: x.T @ g), x, g),
       "matmul g W^T (dx)": run(jax.jit(lambda g, w: g @ w.T), g, w),
-      "GELU forward+backward [1024,3072]": run(jax.jit(jax.grad(
-          lambda g: jnp.sum(jax.nn.gelu(g, approximate=False)))), g),
-      "LayerNorm forward+backward [8,128,768]": run(jax.jit(jax.grad(
-          lambda p, h: jnp.sum(ln.apply(p, h) * h), argnums=(0, 1))), ln_params, h),
+      "GELU forward+backward [1024,3072]": run(
+          jax.jit(jax.grad(lambda g: jnp.sum(jax.nn.gelu(g, approximate=False)))), g
+      ),
+      "LayerNorm forward+backward [8,128,768]": run(
+          jax.jit(jax.grad(lambda p, h: jnp.sum(ln.apply(p, h) * h), argnums=(0, 1))), ln_params, h
+      ),
       "feed-forward sublayer forward": run(jax.jit(ff.apply), ff_params, h),
       "feed-forward sublayer forward+backward": run(sum_sq(ff.apply), ff_params, h),
       "attention sublayer forward": run(jax.jit(attend), att_params, h),
@@ -71,6 +74,7 @@ def jax_pieces(repeats: int) -> dict[str, float]:
 
 def torch_pieces(repeats: int) -> dict[str, float]:
   import torch  # pylint: disable=import-outside-toplevel
+
   torch.manual_seed(0)
   x, g = torch.randn(TOKENS, D_MODEL), torch.randn(TOKENS, D_INNER)
   w = torch.randn(D_MODEL, D_INNER)
@@ -84,25 +88,30 @@ def torch_pieces(repeats: int) -> dict[str, float]:
 
   def backward(loss_fn):
     def step():
-      for leaf in leaves:          # fresh gradients each call, as jax.grad computes them
+      for leaf in leaves:  # fresh gradients each call, as jax.grad computes them
         leaf.grad = None
       loss_fn().backward()
+
     return step
 
   def forward():
     with torch.no_grad():
       ff()
+
   return {
       "matmul x W [1024,768]x[768,3072]": fastest(lambda: x @ w, repeats),
       "matmul x^T g (dW)": fastest(lambda: x.T @ g, repeats),
       "matmul g W^T (dx)": fastest(lambda: g @ w.T, repeats),
-      "GELU forward+backward [1024,3072]": fastest(backward(
-          lambda: torch.nn.functional.gelu(gg).sum()), repeats),
-      "LayerNorm forward+backward [8,128,768]": fastest(backward(
-          lambda: (norm(h) * h).sum()), repeats),
+      "GELU forward+backward [1024,3072]": fastest(
+          backward(lambda: torch.nn.functional.gelu(gg).sum()), repeats
+      ),
+      "LayerNorm forward+backward [8,128,768]": fastest(
+          backward(lambda: (norm(h) * h).sum()), repeats
+      ),
       "feed-forward sublayer forward": fastest(forward, repeats),
-      "feed-forward sublayer forward+backward": fastest(backward(
-          lambda: (ff() ** 2).sum()), repeats),
+      "feed-forward sublayer forward+backward": fastest(
+          backward(lambda: (ff() ** 2).sum()), repeats
+      ),
   }
 
 

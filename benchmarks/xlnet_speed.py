@@ -22,6 +22,7 @@ seconds (> 1: bigjax faster), of the medians, of the fastest steps, of the media
 the process (all threads), and of the fastest "quiet" steps, during which other processes used
 under 5% of the machine (/proc/stat): on a shared machine only those are undisturbed. Prints a Markdown table and writes the rows as JSON to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,15 +48,21 @@ def make_batch(batch: int, length: int, vocab_size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   ids = rng.integers(9, vocab_size, (batch, length))
   segments = np.zeros((batch, length), np.int64)
-  segments[:, length // 2:] = 1
+  segments[:, length // 2 :] = 1
   segments[:, -1] = 2
   ranks = np.stack([rng.permutation(length) for _ in range(batch)])
-  perm_mask = np.asarray(permutation.permutation_mask(ranks, np.ones((batch, length), bool)),
-                         np.float32)
+  perm_mask = np.asarray(
+      permutation.permutation_mask(ranks, np.ones((batch, length), bool)), np.float32
+  )
   target_mapping = np.broadcast_to(np.eye(length, dtype=np.float32), (batch, length, length))
-  return dict(input_ids=ids, token_type_ids=segments, attention_mask=np.ones_like(ids),
-              perm_mask=perm_mask, target_mapping=np.ascontiguousarray(target_mapping),
-              labels=rng.integers(0, 2, batch))
+  return dict(
+      input_ids=ids,
+      token_type_ids=segments,
+      attention_mask=np.ones_like(ids),
+      perm_mask=perm_mask,
+      target_mapping=np.ascontiguousarray(target_mapping),
+      labels=rng.integers(0, 2, batch),
+  )
 
 
 def _busy_jiffies() -> tuple[int, int] | None:
@@ -104,23 +111,31 @@ def _interleaved_times(steps: dict, repeats: int, *, wait_quiet: float = 0.0) ->
       step()
       wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
       after = _busy_jiffies()
-      others = (None if before is None else
-                ((after[0] - before[0]) - (after[1] - before[1])) / (ticks_per_s * wall * cores))
+      others = (
+          None
+          if before is None
+          else ((after[0] - before[0]) - (after[1] - before[1])) / (ticks_per_s * wall * cores)
+      )
       rows[name].append((wall, cpu, others))
   out = {}
   for name, r in rows.items():
     quiet = [w for w, _, o in r if o is not None and o < 0.05]
-    out[name] = dict(median=statistics.median(w for w, _, _ in r), fastest=min(w for w, _, _ in r),
-                     cpu=statistics.median(c for _, c, _ in r),
-                     quiet=min(quiet) if quiet else None, quiet_steps=len(quiet))
+    out[name] = dict(
+        median=statistics.median(w for w, _, _ in r),
+        fastest=min(w for w, _, _ in r),
+        cpu=statistics.median(c for _, c, _ in r),
+        quiet=min(quiet) if quiet else None,
+        quiet_steps=len(quiet),
+    )
   return out
 
 
 def jax_steps(model, params, batch: dict, dtype) -> dict:
   """{(workload, pass): a function running one step to completion}."""
   model = model.clone(dtype=dtype)
-  x = {k: jnp.asarray(v, jnp.int32 if v.dtype.kind == "i" else jnp.float32)
-       for k, v in batch.items()}
+  x = {
+      k: jnp.asarray(v, jnp.int32 if v.dtype.kind == "i" else jnp.float32) for k, v in batch.items()
+  }
   content = {k: x[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
   both = dict(content, perm_mask=x["perm_mask"], target_mapping=x["target_mapping"])
 
@@ -132,10 +147,12 @@ def jax_steps(model, params, batch: dict, dtype) -> dict:
     logits = model.apply(p, **both)["lm_logits"]
     return optax.softmax_cross_entropy_with_integer_labels(logits, x["input_ids"]).mean()
 
-  fns = {("content", "forward"): jax.jit(lambda p: model.apply(p, **content)["logits"]),
-         ("content", "forward+backward"): jax.jit(jax.value_and_grad(content_loss)),
-         ("both", "forward"): jax.jit(lambda p: model.apply(p, **both)["lm_logits"]),
-         ("both", "forward+backward"): jax.jit(jax.value_and_grad(both_loss))}
+  fns = {
+      ("content", "forward"): jax.jit(lambda p: model.apply(p, **content)["logits"]),
+      ("content", "forward+backward"): jax.jit(jax.value_and_grad(content_loss)),
+      ("both", "forward"): jax.jit(lambda p: model.apply(p, **both)["lm_logits"]),
+      ("both", "forward+backward"): jax.jit(jax.value_and_grad(both_loss)),
+  }
   return {key: (lambda f=f: jax.block_until_ready(f(params))) for key, f in fns.items()}
 
 
@@ -145,11 +162,15 @@ def torch_steps(lm, cls, batch: dict, dtype) -> dict:
   two-stream branch multiplies the float32 position encoding by bfloat16 weights)."""
   import contextlib
   import torch
+
   t = {k: torch.tensor(v) for k, v in batch.items()}
   content = {k: t[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
   both = dict(content, perm_mask=t["perm_mask"], target_mapping=t["target_mapping"])
-  cast = (contextlib.nullcontext if dtype == torch.float32 else
-          lambda: torch.autocast("cpu", dtype=dtype))
+  cast = (
+      contextlib.nullcontext
+      if dtype == torch.float32
+      else lambda: torch.autocast("cpu", dtype=dtype)
+  )
 
   def forward(model, kw):
     with torch.no_grad(), cast():
@@ -162,26 +183,37 @@ def torch_steps(lm, cls, batch: dict, dtype) -> dict:
     out.loss.backward()
     return out.loss
 
-  return {("content", "forward"): lambda: forward(cls, content),
-          ("content", "forward+backward"): lambda: backward(cls, content, t["labels"]),
-          ("both", "forward"): lambda: forward(lm, both),
-          ("both", "forward+backward"): lambda: backward(lm, both, t["input_ids"])}
+  return {
+      ("content", "forward"): lambda: forward(cls, content),
+      ("content", "forward+backward"): lambda: backward(cls, content, t["labels"]),
+      ("both", "forward"): lambda: forward(lm, both),
+      ("both", "forward+backward"): lambda: backward(lm, both, t["input_ids"]),
+  }
 
 
-def run(*, batch: int = 8, length: int = 128, n_layer: int = 12, repeats: int = 5,
-        dtypes=("float32", "bfloat16"), workloads=("content", "both"),
-        passes=("forward", "forward+backward"), with_torch: bool = True,
-        wait_quiet: float = 0.0) -> list[dict]:
+def run(
+    *,
+    batch: int = 8,
+    length: int = 128,
+    n_layer: int = 12,
+    repeats: int = 5,
+    dtypes=("float32", "bfloat16"),
+    workloads=("content", "both"),
+    passes=("forward", "forward+backward"),
+    with_torch: bool = True,
+    wait_quiet: float = 0.0,
+) -> list[dict]:
   import torch
   import transformers
+
   torch.manual_seed(0)
-  config = transformers.XLNetConfig(vocab_size=32000, d_model=768, n_layer=n_layer, n_head=12,
-                                    d_inner=3072, num_labels=2)
+  config = transformers.XLNetConfig(
+      vocab_size=32000, d_model=768, n_layer=n_layer, n_head=12, d_inner=3072, num_labels=2
+  )
   lm = transformers.XLNetLMHeadModel(config).eval()
   cls = transformers.XLNetForSequenceClassification(config).eval()
   cls.transformer = lm.transformer
-  state = {k: v.numpy() for k, v in list(lm.state_dict().items()) + list(
-      cls.state_dict().items())}
+  state = {k: v.numpy() for k, v in list(lm.state_dict().items()) + list(cls.state_dict().items())}
   model = xlnet.XLNet(**xlnet_weights.model_kwargs(config.to_dict(), lm_head=True, num_labels=2))
   params = xlnet_weights.state_dict_to_params(state, model)
   data = make_batch(batch, length, config.vocab_size)
@@ -194,8 +226,9 @@ def run(*, batch: int = 8, length: int = 128, n_layer: int = 12, repeats: int = 
       if key[0] not in workloads or key[1] not in passes:
         continue
       row = dict(workload=key[0], step=key[1], dtype=dtype)
-      timed = _interleaved_times({name: steps[key] for name, steps in frameworks}, repeats,
-                                 wait_quiet=wait_quiet)
+      timed = _interleaved_times(
+          {name: steps[key] for name, steps in frameworks}, repeats, wait_quiet=wait_quiet
+      )
       for name, t in timed.items():
         row[name] = t["median"]
         row.update({f"{name}_{k}": v for k, v in t.items() if k != "median"})
@@ -203,8 +236,10 @@ def run(*, batch: int = 8, length: int = 128, n_layer: int = 12, repeats: int = 
         for suffix in ("", "_fastest", "_cpu", "_quiet"):
           a, b = row["pytorch" + suffix], row["bigjax" + suffix]
           row["ratio" + suffix] = None if a is None or b is None else a / b
-      print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in row.items()), flush=True)
+      print(
+          " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+          flush=True,
+      )
       rows.append(row)
   return rows
 
@@ -212,17 +247,24 @@ def run(*, batch: int = 8, length: int = 128, n_layer: int = 12, repeats: int = 
 def table(rows: list[dict], *, batch: int, length: int) -> str:
   """Markdown: median seconds per step, and PyTorch / bigjax ratios of the median, the fastest
   step, the median CPU seconds and the fastest quiet step (with the quiet-step counts)."""
-  lines = ["| workload | step | dtype | bigjax s/step | PyTorch s/step | ratio | ratio, fastest "
-           "| ratio, CPU s | quiet: bigjax / PyTorch s (steps) | ratio, quiet | bigjax tokens/s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+      "| workload | step | dtype | bigjax s/step | PyTorch s/step | ratio | ratio, fastest "
+      "| ratio, CPU s | quiet: bigjax / PyTorch s (steps) | ratio, quiet | bigjax tokens/s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
   for r in rows:
-    quiet = (f"{fmt(r['bigjax_quiet'])} / {fmt(r.get('pytorch_quiet'))} "
-             f"({r['bigjax_quiet_steps']}, {r.get('pytorch_quiet_steps', 0)})")
+    quiet = (
+        f"{fmt(r['bigjax_quiet'])} / {fmt(r.get('pytorch_quiet'))} "
+        f"({r['bigjax_quiet_steps']}, {r.get('pytorch_quiet_steps', 0)})"
+    )
     cells = [fmt(r.get(k)) for k in ("pytorch", "ratio", "ratio_fastest", "ratio_cpu")]
-    lines.append(f"| {r['workload']} | {r['step']} | {r['dtype']} | {r['bigjax']:.2f} | "
-                 + " | ".join(cells) + f" | {quiet} | {fmt(r.get('ratio_quiet'))} | "
-                 f"{batch * length / r['bigjax']:.0f} |")
+    lines.append(
+        f"| {r['workload']} | {r['step']} | {r['dtype']} | {r['bigjax']:.2f} | "
+        + " | ".join(cells)
+        + f" | {quiet} | {fmt(r.get('ratio_quiet'))} | "
+        f"{batch * length / r['bigjax']:.0f} |"
+    )
   return "\n".join(lines)
 
 
@@ -232,30 +274,57 @@ def main(argv=None) -> int:
   parser.add_argument("--length", type=int, default=128)
   parser.add_argument("--n_layer", type=int, default=12, help="12 = xlnet-base-cased")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
-                      choices=["float32", "bfloat16"])
-  parser.add_argument("--workloads", nargs="+", default=["content", "both"],
-                      choices=["content", "both"])
-  parser.add_argument("--steps", nargs="+", default=["forward", "forward+backward"],
-                      choices=["forward", "forward+backward"])
+  parser.add_argument(
+      "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+  )
+  parser.add_argument(
+      "--workloads", nargs="+", default=["content", "both"], choices=["content", "both"]
+  )
+  parser.add_argument(
+      "--steps",
+      nargs="+",
+      default=["forward", "forward+backward"],
+      choices=["forward", "forward+backward"],
+  )
   parser.add_argument("--no_torch", action="store_true", help="bigjax rows only")
-  parser.add_argument("--wait_quiet", type=float, default=0.0,
-                      help="before each timed step, wait up to this many seconds for the other "
-                           "processes on the machine to go quiet (a shared machine)")
+  parser.add_argument(
+      "--wait_quiet",
+      type=float,
+      default=0.0,
+      help="before each timed step, wait up to this many seconds for the other "
+      "processes on the machine to go quiet (a shared machine)",
+  )
   parser.add_argument("--out", default=None, help="JSON file for the rows")
   args = parser.parse_args(argv)
   import torch
   import transformers
+
   load_before = os.getloadavg()
-  rows = run(batch=args.batch, length=args.length, n_layer=args.n_layer, repeats=args.repeats,
-             dtypes=args.dtypes, workloads=args.workloads, passes=args.steps,
-             with_torch=not args.no_torch, wait_quiet=args.wait_quiet)
-  machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                 load_average_before=load_before, load_average_after=os.getloadavg(),
-                 jax=jax.__version__, torch=torch.__version__,
-                 torch_threads=torch.get_num_threads(), transformers=transformers.__version__,
-                 batch=args.batch, length=args.length, n_layer=args.n_layer,
-                 repeats=args.repeats)
+  rows = run(
+      batch=args.batch,
+      length=args.length,
+      n_layer=args.n_layer,
+      repeats=args.repeats,
+      dtypes=args.dtypes,
+      workloads=args.workloads,
+      passes=args.steps,
+      with_torch=not args.no_torch,
+      wait_quiet=args.wait_quiet,
+  )
+  machine = dict(
+      cpu=platform.processor() or platform.machine(),
+      cores=os.cpu_count(),
+      load_average_before=load_before,
+      load_average_after=os.getloadavg(),
+      jax=jax.__version__,
+      torch=torch.__version__,
+      torch_threads=torch.get_num_threads(),
+      transformers=transformers.__version__,
+      batch=args.batch,
+      length=args.length,
+      n_layer=args.n_layer,
+      repeats=args.repeats,
+  )
   print(json.dumps(machine))
   print(table(rows, batch=args.batch, length=args.length))
   if args.out:

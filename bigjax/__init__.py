@@ -26,4 +26,5 @@ Where the paper lives (one hop from each equation to its code):
 The experiments that reproduce the paper's figures and tables are the repository's
 `experiments/` (entry points) and `configs/`; they are not part of the installed package.
 """
+
 __version__ = "0.1.0"

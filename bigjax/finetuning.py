@@ -32,6 +32,7 @@ with Eq. (15) is `permutation_loss` without labels (the `<cls>` token stays in i
 
 All functions are pure and jit-safe; the model is an argument (built by the caller).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,8 +45,18 @@ from bigjax import losses
 from bigjax import permutation
 from bigjax.models import xlnet
 
-__all__ = ["SPECIAL_IDS", "CLS_ID", "init_label_embedding", "text_mask", "plm_tasks",
-           "permutation_loss", "classification_loss", "biglearn_loss", "classify", "complete"]
+__all__ = [
+    "SPECIAL_IDS",
+    "CLS_ID",
+    "init_label_embedding",
+    "text_mask",
+    "plm_tasks",
+    "permutation_loss",
+    "classification_loss",
+    "biglearn_loss",
+    "classify",
+    "complete",
+]
 
 # XLNet's special tokens (bigjax.data.tokenizer.SPECIAL_TOKENS): never LM targets.
 SPECIAL_IDS = tuple(range(9))
@@ -66,8 +77,15 @@ def text_mask(input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
   return (jnp.asarray(attention_mask) > 0) & ~special
 
 
-def plm_tasks(rng, input_ids, attention_mask, *, with_label: bool, target_fraction: float = 1.0,
-              label_last_prob: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+def plm_tasks(
+    rng,
+    input_ids,
+    attention_mask,
+    *,
+    with_label: bool,
+    target_fraction: float = 1.0,
+    label_last_prob: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One batch of Eq. (15) tasks: (ranks int32 [B, L], target_mask bool [B, L], perm_mask bool
   [B, L, L]) (see the module docstring for q(z)).
 
@@ -85,8 +103,13 @@ def plm_tasks(rng, input_ids, attention_mask, *, with_label: bool, target_fracti
   candidates = text_mask(input_ids, attention_mask)
   if with_label:
     candidates = candidates.at[:, -1].set(True)
-  ranks = permutation.random_ranks(rng, b, length, last_position=length - 1 if with_label
-                                   else None, last_prob=label_last_prob if with_label else 0.0)
+  ranks = permutation.random_ranks(
+      rng,
+      b,
+      length,
+      last_position=length - 1 if with_label else None,
+      last_prob=label_last_prob if with_label else 0.0,
+  )
   # A candidate's place among the candidates of its example, in the order.
   earlier = candidates[:, None, :] & (ranks[:, None, :] < ranks[:, :, None])
   place = jnp.sum(earlier, axis=-1)
@@ -103,8 +126,10 @@ def _every_position(perm_mask):
   the query outputs of non-targets are never used, so the targets' predictions are unchanged."""
   b, length = perm_mask.shape[:2]
   eye = jnp.eye(length, dtype=bool)
-  return (jnp.broadcast_to(eye.astype(jnp.float32), (b, length, length)),
-          jnp.asarray(perm_mask, bool) | eye)
+  return (
+      jnp.broadcast_to(eye.astype(jnp.float32), (b, length, length)),
+      jnp.asarray(perm_mask, bool) | eye,
+  )
 
 
 def _embeds(params, input_ids, label_embedding, labels):
@@ -115,9 +140,17 @@ def _embeds(params, input_ids, label_embedding, labels):
   return embeds
 
 
-def permutation_loss(model: xlnet.XLNet, params, batch: dict, rng, *, label_embedding=None,
-                     target_fraction: float = 1.0, label_last_prob: float = 0.0,
-                     train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+def permutation_loss(
+    model: xlnet.XLNet,
+    params,
+    batch: dict,
+    rng,
+    *,
+    label_embedding=None,
+    target_fraction: float = 1.0,
+    label_last_prob: float = 0.0,
+    train: bool = True,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Eq. (15): the mean negative log-likelihood per target (text tokens and, with labels, the
   label), over the batch.
 
@@ -141,14 +174,26 @@ def permutation_loss(model: xlnet.XLNet, params, batch: dict, rng, *, label_embe
   k_order, k_drop = jax.random.split(rng)
   ids, mask = batch["input_ids"], batch["attention_mask"]
   b, length = ids.shape
-  _, target, perm_mask = plm_tasks(k_order, ids, mask, with_label=labels is not None,
-                                   target_fraction=target_fraction,
-                                   label_last_prob=label_last_prob)
+  _, target, perm_mask = plm_tasks(
+      k_order,
+      ids,
+      mask,
+      with_label=labels is not None,
+      target_fraction=target_fraction,
+      label_last_prob=label_last_prob,
+  )
   mapping, perm_mask = _every_position(perm_mask)
-  out = model.apply(params, None, token_type_ids=batch["token_type_ids"], attention_mask=mask,
-                    perm_mask=perm_mask, target_mapping=mapping,
-                    inputs_embeds=_embeds(params, ids, label_embedding, labels), train=train,
-                    rngs={"dropout": k_drop} if train else {})
+  out = model.apply(
+      params,
+      None,
+      token_type_ids=batch["token_type_ids"],
+      attention_mask=mask,
+      perm_mask=perm_mask,
+      target_mapping=mapping,
+      inputs_embeds=_embeds(params, ids, label_embedding, labels),
+      train=train,
+      rngs={"dropout": k_drop} if train else {},
+  )
   text_target = target & text_mask(ids, mask)
   text_nll = jnp.sum(losses.permutation_lm(out["lm_logits"], ids, text_target))
   n_text = jnp.sum(text_target)
@@ -161,30 +206,46 @@ def permutation_loss(model: xlnet.XLNet, params, batch: dict, rng, *, label_embe
     n_label = jnp.sum(label_target)
     total = total + jnp.sum(jnp.where(label_target, nll, 0.0))
     count = count + n_label
-    aux.update(label_nll=jnp.sum(jnp.where(label_target, nll, 0.0)) / jnp.maximum(n_label, 1),
-               label_accuracy=jnp.sum(jnp.where(label_target, correct, 0.0))
-               / jnp.maximum(n_label, 1))
+    aux.update(
+        label_nll=jnp.sum(jnp.where(label_target, nll, 0.0)) / jnp.maximum(n_label, 1),
+        label_accuracy=jnp.sum(jnp.where(label_target, correct, 0.0)) / jnp.maximum(n_label, 1),
+    )
   aux["num_targets"] = count
   return total / jnp.maximum(count, 1), aux
 
 
-def classification_loss(model: xlnet.XLNet, params, batch: dict, rng, *,
-                        train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+def classification_loss(
+    model: xlnet.XLNet, params, batch: dict, rng, *, train: bool = True
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Eq. (16): the mean cross-entropy of p(y | x') read by `classify`'s path (the content stream,
   `<cls>` in the slot, the summary head). Returns (loss, {"accuracy"})."""
-  out = model.apply(params, batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"], train=train,
-                    rngs={"dropout": rng} if train else {})
+  out = model.apply(
+      params,
+      batch["input_ids"],
+      token_type_ids=batch["token_type_ids"],
+      attention_mask=batch["attention_mask"],
+      train=train,
+      rngs={"dropout": rng} if train else {},
+  )
   logits = out["logits"]
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
   accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32))
   return jnp.mean(nll), dict(accuracy=accuracy)
 
 
-def biglearn_loss(classifier: xlnet.XLNet, lm_model: xlnet.XLNet, params, batch: dict, rng, *,
-                  beta: float, label_embedding=None, target_fraction: float = 1.0,
-                  label_last_prob: float = 0.0,
-                  plm_examples: int = 0) -> tuple[jax.Array, dict[str, Any]]:
+def biglearn_loss(
+    classifier: xlnet.XLNet,
+    lm_model: xlnet.XLNet,
+    params,
+    batch: dict,
+    rng,
+    *,
+    beta: float,
+    label_embedding=None,
+    target_fraction: float = 1.0,
+    label_last_prob: float = 0.0,
+    plm_examples: int = 0,
+) -> tuple[jax.Array, dict[str, Any]]:
   """Eq. (17): Eq. (16) + beta * Eq. (15) (training mode, dropout on).
 
   Args:
@@ -211,23 +272,33 @@ def biglearn_loss(classifier: xlnet.XLNet, lm_model: xlnet.XLNet, params, batch:
   if concrete and beta == 0:
     return ft, aux
   part = {k: v[:plm_examples] for k, v in batch.items()} if plm_examples else batch
-  plm, plm_aux = permutation_loss(lm_model, params, part, k_plm,
-                                  label_embedding=label_embedding,
-                                  target_fraction=target_fraction,
-                                  label_last_prob=label_last_prob)
+  plm, plm_aux = permutation_loss(
+      lm_model,
+      params,
+      part,
+      k_plm,
+      label_embedding=label_embedding,
+      target_fraction=target_fraction,
+      label_last_prob=label_last_prob,
+  )
   aux.update(plm_loss=plm, **{f"plm_{k}": v for k, v in plm_aux.items()})
   return ft + beta * plm, aux
 
 
 def classify(model: xlnet.XLNet, params, batch: dict) -> jax.Array:
   """log p(y | x') [B, C] (the FT reading, dropout off): how both methods are scored."""
-  out = model.apply(params, batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"])
+  out = model.apply(
+      params,
+      batch["input_ids"],
+      token_type_ids=batch["token_type_ids"],
+      attention_mask=batch["attention_mask"],
+  )
   return jax.nn.log_softmax(out["logits"], axis=-1)
 
 
-def complete(model: xlnet.XLNet, params, batch: dict, given_mask, rng, *,
-             temperature: float = 1.0) -> jax.Array:
+def complete(
+    model: xlnet.XLNet, params, batch: dict, given_mask, rng, *, temperature: float = 1.0
+) -> jax.Array:
   """Fills the text positions not given, one at a time left to right, each drawn from the
   query stream's p(x_t | x_given, x_<t drawn) (label-free: the `<cls>` token stays in its slot).
 
@@ -255,9 +326,14 @@ def complete(model: xlnet.XLNet, params, batch: dict, given_mask, rng, *,
   special = jnp.zeros((model.vocab_size,), bool).at[jnp.asarray(SPECIAL_IDS)].set(True)
 
   def step(j, ids):
-    out = model.apply(params, ids, token_type_ids=batch["token_type_ids"],
-                      attention_mask=batch["attention_mask"], perm_mask=perm_mask,
-                      target_mapping=mapping)
+    out = model.apply(
+        params,
+        ids,
+        token_type_ids=batch["token_type_ids"],
+        attention_mask=batch["attention_mask"],
+        perm_mask=perm_mask,
+        target_mapping=mapping,
+    )
     logits = jnp.where(special, -jnp.inf, out["lm_logits"][:, j] / temperature)
     drawn = jax.random.categorical(jax.random.fold_in(rng, j), logits).astype(jnp.int32)
     return ids.at[:, j].set(jnp.where(fill[:, j], drawn, ids[:, j]))

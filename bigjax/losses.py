@@ -7,17 +7,25 @@ a batch-level estimator, says why it is not); the caller reduces and weights. Wr
 `softplus` because log sigma(f) = -softplus(-f) and log sigma(-f) = -softplus(f), which stays
 finite for any logit (log(sigmoid(f)) underflows to -inf for f below about -100 in float32).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["discriminator_loss", "generator_loss", "r1_penalty",
-           "communication_discriminator_loss", "communication_generator_loss",
-           "mode_seeking_loss", "reconstruction_loss", "reconstruction_counts",
-           "permutation_lm"]
+__all__ = [
+    "discriminator_loss",
+    "generator_loss",
+    "r1_penalty",
+    "communication_discriminator_loss",
+    "communication_generator_loss",
+    "mode_seeking_loss",
+    "reconstruction_loss",
+    "reconstruction_counts",
+    "permutation_lm",
+]
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -57,8 +65,9 @@ def generator_loss(fake_logits: jax.Array, *, saturating: bool = False) -> jax.A
   return jax.nn.softplus(-fake_logits)
 
 
-def r1_penalty(logits_fn: Callable[[jax.Array], jax.Array], real_inputs: jax.Array, *,
-               weight: float) -> tuple[jax.Array, jax.Array]:
+def r1_penalty(
+    logits_fn: Callable[[jax.Array], jax.Array], real_inputs: jax.Array, *, weight: float
+) -> tuple[jax.Array, jax.Array]:
   """R1 gradient penalty on real data (Mescheder et al., 2018, Eq. (9)): (weight / 2) ||grad||^2.
 
   The gradient is taken with respect to the discriminator's *input* (the real patches), not its
@@ -84,9 +93,12 @@ def r1_penalty(logits_fn: Callable[[jax.Array], jax.Array], real_inputs: jax.Arr
   return 0.5 * weight * sq_norm, logits
 
 
-def communication_discriminator_loss(own_logits_1: jax.Array, other_logits_1: jax.Array,
-                                     own_logits_2: jax.Array,
-                                     other_logits_2: jax.Array) -> jax.Array:
+def communication_discriminator_loss(
+    own_logits_1: jax.Array,
+    other_logits_1: jax.Array,
+    own_logits_2: jax.Array,
+    other_logits_2: jax.Array,
+) -> jax.Array:
   """The discriminator's side of the communication matchings, Eq. (12), as a loss to minimise.
 
   Two generated samples share the union U = S1 u T1 = S2 u T2:
@@ -103,13 +115,19 @@ def communication_discriminator_loss(own_logits_1: jax.Array, other_logits_1: ja
   Returns:
     [B] softplus(own_1 - other_1) + softplus(own_2 - other_2) (minus the Eq. (12) value).
   """
-  return (jax.nn.softplus(own_logits_1 - other_logits_1)
-          + jax.nn.softplus(own_logits_2 - other_logits_2))
+  return jax.nn.softplus(own_logits_1 - other_logits_1) + jax.nn.softplus(
+      own_logits_2 - other_logits_2
+  )
 
 
-def communication_generator_loss(own_logits_1: jax.Array, other_logits_1: jax.Array,
-                                 own_logits_2: jax.Array, other_logits_2: jax.Array, *,
-                                 saturating: bool = False) -> jax.Array:
+def communication_generator_loss(
+    own_logits_1: jax.Array,
+    other_logits_1: jax.Array,
+    own_logits_2: jax.Array,
+    other_logits_2: jax.Array,
+    *,
+    saturating: bool = False,
+) -> jax.Array:
   """The generator's side of Eq. (12), as a loss to minimise (arguments as in
   `communication_discriminator_loss`).
 
@@ -121,15 +139,23 @@ def communication_generator_loss(own_logits_1: jax.Array, other_logits_1: jax.Ar
     [B] per-example losses.
   """
   if saturating:
-    return -communication_discriminator_loss(own_logits_1, other_logits_1, own_logits_2,
-                                             other_logits_2)
-  return (jax.nn.softplus(other_logits_1 - own_logits_1)
-          + jax.nn.softplus(other_logits_2 - own_logits_2))
+    return -communication_discriminator_loss(
+        own_logits_1, other_logits_1, own_logits_2, other_logits_2
+    )
+  return jax.nn.softplus(other_logits_1 - own_logits_1) + jax.nn.softplus(
+      other_logits_2 - own_logits_2
+  )
 
 
-def mode_seeking_loss(samples_a: jax.Array, samples_b: jax.Array, z_a: jax.Array,
-                      z_b: jax.Array, *, mask: jax.Array | None = None,
-                      eps: float = 1e-5) -> jax.Array:
+def mode_seeking_loss(
+    samples_a: jax.Array,
+    samples_b: jax.Array,
+    z_a: jax.Array,
+    z_b: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    eps: float = 1e-5,
+) -> jax.Array:
   """Mode-seeking regulariser (Mao et al., 2019, Eq. (3)): 1 / (d_x / d_z + eps), where d_x is
   the mean absolute difference of two samples drawn with the same condition and noises z_a,
   z_b, and d_z the mean absolute difference of the noises. Minimising it makes the generator's
@@ -181,9 +207,11 @@ def reconstruction_loss(fake: jax.Array, real: jax.Array, source: jax.Array) -> 
     [B] losses (>= 0).
   """
   if fake.shape != real.shape or source.shape != fake.shape[:2]:
-    raise ValueError(f"fake and real must be [B, L, P] with source [B, L]; got {fake.shape}, "
-                     f"{real.shape} and {source.shape}.")
-  err = jnp.abs(fake - real).mean(-1)                                       # [B, L]
+    raise ValueError(
+        f"fake and real must be [B, L, P] with source [B, L]; got {fake.shape}, "
+        f"{real.shape} and {source.shape}."
+    )
+  err = jnp.abs(fake - real).mean(-1)  # [B, L]
   return jnp.sum(err * _counted(source).astype(err.dtype), axis=-1)
 
 
@@ -198,8 +226,13 @@ def reconstruction_counts(source: jax.Array) -> jax.Array:
   return jnp.sum(_counted(source), axis=-1, dtype=jnp.int32)
 
 
-def permutation_lm(logits: jax.Array, tokens: jax.Array, target_mask: jax.Array, *,
-                   vocab_mask: jax.Array | None = None) -> jax.Array:
+def permutation_lm(
+    logits: jax.Array,
+    tokens: jax.Array,
+    target_mask: jax.Array,
+    *,
+    vocab_mask: jax.Array | None = None,
+) -> jax.Array:
   """Negative Eq. (15): -sum over targets t of log p(x_t | the positions t may see), per example.
 
   With logits from a two-stream model's query stream under a permutation mask of an order z
@@ -221,7 +254,7 @@ def permutation_lm(logits: jax.Array, tokens: jax.Array, target_mask: jax.Array,
     example without targets). Divide by `target_mask.sum(-1)` for a per-token mean.
   """
   logits = jnp.asarray(logits)
-  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))   # bfloat16 -> float32
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bfloat16 -> float32
   if vocab_mask is not None:
     logits = jnp.where(vocab_mask, logits, -jnp.inf)
   log_probs = jax.nn.log_softmax(logits, axis=-1)

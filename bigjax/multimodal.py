@@ -16,10 +16,12 @@ positions (every position predicted from those before it in the order; the given
 only their predecessors too, as in training), False for a model trained with T = {label} only
 (the cross-entropy baseline, whose image tokens see each other in both directions).
 """
+
 from __future__ import annotations
 
 import numbers
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +29,19 @@ import numpy as np
 
 from bigjax import permutation
 
-__all__ = ["Layout", "IMAGE_SEGMENT", "LABEL_SEGMENT", "check_image_tokens", "check_labels",
-           "join", "segment_ids", "vocab_mask", "label_log_probs", "sample", "given_ranks"]
+__all__ = [
+    "Layout",
+    "IMAGE_SEGMENT",
+    "LABEL_SEGMENT",
+    "check_image_tokens",
+    "check_labels",
+    "join",
+    "segment_ids",
+    "vocab_mask",
+    "label_log_probs",
+    "sample",
+    "given_ranks",
+]
 
 IMAGE_SEGMENT, LABEL_SEGMENT = 0, 1
 
@@ -41,6 +54,7 @@ class Layout(NamedTuple):
     num_image_tokens: L - 1, the codes per image (e.g. 49 for a 7x7 grid).
     num_classes: C (10 for MNIST).
   """
+
   num_codes: int
   num_image_tokens: int
   num_classes: int = 10
@@ -69,16 +83,21 @@ def check_image_tokens(image_tokens, layout: Layout) -> np.ndarray:
   if not np.issubdtype(image_tokens.dtype, np.integer):
     raise TypeError(f"image tokens must be integer code ids, got dtype {image_tokens.dtype}.")
   if image_tokens.ndim < 2:
-    raise ValueError(f"image tokens must be [B, L-1] or [B, h, w], got shape "
-                     f"{image_tokens.shape}.")
+    raise ValueError(
+        f"image tokens must be [B, L-1] or [B, h, w], got shape " f"{image_tokens.shape}."
+    )
   flat = image_tokens.reshape(image_tokens.shape[0], -1)
   if flat.shape[1] != layout.num_image_tokens:
-    raise ValueError(f"each image must have {layout.num_image_tokens} tokens, got "
-                     f"{flat.shape[1]} (shape {image_tokens.shape}).")
+    raise ValueError(
+        f"each image must have {layout.num_image_tokens} tokens, got "
+        f"{flat.shape[1]} (shape {image_tokens.shape})."
+    )
   bad = (flat < 0) | (flat >= layout.num_codes)
   if bad.any():
-    raise ValueError(f"image token {int(flat[bad][0])} is outside the codebook [0, "
-                     f"{layout.num_codes}) ({int(bad.sum())} such tokens).")
+    raise ValueError(
+        f"image token {int(flat[bad][0])} is outside the codebook [0, "
+        f"{layout.num_codes}) ({int(bad.sum())} such tokens)."
+    )
   return flat.astype(np.int32)
 
 
@@ -117,8 +136,16 @@ def vocab_mask(layout: Layout) -> jax.Array:
 ApplyFn = Callable[..., tuple[jax.Array, dict]]
 
 
-def label_log_probs(apply_fn: ApplyFn, params, image_tokens, rng, *, layout: Layout,
-                    all_targets: bool, num_orders: int = 1) -> jax.Array:
+def label_log_probs(
+    apply_fn: ApplyFn,
+    params,
+    image_tokens,
+    rng,
+    *,
+    layout: Layout,
+    all_targets: bool,
+    num_orders: int = 1,
+) -> jax.Array:
   """Classification p(y | x') (S = all image tokens, T = {label}), averaged over orders.
 
   Args:
@@ -135,23 +162,26 @@ def label_log_probs(apply_fn: ApplyFn, params, image_tokens, rng, *, layout: Lay
     float32 [B, C]: log p(y | x') (log of the mean probability over the orders).
   """
   b = image_tokens.shape[0]
-  tokens = join(image_tokens, jnp.zeros((b,), jnp.int32), layout)   # the label is never seen
+  tokens = join(image_tokens, jnp.zeros((b,), jnp.int32), layout)  # the label is never seen
   segments = segment_ids(layout, b)
-  target = (jnp.ones((b, layout.length), bool) if all_targets else
-            jnp.zeros((b, layout.length), bool).at[:, -1].set(True))
+  target = (
+      jnp.ones((b, layout.length), bool)
+      if all_targets
+      else jnp.zeros((b, layout.length), bool).at[:, -1].set(True)
+  )
 
   def one(key):
-    ranks = permutation.random_ranks(key, b, layout.length, last_position=layout.label_position,
-                                     last_prob=1.0)
+    ranks = permutation.random_ranks(
+        key, b, layout.length, last_position=layout.label_position, last_prob=1.0
+    )
     logits, _ = apply_fn(params, tokens, segments, permutation.permutation_mask(ranks, target))
-    return jax.nn.log_softmax(logits[:, -1, layout.num_codes:], axis=-1)   # the label ids
+    return jax.nn.log_softmax(logits[:, -1, layout.num_codes :], axis=-1)  # the label ids
 
-  log_probs = jax.lax.map(one, jax.random.split(rng, num_orders))     # [O, B, C]
+  log_probs = jax.lax.map(one, jax.random.split(rng, num_orders))  # [O, B, C]
   return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(num_orders)
 
 
-def given_ranks(rng, given_mask, *, order: str = "random", label_first: bool = True
-                ) -> jax.Array:
+def given_ranks(rng, given_mask, *, order: str = "random", label_first: bool = True) -> jax.Array:
   """An order for sampling: the given positions first, then the others.
 
   Args:
@@ -178,9 +208,19 @@ def given_ranks(rng, given_mask, *, order: str = "random", label_first: bool = T
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1).astype(jnp.int32)
 
 
-def sample(apply_fn: ApplyFn, params, tokens, given_mask, rng, *, layout: Layout,
-           all_targets: bool = True, order: str = "random", temperature: float = 1.0,
-           guidance: float = 0.0) -> jax.Array:
+def sample(
+    apply_fn: ApplyFn,
+    params,
+    tokens,
+    given_mask,
+    rng,
+    *,
+    layout: Layout,
+    all_targets: bool = True,
+    order: str = "random",
+    temperature: float = 1.0,
+    guidance: float = 0.0,
+) -> jax.Array:
   """Samples every position not given, one at a time along an order (the given ones first).
 
   Each step runs the model once and draws the token at the next position of the order from its
@@ -210,9 +250,10 @@ def sample(apply_fn: ApplyFn, params, tokens, given_mask, rng, *, layout: Layout
   """
   if not guidance >= 0:
     raise ValueError(f"guidance must be >= 0, got {guidance}.")
-  if isinstance(temperature, numbers.Real) and not temperature > 0:   # a traced one passes
-    raise ValueError(f"temperature must be > 0 (1: the model's distribution), got "
-                     f"{temperature}.")
+  if isinstance(temperature, numbers.Real) and not temperature > 0:  # a traced one passes
+    raise ValueError(
+        f"temperature must be > 0 (1: the model's distribution), got " f"{temperature}."
+    )
   tokens = jnp.asarray(tokens, jnp.int32)
   given = jnp.asarray(given_mask, bool)
   b, length = tokens.shape
@@ -233,16 +274,17 @@ def sample(apply_fn: ApplyFn, params, tokens, given_mask, rng, *, layout: Layout
     return jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf), axis=-1)
 
   def step(t, tokens):
-    logits, _ = apply_fn(params, jnp.concatenate([tokens, tokens]) if guidance else tokens,
-                         segments, perm_mask)
+    logits, _ = apply_fn(
+        params, jnp.concatenate([tokens, tokens]) if guidance else tokens, segments, perm_mask
+    )
     if guidance:
       cond, uncond = log_probs(logits[:b]), log_probs(logits[b:])
       logits = cond + guidance * (cond - jnp.where(allowed, uncond, 0.0))
     pos = positions[:, t]
-    row = jnp.take_along_axis(logits, pos[:, None, None], axis=1)[:, 0]       # [B, V]
+    row = jnp.take_along_axis(logits, pos[:, None, None], axis=1)[:, 0]  # [B, V]
     row = jnp.where(allowed[pos], row / temperature, -jnp.inf)
     draw = jax.random.categorical(jax.random.fold_in(k_draw, t), row, axis=-1)
-    update = t >= num_given                                  # given positions keep their token
+    update = t >= num_given  # given positions keep their token
     current = jnp.take_along_axis(tokens, pos[:, None], axis=1)[:, 0]
     new = jnp.where(update, draw, current).astype(jnp.int32)
     return tokens.at[jnp.arange(b), pos].set(new)

@@ -19,19 +19,29 @@ sees its content, while the content stream always sees its own position.
 All functions here are pure jax.numpy and work under jit and vmap; `check_permutation_mask` is the
 host-side check for masks a user builds.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["random_ranks", "raster_ranks", "mixed_orders", "ranks_from_order",
-           "order_from_ranks", "permutation_mask", "task_ranks", "task_permutation_mask",
-           "check_permutation_mask"]
+__all__ = [
+    "random_ranks",
+    "raster_ranks",
+    "mixed_orders",
+    "ranks_from_order",
+    "order_from_ranks",
+    "permutation_mask",
+    "task_ranks",
+    "task_permutation_mask",
+    "check_permutation_mask",
+]
 
 
-def random_ranks(rng, batch_size: int, length: int, *, last_position: int | None = None,
-                 last_prob: float = 0.0) -> jax.Array:
+def random_ranks(
+    rng, batch_size: int, length: int, *, last_position: int | None = None, last_prob: float = 0.0
+) -> jax.Array:
   """Uniformly random factorisation orders, optionally with one position forced last.
 
   Args:
@@ -58,7 +68,8 @@ def random_ranks(rng, batch_size: int, length: int, *, last_position: int | None
     forced = jax.random.bernoulli(k_last, last_prob, (batch_size,))
     # Uniform scores are < 1, so a score of 2 sorts last; the others keep a uniform order.
     scores = scores.at[:, int(last_position)].set(
-        jnp.where(forced, 2.0, scores[:, int(last_position)]))
+        jnp.where(forced, 2.0, scores[:, int(last_position)])
+    )
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1).astype(jnp.int32)
 
 
@@ -71,9 +82,16 @@ def raster_ranks(length: int, position: int, *, first: bool) -> jax.Array:
   return jnp.where(pos == position, length - 1, pos - (pos > position)).astype(jnp.int32)
 
 
-def mixed_orders(rng, batch_size: int, length: int, *, label_position: int,
-                 classify_prob: float, label_last_prob: float = 0.0,
-                 raster_prob: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+def mixed_orders(
+    rng,
+    batch_size: int,
+    length: int,
+    *,
+    label_position: int,
+    classify_prob: float,
+    label_last_prob: float = 0.0,
+    raster_prob: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """A batch of Eq. (15) tasks mixing classification and permutation LM (App. E.1's q(z, t)).
 
   Per example, with probability `classify_prob` the classification task: S = every position
@@ -94,24 +112,29 @@ def mixed_orders(rng, batch_size: int, length: int, *, label_position: int,
   Returns:
     (ranks int32 [B, L], target_mask bool [B, L], classify bool [B]).
   """
-  for name, p in (("classify_prob", classify_prob), ("label_last_prob", label_last_prob),
-                  ("raster_prob", raster_prob)):
+  for name, p in (
+      ("classify_prob", classify_prob),
+      ("label_last_prob", label_last_prob),
+      ("raster_prob", raster_prob),
+  ):
     if not 0.0 <= float(p) <= 1.0:
       raise ValueError(f"{name} must be in [0, 1], got {p}.")
   k_lm, k_cls, k_pick = jax.random.split(rng, 3)
   label_only = jnp.broadcast_to(jnp.arange(length) == label_position, (batch_size, length))
-  label_last = random_ranks(k_cls, batch_size, length, last_position=label_position,
-                            last_prob=1.0)
+  label_last = random_ranks(k_cls, batch_size, length, last_position=label_position, last_prob=1.0)
   if classify_prob == 1.0:
     return label_last, label_only, jnp.ones((batch_size,), bool)
-  lm = random_ranks(k_lm, batch_size, length, last_position=label_position,
-                    last_prob=label_last_prob)
+  lm = random_ranks(
+      k_lm, batch_size, length, last_position=label_position, last_prob=label_last_prob
+  )
   if raster_prob > 0:
     k_raster, k_first = jax.random.split(jax.random.fold_in(k_lm, 1))
     label_first = ~jax.random.bernoulli(k_first, label_last_prob, (batch_size,))
-    raster = jnp.where(label_first[:, None],
-                       raster_ranks(length, label_position, first=True),
-                       raster_ranks(length, label_position, first=False))
+    raster = jnp.where(
+        label_first[:, None],
+        raster_ranks(length, label_position, first=True),
+        raster_ranks(length, label_position, first=False),
+    )
     use_raster = jax.random.bernoulli(k_raster, raster_prob, (batch_size,))
     lm = jnp.where(use_raster[:, None], raster, lm).astype(jnp.int32)
   classify = jax.random.bernoulli(k_pick, classify_prob, (batch_size,))
@@ -213,11 +236,14 @@ def check_permutation_mask(perm_mask, target_mask, *, length: int | None = None)
   if perm_mask.ndim != 3 or perm_mask.shape[1] != perm_mask.shape[2]:
     raise ValueError(f"perm_mask must be [B, L, L], got shape {perm_mask.shape}.")
   if target_mask.shape != perm_mask.shape[:2]:
-    raise ValueError(f"target_mask must be [B, L] = {perm_mask.shape[:2]} to match perm_mask, "
-                     f"got shape {target_mask.shape}.")
+    raise ValueError(
+        f"target_mask must be [B, L] = {perm_mask.shape[:2]} to match perm_mask, "
+        f"got shape {target_mask.shape}."
+    )
   if length is not None and perm_mask.shape[1] != length:
-    raise ValueError(f"perm_mask has L={perm_mask.shape[1]} positions, the model expects "
-                     f"{length}.")
+    raise ValueError(
+        f"perm_mask has L={perm_mask.shape[1]} positions, the model expects " f"{length}."
+    )
   if perm_mask.dtype != bool:
     if not np.all((perm_mask == 0) | (perm_mask == 1)):
       raise ValueError("perm_mask must be boolean or 0/1 (1: position i may not attend to j).")
@@ -231,4 +257,5 @@ def check_permutation_mask(perm_mask, target_mask, *, length: int | None = None)
         f"perm_mask lets target position {i} of example {b} attend to itself "
         f"(perm_mask[{b}, {i}, {i}] = 0; {int(leaks.sum())} such targets): its prediction would "
         "read the token it predicts. Set perm_mask[b, i, i] = 1 for every target, as "
-        "bigjax.permutation.permutation_mask does.")
+        "bigjax.permutation.permutation_mask does."
+    )

@@ -26,20 +26,34 @@ evaluation (Fig. 5a/b, 13), completion tools and partial-input classifiers.
 `resplit` draws a second pair (S2, T2) with the same union S u T, for the "communication"
 matchings of Eq. (12).
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["biglearn", "joint", "mask_and_predict", "next_token", "permutation",
-           "initial_portion", "user_masks", "resplit", "source_sets", "check_masks", "SAMPLERS"]
+__all__ = [
+    "biglearn",
+    "joint",
+    "mask_and_predict",
+    "next_token",
+    "permutation",
+    "initial_portion",
+    "user_masks",
+    "resplit",
+    "source_sets",
+    "check_masks",
+    "SAMPLERS",
+]
 
 
 def _check_sizes(batch_size: int, length: int) -> None:
   if int(batch_size) < 1 or int(length) < 1:
-    raise ValueError(f"batch_size and length must be positive integers, got batch_size="
-                     f"{batch_size}, length={length}.")
+    raise ValueError(
+        f"batch_size and length must be positive integers, got batch_size="
+        f"{batch_size}, length={length}."
+    )
 
 
 def _check_beta(name: str, a: float, b: float) -> None:
@@ -60,9 +74,16 @@ def _masks_from_ranks(ranks, num_source, num_target):
   return source, target
 
 
-def biglearn(rng, batch_size: int, length: int, *, source_alpha: float = 0.5,
-             source_beta: float = 3.0, target_alpha: float = 3.0,
-             target_beta: float = 0.5) -> tuple[jax.Array, jax.Array]:
+def biglearn(
+    rng,
+    batch_size: int,
+    length: int,
+    *,
+    source_alpha: float = 0.5,
+    source_beta: float = 3.0,
+    target_alpha: float = 3.0,
+    target_beta: float = 0.5,
+) -> tuple[jax.Array, jax.Array]:
   """The BigLearn-GAN sampler q(S, T) of App. D.3: random S, then random T outside S.
 
   Per example: r_S ~ Beta(source_alpha, source_beta), |S| = floor(r_S L) capped at L - 1 so that
@@ -102,8 +123,9 @@ def joint(rng, batch_size: int, length: int) -> tuple[jax.Array, jax.Array]:
   return (jnp.zeros((batch_size, length), bool), jnp.ones((batch_size, length), bool))
 
 
-def mask_and_predict(rng, batch_size: int, length: int, *,
-                     mask_ratio: float = 0.75) -> tuple[jax.Array, jax.Array]:
+def mask_and_predict(
+    rng, batch_size: int, length: int, *, mask_ratio: float = 0.75
+) -> tuple[jax.Array, jax.Array]:
   """Masked modelling (BERT/MAE): T a uniformly random subset of round(mask_ratio L) positions
   (at least 1), S its complement. Returns bool [B, L] masks."""
   _check_sizes(batch_size, length)
@@ -131,13 +153,18 @@ def permutation(rng, batch_size: int, length: int) -> tuple[jax.Array, jax.Array
   _check_sizes(batch_size, length)
   k_order, k_t = jax.random.split(rng)
   t = jax.random.randint(k_t, (batch_size,), 0, length)
-  return _masks_from_ranks(_random_ranks(k_order, batch_size, length), t,
-                           jnp.ones_like(t))
+  return _masks_from_ranks(_random_ranks(k_order, batch_size, length), t, jnp.ones_like(t))
 
 
-def initial_portion(rng, batch_size: int, length: int, *, source_alpha: float = 0.5,
-                    source_beta: float = 3.0,
-                    source_ratio: float | None = None) -> tuple[jax.Array, jax.Array]:
+def initial_portion(
+    rng,
+    batch_size: int,
+    length: int,
+    *,
+    source_alpha: float = 0.5,
+    source_beta: float = 3.0,
+    source_ratio: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Completion from an initial portion (Fig. 5b): S = the first |S| positions in raster
   order, T = all the others.
 
@@ -150,16 +177,18 @@ def initial_portion(rng, batch_size: int, length: int, *, source_alpha: float = 
     r = jax.random.beta(rng, source_alpha, source_beta, (batch_size,))
   else:
     if not 0.0 <= float(source_ratio) < 1.0:
-      raise ValueError(f"source_ratio must be in [0, 1) so that a target remains, got "
-                       f"{source_ratio}.")
+      raise ValueError(
+          f"source_ratio must be in [0, 1) so that a target remains, got " f"{source_ratio}."
+      )
     r = jnp.full((batch_size,), float(source_ratio))
   num_source = jnp.clip(jnp.floor(r * length).astype(jnp.int32), 0, length - 1)
   source = jnp.arange(length)[None, :] < num_source[:, None]
   return source, ~source
 
 
-def source_sets(rng, batch_size: int, length: int, num_source, *,
-                initial_portion=False) -> jax.Array:
+def source_sets(
+    rng, batch_size: int, length: int, num_source, *, initial_portion=False
+) -> jax.Array:
   """Source sets S of given sizes: uniformly random positions, or the first ones in raster
   order (an initial portion, Fig. 5b), per example.
 
@@ -192,25 +221,34 @@ def check_masks(source_mask, target_mask) -> None:
   """
   s, t = np.asarray(source_mask), np.asarray(target_mask)
   if s.dtype != bool or t.dtype != bool:
-    raise ValueError(f"(S, T) masks must be boolean arrays, got {s.dtype} and {t.dtype}; "
-                     "use mask.astype(bool) for 0/1 masks.")
+    raise ValueError(
+        f"(S, T) masks must be boolean arrays, got {s.dtype} and {t.dtype}; "
+        "use mask.astype(bool) for 0/1 masks."
+    )
   if s.shape != t.shape or s.ndim < 1:
-    raise ValueError(f"source and target masks must have the same shape [..., L], got "
-                     f"{s.shape} and {t.shape}.")
+    raise ValueError(
+        f"source and target masks must have the same shape [..., L], got "
+        f"{s.shape} and {t.shape}."
+    )
   overlap = np.argwhere(s & t)
   if overlap.size:
-    raise ValueError(f"S and T overlap at {len(overlap)} position(s), the first at index "
-                     f"{tuple(int(i) for i in overlap[0])}; a position is either given (S) or "
-                     "generated (T), never both.")
+    raise ValueError(
+        f"S and T overlap at {len(overlap)} position(s), the first at index "
+        f"{tuple(int(i) for i in overlap[0])}; a position is either given (S) or "
+        "generated (T), never both."
+    )
   empty = np.argwhere(np.atleast_1d(~t.any(axis=-1)))
   if empty.size:
-    raise ValueError(f"T is empty in {len(empty)} row(s), the first at batch index "
-                     f"{tuple(int(i) for i in empty[0])}; every task needs at least one "
-                     "target position.")
+    raise ValueError(
+        f"T is empty in {len(empty)} row(s), the first at batch index "
+        f"{tuple(int(i) for i in empty[0])}; every task needs at least one "
+        "target position."
+    )
 
 
-def user_masks(source_mask, target_mask=None, *,
-               batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def user_masks(
+    source_mask, target_mask=None, *, batch_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
   """A user-given (S, T), checked and broadcast to [B, L].
 
   Args:
@@ -235,15 +273,17 @@ def user_masks(source_mask, target_mask=None, *,
     if int(batch_size) < 1:
       raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
     if s.shape[0] not in (1, batch_size):
-      raise ValueError(f"masks have {s.shape[0]} rows, cannot broadcast to batch_size="
-                       f"{batch_size}.")
+      raise ValueError(
+          f"masks have {s.shape[0]} rows, cannot broadcast to batch_size=" f"{batch_size}."
+      )
     s = np.broadcast_to(s, (batch_size, s.shape[1]))
     t = np.broadcast_to(t, (batch_size, t.shape[1]))
   return jnp.asarray(s), jnp.asarray(t)
 
 
-def resplit(rng, source_mask, target_mask, *, source_alpha: float = 0.5,
-            source_beta: float = 3.0) -> tuple[jax.Array, jax.Array]:
+def resplit(
+    rng, source_mask, target_mask, *, source_alpha: float = 0.5, source_beta: float = 3.0
+) -> tuple[jax.Array, jax.Array]:
   """A second pair (S2, T2) with S2 u T2 = S u T, for the communication matchings of Eq. (12).
 
   Per example, |S2| = floor(r |U|) with r ~ Beta(source_alpha, source_beta), capped at |U| - 1,

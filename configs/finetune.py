@@ -36,6 +36,7 @@ Variants:
 
 Expected results: benchmarks/RESULTS.md, "Big learning as a fine-tuning strategy".
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -57,24 +58,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # classifier head absent from it is initialised as HF does.
   c.model_dir = ""
 
-  c.seed = 0                      # the new heads, data order, dropout and orders follow it
-  c.batch_size = 32               # global batch (split over all devices)
-  c.num_epochs = 3                # passes over the training set (the last batch dropped)
-  c.learning_rate = 2e-5          # peak learning rate: linear warm-up, then linear decay to 0
-  c.warmup_steps = 0              #   over the run (HF run_glue's schedule; Table 3's warm-up)
-  c.weight_decay = 0.0            # AdamW's decoupled weight decay (XLNet's fine-tuning: 0)
-  c.grad_clip = 1.0               # global gradient-norm clipping
-  c.beta = 0.0                    # beta_BigLearn of Eq. (17); 0: FT (Eq. (16)) exactly
-  c.keep_checkpoints = 1          # checkpoints kept (one per epoch is saved; the newest kept)
-  c.log_every = 20                # metrics.jsonl row every N steps
-  c.eval_batch_size = 64          # dev / scoring batch
+  c.seed = 0  # the new heads, data order, dropout and orders follow it
+  c.batch_size = 32  # global batch (split over all devices)
+  c.num_epochs = 3  # passes over the training set (the last batch dropped)
+  c.learning_rate = 2e-5  # peak learning rate: linear warm-up, then linear decay to 0
+  c.warmup_steps = 0  #   over the run (HF run_glue's schedule; Table 3's warm-up)
+  c.weight_decay = 0.0  # AdamW's decoupled weight decay (XLNet's fine-tuning: 0)
+  c.grad_clip = 1.0  # global gradient-norm clipping
+  c.beta = 0.0  # beta_BigLearn of Eq. (17); 0: FT (Eq. (16)) exactly
+  c.keep_checkpoints = 1  # checkpoints kept (one per epoch is saved; the newest kept)
+  c.log_every = 20  # metrics.jsonl row every N steps
+  c.eval_batch_size = 64  # dev / scoring batch
 
   c.plm = ml_collections.ConfigDict()
   # q(z) of Eq. (15) (bigjax.finetuning.plm_tasks): a uniformly random order over the positions;
   # the last `target_fraction` of the candidates (text tokens and the label slot) in it are
   # targets (1: all, App. E.1's full permutation LM).
   c.plm.target_fraction = 1.0
-  c.plm.label_last_prob = 0.0     # probability of the label slot forced last in the order
+  c.plm.label_last_prob = 0.0  # probability of the label slot forced last in the order
   # Eq. (15)'s term is estimated on the first `batch_size` examples of each (random) batch; 0:
   # all of them. Fewer: a cheaper, noisier estimate of the same expectation.
   c.plm.batch_size = 0
@@ -83,14 +84,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The task's folder with train.tsv and dev.tsv in GLUE's layout (bigjax.data.glue); "" for
   # lexname / hypernym reads the copies shipped in bigjax/data/wordnet.
   c.data.task_dir = ""
-  c.data.max_length = 128         # tokens per example, <cls> included (longer: truncated)
+  c.data.max_length = 128  # tokens per example, <cls> included (longer: truncated)
   c.data.train_split = "train"
-  c.data.dev_split = "dev"        # the split tuned on (a test split is never read here)
+  c.data.dev_split = "dev"  # the split tuned on (a test split is never read here)
   # Pretraining only: a text file, one sentence per line.
   c.data.corpus = ""
-  c.data.heldout = 2_000          # corpus lines held out (the LM loss and completions)
-  c.data.pair_prob = 0.5          # share of examples that are two consecutive lines (A <sep> B)
-  c.data.vocab_size = 4_000       # SentencePiece pieces trained on the corpus
+  c.data.heldout = 2_000  # corpus lines held out (the LM loss and completions)
+  c.data.pair_prob = 0.5  # share of examples that are two consecutive lines (A <sep> B)
+  c.data.vocab_size = 4_000  # SentencePiece pieces trained on the corpus
 
   # The XLNet trained from scratch (pretraining only; fine-tuning takes model_dir's).
   c.model = ml_collections.ConfigDict()
@@ -99,8 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.n_head = 2
   c.model.d_inner = 512
   c.model.dropout = 0.1
-  c.eval_every = 0                # pretraining: held-out LM loss every N steps (0: at the end)
-  c.num_completions = 6           # pretraining: held-out glosses completed at the end
+  c.eval_every = 0  # pretraining: held-out LM loss every N steps (0: at the end)
+  c.num_completions = 6  # pretraining: held-out glosses completed at the end
 
   # The grid of experiments.finetune_sweep (Table 3): every combination is one run.
   c.sweep = ml_collections.ConfigDict()
@@ -118,22 +119,58 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_length = 32 if variant == "lexname" else 40
     c.update(dict(learning_rate=2e-4, num_epochs=2, warmup_steps=30))
     c.plm.batch_size = 8
-    c.sweep.update(dict(learning_rates=(1e-4, 2e-4, 4e-4), num_epochs=(1, 2),
-                        warmup_steps=(30,), seeds=(0, 1)))
+    c.sweep.update(
+        dict(learning_rates=(1e-4, 2e-4, 4e-4), num_epochs=(1, 2), warmup_steps=(30,), seeds=(0, 1))
+    )
   elif variant == "pretrain":
-    c.update(dict(batch_size=64, num_epochs=1, learning_rate=1e-3, warmup_steps=500,
-                  weight_decay=0.01, eval_every=1_000, log_every=50))
+    c.update(
+        dict(
+            batch_size=64,
+            num_epochs=1,
+            learning_rate=1e-3,
+            warmup_steps=500,
+            weight_decay=0.01,
+            eval_every=1_000,
+            log_every=50,
+        )
+    )
     c.data.max_length = 64
   elif variant == "smoke":
-    c.update(dict(batch_size=8, num_epochs=2, learning_rate=1e-3, warmup_steps=2,
-                  eval_batch_size=16, log_every=2, beta=0.5))
+    c.update(
+        dict(
+            batch_size=8,
+            num_epochs=2,
+            learning_rate=1e-3,
+            warmup_steps=2,
+            eval_batch_size=16,
+            log_every=2,
+            beta=0.5,
+        )
+    )
     c.data.max_length = 24
     c.plm.batch_size = 4
-    c.sweep.update(dict(learning_rates=(1e-3,), num_epochs=(1,), warmup_steps=(0,),
-                        betas=(0.0, 0.5), seeds=(0, 1)))
+    c.sweep.update(
+        dict(
+            learning_rates=(1e-3,),
+            num_epochs=(1,),
+            warmup_steps=(0,),
+            betas=(0.0, 0.5),
+            seeds=(0, 1),
+        )
+    )
   elif variant == "smoke_pretrain":
-    c.update(dict(batch_size=8, num_epochs=1, learning_rate=1e-3, warmup_steps=2,
-                  eval_batch_size=16, log_every=2, eval_every=4, num_completions=2))
+    c.update(
+        dict(
+            batch_size=8,
+            num_epochs=1,
+            learning_rate=1e-3,
+            warmup_steps=2,
+            eval_batch_size=16,
+            log_every=2,
+            eval_every=4,
+            num_completions=2,
+        )
+    )
     c.data.update(dict(max_length=24, heldout=16, vocab_size=120))
     c.model.update(dict(d_model=16, n_layer=1, n_head=2, d_inner=32))
   return c

@@ -26,6 +26,7 @@ App. D.3 stabilisers and their switches (all on in `paper`):
 The paper does not give the face crop; data.crop_size = 140 (the usual centre crop of the
 178x218 aligned images) is ours.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -41,14 +42,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = gan_mnist.get_config("paper")  # Table 2 shares the architecture and the task mix
   c.variant = f"celeba_{variant}"
   c.batch_size = 128
-  c.data = ml_collections.ConfigDict(dict(
-      dataset="celeba",
-      source="",          # required: an image folder (official layout) or "tfds"
-      split="train",      # list_eval_partition.txt: train / validation / test / all
-      image_size=120,
-      crop_size=140,      # centre crop of the 178x218 aligned faces before resizing
-      cache_dir="",       # "" = bigjax_cache/ next to the images
-      prefetch=2))
+  c.data = ml_collections.ConfigDict(
+      dict(
+          dataset="celeba",
+          source="",  # required: an image folder (official layout) or "tfds"
+          split="train",  # list_eval_partition.txt: train / validation / test / all
+          image_size=120,
+          crop_size=140,  # centre crop of the 178x218 aligned faces before resizing
+          cache_dir="",  # "" = bigjax_cache/ next to the images
+          prefetch=2,
+      )
+  )
   c.model.patch_size = 10
   c.model.disc_attention = "l2"
   c.model.conv_head_layers = 3
@@ -61,10 +65,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "smoke":
     c.update(dict(num_steps=4, checkpoint_every=2, log_every=1, sample_every=4, batch_size=4))
     c.data.update(dict(split="all", image_size=20))
-    c.model.update(dict(
-        patch_size=5, encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16,
-        decoder_depth=1, decoder_heads=2, noise_dim=8, noise_mlp_depth=2, noise_mlp_width=16,
-        disc_dim=16, disc_depth=1, disc_heads=2, mlp_ratio=2.0, conv_head_width=8,
-        dtype="float32"))
+    c.model.update(
+        dict(
+            patch_size=5,
+            encoder_dim=16,
+            encoder_depth=1,
+            encoder_heads=2,
+            decoder_dim=16,
+            decoder_depth=1,
+            decoder_heads=2,
+            noise_dim=8,
+            noise_mlp_depth=2,
+            noise_mlp_width=16,
+            disc_dim=16,
+            disc_depth=1,
+            disc_heads=2,
+            mlp_ratio=2.0,
+            conv_head_width=8,
+            dtype="float32",
+        )
+    )
     c.eval.update(dict(num_images=2, num_completions=2, num_joint=4))
   return c

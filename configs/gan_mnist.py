@@ -26,6 +26,7 @@ and completions from half of the patches keep the true label for 60% (random S) 
 (initial portion) of the held-out digits, where an exact sampler would keep it for about 88%
 (experiments/gan_eval.py; details and figures in benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -40,10 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = c.variant
   # num_steps: iterations of Algorithm 1 (one D step then one G step each); the seed draws the
   # parameters, data order, (S, T) and noise.
-  common.add_loop_fields(c, num_steps=100_000, batch_size=256, checkpoint_every=2_000,
-                         log_every=100)
-  c.sample_every = 2_000          # samples/step_XXXXXXX.png every N steps (and at the end)
-  c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
+  common.add_loop_fields(
+      c, num_steps=100_000, batch_size=256, checkpoint_every=2_000, log_every=100
+  )
+  c.sample_every = 2_000  # samples/step_XXXXXXX.png every N steps (and at the end)
+  c.distributed = False  # call jax.distributed.initialize() first (multi-host runs)
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "mnist"
@@ -51,28 +53,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # directory of the original IDX files; see bigjax.data.mnist.load.
   c.data.source = "auto"
   c.data.split = "train"
-  c.data.image_size = 64          # digits are resized from 28x28 when this differs
-  c.data.prefetch = 2             # batches assembled ahead by a host thread (0 = on demand)
+  c.data.image_size = 64  # digits are resized from 28x28 when this differs
+  c.data.prefetch = 2  # batches assembled ahead by a host thread (0 = on demand)
 
   c.model = ml_collections.ConfigDict()
   c.model.patch_size = 8
-  c.model.encoder_dim = 256       # G-encoder
+  c.model.encoder_dim = 256  # G-encoder
   c.model.encoder_depth = 6
   c.model.encoder_heads = 8
-  c.model.decoder_dim = 512       # G-decoder
+  c.model.decoder_dim = 512  # G-decoder
   c.model.decoder_depth = 6
   c.model.decoder_heads = 8
-  c.model.noise_dim = 128         # z ~ N(0, I)
-  c.model.noise_mlp_depth = 8     # App. D.1: an 8-layer MLP maps z to patch-wise embeddings
+  c.model.noise_dim = 128  # z ~ N(0, I)
+  c.model.noise_mlp_depth = 8  # App. D.1: an 8-layer MLP maps z to patch-wise embeddings
   c.model.noise_mlp_width = 256
   c.model.noise_every_layer = False  # True: noise embeddings into every G-decoder block
-  c.model.disc_dim = 256          # discriminator
+  c.model.disc_dim = 256  # discriminator
   c.model.disc_depth = 6
   c.model.disc_heads = 8
   c.model.disc_minibatch_std_group = 0  # > 0: minibatch-std feature in D (not in the paper)
   c.model.mlp_ratio = 4.0
-  c.model.noise_merge = "add"     # with noise_every_layer: "add" or "concat" (+ linear map)
-  c.model.conv_head_layers = 0    # 3x3 convolutions after the generator's linear head
+  c.model.noise_merge = "add"  # with noise_every_layer: "add" or "concat" (+ linear map)
+  c.model.conv_head_layers = 0  # 3x3 convolutions after the generator's linear head
   c.model.conv_head_width = 64
   c.model.disc_attention = "dot"  # "l2": L2 self-attention in D (Kim et al. 2021)
   # Computation dtype of both models: "bfloat16" = mixed precision (parameters, optimiser
@@ -80,17 +82,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
 
   c.tasks = ml_collections.ConfigDict()
-  c.tasks.sampler = "biglearn"    # any name in bigjax.tasks.SAMPLERS
-  c.tasks.per_example = True      # False: one (S, T) pair per batch, as in Algorithm 1 line 3
-  c.tasks.source_alpha = 0.5      # |S| / L ~ Beta(source_alpha, source_beta)
+  c.tasks.sampler = "biglearn"  # any name in bigjax.tasks.SAMPLERS
+  c.tasks.per_example = True  # False: one (S, T) pair per batch, as in Algorithm 1 line 3
+  c.tasks.source_alpha = 0.5  # |S| / L ~ Beta(source_alpha, source_beta)
   c.tasks.source_beta = 3.0
-  c.tasks.target_alpha = 3.0      # |T| / |L minus S| ~ Beta(target_alpha, target_beta)
+  c.tasks.target_alpha = 3.0  # |T| / |L minus S| ~ Beta(target_alpha, target_beta)
   c.tasks.target_beta = 0.5
-  c.tasks.mask_ratio = 0.75       # mask_and_predict only
+  c.tasks.mask_ratio = 0.75  # mask_and_predict only
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.r1_weight = 10.0         # lambda of the R1 penalty on real data (Table 2)
-  c.loss.saturating = False       # generator loss: Eq. (8) as written, or non-saturating
+  c.loss.r1_weight = 10.0  # lambda of the R1 penalty on real data (Table 2)
+  c.loss.saturating = False  # generator loss: Eq. (8) as written, or non-saturating
   c.loss.communication_weight = 0.0  # Eq. (12) communication matchings (App. D.2); 0 = off
   # Mode-seeking regulariser (Mao et al. 2019; not in the paper): keeps the generator using z.
   c.loss.mode_seeking_weight = 0.0
@@ -99,37 +101,50 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.reconstruction_weight = 0.0
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 1e-4    # both players, constant (App. D.3)
-  c.optim.disc_lr_scale = 1.0     # discriminator lr = learning_rate * this (TTUR when > 1)
-  c.optim.b1 = 0.1                # AdamW betas (0.1, 0.999) (App. D.3)
+  c.optim.learning_rate = 1e-4  # both players, constant (App. D.3)
+  c.optim.disc_lr_scale = 1.0  # discriminator lr = learning_rate * this (TTUR when > 1)
+  c.optim.b1 = 0.1  # AdamW betas (0.1, 0.999) (App. D.3)
   c.optim.b2 = 0.999
-  c.optim.eps = 1e-8              # the CelebA run used 1e-5
-  c.optim.weight_decay = 0.01     # PyTorch's AdamW default; the paper does not give one
-  c.ema_decay = 0.999             # EMA of the generator's parameters for samples; 0 = off
+  c.optim.eps = 1e-8  # the CelebA run used 1e-5
+  c.optim.weight_decay = 0.01  # PyTorch's AdamW default; the paper does not give one
+  c.ema_decay = 0.999  # EMA of the generator's parameters for samples; 0 = off
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_images = 8           # digits completed in each sample grid
-  c.eval.num_completions = 4      # noise draws per digit in the grids
-  c.eval.num_joint = 32           # joint generations (S empty) per grid
+  c.eval.num_images = 8  # digits completed in each sample grid
+  c.eval.num_completions = 4  # noise draws per digit in the grids
+  c.eval.num_joint = 32  # joint generations (S empty) per grid
   # Evaluation suite during training (experiments/gan_eval.py): every N steps (and at the end)
   # a row in <workdir>/eval.jsonl; 0 = off. Needs a classifier trained at the run's image size
   # (python -m experiments.mnist_classifier ... --workdir DIR) in classifier_dir.
   c.eval.metrics_every = 0
   c.eval.classifier_dir = ""
   c.eval.metrics_num_images = 500  # held-out digits
-  c.eval.metrics_num_samples = 4   # noise draws per digit and source ratio
+  c.eval.metrics_num_samples = 4  # noise draws per digit and source ratio
 
   if variant == "paper":
-    c.model.dtype = "bfloat16"    # a GPU config; bfloat16 is slow on CPUs
+    c.model.dtype = "bfloat16"  # a GPU config; bfloat16 is slow on CPUs
   if variant == "cpu":
-    c.update(dict(num_steps=4_000, checkpoint_every=500, log_every=50, sample_every=500,
-                  batch_size=64))
+    c.update(
+        dict(num_steps=4_000, checkpoint_every=500, log_every=50, sample_every=500, batch_size=64)
+    )
     # The bundled "train" split: 7,000 digits; its "test" 1,000 are held out.
     c.data.update(dict(source="bundled", split="train", image_size=28))
-    c.model.update(dict(
-        patch_size=7, encoder_dim=64, encoder_depth=2, encoder_heads=4, decoder_dim=128,
-        decoder_depth=3, decoder_heads=4, noise_dim=64, noise_mlp_width=128, disc_dim=128,
-        disc_depth=3, disc_heads=4))
+    c.model.update(
+        dict(
+            patch_size=7,
+            encoder_dim=64,
+            encoder_depth=2,
+            encoder_heads=4,
+            decoder_dim=128,
+            decoder_depth=3,
+            decoder_heads=4,
+            noise_dim=64,
+            noise_mlp_width=128,
+            disc_dim=128,
+            disc_depth=3,
+            disc_heads=4,
+        )
+    )
     c.optim.learning_rate = 2e-4
     # Without these two the small generator learns to ignore z within ~250 steps (completions
     # are most of the task mix and need no noise; joint generation then gives one image for every
@@ -143,9 +158,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "smoke":
     c.update(dict(num_steps=4, checkpoint_every=2, log_every=1, sample_every=4, batch_size=8))
     c.data.update(dict(source="bundled", split="all", image_size=28))
-    c.model.update(dict(
-        patch_size=7, encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16,
-        decoder_depth=1, decoder_heads=2, noise_dim=8, noise_mlp_depth=2, noise_mlp_width=16,
-        disc_dim=16, disc_depth=1, disc_heads=2, mlp_ratio=2.0))
+    c.model.update(
+        dict(
+            patch_size=7,
+            encoder_dim=16,
+            encoder_depth=1,
+            encoder_heads=2,
+            decoder_dim=16,
+            decoder_depth=1,
+            decoder_heads=2,
+            noise_dim=8,
+            noise_mlp_depth=2,
+            noise_mlp_width=16,
+            disc_dim=16,
+            disc_depth=1,
+            disc_heads=2,
+            mlp_ratio=2.0,
+        )
+    )
     c.eval.update(dict(num_images=2, num_completions=2, num_joint=4))
   return c

@@ -19,6 +19,7 @@ Variants:
 Expected result (measured, 16 seeds, see benchmarks/RESULTS.md): `paper` a median of 22/25
 true modes recovered, `joint_only` 1/25, `noising` 25/25 (min 23), `conditionals` 19.5/25.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -28,14 +29,23 @@ from configs import common
 VARIANTS = ("paper", "joint_only", "conditionals", "noising", "combined", "smoke")
 
 
-def _task(name, kind, *, dims=(0,), given_dims=(1,), given_source="data", noise_vars=(),
-          random_transform=True, max_grad_norm=0.0):
+def _task(
+    name,
+    kind,
+    *,
+    dims=(0,),
+    given_dims=(1,),
+    given_source="data",
+    noise_vars=(),
+    random_transform=True,
+    max_grad_norm=0.0,
+):
   return dict(
-      name=name,                          # referred to by the phases' probabilities
-      kind=kind,                          # joint | marginal | conditional
-      dims=tuple(dims),                   # marginal: output dims of y = B x to match
-      given_dims=tuple(given_dims),       # conditional: observed output dims of y = B x
-      given_source=given_source,          # conditional: v drawn from data | model | mixed
+      name=name,  # referred to by the phases' probabilities
+      kind=kind,  # joint | marginal | conditional
+      dims=tuple(dims),  # marginal: output dims of y = B x to match
+      given_dims=tuple(given_dims),  # conditional: observed output dims of y = B x
+      given_source=given_source,  # conditional: v drawn from data | model | mixed
       noise_vars=tuple(float(v) for v in noise_vars),  # one drawn per outer iteration; () none
       random_transform=bool(random_transform),  # Haar B per outer iteration (else identity)
       # > 0: this task's gradient (all parameters) is rescaled to at most this global norm
@@ -66,35 +76,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data_var = 0.05
   # Model p_theta.
   c.num_components = 25
-  c.init_mean = -5.0              # means init_mean + init_mean_std * N(0, 1) per coordinate
+  c.init_mean = -5.0  # means init_mean + init_mean_std * N(0, 1) per coordinate
   c.init_mean_std = 0.1
-  c.init_log_scale = 0.0          # log of the Cholesky diagonal at init (0: Sigma = I)
-  c.covariance = "cholesky"       # cholesky (lower-triangular, log diagonal) | diagonal
+  c.init_log_scale = 0.0  # log of the Cholesky diagonal at init (0: Sigma = I)
+  c.covariance = "cholesky"  # cholesky (lower-triangular, log diagonal) | diagonal
   c.train_means = True
   c.train_scales = True
-  c.train_weights = False         # reference: equal weights, not trained
+  c.train_weights = False  # reference: equal weights, not trained
   # Optimiser (optax by name) and estimator.
-  c.optimizer = "sgd"             # sgd | adam
+  c.optimizer = "sgd"  # sgd | adam
   c.learning_rate = 0.1
-  c.method = "mc"                 # mc (reference estimator) | quadrature (exact loss)
-  c.num_samples = 100             # reparameterised samples from p_theta per step
+  c.method = "mc"  # mc (reference estimator) | quadrature (exact loss)
+  c.num_samples = 100  # reparameterised samples from p_theta per step
   # Schedule: outer iterations each pick one task, then inner_steps SGD steps on it.
   c.num_outer_iterations = 10_000
-  c.inner_steps = 20              # 1 = single-level (a fresh task every step)
+  c.inner_steps = 20  # 1 = single-level (a fresh task every step)
   c.tasks = [_task("joint", "joint"), _task("marginal", "marginal")]
   # Phases: from iteration `start` on, tasks are drawn with `probs` (must sum to one).
   c.phases = [_phase(0, marginal=1.0), _phase(5_000, joint=0.1, marginal=0.9)]
   # Metrics, every record_every outer iterations, inside the jitted loop.
   c.record_every = 100
-  c.num_chunks = 10               # jitted calls the run is split into (progress bar steps)
-  c.recover_radii = (0.5, 0.3)    # a true mode is recovered within this distance ...
-  c.min_weight_factor = 0.25      # ... of a model component of weight >= factor / K
-  c.mass_num_std = 3.0            # model mass within this many data std of a true mode
-  c.metric_num_points = 24        # Gauss-Hermite order per dim for the metric KLs and mass
+  c.num_chunks = 10  # jitted calls the run is split into (progress bar steps)
+  c.recover_radii = (0.5, 0.3)  # a true mode is recovered within this distance ...
+  c.min_weight_factor = 0.25  # ... of a model component of weight >= factor / K
+  c.mass_num_std = 3.0  # model mass within this many data std of a true mode
+  c.metric_num_points = 24  # Gauss-Hermite order per dim for the metric KLs and mass
   # Figures.
   c.plots = True
   c.snapshot_iterations = (200, 800, 1400, 6000)
-  c.plot_seed = 0                 # seed of the snapshot figure and the GIF
+  c.plot_seed = 0  # seed of the snapshot figure and the GIF
   c.gif_frames = 50
 
   if arg == "joint_only":
@@ -104,25 +114,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the start) and no clipping, the conditional's responsibility term drives one
     # component's Cholesky diagonal to ~1e-26 within ~80 outer iterations (log-scale -58), its
     # covariance underflows float32 and the 2x2 Cholesky in transform/conditional gives NaN.
-    c.tasks = [_task("joint", "joint"), _task("marginal", "marginal"),
-               _task("conditional", "conditional", given_source="model", max_grad_norm=10.0)]
-    c.phases = [_phase(0, marginal=0.75, conditional=0.25),
-                _phase(5_000, joint=0.1, marginal=0.65, conditional=0.25)]
+    c.tasks = [
+        _task("joint", "joint"),
+        _task("marginal", "marginal"),
+        _task("conditional", "conditional", given_source="model", max_grad_norm=10.0),
+    ]
+    c.phases = [
+        _phase(0, marginal=0.75, conditional=0.25),
+        _phase(5_000, joint=0.1, marginal=0.65, conditional=0.25),
+    ]
   elif arg == "noising":
-    c.tasks = [_task("joint", "joint"), _task("marginal", "marginal"),
-               _task("noised_joint", "joint", noise_vars=(4.0, 1.0, 0.25),
-                     random_transform=False)]
+    c.tasks = [
+        _task("joint", "joint"),
+        _task("marginal", "marginal"),
+        _task("noised_joint", "joint", noise_vars=(4.0, 1.0, 0.25), random_transform=False),
+    ]
     # Tuned on seeds 0-7 (median modes 23 with noised_joint 0.3, 25 with 0.5; see
     # benchmarks/RESULTS.md for the 16-seed numbers).
-    c.phases = [_phase(0, marginal=0.5, noised_joint=0.5),
-                _phase(5_000, joint=0.1, marginal=0.4, noised_joint=0.5)]
+    c.phases = [
+        _phase(0, marginal=0.5, noised_joint=0.5),
+        _phase(5_000, joint=0.1, marginal=0.4, noised_joint=0.5),
+    ]
   elif arg == "combined":
-    c.tasks = [_task("joint", "joint"), _task("marginal", "marginal"),
-               _task("conditional", "conditional", given_source="model", max_grad_norm=10.0),
-               _task("noised_joint", "joint", noise_vars=(4.0, 1.0, 0.25),
-                     random_transform=False)]
-    c.phases = [_phase(0, marginal=0.4, conditional=0.1, noised_joint=0.5),
-                _phase(5_000, joint=0.1, marginal=0.3, conditional=0.1, noised_joint=0.5)]
+    c.tasks = [
+        _task("joint", "joint"),
+        _task("marginal", "marginal"),
+        _task("conditional", "conditional", given_source="model", max_grad_norm=10.0),
+        _task("noised_joint", "joint", noise_vars=(4.0, 1.0, 0.25), random_transform=False),
+    ]
+    c.phases = [
+        _phase(0, marginal=0.4, conditional=0.1, noised_joint=0.5),
+        _phase(5_000, joint=0.1, marginal=0.3, conditional=0.1, noised_joint=0.5),
+    ]
   elif arg == "smoke":
     c.num_seeds = 2
     c.num_outer_iterations = 40

@@ -28,6 +28,7 @@ seed 1). Label-conditioned samples carry their label for 98.6% of draws with the
 guidance and 61.8% of draws from the model's unguided p(x' | y) (benchmarks/RESULTS.md,
 "Multi-modal big learning", third round).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -45,14 +46,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = c.variant
   # AdamW steps (linear warm-up, then cosine decay to 1%); the seed draws the parameters, the
   # data order, the shifts, the orders and the dropout.
-  common.add_loop_fields(c, num_steps=5_000, batch_size=64, checkpoint_every=500,
-                         log_every=100)
-  c.learning_rate = 1e-3          # peak learning rate
+  common.add_loop_fields(c, num_steps=5_000, batch_size=64, checkpoint_every=500, log_every=100)
+  c.learning_rate = 1e-3  # peak learning rate
   c.warmup_steps = 200
-  c.weight_decay = 0.05           # AdamW's decoupled weight decay
-  c.grad_clip = 1.0               # global gradient-norm clipping
-  c.eval_every = 500              # test accuracy (one order) into metrics.jsonl; 0: only at end
-  c.distributed = False           # call jax.distributed.initialize() first (multi-host runs)
+  c.weight_decay = 0.05  # AdamW's decoupled weight decay
+  c.grad_clip = 1.0  # global gradient-norm clipping
+  c.eval_every = 500  # test accuracy (one order) into metrics.jsonl; 0: only at end
+  c.distributed = False  # call jax.distributed.initialize() first (multi-host runs)
 
   # The quantiser: trained into <workdir>/vq with `vq` when vq_dir is empty; otherwise the
   # finished quantiser in vq_dir is used as is (e.g. to share one between two runs).
@@ -63,20 +63,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
   # directory of the original IDX files; see bigjax.data.mnist.load. Labels are needed.
   c.data.source = "bundled"
-  c.data.train_split = "train"    # bundled: the first 7,000 digits
-  c.data.test_split = "test"      # bundled: the last 1,000, never trained on
-  c.data.max_shift = 2            # augmentation of classification tasks: random shifts (pixels)
+  c.data.train_split = "train"  # bundled: the first 7,000 digits
+  c.data.test_split = "test"  # bundled: the last 1,000, never trained on
+  c.data.max_shift = 2  # augmentation of classification tasks: random shifts (pixels)
   # The same for permutation LM tasks; 0 models centred digits. A shift on the 4-pixel token
   # grid changes every token of a digit: on the `cpu` run, 0 instead of 2 took label agreement
   # of samples from 19% to 33% (benchmarks/RESULTS.md).
   c.data.lm_max_shift = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.width = 128             # D of the two-stream transformer
-  c.model.depth = 4               # blocks
+  c.model.width = 128  # D of the two-stream transformer
+  c.model.depth = 4  # blocks
   c.model.num_heads = 4
-  c.model.mlp_ratio = 2.0         # MLP width / D
-  c.model.dropout = 0.1           # attention weights and residual branches, training only
+  c.model.mlp_ratio = 2.0  # MLP width / D
+  c.model.dropout = 0.1  # attention weights and residual branches, training only
 
   c.plm = ml_collections.ConfigDict()
   # "permutation": big learning, Eq. (15) with a q(z, t) mixing two kinds of tasks (below);
@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # In a permutation LM task, P(the label is last in z); otherwise it is first (raster orders)
   # or at a uniformly random place (random orders). Label-first orders train p(x' | y).
   c.plm.label_last_prob = 0.3
-  c.plm.label_weight = 1.0        # loss = mean NLL per LM target + this x mean classification CE
+  c.plm.label_weight = 1.0  # loss = mean NLL per LM target + this x mean classification CE
   # q(z) of the LM tasks: with this probability z is the raster order of the image tokens
   # (the label last with probability label_last_prob, else first) instead of a uniformly
   # random order. Raster orders train the order that eval.order="raster" samples in. With the
@@ -101,9 +101,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.plm.raster_prob = 0.6
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_orders = 4           # classification averages p(y | x') over this many orders
-  c.eval.samples_per_label = 50   # label-conditioned samples per class, judged by the classifier
-  c.eval.order = "raster"         # order of sampled positions: "random" or "raster"
+  c.eval.num_orders = 4  # classification averages p(y | x') over this many orders
+  c.eval.samples_per_label = 50  # label-conditioned samples per class, judged by the classifier
+  c.eval.order = "raster"  # order of sampled positions: "random" or "raster"
   # Samples (generate, complete, figure) use this temperature and label guidance w
   # (bigjax.multimodal.sample): w = 0 and temperature 1 sample the model's p(x' | y); w > 0
   # sharpens it with the same model's p(x') (classifier-free guidance), a temperature below 1
@@ -117,14 +117,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.classifier_variant = "cpu"
 
   if variant == "paper":
-    c.update(dict(num_steps=50_000, batch_size=256, learning_rate=5e-4, warmup_steps=2_000,
-                  checkpoint_every=5_000, eval_every=5_000))
+    c.update(
+        dict(
+            num_steps=50_000,
+            batch_size=256,
+            learning_rate=5e-4,
+            warmup_steps=2_000,
+            checkpoint_every=5_000,
+            eval_every=5_000,
+        )
+    )
     c.data.source = "auto"
     c.model.update(dict(width=256, depth=8, num_heads=8, mlp_ratio=4.0))
     c.eval.samples_per_label = 200
   elif variant == "smoke":
-    c.update(dict(num_steps=6, batch_size=16, warmup_steps=2, checkpoint_every=3, log_every=2,
-                  eval_every=3))
+    c.update(
+        dict(
+            num_steps=6,
+            batch_size=16,
+            warmup_steps=2,
+            checkpoint_every=3,
+            log_every=2,
+            eval_every=3,
+        )
+    )
     c.model.update(dict(width=16, depth=1, num_heads=2))
     c.eval.num_orders = 2
     c.eval.samples_per_label = 2

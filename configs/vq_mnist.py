@@ -20,6 +20,7 @@ MSE 0.0167 in [-1, 1] pixel space (0.0042 in [0, 1]; train 0.0168) on the bundle
 held-out digits, 126 of the 128 codes used on them (perplexity 98), 170 s wall clock including
 compilation and evaluation. A blank (all-background) reconstruction has MSE 0.452.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -35,26 +36,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # AdamW steps (warm-up, then cosine decay to 1% at the end); the seed draws the parameters,
   # the codebook's initialisation, the data order and the dead-code restarts.
   common.add_loop_fields(c, num_steps=500, batch_size=128, checkpoint_every=500, log_every=50)
-  c.learning_rate = 5e-3          # peak learning rate of the encoder and decoder
-  c.weight_decay = 1e-4           # AdamW's decoupled weight decay
+  c.learning_rate = 5e-3  # peak learning rate of the encoder and decoder
+  c.weight_decay = 1e-4  # AdamW's decoupled weight decay
 
   c.data = ml_collections.ConfigDict()
   # "bundled" (8,000 real digits shipped in bigjax/data), "auto", "tfds", an .npz path or a
   # directory of the original IDX files; see bigjax.data.mnist.load. Labels are not needed.
   c.data.source = "bundled"
-  c.data.train_split = "train"    # bundled: the first 7,000 digits
-  c.data.test_split = "test"      # bundled: the last 1,000, never trained on
+  c.data.train_split = "train"  # bundled: the first 7,000 digits
+  c.data.test_split = "test"  # bundled: the last 1,000, never trained on
 
   c.model = ml_collections.ConfigDict()
-  c.model.widths = (32, 64)       # channels of the stride-2 stages; 2 stages: 7x7 token grids
-  c.model.code_dim = 16           # D, the dimension of the encoder outputs and code vectors
-  c.model.num_codes = 128         # K, the vocabulary of the tokens
+  c.model.widths = (32, 64)  # channels of the stride-2 stages; 2 stages: 7x7 token grids
+  c.model.code_dim = 16  # D, the dimension of the encoder outputs and code vectors
+  c.model.num_codes = 128  # K, the vocabulary of the tokens
 
   c.loss = ml_collections.ConfigDict()
   c.loss.commitment_weight = 0.25  # beta of beta * mean (z - sg(z_q))^2 (VQ-VAE's 0.25)
 
   c.codebook = ml_collections.ConfigDict()
-  c.codebook.decay = 0.99         # EMA decay of the code counts and sums
+  c.codebook.decay = 0.99  # EMA decay of the code counts and sums
   # Restart codes whose EMA count (encoder outputs per batch) falls below this with a random
   # encoder output of the batch. At most 1: a restarted code starts with count 1.
   c.codebook.dead_code_threshold = 1.0
@@ -63,7 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.update(dict(num_steps=10_000, batch_size=256, checkpoint_every=1_000, log_every=100))
     c.data.source = "auto"
   elif variant == "smoke":
-    c.update(dict(num_steps=60, batch_size=32, learning_rate=3e-3, checkpoint_every=30,
-                  log_every=20))
+    c.update(
+        dict(num_steps=60, batch_size=32, learning_rate=3e-3, checkpoint_every=30, log_every=20)
+    )
     c.model.update(dict(widths=(8, 16), num_codes=32))
   return c

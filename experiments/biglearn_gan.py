@@ -34,6 +34,7 @@ Writes into --workdir:
   samples/step_XXXXXXX.png joint generations and completions (random half / top half given)
   run.json                 steps done, timings, devices, JAX version
 """
+
 from __future__ import annotations
 
 import os
@@ -52,13 +53,22 @@ from bigjax.training import batch_fn, loop, sharding, write_json
 from experiments import cli
 from experiments import gan_samples
 from experiments import gan_setup
-from experiments.gan_setup import (SIGNATURE_DEFAULTS, GANState, build_models, image_shape,
-                                   init_state, load_images, make_optimizers, model_signature,
-                                   sample_tasks, validate_config)
-
+from experiments.gan_setup import (
+    SIGNATURE_DEFAULTS,
+    GANState,
+    build_models,
+    image_shape,
+    init_state,
+    load_images,
+    make_optimizers,
+    model_signature,
+    sample_tasks,
+    validate_config,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The training step.
+
 
 def _adam_step(opt, grads, opt_state, params):
   updates, opt_state = opt.update(grads, opt_state, params)
@@ -85,8 +95,9 @@ def make_train_step(config):
     b, length, _ = patches.shape
     source, target = sample_tasks(k_task, config, b, length)
     if comm_weight > 0:
-      source2, target2 = tasks.resplit(k_comm, source, target, source_alpha=t.source_alpha,
-                                       source_beta=t.source_beta)
+      source2, target2 = tasks.resplit(
+          k_comm, source, target, source_alpha=t.source_alpha, source_beta=t.source_beta
+      )
     noise = lambda k: jax.random.normal(k, (b, gen.noise_dim))
 
     # Discriminator step: Eq. (8) + R1 on real data (+ Eq. (12)).
@@ -98,18 +109,26 @@ def make_train_step(config):
       d = lambda x, s, tt: disc.apply(d_params, x, s, tt)
       fake_logits = d(fake, source, target)
       if r1_weight > 0:
-        r1, real_logits = losses.r1_penalty(lambda x: d(x, source, target), patches,
-                                            weight=r1_weight)
+        r1, real_logits = losses.r1_penalty(
+            lambda x: d(x, source, target), patches, weight=r1_weight
+        )
       else:
         real_logits, r1 = d(patches, source, target), jnp.zeros((b,))
       gan = losses.discriminator_loss(real_logits, fake_logits)
       loss = jnp.mean(gan) + jnp.mean(r1)
-      aux = dict(d_loss=jnp.mean(gan), r1=jnp.mean(r1), real_logit=jnp.mean(real_logits),
-                 fake_logit=jnp.mean(fake_logits))
+      aux = dict(
+          d_loss=jnp.mean(gan),
+          r1=jnp.mean(r1),
+          real_logit=jnp.mean(real_logits),
+          fake_logit=jnp.mean(fake_logits),
+      )
       if comm_weight > 0:
         comm = losses.communication_discriminator_loss(
-            fake_logits, d(fake, source2, target2), d(fake2, source2, target2),
-            d(fake2, source, target))
+            fake_logits,
+            d(fake, source2, target2),
+            d(fake2, source2, target2),
+            d(fake2, source, target),
+        )
         loss = loss + comm_weight * jnp.mean(comm)
         aux["d_comm"] = jnp.mean(comm)
       return loss, aux
@@ -132,15 +151,20 @@ def make_train_step(config):
         aux["mode_seeking"] = ms
       if recon_weight > 0:
         # The mean over every counted patch of the batch.
-        rec = (jnp.sum(losses.reconstruction_loss(fake, patches, source))
-               / jnp.maximum(jnp.sum(losses.reconstruction_counts(source)), 1))
+        rec = jnp.sum(losses.reconstruction_loss(fake, patches, source)) / jnp.maximum(
+            jnp.sum(losses.reconstruction_counts(source)), 1
+        )
         loss = loss + recon_weight * rec
         aux["reconstruction"] = rec
       if comm_weight > 0:
         fake2 = gen.apply(g_params, patches, source2, noise(k_zg2))
         comm = losses.communication_generator_loss(
-            fake_logits, d(fake, source2, target2), d(fake2, source2, target2),
-            d(fake2, source, target), saturating=saturating)
+            fake_logits,
+            d(fake, source2, target2),
+            d(fake2, source2, target2),
+            d(fake2, source, target),
+            saturating=saturating,
+        )
         loss = loss + comm_weight * jnp.mean(comm)
         aux["g_comm"] = jnp.mean(comm)
       return loss, aux
@@ -155,11 +179,18 @@ def make_train_step(config):
       decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
       g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
 
-    metrics = dict(d_aux, **g_aux, d_grad_norm=optax.tree.norm(d_grads),
-                   g_grad_norm=optax.tree.norm(g_grads))
-    new_state = GANState(step=state.step + 1, g_params=g_params, d_params=d_params,
-                         g_ema_params=g_ema_params, g_opt_state=g_opt_state,
-                         d_opt_state=d_opt_state, rng=state.rng)
+    metrics = dict(
+        d_aux, **g_aux, d_grad_norm=optax.tree.norm(d_grads), g_grad_norm=optax.tree.norm(g_grads)
+    )
+    new_state = GANState(
+        step=state.step + 1,
+        g_params=g_params,
+        d_params=d_params,
+        g_ema_params=g_ema_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+        rng=state.rng,
+    )
     return new_state, metrics
 
   return train_step
@@ -167,14 +198,17 @@ def make_train_step(config):
 
 def jit_train_step(config, mesh, state_sharding):
   """The train step jitted for `mesh`: state replicated and donated, batch split on "data"."""
-  return jax.jit(make_train_step(config),
-                 in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-                 out_shardings=(state_sharding, sharding.replicated(mesh)),
-                 donate_argnums=0)
+  return jax.jit(
+      make_train_step(config),
+      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=0,
+  )
 
 
 # ----------------------------------------------------------------------------------------------
 # The run.
+
 
 def _hooks(config, workdir: str, state_params, images: np.ndarray) -> list[loop.Hook]:
   """The GAN's periodic actions: sample grids (and, with eval.metrics_every, the evaluation
@@ -190,20 +224,38 @@ def _hooks(config, workdir: str, state_params, images: np.ndarray) -> list[loop.
     if jax.process_index() != 0:
       return None
     from experiments import gan_plots  # matplotlib only when drawing
+
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    return gan_plots.sample_grid(drawn, ev["images"], ev["random_half"], ev["top_half"], config,
-                                 os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                                 step=step)
+    return gan_plots.sample_grid(
+        drawn,
+        ev["images"],
+        ev["random_half"],
+        ev["top_half"],
+        config,
+        os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+        step=step,
+    )
 
   hooks = [loop.Hook(samples, every=config.sample_every)]
   if config.eval.metrics_every:
     from experiments import gan_eval  # pylint: disable=import-outside-toplevel
+
     predict, _ = gan_eval.load_classifier(config, config.eval.classifier_dir)
-    evaluate = gan_eval.make_evaluator(config, predict, *gan_setup.heldout_digits(
-        config, config.eval.metrics_num_images), num_samples=config.eval.metrics_num_samples,
-        seed=config.seed, train_images=images)
-    hooks.append(loop.Hook(lambda step, state: evaluate(state_params(state)),
-                           every=config.eval.metrics_every, log="eval.jsonl"))
+    evaluate = gan_eval.make_evaluator(
+        config,
+        predict,
+        *gan_setup.heldout_digits(config, config.eval.metrics_num_images),
+        num_samples=config.eval.metrics_num_samples,
+        seed=config.seed,
+        train_images=images,
+    )
+    hooks.append(
+        loop.Hook(
+            lambda step, state: evaluate(state_params(state)),
+            every=config.eval.metrics_every,
+            log="eval.jsonl",
+        )
+    )
   return hooks
 
 
@@ -217,23 +269,39 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   state_sharding = sharding.replicated(mesh)
-  batch = batch_fn([images], config.batch_size, seed=config.seed, mesh=mesh,
-                   transform=lambda x: (mnist.to_unit_range(x),))
+  batch = batch_fn(
+      [images],
+      config.batch_size,
+      seed=config.seed,
+      mesh=mesh,
+      transform=lambda x: (mnist.to_unit_range(x),),
+  )
 
   params = lambda state: state.g_ema_params if config.ema_decay > 0 else state.g_params
   state, run = loop.train(
-      workdir, config=config,
-      init_state=lambda: jax.jit(lambda key: init_state(config, key),
-                                 out_shardings=state_sharding)(jax.random.key(int(config.seed))),
-      step_fn=jit_train_step(config, mesh, state_sharding), batch_fn=batch,
-      num_steps=config.num_steps, signature=model_signature(config),
-      signature_defaults=SIGNATURE_DEFAULTS, log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
-      hooks=_hooks(config, workdir, params, images), state_sharding=state_sharding,
-      prefetch=config.data.prefetch, examples_per_step=config.batch_size,
-      examples_name="images", progress=progress, description=f"BigLearn-GAN {config.variant}",
+      workdir,
+      config=config,
+      init_state=lambda: jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)(
+          jax.random.key(int(config.seed))
+      ),
+      step_fn=jit_train_step(config, mesh, state_sharding),
+      batch_fn=batch,
+      num_steps=config.num_steps,
+      signature=model_signature(config),
+      signature_defaults=SIGNATURE_DEFAULTS,
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
+      hooks=_hooks(config, workdir, params, images),
+      state_sharding=state_sharding,
+      prefetch=config.data.prefetch,
+      examples_per_step=config.batch_size,
+      examples_name="images",
+      progress=progress,
+      description=f"BigLearn-GAN {config.variant}",
       show=("d_loss", "g_loss", "r1", "images_per_sec"),
-      fix="Lower optim.learning_rate or raise loss.r1_weight.")
+      fix="Lower optim.learning_rate or raise loss.r1_weight.",
+  )
   summary = dict(variant=config.variant, **run, dtype=config.model.dtype, **loop.environment())
   if config.data.dataset == "mnist":
     summary["train_digits"] = mnist.describe_split(config.data.source, config.data.split)
@@ -242,6 +310,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
 
 
 if __name__ == "__main__":
-  cli.run(train_and_evaluate, "gan_mnist.py",
-          workdir_help="Directory for checkpoints, metrics and samples; a run resumes from the "
-                       "newest checkpoint found here.")
+  cli.run(
+      train_and_evaluate,
+      "gan_mnist.py",
+      workdir_help="Directory for checkpoints, metrics and samples; a run resumes from the "
+      "newest checkpoint found here.",
+  )

@@ -4,13 +4,15 @@ checked) and `--workdir`, then the experiment's function.
   if __name__ == "__main__":
     cli.run(train_and_evaluate, "gan_mnist.py", workdir_help="Directory for the run.")
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -37,7 +39,7 @@ def unknown_config_keys(argv: list[str], default_config: str) -> list[str]:
     argv: the command line (sys.argv).
     default_config: the --config default, "path/to/file.py" or "path/to/file.py:ARG".
   """
-  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  overrides = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
   if not overrides:
     return []
   path, _, arg = _config_spec(argv, default_config).partition(":")
@@ -52,8 +54,11 @@ def unknown_config_keys(argv: list[str], default_config: str) -> list[str]:
     node, prefix = config, "config"
     for part in key.split("."):
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        fields = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
-                  else "none: it is a value")
+        fields = (
+            ", ".join(sorted(node.keys()))
+            if isinstance(node, ml_collections.ConfigDict)
+            else "none: it is a value"
+        )
         errors.append(f"--config.{key}: {prefix} has no field {part!r} (its fields: {fields}).")
         break
       node, prefix = node[part], f"{prefix}.{part}"
@@ -82,12 +87,19 @@ def define_config_and_workdir(config_name: str, *, config_help: str, workdir_hel
   """
   path = os.path.join(_CONFIGS, config_name)
   exit_on_unknown_config_keys(sys.argv, path)  # before ml_collections parses the overrides
-  return (config_flags.DEFINE_config_file("config", path, config_help),
-          flags.DEFINE_string("workdir", None, workdir_help))
+  return (
+      config_flags.DEFINE_config_file("config", path, config_help),
+      flags.DEFINE_string("workdir", None, workdir_help),
+  )
 
 
-def run(fn: Callable[[ml_collections.ConfigDict, str], dict[str, Any]], config_name: str, *,
-        workdir_help: str, config_help: str | None = None) -> None:
+def run(
+    fn: Callable[[ml_collections.ConfigDict, str], dict[str, Any]],
+    config_name: str,
+    *,
+    workdir_help: str,
+    config_help: str | None = None,
+) -> None:
   """Runs `fn(config, workdir)` as a program and prints the summary it returns as JSON (its
   `config` entry left out).
 
@@ -98,9 +110,12 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], dict[str, Any]], config_n
     config_help: the --config flag's help (default: names the file).
   """
   config_flag, workdir_flag = define_config_and_workdir(
-      config_name, workdir_help=workdir_help,
-      config_help=config_help or f"Config file and variant, configs/{config_name}:VARIANT "
-                                 "(default: the file's default variant).")
+      config_name,
+      workdir_help=workdir_help,
+      config_help=config_help
+      or f"Config file and variant, configs/{config_name}:VARIANT "
+      "(default: the file's default variant).",
+  )
 
   def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
@@ -118,22 +133,29 @@ def read_images(path: str, *, need_labels: bool = False) -> tuple[np.ndarray, np
   """The uint8 `images` (and `labels`, None when absent) of an --images .npz file, or a clear
   error: no file, no `images` array, an empty or non-uint8 one, or no `labels` when needed."""
   if not path:
-    raise app.UsageError("--images is required: an .npz with `images` uint8 [N, H, W] (and "
-                         "`labels` [N] where labels are given).")
+    raise app.UsageError(
+        "--images is required: an .npz with `images` uint8 [N, H, W] (and "
+        "`labels` [N] where labels are given)."
+    )
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--images {path} does not exist.")
   with np.load(path) as data:
     if "images" not in data:
-      raise ValueError(f"{path} has no `images` array (found {sorted(data.keys())}); save one "
-                       "with np.savez(path, images=uint8 array [num_images, 28, 28]).")
+      raise ValueError(
+          f"{path} has no `images` array (found {sorted(data.keys())}); save one "
+          "with np.savez(path, images=uint8 array [num_images, 28, 28])."
+      )
     images = data["images"]
     labels = data["labels"] if "labels" in data else None
   if images.dtype != np.uint8:
-    raise ValueError(f"`images` in {path} must be uint8 pixels in [0, 255], got {images.dtype} "
-                     "(for floats in [0, 1] save np.round(255 * x).astype(np.uint8)).")
+    raise ValueError(
+        f"`images` in {path} must be uint8 pixels in [0, 255], got {images.dtype} "
+        "(for floats in [0, 1] save np.round(255 * x).astype(np.uint8))."
+    )
   if not len(images):
-    raise ValueError(f"`images` in {path} holds no image (shape {images.shape}); give at least "
-                     "one.")
+    raise ValueError(
+        f"`images` in {path} holds no image (shape {images.shape}); give at least " "one."
+    )
   if need_labels and labels is None:
     raise ValueError(f"{path} has no `labels` array, which is needed here.")
   return images, labels

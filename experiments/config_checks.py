@@ -1,11 +1,12 @@
 """Checks of experiment configs, with one wording for every trainer's errors.
 
-  check = config_checks.Checker(config, "configs/vq_mnist.py")
-  check.loop_fields()                    # num_steps, batch_size, checkpoint_every, ... >= 1
-  check.integer("model.code_dim")        # a positive int (bools are not ints here)
-  check.integer("eval_every", minimum=0)
-  check.fail("model.widths must ...")    # ValueError: "configs/vq_mnist.py (smoke): model..."
+check = config_checks.Checker(config, "configs/vq_mnist.py")
+check.loop_fields()                    # num_steps, batch_size, checkpoint_every, ... >= 1
+check.integer("model.code_dim")        # a positive int (bools are not ints here)
+check.integer("eval_every", minimum=0)
+check.fail("model.widths must ...")    # ValueError: "configs/vq_mnist.py (smoke): model..."
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,10 +32,19 @@ class Checker:
   def integer(self, key: str, *, minimum: int = 1, below: int | None = None) -> int:
     """config[key] (dotted), an int >= minimum (and < below), or a clear error."""
     v = self.get(key)
-    if (isinstance(v, bool) or not isinstance(v, int) or v < minimum
-        or (below is not None and v >= below)):
-      want = (f"an int in [{minimum}, {below})" if below is not None
-              else "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int)
+        or v < minimum
+        or (below is not None and v >= below)
+    ):
+      want = (
+          f"an int in [{minimum}, {below})"
+          if below is not None
+          else "a positive integer"
+          if minimum == 1
+          else f"an integer >= {minimum}"
+      )
       self.fail(f"{key} must be {want}, got {v!r}.")
     return v
 
@@ -42,9 +52,11 @@ class Checker:
     """The test split is not trained on: two different splits, neither of them "all"."""
     train, test = self.get(train_key), self.get(test_key)
     if train == test or "all" in (train, test):
-      self.fail(f"{train_key}={train!r} and {test_key}={test!r}: the test split would hold "
-                "training digits, so its numbers would not be held out. Use 'train' and "
-                "'test'.")
+      self.fail(
+          f"{train_key}={train!r} and {test_key}={test!r}: the test split would hold "
+          "training digits, so its numbers would not be held out. Use 'train' and "
+          "'test'."
+      )
 
   def loop_fields(self) -> None:
     """The training loop's fields (bigjax.training.train): positive integers."""

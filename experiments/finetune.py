@@ -31,6 +31,7 @@ Writes into --workdir:
                        a run continues training
   model/               pretraining: the Hugging Face directory
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,9 +59,19 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "labels")
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_step(hf_json: str, num_labels: int, *, pretrain: bool, plm: bool,
-                  target_fraction: float, label_last_prob: float, plm_batch: int,
-                  weight_decay: float, grad_clip: float, mesh: jax.sharding.Mesh):
+def compiled_step(
+    hf_json: str,
+    num_labels: int,
+    *,
+    pretrain: bool,
+    plm: bool,
+    target_fraction: float,
+    label_last_prob: float,
+    plm_batch: int,
+    weight_decay: float,
+    grad_clip: float,
+    mesh: jax.sharding.Mesh,
+):
   """The jitted train step (state, input_ids, token_type_ids, attention_mask, labels, lr, beta)
   -> (state, metrics), cached per model and static setting, so the runs of a sweep share it.
   lr and beta are traced scalars; `plm` (beta > 0) decides whether Eq. (15) is computed."""
@@ -69,20 +80,32 @@ def compiled_step(hf_json: str, num_labels: int, *, pretrain: bool, plm: bool,
 
   def train_step(state: FTState, input_ids, token_type_ids, attention_mask, labels, lr, beta):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    batch = dict(input_ids=input_ids, token_type_ids=token_type_ids,
-                 attention_mask=attention_mask, labels=labels)
+    batch = dict(
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+    )
 
     def loss_fn(params):
       if pretrain:
         unlabelled = {k: v for k, v in batch.items() if k != "labels"}
-        return finetuning.permutation_loss(models.lm, params["xlnet"], unlabelled, key,
-                                           target_fraction=target_fraction)
+        return finetuning.permutation_loss(
+            models.lm, params["xlnet"], unlabelled, key, target_fraction=target_fraction
+        )
       # beta is traced (one compiled step for every beta > 0); 0.0 skips Eq. (15).
       return finetuning.biglearn_loss(
-          models.classifier, models.lm, params["xlnet"], batch, key,
-          beta=beta if plm else 0.0, label_embedding=params["label_embedding"],
-          target_fraction=target_fraction, label_last_prob=label_last_prob,
-          plm_examples=plm_batch)
+          models.classifier,
+          models.lm,
+          params["xlnet"],
+          batch,
+          key,
+          beta=beta if plm else 0.0,
+          label_embedding=params["label_embedding"],
+          target_fraction=target_fraction,
+          label_last_prob=label_last_prob,
+          plm_examples=plm_batch,
+      )
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     direction, opt_state = opt.update(grads, state.opt_state, state.params)
@@ -91,8 +114,12 @@ def compiled_step(hf_json: str, num_labels: int, *, pretrain: bool, plm: bool,
     return FTState(state.step + 1, params, opt_state, state.rng), metrics
 
   replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  return jax.jit(train_step, in_shardings=(replicated,) + (split,) * 4 + (replicated,) * 2,
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return jax.jit(
+      train_step,
+      in_shardings=(replicated,) + (split,) * 4 + (replicated,) * 2,
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
 
 
 # ----------------------------------------------------------------------------- pretraining data
@@ -107,14 +134,16 @@ def corpus_examples(config, tokenizer_dir: str) -> tuple[setup.TextData, setup.T
     lines = [line.strip() for line in f]
   lines = [line for line in lines if line]
   if len(lines) <= config.data.heldout + config.batch_size:
-    raise ValueError(f"{config.data.corpus} has {len(lines)} non-empty lines; pretraining needs "
-                     f"more than data.heldout ({config.data.heldout}) + batch_size "
-                     f"({config.batch_size}).")
+    raise ValueError(
+        f"{config.data.corpus} has {len(lines)} non-empty lines; pretraining needs "
+        f"more than data.heldout ({config.data.heldout}) + batch_size "
+        f"({config.batch_size})."
+    )
   rng = np.random.default_rng(0)
   held = np.zeros(len(lines), bool)
   held[rng.choice(len(lines), config.data.heldout, replace=False)] = True
   pair = np.random.default_rng([0, 1]).random(len(lines)) < config.data.pair_prob
-  paired = pair & ~held & np.append(~held[1:], False)     # the next line exists, not held out
+  paired = pair & ~held & np.append(~held[1:], False)  # the next line exists, not held out
   singles = np.flatnonzero(~held & ~paired)
   pairs = np.flatnonzero(paired)
   tok = tokenizer_lib.load_tokenizer(tokenizer_dir)
@@ -128,34 +157,49 @@ def corpus_examples(config, tokenizer_dir: str) -> tuple[setup.TextData, setup.T
   if len(pairs):
     parts.append(encode([lines[i] for i in pairs], [lines[i + 1] for i in pairs]))
   stack = lambda name: np.concatenate([getattr(p[0], name) for p in parts])
-  train = setup.TextData(stack("input_ids"), stack("token_type_ids"), stack("attention_mask"),
-                         np.zeros(sum(len(p[1]) for p in parts), np.int32),
-                         [s for p in parts for s in p[1]], None,
-                         sum(p[0].num_truncated for p in parts))
+  train = setup.TextData(
+      stack("input_ids"),
+      stack("token_type_ids"),
+      stack("attention_mask"),
+      np.zeros(sum(len(p[1]) for p in parts), np.int32),
+      [s for p in parts for s in p[1]],
+      None,
+      sum(p[0].num_truncated for p in parts),
+  )
   held_lines = [lines[i] for i in np.flatnonzero(held)]
   enc = tokenizer_lib.encode(tok, held_lines, None, max_length=length)
-  heldout = setup.TextData(enc.input_ids, enc.token_type_ids, enc.attention_mask,
-                           np.zeros(len(held_lines), np.int32), held_lines, None,
-                           enc.num_truncated)
+  heldout = setup.TextData(
+      enc.input_ids,
+      enc.token_type_ids,
+      enc.attention_mask,
+      np.zeros(len(held_lines), np.int32),
+      held_lines,
+      None,
+      enc.num_truncated,
+  )
   return train, heldout
 
 
 @functools.lru_cache(maxsize=4)
 def _compiled_lm_loss(hf_json: str):
   models = setup.build_models(json.loads(hf_json), 0)
-  return jax.jit(lambda params, batch, key: finetuning.permutation_loss(
-      models.lm, params, batch, key, train=False))
+  return jax.jit(
+      lambda params, batch, key: finetuning.permutation_loss(
+          models.lm, params, batch, key, train=False
+      )
+  )
 
 
-def heldout_loss(hf_config: dict, xlnet_params, data: setup.TextData, *, batch_size: int,
-                 seed: int = 0) -> float:
+def heldout_loss(
+    hf_config: dict, xlnet_params, data: setup.TextData, *, batch_size: int, seed: int = 0
+) -> float:
   """Eq. (15)'s negative log-likelihood per text token (nats) on `data`, every text token a
   target, in one uniformly random order per example (fixed by `seed`)."""
   loss_fn = _compiled_lm_loss(json.dumps(hf_config, sort_keys=True))
   total, count = 0.0, 0
   for i, (part, real) in enumerate(setup.chunks(data.arrays()[:3], batch_size)):
     mask = part[2].copy()
-    mask[real:] = 0                        # padded rows: no targets
+    mask[real:] = 0  # padded rows: no targets
     batch = dict(input_ids=part[0], token_type_ids=part[1], attention_mask=mask)
     loss, aux = loss_fn(xlnet_params, batch, jax.random.fold_in(jax.random.key(seed), i))
     total += float(loss) * float(aux["num_targets"])
@@ -173,8 +217,9 @@ def unigram_loss(train: setup.TextData, heldout: setup.TextData, vocab_size: int
   return float(-np.mean(log_p[text(heldout)]))
 
 
-def completions(models, xlnet_params, data: setup.TextData, tokenizer_dir: str, *,
-                count: int, seed: int) -> list[dict[str, str]]:
+def completions(
+    models, xlnet_params, data: setup.TextData, tokenizer_dir: str, *, count: int, seed: int
+) -> list[dict[str, str]]:
   """The first `count` held-out glosses, their first half of text tokens given, the rest drawn
   left to right (temperature 0.8): [{given, completion, original}]."""
   if not count:
@@ -184,13 +229,23 @@ def completions(models, xlnet_params, data: setup.TextData, tokenizer_dir: str, 
   text = np.asarray(finetuning.text_mask(ids, am))
   order = np.cumsum(text, axis=1)
   given = text & (order <= text.sum(1, keepdims=True) // 2)
-  drawn = np.asarray(jax.jit(lambda p, b, g, k: finetuning.complete(
-      models.lm, p, b, g, k, temperature=0.8))(
-          xlnet_params, dict(input_ids=ids, token_type_ids=tt, attention_mask=am), given,
-          jax.random.key(seed)))
+  drawn = np.asarray(
+      jax.jit(lambda p, b, g, k: finetuning.complete(models.lm, p, b, g, k, temperature=0.8))(
+          xlnet_params,
+          dict(input_ids=ids, token_type_ids=tt, attention_mask=am),
+          given,
+          jax.random.key(seed),
+      )
+  )
   decode = lambda row, keep: tok.decode([int(t) for t, k in zip(row, keep) if k])
-  return [dict(given=decode(ids[i], given[i]), completion=decode(drawn[i], text[i] & ~given[i]),
-               original=decode(ids[i], text[i])) for i in range(len(ids))]
+  return [
+      dict(
+          given=decode(ids[i], given[i]),
+          completion=decode(drawn[i], text[i] & ~given[i]),
+          original=decode(ids[i], text[i]),
+      )
+      for i in range(len(ids))
+  ]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -204,11 +259,13 @@ def _tokenizer_dir(config, workdir: str) -> str:
   if not os.path.isfile(os.path.join(model_dir, setup.TOKENIZER_FILE)):
     scratch = model_dir + ".partial"
     shutil.rmtree(scratch, ignore_errors=True)
-    tokenizer_lib.train_sentencepiece(config.data.corpus, scratch,
-                                      vocab_size=int(config.data.vocab_size), seed=0)
+    tokenizer_lib.train_sentencepiece(
+        config.data.corpus, scratch, vocab_size=int(config.data.vocab_size), seed=0
+    )
     os.makedirs(model_dir, exist_ok=True)
-    os.replace(os.path.join(scratch, setup.TOKENIZER_FILE),
-               os.path.join(model_dir, setup.TOKENIZER_FILE))
+    os.replace(
+        os.path.join(scratch, setup.TOKENIZER_FILE), os.path.join(model_dir, setup.TOKENIZER_FILE)
+    )
     shutil.rmtree(scratch, ignore_errors=True)
   return model_dir
 
@@ -236,8 +293,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   tokenizer_dir = _tokenizer_dir(config, workdir)
   if pretrain:
     train_data, dev_data = corpus_examples(config, tokenizer_dir)
-    hf_config = setup.pretrain_hf_config(
-        config, len(tokenizer_lib.load_tokenizer(tokenizer_dir)))
+    hf_config = setup.pretrain_hf_config(config, len(tokenizer_lib.load_tokenizer(tokenizer_dir)))
   else:
     train_data = setup.load_split(config, tokenizer_dir, config.data.train_split)
     dev_data = setup.load_split(config, tokenizer_dir, config.data.dev_split)
@@ -253,19 +309,32 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   replicated = sharding.replicated(mesh)
   steps_per_epoch = len(train_data.labels) // config.batch_size
   if not steps_per_epoch:
-    raise ValueError(f"{len(train_data.labels)} training examples are fewer than batch_size="
-                     f"{config.batch_size}; use a smaller batch.")
+    raise ValueError(
+        f"{len(train_data.labels)} training examples are fewer than batch_size="
+        f"{config.batch_size}; use a smaller batch."
+    )
   num_steps = steps_per_epoch * int(config.num_epochs)
   hf_json = json.dumps(hf_config, sort_keys=True)
   step_fn = compiled_step(
-      hf_json, num_labels, pretrain=pretrain, plm=bool(config.beta) or pretrain,
+      hf_json,
+      num_labels,
+      pretrain=pretrain,
+      plm=bool(config.beta) or pretrain,
       target_fraction=float(config.plm.target_fraction),
-      label_last_prob=float(config.plm.label_last_prob), plm_batch=int(config.plm.batch_size),
-      weight_decay=float(config.weight_decay), grad_clip=float(config.grad_clip), mesh=mesh)
-  examples = batch_fn(train_data.arrays(), config.batch_size, seed=config.seed,
-                      stream=setup.DATA_STREAM, mesh=mesh)
-  lr_of = lambda step: np.float32(optimizers.warmup_linear_lr(
-      step, peak=config.learning_rate, warmup_steps=config.warmup_steps, num_steps=num_steps))
+      label_last_prob=float(config.plm.label_last_prob),
+      plm_batch=int(config.plm.batch_size),
+      weight_decay=float(config.weight_decay),
+      grad_clip=float(config.grad_clip),
+      mesh=mesh,
+  )
+  examples = batch_fn(
+      train_data.arrays(), config.batch_size, seed=config.seed, stream=setup.DATA_STREAM, mesh=mesh
+  )
+  lr_of = lambda step: np.float32(
+      optimizers.warmup_linear_lr(
+          step, peak=config.learning_rate, warmup_steps=config.warmup_steps, num_steps=num_steps
+      )
+  )
   batches = lambda step: examples(step) + (lr_of(step), np.float32(config.beta))
 
   def init():
@@ -277,42 +346,78 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   hooks = []
   if pretrain:
     every = int(config.eval_every)
-    held = lambda step, state: dict(heldout_nll=heldout_loss(
-        hf_config, state.params["xlnet"], dev_data, batch_size=config.eval_batch_size))
+    held = lambda step, state: dict(
+        heldout_nll=heldout_loss(
+            hf_config, state.params["xlnet"], dev_data, batch_size=config.eval_batch_size
+        )
+    )
     hooks.append(loop.Hook(held, every=every, log="heldout.jsonl"))
   else:
+
     def dev(step, state):
-      log_p = setup.log_probs(hf_config, num_labels, state.params["xlnet"], dev_data,
-                        batch_size=config.eval_batch_size)
-      return dict(epoch=step // steps_per_epoch, **setup.dev_metrics(config.task, log_p,
-                                                               dev_data.labels))
+      log_p = setup.log_probs(
+          hf_config, num_labels, state.params["xlnet"], dev_data, batch_size=config.eval_batch_size
+      )
+      return dict(
+          epoch=step // steps_per_epoch, **setup.dev_metrics(config.task, log_p, dev_data.labels)
+      )
+
     hooks.append(loop.Hook(dev, every=steps_per_epoch, log="dev.jsonl"))
 
   method = "pretrain" if pretrain else ("FT" if not config.beta else "big-learn")
   state, run = loop.train(
-      workdir, config=config, init_state=init, step_fn=step_fn, batch_fn=batches,
-      num_steps=num_steps, signature=setup.model_signature(config, hf_config),
-      log_every=config.log_every, checkpoint_every=steps_per_epoch,
-      keep_checkpoints=config.keep_checkpoints, hooks=hooks, state_sharding=replicated,
-      examples_per_step=config.batch_size, examples_name="sequences",
-      outdated_by_training=(setup.SUMMARY_FILE,), progress=progress,
+      workdir,
+      config=config,
+      init_state=init,
+      step_fn=step_fn,
+      batch_fn=batches,
+      num_steps=num_steps,
+      signature=setup.model_signature(config, hf_config),
+      log_every=config.log_every,
+      checkpoint_every=steps_per_epoch,
+      keep_checkpoints=config.keep_checkpoints,
+      hooks=hooks,
+      state_sharding=replicated,
+      examples_per_step=config.batch_size,
+      examples_name="sequences",
+      outdated_by_training=(setup.SUMMARY_FILE,),
+      progress=progress,
       description=f"{config.task if not pretrain else 'pretrain'} {method}",
-      show=("loss", "accuracy"), fix="Lower learning_rate (or beta).")
+      show=("loss", "accuracy"),
+      fix="Lower learning_rate (or beta).",
+  )
 
-  summary = dict(variant=config.variant, mode=config.mode, method=method, steps=run["step"],
-                 steps_per_epoch=steps_per_epoch, resumed_from=run["resumed_from"],
-                 compilations=run["compilations"], num_train=int(len(train_data.labels)),
-                 truncated_train=int(train_data.num_truncated), max_length=int(
-                     config.data.max_length), seed=int(config.seed),
-                 learning_rate=float(config.learning_rate), num_epochs=int(config.num_epochs),
-                 warmup_steps=int(config.warmup_steps), batch_size=int(config.batch_size))
+  summary = dict(
+      variant=config.variant,
+      mode=config.mode,
+      method=method,
+      steps=run["step"],
+      steps_per_epoch=steps_per_epoch,
+      resumed_from=run["resumed_from"],
+      compilations=run["compilations"],
+      num_train=int(len(train_data.labels)),
+      truncated_train=int(train_data.num_truncated),
+      max_length=int(config.data.max_length),
+      seed=int(config.seed),
+      learning_rate=float(config.learning_rate),
+      num_epochs=int(config.num_epochs),
+      warmup_steps=int(config.warmup_steps),
+      batch_size=int(config.batch_size),
+  )
   if pretrain:
-    summary.update(_pretrain_results(config, workdir, models, hf_config, state, train_data,
-                                     dev_data, tokenizer_dir))
+    summary.update(
+        _pretrain_results(
+            config, workdir, models, hf_config, state, train_data, dev_data, tokenizer_dir
+        )
+    )
   else:
-    summary.update(task=config.task, beta=float(config.beta), num_dev=int(len(dev_data.labels)),
-                   truncated_dev=int(dev_data.num_truncated),
-                   **epoch_summary(workdir, glue.TASKS[config.task].metrics[0]))
+    summary.update(
+        task=config.task,
+        beta=float(config.beta),
+        num_dev=int(len(dev_data.labels)),
+        truncated_dev=int(dev_data.num_truncated),
+        **epoch_summary(workdir, glue.TASKS[config.task].metrics[0]),
+    )
   summary["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, setup.SUMMARY_FILE), summary)
   return summary
@@ -324,27 +429,43 @@ def epoch_summary(workdir: str, metric: str) -> dict[str, Any]:
     rows = [json.loads(line) for line in f if line.strip()]
   epochs = [{k: v for k, v in r.items() if k != "step"} for r in rows]
   best = max(epochs, key=lambda r: r[metric])
-  return dict(dev={k: v for k, v in epochs[-1].items() if k != "epoch"},
-              best_epoch=best["epoch"], best_dev={k: v for k, v in best.items()
-                                                  if k != "epoch"}, epochs=epochs)
+  return dict(
+      dev={k: v for k, v in epochs[-1].items() if k != "epoch"},
+      best_epoch=best["epoch"],
+      best_dev={k: v for k, v in best.items() if k != "epoch"},
+      epochs=epochs,
+  )
 
 
-def _pretrain_results(config, workdir, models, hf_config, state, train_data, dev_data,
-                      tokenizer_dir) -> dict[str, Any]:
+def _pretrain_results(
+    config, workdir, models, hf_config, state, train_data, dev_data, tokenizer_dir
+) -> dict[str, Any]:
   params = state.params["xlnet"]
   model_dir = os.path.join(workdir, "model")
   xlnet_weights.save_pretrained(models.lm, jax.device_get(params), model_dir, config=hf_config)
   return dict(
-      heldout_nll_per_token=heldout_loss(hf_config, params, dev_data,
-                                         batch_size=config.eval_batch_size),
+      heldout_nll_per_token=heldout_loss(
+          hf_config, params, dev_data, batch_size=config.eval_batch_size
+      ),
       unigram_nll_per_token=unigram_loss(train_data, dev_data, models.lm.vocab_size),
-      num_heldout=int(len(dev_data.labels)), vocab_size=int(models.lm.vocab_size),
-      completions=completions(models, params, dev_data, tokenizer_dir,
-                              count=int(config.num_completions), seed=int(config.seed)),
-      model_dir=model_dir)
+      num_heldout=int(len(dev_data.labels)),
+      vocab_size=int(models.lm.vocab_size),
+      completions=completions(
+          models,
+          params,
+          dev_data,
+          tokenizer_dir,
+          count=int(config.num_completions),
+          seed=int(config.seed),
+      ),
+      model_dir=model_dir,
+  )
 
 
 if __name__ == "__main__":
-  cli.run(train, "finetune.py",
-          workdir_help="Directory for the run's checkpoints, metrics, dev.jsonl and "
-                       "result.json; a run resumes from the newest checkpoint found here.")
+  cli.run(
+      train,
+      "finetune.py",
+      workdir_help="Directory for the run's checkpoints, metrics, dev.jsonl and "
+      "result.json; a run resumes from the newest checkpoint found here.",
+  )

@@ -14,6 +14,7 @@ directory is only read (its newest readable checkpoint); the results go to --out
   predictions.tsv    index, prediction (the label string), label (when labelled), then
                      p(label) for every label of the task
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,9 @@ from bigjax.training import runs, write_json
 from experiments import finetune_setup as setup
 
 
-def evaluate_file(workdir: str, data: str, out: str, *, batch_size: int | None = None
-                  ) -> dict[str, Any]:
+def evaluate_file(
+    workdir: str, data: str, out: str, *, batch_size: int | None = None
+) -> dict[str, Any]:
   """Scores `data` with the finished run in `workdir`; writes metrics.json and predictions.tsv
   into `out` (created; never inside the run directory). Returns the metrics.
 
@@ -44,33 +46,53 @@ def evaluate_file(workdir: str, data: str, out: str, *, batch_size: int | None =
   """
   workdir, out = os.path.abspath(workdir), os.path.abspath(out)
   if out == workdir or out.startswith(workdir + os.sep):
-    raise ValueError(f"--out {out} is inside the run directory {workdir}, which this tool only "
-                     "reads; write the scores elsewhere.")
+    raise ValueError(
+        f"--out {out} is inside the run directory {workdir}, which this tool only "
+        "reads; write the scores elsewhere."
+    )
   run = runs.load(workdir, setup.kind(workdir))
   config = run.config
   task = glue.TASKS[config.task]
   if not os.path.isfile(data):
     raise FileNotFoundError(f"--data {data!r} does not exist.")
   hf_config = setup.read_hf_config(workdir)
-  with tempfile.TemporaryDirectory() as tok_dir:   # the tokenizer alone, away from config.json
-    shutil.copyfile(os.path.join(workdir, setup.TOKENIZER_FILE),
-                    os.path.join(tok_dir, setup.TOKENIZER_FILE))
+  with tempfile.TemporaryDirectory() as tok_dir:  # the tokenizer alone, away from config.json
+    shutil.copyfile(
+        os.path.join(workdir, setup.TOKENIZER_FILE), os.path.join(tok_dir, setup.TOKENIZER_FILE)
+    )
     examples = setup.load_split(config, tok_dir, None, path=data)
-  log_p = setup.log_probs(hf_config, task.num_labels, run.state.params["xlnet"], examples,
-                             batch_size=batch_size or int(config.eval_batch_size))
+  log_p = setup.log_probs(
+      hf_config,
+      task.num_labels,
+      run.state.params["xlnet"],
+      examples,
+      batch_size=batch_size or int(config.eval_batch_size),
+  )
   predictions = np.argmax(log_p, -1)
   labelled = bool(len(examples.labels)) and bool(np.all(examples.labels >= 0))
-  metrics = dict(task=task.name, file=os.path.abspath(data), examples=int(len(predictions)),
-                 truncated=int(examples.num_truncated), step=run.step, run=workdir)
+  metrics = dict(
+      task=task.name,
+      file=os.path.abspath(data),
+      examples=int(len(predictions)),
+      truncated=int(examples.num_truncated),
+      step=run.step,
+      run=workdir,
+  )
   if labelled:
     metrics.update(setup.dev_metrics(task.name, log_p, examples.labels))
   os.makedirs(out, exist_ok=True)
-  rows = [["index", "prediction"] + (["label"] if labelled else [])
-          + [f"p({name})" for name in task.labels]]
+  rows = [
+      ["index", "prediction"]
+      + (["label"] if labelled else [])
+      + [f"p({name})" for name in task.labels]
+  ]
   probs = np.exp(log_p)
   for i, p in enumerate(predictions):
-    rows.append([str(i), task.labels[p]] + ([task.labels[examples.labels[i]]] if labelled
-                                              else []) + [f"{v:.6f}" for v in probs[i]])
+    rows.append(
+        [str(i), task.labels[p]]
+        + ([task.labels[examples.labels[i]]] if labelled else [])
+        + [f"{v:.6f}" for v in probs[i]]
+    )
   tmp = os.path.join(out, "predictions.tsv.tmp")
   with open(tmp, "w", newline="", encoding="utf-8") as f:
     csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
@@ -93,7 +115,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A finished fine-tuning run (only read).")
   flags.DEFINE_string("data", None, "A TSV file in the run's task layout (GLUE's).")
   flags.DEFINE_string("out", None, "Directory for metrics.json and predictions.tsv.")
-  flags.DEFINE_integer("batch_size", None, "Scoring batch (default: the run's "
-                       "eval_batch_size).")
+  flags.DEFINE_integer("batch_size", None, "Scoring batch (default: the run's " "eval_batch_size).")
   FLAGS = flags.FLAGS
   app.run(main)

@@ -10,6 +10,7 @@ A run directory is self-contained: besides the loop's files it holds `xlnet_conf
 Hugging Face config of its model) and `spiece.model` (its tokenizer), so a finished run is scored
 (`experiments.finetune_eval`) without the directory it was fine-tuned from.
 """
+
 from __future__ import annotations
 
 import filecmp
@@ -34,21 +35,39 @@ from bigjax.training import runs
 from configs import finetune as finetune_config
 from experiments import config_checks
 
-__all__ = ["FTState", "Models", "TextData", "abstract_state", "build_models", "chunks",
-           "compiled_scores", "dev_metrics", "log_probs",
-           "hf_config_of", "init_params", "kind", "load_split", "model_signature",
-           "optimizer", "prepare_workdir", "task_dir", "train_command", "validate_config"]
+__all__ = [
+    "FTState",
+    "Models",
+    "TextData",
+    "abstract_state",
+    "build_models",
+    "chunks",
+    "compiled_scores",
+    "dev_metrics",
+    "log_probs",
+    "hf_config_of",
+    "init_params",
+    "kind",
+    "load_split",
+    "model_signature",
+    "optimizer",
+    "prepare_workdir",
+    "task_dir",
+    "train_command",
+    "validate_config",
+]
 
 SUMMARY_FILE = "result.json"
 HF_CONFIG_FILE = "xlnet_config.json"
 TOKENIZER_FILE = "spiece.model"
-DATA_STREAM = 3     # bigjax.training.data_order: the fine-tuning runs' order of the examples
+DATA_STREAM = 3  # bigjax.training.data_order: the fine-tuning runs' order of the examples
 
 
 class FTState(NamedTuple):
   """The training state (checkpointed as is): params = {"xlnet": {"params": ...}} plus, when
   fine-tuning, "label_embedding" [C, D] (the label's content in its slot, Eq. (15)); rng holds
   raw key data."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -58,6 +77,7 @@ class FTState(NamedTuple):
 class Models(NamedTuple):
   """Two readings of one parameter tree: `lm` with the LM head (and the classifier when
   fine-tuning) for Eq. (15); `classifier` without the LM head, for Eq. (16) and scoring."""
+
   lm: xlnet.XLNet
   classifier: xlnet.XLNet | None
 
@@ -65,6 +85,7 @@ class Models(NamedTuple):
 class TextData(NamedTuple):
   """A split as arrays: input_ids, token_type_ids, attention_mask int32 [N, L], labels int32
   [N] (-1 unlabelled), the sentences, and the examples that lost tokens to truncation."""
+
   input_ids: np.ndarray
   token_type_ids: np.ndarray
   attention_mask: np.ndarray
@@ -83,8 +104,14 @@ def validate_config(config) -> None:
   fail = check.fail
   if config.mode not in finetune_config.MODES:
     fail(f"mode={config.mode!r}; choose one of {finetune_config.MODES}.")
-  for name in ("batch_size", "num_epochs", "keep_checkpoints", "log_every", "eval_batch_size",
-               "data.max_length"):
+  for name in (
+      "batch_size",
+      "num_epochs",
+      "keep_checkpoints",
+      "log_every",
+      "eval_batch_size",
+      "data.max_length",
+  ):
     check.integer(name)
   for name in ("warmup_steps", "eval_every", "plm.batch_size"):
     check.integer(name, minimum=0)
@@ -99,20 +126,32 @@ def validate_config(config) -> None:
   if not 0.0 <= config.plm.label_last_prob <= 1.0:
     fail(f"plm.label_last_prob must be in [0, 1], got {config.plm.label_last_prob}.")
   if config.data.dev_split == "test" or config.data.train_split == "test":
-    fail("data.train_split and data.dev_split may not be 'test': tune on dev only (GLUE's test "
-         "labels are hidden, and the WordNet tasks' test split is kept apart).")
+    fail(
+        "data.train_split and data.dev_split may not be 'test': tune on dev only (GLUE's test "
+        "labels are hidden, and the WordNet tasks' test split is kept apart)."
+    )
   if config.data.train_split == config.data.dev_split:
-    fail(f"data.train_split and data.dev_split are both {config.data.train_split!r}: the dev "
-         "metric would be measured on training examples.")
+    fail(
+        f"data.train_split and data.dev_split are both {config.data.train_split!r}: the dev "
+        "metric would be measured on training examples."
+    )
   if config.mode == "pretrain":
     if not config.data.corpus:
-      fail("pretraining needs --config.data.corpus=FILE (a text file, one sentence per line, "
-           "e.g. the WordNet glosses' corpus.txt).")
+      fail(
+          "pretraining needs --config.data.corpus=FILE (a text file, one sentence per line, "
+          "e.g. the WordNet glosses' corpus.txt)."
+      )
     if not os.path.isfile(config.data.corpus):
       raise FileNotFoundError(f"--config.data.corpus: no file {config.data.corpus!r}.")
     m = config.model
-    for name in ("model.d_model", "model.n_layer", "model.n_head", "model.d_inner",
-                 "data.heldout", "data.vocab_size"):
+    for name in (
+        "model.d_model",
+        "model.n_layer",
+        "model.n_head",
+        "model.d_inner",
+        "data.heldout",
+        "data.vocab_size",
+    ):
       check.integer(name)
     if m.d_model % m.n_head:
       fail(f"model.d_model={m.d_model} is not divisible by model.n_head={m.n_head}.")
@@ -124,15 +163,21 @@ def validate_config(config) -> None:
   if config.task not in glue.TASKS:
     fail(f"task={config.task!r}; choose one of {sorted(glue.TASKS)}.")
   if not config.model_dir:
-    fail("fine-tuning needs --config.model_dir: a Hugging Face XLNet directory (config.json, "
-         "model.safetensors or pytorch_model.bin, spiece.model), e.g. xlnet-base-cased, or the "
-         "`model` folder a pretraining run writes (--config configs/finetune.py:pretrain).")
+    fail(
+        "fine-tuning needs --config.model_dir: a Hugging Face XLNet directory (config.json, "
+        "model.safetensors or pytorch_model.bin, spiece.model), e.g. xlnet-base-cased, or the "
+        "`model` folder a pretraining run writes (--config configs/finetune.py:pretrain)."
+    )
   if not os.path.isdir(config.model_dir):
-    raise FileNotFoundError(f"--config.model_dir {config.model_dir!r} does not exist; give a "
-                            "Hugging Face XLNet directory (config.json, weights, spiece.model).")
+    raise FileNotFoundError(
+        f"--config.model_dir {config.model_dir!r} does not exist; give a "
+        "Hugging Face XLNet directory (config.json, weights, spiece.model)."
+    )
   if not task_dir(config):
-    fail(f"task {config.task!r} needs --config.data.task_dir: the folder with its GLUE "
-         "train.tsv and dev.tsv (e.g. glue_data/RTE).")
+    fail(
+        f"task {config.task!r} needs --config.data.task_dir: the folder with its GLUE "
+        "train.tsv and dev.tsv (e.g. glue_data/RTE)."
+    )
 
 
 def task_dir(config) -> str:
@@ -143,28 +188,35 @@ def task_dir(config) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _encoded(tokenizer_dir: str, task: str, path: str, max_length: int,
-             labelled: bool) -> TextData:
+def _encoded(tokenizer_dir: str, task: str, path: str, max_length: int, labelled: bool) -> TextData:
   examples = glue.read_tsv(task, path, labelled=labelled)
   tok = tokenizer_lib.load_tokenizer(tokenizer_dir)
   enc = tokenizer_lib.encode(tok, examples.first, examples.second, max_length=max_length)
-  return TextData(enc.input_ids, enc.token_type_ids, enc.attention_mask, examples.labels,
-                  list(examples.first), None if examples.second is None else
-                  list(examples.second), enc.num_truncated)
+  return TextData(
+      enc.input_ids,
+      enc.token_type_ids,
+      enc.attention_mask,
+      examples.labels,
+      list(examples.first),
+      None if examples.second is None else list(examples.second),
+      enc.num_truncated,
+  )
 
 
-def load_split(config, tokenizer_dir: str, split: str | None, *,
-               path: str | None = None) -> TextData:
+def load_split(
+    config, tokenizer_dir: str, split: str | None, *, path: str | None = None
+) -> TextData:
   """A split of the config's task (or any TSV file `path` in the task's layout, labels
   optional), tokenised with the tokenizer in `tokenizer_dir` to data.max_length. Cached: a
   sweep tokenises each split once."""
   if path is None:
-    glue.load_tsv(config.task, task_dir(config), split)   # its checks and messages, then cached
+    glue.load_tsv(config.task, task_dir(config), split)  # its checks and messages, then cached
     path, labelled = os.path.join(task_dir(config), f"{split}.tsv"), split != "test"
   else:
     labelled = False
-  return _encoded(tokenizer_dir, config.task, os.path.abspath(path),
-                  int(config.data.max_length), labelled)
+  return _encoded(
+      tokenizer_dir, config.task, os.path.abspath(path), int(config.data.max_length), labelled
+  )
 
 
 def hf_config_of(config) -> dict:
@@ -176,22 +228,40 @@ def build_models(hf_config: dict, num_labels: int) -> Models:
   """The XLNet of `hf_config` with the LM head (and a `num_labels`-way classifier when > 0), and
   the same without the LM head (None when num_labels is 0)."""
   lm = xlnet.XLNet(**xlnet_weights.model_kwargs(hf_config, lm_head=True, num_labels=num_labels))
-  classifier = (xlnet.XLNet(**xlnet_weights.model_kwargs(hf_config, lm_head=False,
-                                                         num_labels=num_labels))
-                if num_labels else None)
+  classifier = (
+      xlnet.XLNet(**xlnet_weights.model_kwargs(hf_config, lm_head=False, num_labels=num_labels))
+      if num_labels
+      else None
+  )
   return Models(lm, classifier)
 
 
 def pretrain_hf_config(config, vocab_size: int) -> dict:
   """The HF config of the XLNet a pretraining run trains from scratch (config.model)."""
   m = config.model
-  return dict(model_type="xlnet", vocab_size=int(vocab_size), d_model=int(m.d_model),
-              n_layer=int(m.n_layer), n_head=int(m.n_head), d_head=int(m.d_model // m.n_head),
-              d_inner=int(m.d_inner), ff_activation="gelu", attn_type="bi",
-              layer_norm_eps=1e-12, dropout=float(m.dropout), bi_data=False, clamp_len=-1,
-              summary_type="last", summary_use_proj=True, summary_activation="tanh",
-              summary_last_dropout=0.1, tie_word_embeddings=True, pad_token_id=5,
-              bos_token_id=1, eos_token_id=2)
+  return dict(
+      model_type="xlnet",
+      vocab_size=int(vocab_size),
+      d_model=int(m.d_model),
+      n_layer=int(m.n_layer),
+      n_head=int(m.n_head),
+      d_head=int(m.d_model // m.n_head),
+      d_inner=int(m.d_inner),
+      ff_activation="gelu",
+      attn_type="bi",
+      layer_norm_eps=1e-12,
+      dropout=float(m.dropout),
+      bi_data=False,
+      clamp_len=-1,
+      summary_type="last",
+      summary_use_proj=True,
+      summary_activation="tanh",
+      summary_last_dropout=0.1,
+      tie_word_embeddings=True,
+      pad_token_id=5,
+      bos_token_id=1,
+      eos_token_id=2,
+  )
 
 
 def num_labels_of(config) -> int:
@@ -209,29 +279,40 @@ def init_params(config, models: Models, rng) -> dict:
   state = xlnet_weights.read_state_dict(config.model_dir)
   head = state.get("logits_proj.weight")
   if head is not None and head.shape[0] != num_labels:
-    raise ValueError(f"{config.model_dir} has a {head.shape[0]}-way classifier, but task "
-                     f"{config.task!r} has {num_labels} labels {list(glue.TASKS[config.task].labels)}"
-                     "; fine-tune from a directory without that head (e.g. the pretrained LM).")
+    raise ValueError(
+        f"{config.model_dir} has a {head.shape[0]}-way classifier, but task "
+        f"{config.task!r} has {num_labels} labels {list(glue.TASKS[config.task].labels)}"
+        "; fine-tune from a directory without that head (e.g. the pretrained LM)."
+    )
   params = xlnet_weights.state_dict_to_params(state, models.lm, new_heads_rng=k_model)
   embedding = params["params"]["transformer"]["word_embedding"]["embedding"]
-  return dict(xlnet=params, label_embedding=finetuning.init_label_embedding(
-      embedding, num_labels, k_label))
+  return dict(
+      xlnet=params, label_embedding=finetuning.init_label_embedding(embedding, num_labels, k_label)
+  )
 
 
 def optimizer(config):
-  return optimizers.adamw_direction(weight_decay=float(config.weight_decay),
-                                    grad_clip=float(config.grad_clip))
+  return optimizers.adamw_direction(
+      weight_decay=float(config.weight_decay), grad_clip=float(config.grad_clip)
+  )
 
 
 def init_state(config, params: dict, rng) -> FTState:
-  return FTState(step=jnp.zeros((), jnp.int32), params=params,
-                 opt_state=optimizer(config).init(params), rng=jax.random.key_data(rng))
+  return FTState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=optimizer(config).init(params),
+      rng=jax.random.key_data(rng),
+  )
 
 
 def model_signature(config, hf_config: dict) -> dict[str, Any]:
   kw = xlnet_weights.model_kwargs(hf_config)
-  return dict(mode=str(config.mode), num_labels=num_labels_of(config),
-              **{k: kw[k] for k in ("vocab_size", "d_model", "n_layer", "n_head", "d_inner")})
+  return dict(
+      mode=str(config.mode),
+      num_labels=num_labels_of(config),
+      **{k: kw[k] for k in ("vocab_size", "d_model", "n_layer", "n_head", "d_inner")},
+  )
 
 
 def abstract_state(config, hf_config: dict) -> FTState:
@@ -260,11 +341,13 @@ def prepare_workdir(workdir: str, hf_config: dict, tokenizer_file: str) -> None:
     if model_kwargs_equal(held, hf_config) is False:
       raise ckpt_lib.SignatureMismatchError(
           f"{workdir} holds a run of another model ({config_path} differs from this run's "
-          "model config); use a new --workdir, or the model_dir that run was trained from.")
+          "model config); use a new --workdir, or the model_dir that run was trained from."
+      )
   if os.path.isfile(spm_path) and not filecmp.cmp(spm_path, tokenizer_file, shallow=False):
     raise ckpt_lib.SignatureMismatchError(
         f"{workdir} holds a run with another tokenizer ({spm_path} differs from "
-        f"{tokenizer_file}); use a new --workdir.")
+        f"{tokenizer_file}); use a new --workdir."
+    )
   if not os.path.isfile(spm_path):
     shutil.copyfile(tokenizer_file, spm_path + ".tmp")
     os.replace(spm_path + ".tmp", spm_path)
@@ -279,26 +362,34 @@ def model_kwargs_equal(a: dict, b: dict) -> bool:
 def read_hf_config(workdir: str) -> dict:
   path = os.path.join(workdir, HF_CONFIG_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{workdir} has no {HF_CONFIG_FILE}: it is not a finished "
-                            f"fine-tuning or pretraining run; train one with "
-                            f"`{train_command(workdir, None)}`.")
+    raise FileNotFoundError(
+        f"{workdir} has no {HF_CONFIG_FILE}: it is not a finished "
+        f"fine-tuning or pretraining run; train one with "
+        f"`{train_command(workdir, None)}`."
+    )
   with open(path) as f:
     return json.load(f)
 
 
 def train_command(workdir: str, variant: str | None = None) -> str:
-  return (f"python -m experiments.finetune --config configs/finetune.py:{variant or 'lexname'} "
-          f"--workdir {workdir} --config.model_dir=...")
+  return (
+      f"python -m experiments.finetune --config configs/finetune.py:{variant or 'lexname'} "
+      f"--workdir {workdir} --config.model_dir=..."
+  )
 
 
 def kind(workdir: str | None = None) -> runs.RunKind:
   """The RunKind of fine-tuning (and pretraining) runs; the state's shapes come from the run's
   own xlnet_config.json, so `workdir` is needed to restore one."""
   hf = lambda: read_hf_config(workdir)
-  return runs.RunKind(name="fine-tuning run", train_command=train_command,
-                      abstract_state=lambda config: abstract_state(config, hf()),
-                      signature=lambda config: model_signature(config, hf()),
-                      summary_file=SUMMARY_FILE, fields=("beta", "plm.target_fraction", "task"))
+  return runs.RunKind(
+      name="fine-tuning run",
+      train_command=train_command,
+      abstract_state=lambda config: abstract_state(config, hf()),
+      signature=lambda config: model_signature(config, hf()),
+      summary_file=SUMMARY_FILE,
+      fields=("beta", "plm.target_fraction", "task"),
+  )
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -308,8 +399,11 @@ def kind(workdir: str | None = None) -> runs.RunKind:
 def compiled_scores(hf_json: str, num_labels: int):
   """Jitted (xlnet params, input_ids, token_type_ids, attention_mask) -> log p(y | x') [B, C]."""
   models = build_models(json.loads(hf_json), num_labels)
-  return jax.jit(lambda params, ids, tt, am: finetuning.classify(
-      models.classifier, params, dict(input_ids=ids, token_type_ids=tt, attention_mask=am)))
+  return jax.jit(
+      lambda params, ids, tt, am: finetuning.classify(
+          models.classifier, params, dict(input_ids=ids, token_type_ids=tt, attention_mask=am)
+      )
+  )
 
 
 def chunks(arrays, size: int):
@@ -317,20 +411,26 @@ def chunks(arrays, size: int):
   number of real rows of each: one compiled shape for any number of examples."""
   n = len(arrays[0])
   for start in range(0, n, size):
-    part = [a[start:start + size] for a in arrays]
+    part = [a[start : start + size] for a in arrays]
     real = len(part[0])
     if real < size:
-      part = [np.concatenate([p, np.repeat(a[:1], size - real, axis=0)]) for p, a in
-              zip(part, arrays)]
+      part = [
+          np.concatenate([p, np.repeat(a[:1], size - real, axis=0)]) for p, a in zip(part, arrays)
+      ]
     yield part, real
 
 
-def log_probs(hf_config: dict, num_labels: int, xlnet_params, data: TextData, *,
-              batch_size: int) -> np.ndarray:
+def log_probs(
+    hf_config: dict, num_labels: int, xlnet_params, data: TextData, *, batch_size: int
+) -> np.ndarray:
   """log p(y | x') [N, C] of every example (the FT reading), in chunks of batch_size."""
   scores = compiled_scores(json.dumps(hf_config, sort_keys=True), num_labels)
-  out = [np.asarray(scores(xlnet_params, *part))[:real] for part, real in
-         chunks([data.input_ids, data.token_type_ids, data.attention_mask], batch_size)]
+  out = [
+      np.asarray(scores(xlnet_params, *part))[:real]
+      for part, real in chunks(
+          [data.input_ids, data.token_type_ids, data.attention_mask], batch_size
+      )
+  ]
   return np.concatenate(out) if out else np.zeros((0, num_labels), np.float32)
 
 

@@ -18,6 +18,7 @@ FT = the beta = 0 runs and big-learn = the beta > 0 runs: the best and median de
 its IQR, the F1 for MRPC, the seed spread, and the same per beta), fig18.png (box plots of the
 runs' dev metric, FT beside big-learn, and per beta).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,8 +40,13 @@ from experiments import finetune_setup as setup
 SWEEP_FILE = "sweep.json"
 FAILED_FILE = "failed.json"
 # The per-run fields the grid sets; the rest of the config must match the sweep directory's.
-GRID = (("learning_rate", "learning_rates"), ("num_epochs", "num_epochs"),
-        ("warmup_steps", "warmup_steps"), ("beta", "betas"), ("seed", "seeds"))
+GRID = (
+    ("learning_rate", "learning_rates"),
+    ("num_epochs", "num_epochs"),
+    ("warmup_steps", "warmup_steps"),
+    ("beta", "betas"),
+    ("seed", "seeds"),
+)
 
 
 class SweepMismatchError(ValueError):
@@ -52,14 +58,21 @@ def points(config) -> list[dict[str, Any]]:
   GRID fields."""
   s = config.sweep
   order = ("seed", "num_epochs", "warmup_steps", "learning_rate", "beta")
-  values = {"learning_rate": s.learning_rates, "num_epochs": s.num_epochs,
-            "warmup_steps": s.warmup_steps, "beta": s.betas, "seed": s.seeds}
+  values = {
+      "learning_rate": s.learning_rates,
+      "num_epochs": s.num_epochs,
+      "warmup_steps": s.warmup_steps,
+      "beta": s.betas,
+      "seed": s.seeds,
+  }
   return [dict(zip(order, combo)) for combo in itertools.product(*(values[k] for k in order))]
 
 
 def run_name(point: dict[str, Any]) -> str:
-  return (f"lr{point['learning_rate']:g}_ep{point['num_epochs']}_wu{point['warmup_steps']}"
-          f"_beta{point['beta']:g}_seed{point['seed']}")
+  return (
+      f"lr{point['learning_rate']:g}_ep{point['num_epochs']}_wu{point['warmup_steps']}"
+      f"_beta{point['beta']:g}_seed{point['seed']}"
+  )
 
 
 def _shared(config) -> dict[str, Any]:
@@ -95,9 +108,10 @@ def check_sweep_dir(config, workdir: str) -> None:
       raise SweepMismatchError(
           f"{workdir} holds a sweep of another config ({'; '.join(diff[:6])}"
           f"{'; ...' if len(diff) > 6 else ''}). Use a new --workdir, or rerun with the "
-          "settings that started it (only config.sweep, the grid, may change).")
+          "settings that started it (only config.sweep, the grid, may change)."
+      )
     if held.get("grid") == json.loads(config.sweep.to_json()):
-      return                                     # unchanged: nothing rewritten
+      return  # unchanged: nothing rewritten
   write_json(path, dict(shared=shared, grid=json.loads(config.sweep.to_json())))
 
 
@@ -121,14 +135,15 @@ def _check_run_dir(run_dir: str, expected: ml_collections.ConfigDict) -> None:
   held = _read_json(os.path.join(run_dir, "config.json"))
   if held is None:
     return
-  held.pop("sweep", None)                     # the grid may grow between invocations
+  held.pop("sweep", None)  # the grid may grow between invocations
   want = json.loads(expected.to_json())
   want.pop("sweep", None)
   diff = _differences(held, want)
   if diff:
     raise SweepMismatchError(
         f"{run_dir} holds a run of another config ({'; '.join(diff[:4])}); it is not this "
-        "sweep's run of that name. Move it away (or delete it to redo that run).")
+        "sweep's run of that name. Move it away (or delete it to redo that run)."
+    )
 
 
 def run_point(config, workdir: str, point: dict[str, Any], *, progress: bool) -> dict:
@@ -144,8 +159,9 @@ def run_point(config, workdir: str, point: dict[str, Any], *, progress: bool) ->
   if result is not None:
     return result
   if os.path.exists(result_path):
-    logging.warning("%s is unreadable; finishing the run again from its last checkpoint.",
-                    result_path)
+    logging.warning(
+        "%s is unreadable; finishing the run again from its last checkpoint.", result_path
+    )
   try:
     return finetune.train(c, run_dir, progress=progress)
   except NonFiniteLossError as e:
@@ -159,8 +175,14 @@ def _stats(values: list[float]) -> dict[str, Any]:
   if not v.size:
     return dict(runs=0)
   q1, median, q3 = np.percentile(v, [25, 50, 75])
-  return dict(runs=int(v.size), best=float(v.max()), median=float(median),
-              iqr=float(q3 - q1), mean=float(v.mean()), worst=float(v.min()))
+  return dict(
+      runs=int(v.size),
+      best=float(v.max()),
+      median=float(median),
+      iqr=float(q3 - q1),
+      mean=float(v.mean()),
+      worst=float(v.min()),
+  )
 
 
 def _seed_spread(results: list[dict], metric: str) -> dict[str, Any]:
@@ -173,9 +195,12 @@ def _seed_spread(results: list[dict], metric: str) -> dict[str, Any]:
   spread = [np.asarray(v) for v in groups.values() if len(v) > 1]
   if not spread:
     return dict(groups=0)
-  return dict(groups=len(spread), mean_std=float(np.mean([s.std() for s in spread])),
-              max_std=float(np.max([s.std() for s in spread])),
-              mean_range=float(np.mean([np.ptp(s) for s in spread])))
+  return dict(
+      groups=len(spread),
+      mean_std=float(np.mean([s.std() for s in spread])),
+      max_std=float(np.max([s.std() for s in spread])),
+      mean_range=float(np.mean([np.ptp(s) for s in spread])),
+  )
 
 
 def table4(task: str, results: list[dict]) -> dict[str, Any]:
@@ -183,13 +208,25 @@ def table4(task: str, results: list[dict]) -> dict[str, Any]:
   metric = glue.TASKS[task].metrics[0]
   done = [r for r in results if "failed" not in r]
   pct = lambda rs, m: [100.0 * r["dev"][m] for r in rs]
-  methods = {"FT": [r for r in done if r["beta"] == 0],
-             "big-learn": [r for r in done if r["beta"] > 0]}
-  out = dict(task=task, metric=metric, runs=len(results),
-             failed=[run_name(r) for r in results if "failed" in r], methods={}, betas={})
+  methods = {
+      "FT": [r for r in done if r["beta"] == 0],
+      "big-learn": [r for r in done if r["beta"] > 0],
+  }
+  out = dict(
+      task=task,
+      metric=metric,
+      runs=len(results),
+      failed=[run_name(r) for r in results if "failed" in r],
+      methods={},
+      betas={},
+  )
   for name, rs in methods.items():
-    entry = dict(**_stats(pct(rs, metric)), seed_spread=_seed_spread(
-        [dict(r, dev={metric: 100.0 * r["dev"][metric]}) for r in rs], metric))
+    entry = dict(
+        **_stats(pct(rs, metric)),
+        seed_spread=_seed_spread(
+            [dict(r, dev={metric: 100.0 * r["dev"][metric]}) for r in rs], metric
+        ),
+    )
     if "f1" in glue.TASKS[task].metrics:
       entry["f1"] = _stats(pct(rs, "f1"))
     out["methods"][name] = entry
@@ -197,23 +234,34 @@ def table4(task: str, results: list[dict]) -> dict[str, Any]:
     out["betas"][f"{beta:g}"] = _stats(pct([r for r in done if r["beta"] == beta], metric))
   # Paired: each big-learn run against the FT run of the same lr, epochs, warm-up and seed.
   ft = {tuple(r[f] for f, _ in GRID if f != "beta"): r for r in methods["FT"]}
-  pairs = [(r["dev"][metric], ft[k]["dev"][metric]) for r in methods["big-learn"]
-           if (k := tuple(r[f] for f, _ in GRID if f != "beta")) in ft]
+  pairs = [
+      (r["dev"][metric], ft[k]["dev"][metric])
+      for r in methods["big-learn"]
+      if (k := tuple(r[f] for f, _ in GRID if f != "beta")) in ft
+  ]
   if pairs:
     diff = 100.0 * np.asarray([a - b for a, b in pairs])
-    out["paired"] = dict(pairs=len(pairs), mean_gain=float(diff.mean()),
-                         wins=int(np.sum(diff > 0)), ties=int(np.sum(diff == 0)),
-                         losses=int(np.sum(diff < 0)))
+    out["paired"] = dict(
+        pairs=len(pairs),
+        mean_gain=float(diff.mean()),
+        wins=int(np.sum(diff > 0)),
+        ties=int(np.sum(diff == 0)),
+        losses=int(np.sum(diff < 0)),
+    )
   return out
 
 
 def table4_markdown(table: dict[str, Any]) -> str:
   m = table["metric"]
   f1 = any("f1" in e for e in table["methods"].values())
-  lines = [f"# Table 4 ({table['task']}, dev {m} in %, {table['runs']} runs"
-           f"{', ' + str(len(table['failed'])) + ' failed' if table['failed'] else ''})", "",
-           f"| method | runs | best {m}{' / F1' if f1 else ''} | median {m} | IQR | "
-           "seed std (mean / max) |", "|---|---|---|---|---|---|"]
+  lines = [
+      f"# Table 4 ({table['task']}, dev {m} in %, {table['runs']} runs"
+      f"{', ' + str(len(table['failed'])) + ' failed' if table['failed'] else ''})",
+      "",
+      f"| method | runs | best {m}{' / F1' if f1 else ''} | median {m} | IQR | "
+      "seed std (mean / max) |",
+      "|---|---|---|---|---|---|",
+  ]
   for name, e in table["methods"].items():
     if not e.get("runs"):
       lines.append(f"| {name} | 0 | | | | |")
@@ -221,42 +269,54 @@ def table4_markdown(table: dict[str, Any]) -> str:
     s = e["seed_spread"]
     spread = f"{s['mean_std']:.2f} / {s['max_std']:.2f}" if s.get("groups") else "-"
     best = f"{e['best']:.2f}" + (f" / {e['f1']['best']:.2f}" if "f1" in e else "")
-    lines.append(f"| {name} | {e['runs']} | {best} | {e['median']:.2f} | {e['iqr']:.2f} | "
-                 f"{spread} |")
+    lines.append(
+        f"| {name} | {e['runs']} | {best} | {e['median']:.2f} | {e['iqr']:.2f} | " f"{spread} |"
+    )
   lines += ["", "| beta | runs | best | median | IQR |", "|---|---|---|---|---|"]
   for beta, e in table["betas"].items():
-    lines.append(f"| {beta} | {e['runs']} | {e['best']:.2f} | {e['median']:.2f} | "
-                 f"{e['iqr']:.2f} |")
+    lines.append(
+        f"| {beta} | {e['runs']} | {e['best']:.2f} | {e['median']:.2f} | " f"{e['iqr']:.2f} |"
+    )
   if "paired" in table:
     p = table["paired"]
-    lines += ["", f"Paired with the FT run of the same learning rate, epochs, warm-up and seed: "
-              f"big-learn wins {p['wins']}, ties {p['ties']}, loses {p['losses']} of "
-              f"{p['pairs']} (mean gain {p['mean_gain']:+.2f} points)."]
+    lines += [
+        "",
+        f"Paired with the FT run of the same learning rate, epochs, warm-up and seed: "
+        f"big-learn wins {p['wins']}, ties {p['ties']}, loses {p['losses']} of "
+        f"{p['pairs']} (mean gain {p['mean_gain']:+.2f} points).",
+    ]
   return "\n".join(lines) + "\n"
 
 
 def figure(table: dict[str, Any], results: list[dict], path: str) -> None:
   """Fig. 18: box plots of the runs' dev metric, FT beside big-learn, and per beta."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   metric = table["metric"]
   done = [r for r in results if "failed" not in r]
   value = lambda rs: [100.0 * r["dev"][metric] for r in rs]
-  groups = [("FT", value([r for r in done if r["beta"] == 0])),
-            ("big-learn", value([r for r in done if r["beta"] > 0]))]
+  groups = [
+      ("FT", value([r for r in done if r["beta"] == 0])),
+      ("big-learn", value([r for r in done if r["beta"] > 0])),
+  ]
   betas = sorted({r["beta"] for r in done})
   per_beta = [(f"{b:g}", value([r for r in done if r["beta"] == b])) for b in betas]
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw=dict(width_ratios=[2, 3]))
-  for ax, data, title in ((axes[0], groups, "FT vs big-learn"),
-                          (axes[1], per_beta, r"by $\beta_{BigLearn}$ (0 is FT)")):
+  for ax, data, title in (
+      (axes[0], groups, "FT vs big-learn"),
+      (axes[1], per_beta, r"by $\beta_{BigLearn}$ (0 is FT)"),
+  ):
     data = [(n, v) for n, v in data if v]
     ax.boxplot([v for _, v in data], widths=0.5)
     ax.set_xticks(range(1, len(data) + 1), [n for n, _ in data])
     for i, (_, v) in enumerate(data):
       jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(v))
-      ax.scatter(i + 1 + jitter, v, s=9, alpha=0.6, color="C0" if i or title[0] == "b"
-                 else "C1", zorder=3)
+      ax.scatter(
+          i + 1 + jitter, v, s=9, alpha=0.6, color="C0" if i or title[0] == "b" else "C1", zorder=3
+      )
     ax.set_title(title)
     ax.set_ylabel(f"dev {metric} (%)")
     ax.grid(axis="y", alpha=0.3)
@@ -280,14 +340,16 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """
   setup.validate_config(config)
   if config.mode != "finetune":
-    raise ValueError("a sweep fine-tunes: use a fine-tuning variant (e.g. "
-                     "configs/finetune.py:lexname), not mode=pretrain.")
+    raise ValueError(
+        "a sweep fine-tunes: use a fine-tuning variant (e.g. "
+        "configs/finetune.py:lexname), not mode=pretrain."
+    )
   t0 = time.perf_counter()
   workdir = os.path.abspath(workdir)
   os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
   check_sweep_dir(config, workdir)
   grid = points(config)
-  for point in grid:                       # every run config checked before the first runs
+  for point in grid:  # every run config checked before the first runs
     setup.validate_config(run_config(config, point))
   results = []
   for i, point in enumerate(grid):
@@ -305,6 +367,9 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-  cli.run(sweep, "finetune.py",
-          workdir_help="Directory for the sweep: sweep.json, runs/, table4.json, table4.md, "
-                       "fig18.png; a sweep resumes where it stopped.")
+  cli.run(
+      sweep,
+      "finetune.py",
+      workdir_help="Directory for the sweep: sweep.json, runs/, table4.json, table4.md, "
+      "fig18.png; a sweep resumes where it stopped.",
+  )

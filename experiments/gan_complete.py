@@ -21,6 +21,7 @@ Writes OUT.npz:
 and OUT.png, a Fig. 5 / Fig. 16 style grid: the given pixels in the first row, one row per noise
 draw, the real digits in the last row (at most 16 digits are drawn).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,12 +44,15 @@ from experiments import gan_setup
 
 MAX_PNG_IMAGES = 16
 
+
 def read_images(path: str) -> np.ndarray:
   """uint8 [num_images, H, W] from the `images` entry of an .npz file."""
   images, _ = cli.read_images(path)
   if images.ndim != 3 or images.shape[1] != images.shape[2]:
-    raise ValueError(f"`images` in {path} must be uint8 [num_images, H, H] like MNIST's "
-                     f"[N, 28, 28], got {images.dtype} {images.shape}.")
+    raise ValueError(
+        f"`images` in {path} must be uint8 [num_images, H, H] like MNIST's "
+        f"[N, 28, 28], got {images.dtype} {images.shape}."
+    )
   return images
 
 
@@ -64,15 +68,23 @@ def _patch_mask(mask: np.ndarray, num_images: int, grid: tuple[int, int], name: 
   elif mask.shape in ((num_images, length), (num_images,) + grid):
     mask = mask.reshape(num_images, length)
   else:
-    raise ValueError(f"{name} has shape {mask.shape}; use [L] = ({length},), {grid}, "
-                     f"({num_images}, {length}) or {(num_images,) + grid} (one entry per patch "
-                     f"of the model's {grid[0]}x{grid[1]} patch grid).")
+    raise ValueError(
+        f"{name} has shape {mask.shape}; use [L] = ({length},), {grid}, "
+        f"({num_images}, {length}) or {(num_images,) + grid} (one entry per patch "
+        f"of the model's {grid[0]}x{grid[1]} patch grid)."
+    )
   return np.array(mask)
 
 
-def source_target_masks(num_images: int, config, *, source_ratio: float | None, seed: int,
-                        initial_portion: bool = False,
-                        mask_file: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def source_target_masks(
+    num_images: int,
+    config,
+    *,
+    source_ratio: float | None,
+    seed: int,
+    initial_portion: bool = False,
+    mask_file: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Patch masks (S, T), bool [num_images, L], checked: disjoint, T non-empty."""
   p = config.model.patch_size
   grid = (config.data.image_size // p, config.data.image_size // p)
@@ -82,17 +94,21 @@ def source_target_masks(num_images: int, config, *, source_ratio: float | None, 
       if "source_mask" not in data:
         raise ValueError(f"{mask_file} has no `source_mask` (found {sorted(data.keys())}).")
       source = _patch_mask(data["source_mask"], num_images, grid, "source_mask")
-      target = (_patch_mask(data["target_mask"], num_images, grid, "target_mask")
-                if "target_mask" in data else ~source)
+      target = (
+          _patch_mask(data["target_mask"], num_images, grid, "target_mask")
+          if "target_mask" in data
+          else ~source
+      )
   else:
     if source_ratio is None or not 0.0 <= source_ratio < 1.0:
-      raise ValueError(f"--source_ratio must be in [0, 1) (the fraction of patches given), got "
-                       f"{source_ratio}.")
+      raise ValueError(
+          f"--source_ratio must be in [0, 1) (the fraction of patches given), got "
+          f"{source_ratio}."
+      )
     num_source = int(round(source_ratio * length))
     if num_source >= length:
       raise ValueError(f"--source_ratio {source_ratio} leaves no target patch of {length}.")
-    source = gan_samples.source_masks(seed, num_images, length, num_source,
-                                      initial=initial_portion)
+    source = gan_samples.source_masks(seed, num_images, length, num_source, initial=initial_portion)
     target = ~source
   tasks.check_masks(source, target)
   return source, target
@@ -101,14 +117,16 @@ def source_target_masks(num_images: int, config, *, source_ratio: float | None, 
 def pixel_masks(patch_mask: np.ndarray, config, size: int) -> np.ndarray:
   """Patch mask [N, L] -> bool [N, size, size]: a pixel is in a patch when its centre is."""
   res = int(config.data.image_size)
-  full = np.asarray(patch_masks_to_pixels(jnp.asarray(patch_mask), (res, res),
-                                          config.model.patch_size))
+  full = np.asarray(
+      patch_masks_to_pixels(jnp.asarray(patch_mask), (res, res), config.model.patch_size)
+  )
   centres = ((np.arange(size) + 0.5) * res / size).astype(int)
   return full[:, centres][:, :, centres]
 
 
-def complete(config, g_params, images: np.ndarray, source: np.ndarray, *, num_samples: int,
-             rng) -> np.ndarray:
+def complete(
+    config, g_params, images: np.ndarray, source: np.ndarray, *, num_samples: int, rng
+) -> np.ndarray:
   """Completions uint8 [num_images, num_samples, H, W] of `images` uint8 [num_images, H, W] from
   patch sources `source` bool [num_images, L], at the input's resolution; source pixels are
   the input's own."""
@@ -118,40 +136,71 @@ def complete(config, g_params, images: np.ndarray, source: np.ndarray, *, num_sa
   model_images = images if size == res else mnist.resize(images, res)
   patches = patchify(jnp.asarray(mnist.to_unit_range(model_images)), p)
   sample_fn = gan_samples.make_sampler(gen, (res, res), p)
-  draw = lambda key: sample_fn(g_params, patches, jnp.asarray(source),
-                               jax.random.normal(key, (len(images), gen.noise_dim)))
-  out = np.stack([mnist.from_unit_range(np.asarray(draw(k)))
-                  for k in jax.random.split(rng, num_samples)], axis=1)
+  draw = lambda key: sample_fn(
+      g_params, patches, jnp.asarray(source), jax.random.normal(key, (len(images), gen.noise_dim))
+  )
+  out = np.stack(
+      [mnist.from_unit_range(np.asarray(draw(k))) for k in jax.random.split(rng, num_samples)],
+      axis=1,
+  )
   if size != res:
     out = mnist.resize(out.reshape((-1, res, res)), size).reshape(
-        (len(images), num_samples, size, size))
+        (len(images), num_samples, size, size)
+    )
   given = pixel_masks(source, config, size)
   return np.where(given[:, None], images[:, None], out)
 
 
-def run(workdir: str, images_path: str, out_path: str, *, source_ratio: float | None,
-        num_samples: int, seed: int, initial_portion: bool = False,
-        mask_file: str | None = None) -> dict[str, Any]:
+def run(
+    workdir: str,
+    images_path: str,
+    out_path: str,
+    *,
+    source_ratio: float | None,
+    num_samples: int,
+    seed: int,
+    initial_portion: bool = False,
+    mask_file: str | None = None,
+) -> dict[str, Any]:
   """The entry point's work; returns a summary (paths, step, shapes)."""
   if num_samples < 1:
     raise ValueError(f"--num_samples must be >= 1, got {num_samples}.")
   config, params, step = gan_setup.load_run(workdir)
   images = read_images(images_path)
-  source, target = source_target_masks(len(images), config, source_ratio=source_ratio, seed=seed,
-                                       initial_portion=initial_portion, mask_file=mask_file)
-  completions = complete(config, params, images, source, num_samples=num_samples,
-                         rng=jax.random.key(seed))
+  source, target = source_target_masks(
+      len(images),
+      config,
+      source_ratio=source_ratio,
+      seed=seed,
+      initial_portion=initial_portion,
+      mask_file=mask_file,
+  )
+  completions = complete(
+      config, params, images, source, num_samples=num_samples, rng=jax.random.key(seed)
+  )
   size = images.shape[1]
   source_px, target_px = pixel_masks(source, config, size), pixel_masks(target, config, size)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  np.savez(out_path, completions=completions, source_mask=source_px, target_mask=target_px,
-           patch_source_mask=source, patch_target_mask=target)
+  np.savez(
+      out_path,
+      completions=completions,
+      source_mask=source_px,
+      target_mask=target_px,
+      patch_source_mask=source,
+      patch_target_mask=target,
+  )
   png = os.path.splitext(out_path)[0] + ".png"
   from experiments import gan_plots  # matplotlib only when drawing
+
   n = min(len(images), MAX_PNG_IMAGES)
-  gan_plots.completion_figure(images[:n], source_px[:n], completions[:n], png,
-                              title=f"BigLearn-GAN completions (step {step}, "
-                                    f"{int(source[0].sum())}/{source.shape[1]} patches given)")
+  gan_plots.completion_figure(
+      images[:n],
+      source_px[:n],
+      completions[:n],
+      png,
+      title=f"BigLearn-GAN completions (step {step}, "
+      f"{int(source[0].sum())}/{source.shape[1]} patches given)",
+  )
   return dict(out=out_path, png=png, step=step, completions=list(completions.shape))
 
 
@@ -161,16 +210,19 @@ def define_flags() -> dict[str, Any]:
   return dict(
       workdir=flags.DEFINE_string("workdir", None, "A BigLearn-GAN run directory."),
       images=flags.DEFINE_string("images", None, "An .npz with `images` uint8 [N, 28, 28]."),
-      source_ratio=flags.DEFINE_float("source_ratio", None,
-                                      "Fraction of patches given (ignored with --mask)."),
-      mask=flags.DEFINE_string("mask", None,
-                               "An .npz with `source_mask` (and optionally `target_mask`)."),
+      source_ratio=flags.DEFINE_float(
+          "source_ratio", None, "Fraction of patches given (ignored with --mask)."
+      ),
+      mask=flags.DEFINE_string(
+          "mask", None, "An .npz with `source_mask` (and optionally `target_mask`)."
+      ),
       initial_portion=flags.DEFINE_bool(
-          "initial_portion", False,
-          "Give the first patches in raster order instead of random ones."),
+          "initial_portion", False, "Give the first patches in raster order instead of random ones."
+      ),
       num_samples=flags.DEFINE_integer("num_samples", 8, "Noise draws per image."),
       seed=flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."),
-      out=flags.DEFINE_string("out", None, "Output .npz (a .png is written next to it)."))
+      out=flags.DEFINE_string("out", None, "Output .npz (a .png is written next to it)."),
+  )
 
 
 def main(argv):
@@ -183,9 +235,16 @@ def main(argv):
       raise app.UsageError(f"--{name} is required.")
   if f["mask"] is None and f["source_ratio"] is None:
     raise app.UsageError("give --source_ratio R (or --mask MASK.npz).")
-  summary = run(f["workdir"], f["images"], f["out"], source_ratio=f["source_ratio"],
-                num_samples=f["num_samples"], seed=f["seed"],
-                initial_portion=f["initial_portion"], mask_file=f["mask"])
+  summary = run(
+      f["workdir"],
+      f["images"],
+      f["out"],
+      source_ratio=f["source_ratio"],
+      num_samples=f["num_samples"],
+      seed=f["seed"],
+      initial_portion=f["initial_portion"],
+      mask_file=f["mask"],
+  )
   print(json.dumps(summary, indent=1))
 
 

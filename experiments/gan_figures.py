@@ -16,6 +16,7 @@ Writes into --out_dir (PNG, plus the uint8 arrays of each figure in figures.npz)
 Images come from --images IN.npz (`images` uint8 [N, H, W] or [N, H, W, 3]) or, by default, the
 held-out split of the run's data (MNIST's `test` split, CelebA's `test` partition).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ class Drawer:
   def __init__(self, config, g_params, images: np.ndarray):
     shape = gan_setup.image_shape(config)
     if images.shape[1:] != shape or images.dtype != np.uint8:
-      raise ValueError(f"images must be uint8 {('N',) + shape} for this run, got "
-                       f"{images.dtype} {images.shape}.")
+      raise ValueError(
+          f"images must be uint8 {('N',) + shape} for this run, got "
+          f"{images.dtype} {images.shape}."
+      )
     self.gen, _ = gan_setup.build_models(config)
     self.p, self.shape, self.params = config.model.patch_size, shape, g_params
     self.images = images
@@ -68,10 +71,12 @@ def _mask_tile(pixels: np.ndarray, like: np.ndarray) -> np.ndarray:
   return np.repeat(tile[..., None], like.shape[-1], -1) if like.ndim == 4 else tile
 
 
-def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noise: int = 6,
-            seed: int = 0) -> dict[str, np.ndarray]:
+def figures(
+    config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noise: int = 6, seed: int = 0
+) -> dict[str, np.ndarray]:
   """The figures as uint8 mosaics (grayscale [h, w] or RGB [h, w, 3]), keyed by FIGURES."""
   from experiments import gan_plots  # pylint: disable=import-outside-toplevel
+
   draw = Drawer(config, g_params, images)
   n, length = len(images), draw.length
   rng = np.random.default_rng([seed, 5])
@@ -94,13 +99,14 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
   tiles = []
   for r in ratios:
     source = np.zeros((n, length), bool)
-    source[:, order[:int(round(r * length))]] = True
+    source[:, order[: int(round(r * length))]] = True
     tiles.append((source, draw(idx, source, z)))
   header = [_mask_tile(draw.pixels(s[:1])[0], images) for s, _ in tiles]
   header.append(np.full_like(images[0], 255))
   cells = [header] + [[c[i] for _, c in tiles] + [images[i]] for i in range(n)]
-  out["fig13_ratios"] = gan_plots.mosaic(np.stack([c for row in cells for c in row]),
-                                         n + 1, len(ratios) + 1)
+  out["fig13_ratios"] = gan_plots.mosaic(
+      np.stack([c for row in cells for c in row]), n + 1, len(ratios) + 1
+  )
 
   # Fig. 16a: for each image, num_noise source sets of random ratios in [0.1, 0.7]; row 1 the
   # given pixels, row 2 a completion. Images along the mosaic's rows in pairs of rows.
@@ -112,8 +118,9 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
     given = gan_plots.shown_source(images[rep], draw.pixels(source))
     done = draw(rep, source, draw.noise(rng, num_noise))
     cells += [list(given) + [images[i]], list(done) + [np.full_like(images[i], 255)]]
-  out["fig16a_sources"] = gan_plots.mosaic(np.stack([c for row in cells for c in row]),
-                                           2 * n, num_noise + 1)
+  out["fig16a_sources"] = gan_plots.mosaic(
+      np.stack([c for row in cells for c in row]), 2 * n, num_noise + 1
+  )
 
   # Fig. 16b: one x_S per row (random S at `ratio`), num_noise different z.
   cells = []
@@ -121,9 +128,10 @@ def figures(config, g_params, images: np.ndarray, *, ratio: float = 0.5, num_noi
     source = gan_samples.source_masks([seed, 17, i], 1, length, k)
     rep, reps = np.full(num_noise, i), np.repeat(source, num_noise, 0)
     done = draw(rep, reps, draw.noise(rng, num_noise))
-    cells.append([gan_plots.shown_source(images[i:i + 1], draw.pixels(source))[0]] + list(done))
-  out["fig16b_noise"] = gan_plots.mosaic(np.stack([c for row in cells for c in row]),
-                                         n, num_noise + 1)
+    cells.append([gan_plots.shown_source(images[i : i + 1], draw.pixels(source))[0]] + list(done))
+  out["fig16b_noise"] = gan_plots.mosaic(
+      np.stack([c for row in cells for c in row]), n, num_noise + 1
+  )
   return out
 
 
@@ -131,17 +139,20 @@ _TITLES = dict(
     fig5a_random="completion from random S (row 1 given, last row real)",
     fig5b_initial="completion from the initial portion (row 1 given, last row real)",
     fig13_ratios="source ratio 0.0 to 0.9 (row 1: S white, T black; same z per row; "
-                 "last column real)",
+    "last column real)",
     fig16a_sources="various S for one x (odd rows given, even rows completed; real at right)",
-    fig16b_noise="various z for one x_S (given pixels first)")
+    fig16b_noise="various z for one x_S (given pixels first)",
+)
 
 
 def write(figs: dict[str, np.ndarray], out_dir: str, *, step: int, variant: str) -> list[str]:
   """One PNG per figure and figures.npz; returns the PNG paths."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   from experiments import gan_plots  # pylint: disable=import-outside-toplevel
+
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for name, img in figs.items():
@@ -159,9 +170,17 @@ def write(figs: dict[str, np.ndarray], out_dir: str, *, step: int, variant: str)
   return paths
 
 
-def run(workdir: str, out_dir: str | None = None, *, images_path: str | None = None,
-        num_images: int = 8, ratio: float = 0.5, num_noise: int = 6, seed: int = 0,
-        params: str = "auto") -> dict[str, Any]:
+def run(
+    workdir: str,
+    out_dir: str | None = None,
+    *,
+    images_path: str | None = None,
+    num_images: int = 8,
+    ratio: float = 0.5,
+    num_noise: int = 6,
+    seed: int = 0,
+    params: str = "auto",
+) -> dict[str, Any]:
   if not 0.0 <= ratio < 1.0:
     raise ValueError(f"--ratio must be in [0, 1), got {ratio}.")
   if num_images < 1 or num_noise < 1:
@@ -172,28 +191,46 @@ def run(workdir: str, out_dir: str | None = None, *, images_path: str | None = N
   else:
     images = gan_setup.heldout_images(config, num_images)
   out_dir = out_dir or os.path.join(workdir, "figures")
-  paths = write(figures(config, g_params, images, ratio=ratio, num_noise=num_noise, seed=seed),
-                out_dir, step=step, variant=config.variant)
+  paths = write(
+      figures(config, g_params, images, ratio=ratio, num_noise=num_noise, seed=seed),
+      out_dir,
+      step=step,
+      variant=config.variant,
+  )
   return dict(step=step, figures=paths)
 
 
 def main(argv):
   from absl import app  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
+
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = {k: v.value for k, v in _FLAGS.items()}
   if not f["workdir"]:
     raise app.UsageError("--workdir is required.")
-  print(json.dumps(run(f["workdir"], f["out_dir"], images_path=f["images"],
-                       num_images=f["num_images"], ratio=f["ratio"], num_noise=f["num_noise"],
-                       seed=f["seed"], params=f["params"]), indent=1))
+  print(
+      json.dumps(
+          run(
+              f["workdir"],
+              f["out_dir"],
+              images_path=f["images"],
+              num_images=f["num_images"],
+              ratio=f["ratio"],
+              num_noise=f["num_noise"],
+              seed=f["seed"],
+              params=f["params"],
+          ),
+          indent=1,
+      )
+  )
 
 
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=import-outside-toplevel
   from absl import flags as _flags  # pylint: disable=import-outside-toplevel
+
   _FLAGS = dict(
       workdir=_flags.DEFINE_string("workdir", None, "A BigLearn-GAN run directory."),
       out_dir=_flags.DEFINE_string("out_dir", None, "Default <workdir>/figures."),
@@ -202,6 +239,11 @@ if __name__ == "__main__":
       ratio=_flags.DEFINE_float("ratio", 0.5, "Source ratio of Fig. 5a and 16b."),
       num_noise=_flags.DEFINE_integer("num_noise", 6, "Noise draws / source sets per image."),
       seed=_flags.DEFINE_integer("seed", 0, "Seed of the source sets and the noise."),
-      params=_flags.DEFINE_enum("params", "auto", list(gan_setup.PARAMS),
-                                "Generator parameters: EMA, trained, or EMA when kept."))
+      params=_flags.DEFINE_enum(
+          "params",
+          "auto",
+          list(gan_setup.PARAMS),
+          "Generator parameters: EMA, trained, or EMA when kept.",
+      ),
+  )
   _app.run(main)

@@ -6,6 +6,7 @@ held-out), and `load_run`, the newest checkpoint of a workdir (bigjax.training.r
 written by older code load through `migrate`). Every GAN entry point (biglearn_gan, gan_eval,
 gan_complete, gan_figures) imports this module; none imports another entry point.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -23,10 +24,28 @@ from bigjax.models import Discriminator, Generator
 from bigjax.training import runs
 from experiments import config_checks
 
-__all__ = ["DATASETS", "DTYPES", "GANState", "KIND", "PARAMS", "abstract_state",
-           "build_models", "channels", "heldout_digits", "heldout_images", "image_shape",
-           "init_state", "load_images", "load_run", "make_optimizers", "migrate",
-           "model_signature", "sample_tasks", "train_step_flops", "validate_config"]
+__all__ = [
+    "DATASETS",
+    "DTYPES",
+    "GANState",
+    "KIND",
+    "PARAMS",
+    "abstract_state",
+    "build_models",
+    "channels",
+    "heldout_digits",
+    "heldout_images",
+    "image_shape",
+    "init_state",
+    "load_images",
+    "load_run",
+    "make_optimizers",
+    "migrate",
+    "model_signature",
+    "sample_tasks",
+    "train_step_flops",
+    "validate_config",
+]
 
 DATASETS = ("mnist", "celeba")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -34,13 +53,28 @@ PARAMS = ("auto", "ema", "raw")
 
 # Fields added after the first release, with the values that reproduce the runs written before
 # them (`migrate`); the model's among them were not in those runs' checkpoint signatures.
-_ADDED = {"data.dataset": "mnist", "data.prefetch": 2,
-          "model.dtype": "float32", "model.noise_merge": "add", "model.conv_head_layers": 0,
-          "model.conv_head_width": 64, "model.disc_attention": "dot",
-          "loss.reconstruction_weight": 0.0, "eval.metrics_every": 0, "eval.classifier_dir": "",
-          "eval.metrics_num_images": 500, "eval.metrics_num_samples": 4}
-SIGNATURE_DEFAULTS = dict({k.split(".")[1]: v for k, v in _ADDED.items()
-                           if k.startswith("model.") and k != "model.dtype"}, channels=1)
+_ADDED = {
+    "data.dataset": "mnist",
+    "data.prefetch": 2,
+    "model.dtype": "float32",
+    "model.noise_merge": "add",
+    "model.conv_head_layers": 0,
+    "model.conv_head_width": 64,
+    "model.disc_attention": "dot",
+    "loss.reconstruction_weight": 0.0,
+    "eval.metrics_every": 0,
+    "eval.classifier_dir": "",
+    "eval.metrics_num_images": 500,
+    "eval.metrics_num_samples": 4,
+}
+SIGNATURE_DEFAULTS = dict(
+    {
+        k.split(".")[1]: v
+        for k, v in _ADDED.items()
+        if k.startswith("model.") and k != "model.dtype"
+    },
+    channels=1,
+)
 
 
 def migrate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -56,7 +90,7 @@ def validate_config(config) -> None:
   check.integer("sample_every")
   if config.tasks.sampler not in tasks.SAMPLERS:
     fail(f"tasks.sampler={config.tasks.sampler!r}; choose one of {sorted(tasks.SAMPLERS)}.")
-  try:       # the sampler's own checks (Beta parameters, ratios), once on a tiny batch
+  try:  # the sampler's own checks (Beta parameters, ratios), once on a tiny batch
     sample_tasks(jax.random.key(0), config, 2, 4)
   except ValueError as e:
     fail(f"tasks.{config.tasks.sampler}: {e}")
@@ -65,18 +99,21 @@ def validate_config(config) -> None:
     fail(f"data.dataset={d.dataset!r}; choose one of {DATASETS}.")
   if check.integer("eval.metrics_every", minimum=0):
     if not e.classifier_dir:
-      fail("eval.metrics_every > 0 needs eval.classifier_dir: train a classifier at the run's "
-           "image size with `python -m experiments.mnist_classifier --config "
-           "configs/mnist_classifier.py:cpu --workdir DIR` and pass "
-           "--config.eval.classifier_dir=DIR.")
+      fail(
+          "eval.metrics_every > 0 needs eval.classifier_dir: train a classifier at the run's "
+          "image size with `python -m experiments.mnist_classifier --config "
+          "configs/mnist_classifier.py:cpu --workdir DIR` and pass "
+          "--config.eval.classifier_dir=DIR."
+      )
     if d.dataset != "mnist":
       fail("the evaluation suite (eval.metrics_every) measures MNIST runs only.")
   if d.dataset == "celeba" and not d.source:
-    fail("data.source is empty: give the CelebA directory (img_align_celeba/ and "
-         "list_eval_partition.txt, downloaded by hand) with --config.data.source=DIR, or "
-         "--config.data.source=tfds for a prepared tensorflow-datasets celeb_a.")
-  choices = dict(dtype=tuple(DTYPES), disc_attention=("dot", "l2"),
-                 noise_merge=("add", "concat"))
+    fail(
+        "data.source is empty: give the CelebA directory (img_align_celeba/ and "
+        "list_eval_partition.txt, downloaded by hand) with --config.data.source=DIR, or "
+        "--config.data.source=tfds for a prepared tensorflow-datasets celeb_a."
+    )
+  choices = dict(dtype=tuple(DTYPES), disc_attention=("dot", "l2"), noise_merge=("add", "concat"))
   for name, allowed in choices.items():
     if m[name] not in allowed:
       fail(f"model.{name}={m[name]!r}; choose one of {allowed}.")
@@ -85,36 +122,50 @@ def validate_config(config) -> None:
   for name in ("patch_size", "encoder_heads", "decoder_heads", "disc_heads"):
     check.integer(f"model.{name}")
   if d.image_size % m.patch_size:
-    fail(f"data.image_size={d.image_size} is not divisible by model.patch_size="
-         f"{m.patch_size}; choose a patch size that divides the image size.")
-  for dim, heads in (("encoder_dim", "encoder_heads"), ("decoder_dim", "decoder_heads"),
-                     ("disc_dim", "disc_heads")):
+    fail(
+        f"data.image_size={d.image_size} is not divisible by model.patch_size="
+        f"{m.patch_size}; choose a patch size that divides the image size."
+    )
+  for dim, heads in (
+      ("encoder_dim", "encoder_heads"),
+      ("decoder_dim", "decoder_heads"),
+      ("disc_dim", "disc_heads"),
+  ):
     if m[dim] % m[heads]:
       fail(f"model.{dim}={m[dim]} is not divisible by model.{heads}={m[heads]}.")
-  for name in ("r1_weight", "communication_weight", "mode_seeking_weight",
-               "reconstruction_weight"):
+  for name in ("r1_weight", "communication_weight", "mode_seeking_weight", "reconstruction_weight"):
     if not config.loss[name] >= 0:
       fail(f"loss.{name} must be >= 0, got {config.loss[name]}.")
   if not 0.0 <= config.ema_decay < 1.0:
     fail(f"ema_decay must be in [0, 1), got {config.ema_decay}.")
   if not (config.optim.learning_rate > 0 and config.optim.disc_lr_scale > 0):
-    fail(f"optim.learning_rate and optim.disc_lr_scale must be > 0, got "
-         f"{config.optim.learning_rate} and {config.optim.disc_lr_scale}.")
+    fail(
+        f"optim.learning_rate and optim.disc_lr_scale must be > 0, got "
+        f"{config.optim.learning_rate} and {config.optim.disc_lr_scale}."
+    )
 
 
 def sample_tasks(rng, config, batch_size: int, length: int):
   """(S, T) masks [B, L] from config.tasks, per example or one pair per batch."""
   t = config.tasks
-  kwargs = {"biglearn": dict(source_alpha=t.source_alpha, source_beta=t.source_beta,
-                             target_alpha=t.target_alpha, target_beta=t.target_beta),
-            "initial_portion": dict(source_alpha=t.source_alpha, source_beta=t.source_beta),
-            "mask_and_predict": dict(mask_ratio=t.mask_ratio)}.get(t.sampler, {})
+  kwargs = {
+      "biglearn": dict(
+          source_alpha=t.source_alpha,
+          source_beta=t.source_beta,
+          target_alpha=t.target_alpha,
+          target_beta=t.target_beta,
+      ),
+      "initial_portion": dict(source_alpha=t.source_alpha, source_beta=t.source_beta),
+      "mask_and_predict": dict(mask_ratio=t.mask_ratio),
+  }.get(t.sampler, {})
   sampler = tasks.SAMPLERS[t.sampler]
   if t.per_example:
     return sampler(rng, batch_size, length, **kwargs)
   source, target = sampler(rng, 1, length, **kwargs)
-  return (jnp.broadcast_to(source, (batch_size, length)),
-          jnp.broadcast_to(target, (batch_size, length)))
+  return (
+      jnp.broadcast_to(source, (batch_size, length)),
+      jnp.broadcast_to(target, (batch_size, length)),
+  )
 
 
 def channels(config) -> int:
@@ -134,18 +185,37 @@ def build_models(config) -> tuple[Generator, Discriminator]:
   num_patches = (h // m.patch_size) * (w // m.patch_size)
   patch_dim = m.patch_size * m.patch_size * channels(config)
   dtype = DTYPES[m.dtype]
-  gen = Generator(num_patches=num_patches, patch_dim=patch_dim, encoder_dim=m.encoder_dim,
-                  encoder_depth=m.encoder_depth, encoder_heads=m.encoder_heads,
-                  decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth,
-                  decoder_heads=m.decoder_heads, noise_dim=m.noise_dim,
-                  noise_mlp_depth=m.noise_mlp_depth, noise_mlp_width=m.noise_mlp_width,
-                  mlp_ratio=m.mlp_ratio, noise_every_layer=m.noise_every_layer,
-                  noise_merge=m.noise_merge, conv_head_layers=m.conv_head_layers,
-                  conv_head_width=m.conv_head_width, channels=channels(config), dtype=dtype)
-  disc = Discriminator(num_patches=num_patches, patch_dim=patch_dim, dim=m.disc_dim,
-                       depth=m.disc_depth, num_heads=m.disc_heads, mlp_ratio=m.mlp_ratio,
-                       minibatch_std_group=m.disc_minibatch_std_group,
-                       attention=m.disc_attention, dtype=dtype)
+  gen = Generator(
+      num_patches=num_patches,
+      patch_dim=patch_dim,
+      encoder_dim=m.encoder_dim,
+      encoder_depth=m.encoder_depth,
+      encoder_heads=m.encoder_heads,
+      decoder_dim=m.decoder_dim,
+      decoder_depth=m.decoder_depth,
+      decoder_heads=m.decoder_heads,
+      noise_dim=m.noise_dim,
+      noise_mlp_depth=m.noise_mlp_depth,
+      noise_mlp_width=m.noise_mlp_width,
+      mlp_ratio=m.mlp_ratio,
+      noise_every_layer=m.noise_every_layer,
+      noise_merge=m.noise_merge,
+      conv_head_layers=m.conv_head_layers,
+      conv_head_width=m.conv_head_width,
+      channels=channels(config),
+      dtype=dtype,
+  )
+  disc = Discriminator(
+      num_patches=num_patches,
+      patch_dim=patch_dim,
+      dim=m.disc_dim,
+      depth=m.disc_depth,
+      num_heads=m.disc_heads,
+      mlp_ratio=m.mlp_ratio,
+      minibatch_std_group=m.disc_minibatch_std_group,
+      attention=m.disc_attention,
+      dtype=dtype,
+  )
   return gen, disc
 
 
@@ -153,16 +223,24 @@ def model_signature(config) -> dict[str, Any]:
   """What a checkpoint must agree on to be restored into this config's state (the compute
   dtype is not part of it: a float32 run can resume in bfloat16 and back)."""
   fields = {k: config.model[k] for k in sorted(config.model.keys()) if k != "dtype"}
-  return dict(image_size=int(config.data.image_size), ema=bool(config.ema_decay > 0),
-              channels=channels(config), **fields)
+  return dict(
+      image_size=int(config.data.image_size),
+      ema=bool(config.ema_decay > 0),
+      channels=channels(config),
+      **fields,
+  )
 
 
 def train_step_flops(config) -> dict[str, int]:
   """Model FLOPs of one iteration of the config's GAN (bigjax.evaluation.flops)."""
   loss = config.loss
-  return flops.train_step_flops(*build_models(config), batch_size=int(config.batch_size),
-                                r1=loss.r1_weight > 0, mode_seeking=loss.mode_seeking_weight > 0,
-                                communication=loss.communication_weight > 0)
+  return flops.train_step_flops(
+      *build_models(config),
+      batch_size=int(config.batch_size),
+      r1=loss.r1_weight > 0,
+      mode_seeking=loss.mode_seeking_weight > 0,
+      communication=loss.communication_weight > 0,
+  )
 
 
 def load_images(config, split: str | None = None) -> np.ndarray:
@@ -172,8 +250,14 @@ def load_images(config, split: str | None = None) -> np.ndarray:
   split = split or d.split
   if d.dataset == "celeba":
     from bigjax.data import celeba  # pylint: disable=import-outside-toplevel
-    return celeba.load(d.source, split=split, image_size=int(d.image_size),
-                       crop_size=int(d.crop_size), cache_dir=d.cache_dir or None)
+
+    return celeba.load(
+        d.source,
+        split=split,
+        image_size=int(d.image_size),
+        crop_size=int(d.crop_size),
+        cache_dir=d.cache_dir or None,
+    )
   images, _ = mnist.load(d.source, split=split)
   return images if images.shape[1] == d.image_size else mnist.resize(images, int(d.image_size))
 
@@ -189,16 +273,21 @@ def heldout_digits(config, num_images: int | None = None) -> tuple[np.ndarray, n
   """(uint8 [N, S, S] at the run's image size, labels [N]): digits the run did not train on."""
   d = config.data
   if d.dataset != "mnist":
-    raise ValueError(f"gan_eval measures MNIST runs (it classifies digits); this run trained "
-                     f"on {d.dataset!r}.")
+    raise ValueError(
+        f"gan_eval measures MNIST runs (it classifies digits); this run trained "
+        f"on {d.dataset!r}."
+    )
   if d.split != "train":
-    raise ValueError(f"the run trained on data.split={d.split!r}; gan_eval holds out the `test` "
-                     "split, so it evaluates runs trained on the `train` split only.")
+    raise ValueError(
+        f"the run trained on data.split={d.split!r}; gan_eval holds out the `test` "
+        "split, so it evaluates runs trained on the `train` split only."
+    )
   images, labels = mnist.load(d.source, split="test")
   if num_images is not None:
     if not 2 <= num_images <= len(images):
-      raise ValueError(f"--num_images must be in [2, {len(images)}] (the held-out digits), got "
-                       f"{num_images}.")
+      raise ValueError(
+          f"--num_images must be in [2, {len(images)}] (the held-out digits), got " f"{num_images}."
+      )
     images, labels = images[:num_images], labels[:num_images]
   if images.shape[1] != d.image_size:
     images = mnist.resize(images, int(d.image_size))
@@ -209,6 +298,7 @@ class GANState(NamedTuple):
   """The whole training state, one pytree (checkpointed as is).
 
   rng holds raw key data (uint32 [2]): typed keys cannot be checkpointed by Orbax."""
+
   step: jax.Array
   g_params: Any
   d_params: Any
@@ -235,10 +325,15 @@ def init_state(config, rng) -> GANState:
   mask = jnp.zeros((b, gen.num_patches), bool)
   g_params = gen.init(k_g, patches, mask, jnp.zeros((b, gen.noise_dim)))
   d_params = disc.init(k_d, patches, mask, ~mask)
-  return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
-                  g_ema_params=g_params if config.ema_decay > 0 else {},
-                  g_opt_state=g_opt.init(g_params), d_opt_state=d_opt.init(d_params),
-                  rng=jax.random.key_data(k_run))
+  return GANState(
+      step=jnp.zeros((), jnp.int32),
+      g_params=g_params,
+      d_params=d_params,
+      g_ema_params=g_params if config.ema_decay > 0 else {},
+      g_opt_state=g_opt.init(g_params),
+      d_opt_state=d_opt.init(d_params),
+      rng=jax.random.key_data(k_run),
+  )
 
 
 def abstract_state(config) -> GANState:
@@ -247,18 +342,24 @@ def abstract_state(config) -> GANState:
 
 
 def train_command(workdir: str, variant: str | None = None) -> str:
-  return (f"python -m experiments.biglearn_gan --config configs/gan_mnist.py:{variant or 'cpu'}"
-          f" --workdir {workdir}")
+  return (
+      f"python -m experiments.biglearn_gan --config configs/gan_mnist.py:{variant or 'cpu'}"
+      f" --workdir {workdir}"
+  )
 
 
-KIND = runs.RunKind(name="BigLearn-GAN run", train_command=train_command,
-                    abstract_state=abstract_state, signature=model_signature, migrate=migrate,
-                    signature_defaults=SIGNATURE_DEFAULTS,
-                    fields=("model.patch_size", "model.disc_dim", "data.image_size"))
+KIND = runs.RunKind(
+    name="BigLearn-GAN run",
+    train_command=train_command,
+    abstract_state=abstract_state,
+    signature=model_signature,
+    migrate=migrate,
+    signature_defaults=SIGNATURE_DEFAULTS,
+    fields=("model.patch_size", "model.disc_dim", "data.image_size"),
+)
 
 
-def load_run(workdir: str, *, params: str = "auto"
-             ) -> tuple[ml_collections.ConfigDict, Any, int]:
+def load_run(workdir: str, *, params: str = "auto") -> tuple[ml_collections.ConfigDict, Any, int]:
   """(config, generator parameters, step) of the newest restorable checkpoint in `workdir`.
 
   params: "ema" for the generator's EMA parameters (an error if the run kept none), "raw" for
@@ -268,9 +369,11 @@ def load_run(workdir: str, *, params: str = "auto"
 
   def check(config, _):
     if params == "ema" and not config.ema_decay > 0:
-      raise ValueError(f"the run in {workdir} kept no EMA of the generator (its config has "
-                       f"ema_decay={config.ema_decay}); evaluate its trained parameters "
-                       "instead (--params=raw), or train with --config.ema_decay=0.999.")
+      raise ValueError(
+          f"the run in {workdir} kept no EMA of the generator (its config has "
+          f"ema_decay={config.ema_decay}); evaluate its trained parameters "
+          "instead (--params=raw), or train with --config.ema_decay=0.999."
+      )
 
   run = runs.load(workdir, KIND, check=check)
   use_ema = run.config.ema_decay > 0 if params == "auto" else params == "ema"

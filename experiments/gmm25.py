@@ -24,6 +24,7 @@ Writes into --workdir:
   trajectory.gif one seed's model density over the run
   modes.png      modes recovered versus outer iteration, every seed
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,16 @@ from bigjax.mixtures.gmm import GMM
 from bigjax.training import environment, write_json
 from experiments import cli
 
-
-TASK_KEYS = {"name", "kind", "dims", "given_dims", "given_source", "noise_vars",
-             "random_transform", "max_grad_norm"}
+TASK_KEYS = {
+    "name",
+    "kind",
+    "dims",
+    "given_dims",
+    "given_source",
+    "noise_vars",
+    "random_transform",
+    "max_grad_norm",
+}
 GIVEN_SOURCES = ("data", "model", "mixed")
 METRIC_NAMES = ("modes_recovered_r{}", "mass_near_modes", "reverse_kl", "forward_kl", "loss")
 
@@ -54,13 +62,23 @@ METRIC_NAMES = ("modes_recovered_r{}", "mass_near_modes", "reverse_kl", "forward
 # ----------------------------------------------------------------------------------------------
 # Config checks (all before anything compiles).
 
+
 def validate_config(config) -> None:
   """Raises ValueError for any inconsistent field, before anything is traced or compiled."""
+
   def fail(msg):
     raise ValueError(f"configs/gmm25.py ({config.variant}): {msg}")
-  for name in ("num_seeds", "seeds_per_batch", "num_components", "num_outer_iterations",
-               "inner_steps",
-               "num_samples", "record_every", "num_chunks"):
+
+  for name in (
+      "num_seeds",
+      "seeds_per_batch",
+      "num_components",
+      "num_outer_iterations",
+      "inner_steps",
+      "num_samples",
+      "record_every",
+      "num_chunks",
+  ):
     if int(config[name]) < 1:
       fail(f"{name} must be a positive integer, got {config[name]}.")
   if len(config.grid) < 1 or float(config.data_var) <= 0:
@@ -74,12 +92,16 @@ def validate_config(config) -> None:
   if not float(config.learning_rate) > 0:
     fail(f"learning_rate must be > 0, got {config.learning_rate}.")
   if config.num_outer_iterations % config.record_every:
-    fail(f"num_outer_iterations={config.num_outer_iterations} is not a multiple of "
-         f"record_every={config.record_every}.")
+    fail(
+        f"num_outer_iterations={config.num_outer_iterations} is not a multiple of "
+        f"record_every={config.record_every}."
+    )
   num_records = config.num_outer_iterations // config.record_every
   if num_records % config.num_chunks:
-    fail(f"the {num_records} records (num_outer_iterations / record_every) do not split into "
-         f"num_chunks={config.num_chunks} equal chunks.")
+    fail(
+        f"the {num_records} records (num_outer_iterations / record_every) do not split into "
+        f"num_chunks={config.num_chunks} equal chunks."
+    )
   names = []
   for i, t in enumerate(config.tasks):
     unknown = set(t) - TASK_KEYS
@@ -98,8 +120,10 @@ def validate_config(config) -> None:
       if len(given) != 1 or given[0] not in (0, 1):
         fail(f"task {t['name']!r}: given_dims={given} must name one output dim in 0..1.")
       if t.get("given_source", "data") not in GIVEN_SOURCES:
-        fail(f"task {t['name']!r}: given_source={t['given_source']!r}; choose one of "
-             f"{GIVEN_SOURCES}.")
+        fail(
+            f"task {t['name']!r}: given_source={t['given_source']!r}; choose one of "
+            f"{GIVEN_SOURCES}."
+        )
     if float(t.get("max_grad_norm", 0.0)) < 0:
       fail(f"task {t['name']!r}: max_grad_norm={t['max_grad_norm']} must be >= 0 (0: none).")
     if any(float(v) < 0 for v in t.get("noise_vars", ())):
@@ -114,21 +138,28 @@ def validate_config(config) -> None:
   if any(b <= a for a, b in zip(starts, starts[1:])):
     fail(f"phase starts {starts} must increase strictly.")
   if starts[-1] >= config.num_outer_iterations:
-    fail(f"phase boundary {starts[-1]} is past the end of the run "
-         f"(num_outer_iterations={config.num_outer_iterations}).")
+    fail(
+        f"phase boundary {starts[-1]} is past the end of the run "
+        f"(num_outer_iterations={config.num_outer_iterations})."
+    )
   for p in config.phases:
     probs = dict(p["probs"])
     unknown = set(probs) - set(names)
     if unknown:
-      fail(f"phase starting at {p['start']} names unknown tasks {sorted(unknown)}; the tasks "
-           f"are {names}.")
+      fail(
+          f"phase starting at {p['start']} names unknown tasks {sorted(unknown)}; the tasks "
+          f"are {names}."
+      )
     if any(float(v) < 0 for v in probs.values()) or abs(sum(probs.values()) - 1.0) > 1e-6:
-      fail(f"task probabilities of the phase starting at {p['start']} must be >= 0 and sum "
-           f"to one, got {probs} (sum {sum(probs.values()):.6g}).")
+      fail(
+          f"task probabilities of the phase starting at {p['start']} must be >= 0 and sum "
+          f"to one, got {probs} (sum {sum(probs.values()):.6g})."
+      )
 
 
 # ----------------------------------------------------------------------------------------------
 # Target, model and training state.
+
 
 def target(config) -> GMM:
   """The data mixture q: equal weights on the grid x grid, variance data_var."""
@@ -149,10 +180,11 @@ def gradient_masks(config) -> dict[str, jax.Array]:
   tril = np.tril(np.ones((2, 2), np.float32))
   if config.covariance == "diagonal":
     tril = np.eye(2, dtype=np.float32)
-  return dict(means=jnp.full((k, 2), float(config.train_means)),
-              scale_raw=jnp.broadcast_to(jnp.asarray(tril * float(config.train_scales)),
-                                         (k, 2, 2)),
-              logits=jnp.full((k,), float(config.train_weights)))
+  return dict(
+      means=jnp.full((k, 2), float(config.train_means)),
+      scale_raw=jnp.broadcast_to(jnp.asarray(tril * float(config.train_scales)), (k, 2, 2)),
+      logits=jnp.full((k,), float(config.train_weights)),
+  )
 
 
 def model_gmm(params) -> GMM:
@@ -170,8 +202,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 class State(NamedTuple):
   params: dict
   opt_state: Any
-  iteration: jax.Array       # next outer iteration
-  first_bad: jax.Array       # first outer iteration with a non-finite loss, -1 if none
+  iteration: jax.Array  # next outer iteration
+  first_bad: jax.Array  # first outer iteration with a non-finite loss, -1 if none
   rng: jax.Array
 
 
@@ -189,11 +221,13 @@ def init_states(config) -> State:
 # ----------------------------------------------------------------------------------------------
 # One outer iteration: pick a task by the phase's probabilities, take inner_steps steps on it.
 
+
 def _phase_tables(config):
   names = [t["name"] for t in config.tasks]
   starts = np.asarray([p["start"] for p in config.phases], np.int32)
-  probs = np.asarray([[float(dict(p["probs"]).get(n, 0.0)) for n in names]
-                      for p in config.phases], np.float32)
+  probs = np.asarray(
+      [[float(dict(p["probs"]).get(n, 0.0)) for n in names] for p in config.phases], np.float32
+  )
   return jnp.asarray(starts), jnp.asarray(probs)
 
 
@@ -212,12 +246,14 @@ def _task_branch(task, config, data: GMM, opt, masks):
     noise = None
     if noise_vars:
       noise = jnp.asarray(noise_vars, jnp.float32)[
-          jax.random.randint(rng_n, (), 0, len(noise_vars))]
+          jax.random.randint(rng_n, (), 0, len(noise_vars))
+      ]
     given = None
     if kind == "conditional":
       given_dims = tuple(task["given_dims"])
-      draw = lambda src: matching.draw_given_values(src, transform, given_dims=given_dims,
-                                                    rng=rng_v, noise_var=noise)
+      draw = lambda src: matching.draw_given_values(
+          src, transform, given_dims=given_dims, rng=rng_v, noise_var=noise
+      )
       if source == "data":
         given = draw(data)
       elif source == "model":
@@ -226,12 +262,20 @@ def _task_branch(task, config, data: GMM, opt, masks):
         given = jnp.where(jax.random.bernoulli(rng_s), draw(data), draw(model_gmm(params)))
 
     def loss_fn(p, key):
-      return matching.task_loss(kind, model_gmm(p), data, transform=transform,
-                                dims=tuple(task.get("dims", (0,))),
-                                given_dims=tuple(task.get("given_dims", (1,))),
-                                given_values=given, rng=key, noise_var=noise,
-                                method=config.method, num_samples=config.num_samples,
-                                num_points=config.metric_num_points)
+      return matching.task_loss(
+          kind,
+          model_gmm(p),
+          data,
+          transform=transform,
+          dims=tuple(task.get("dims", (0,))),
+          given_dims=tuple(task.get("given_dims", (1,))),
+          given_values=given,
+          rng=key,
+          noise_var=noise,
+          method=config.method,
+          num_samples=config.num_samples,
+          num_points=config.metric_num_points,
+      )
 
     def inner(carry, i):
       p, s = carry
@@ -244,9 +288,11 @@ def _task_branch(task, config, data: GMM, opt, masks):
       updates, s = opt.update(grads, s, p)
       return (optax.apply_updates(p, updates), s), loss
 
-    (params, opt_state), losses = jax.lax.scan(inner, (params, opt_state),
-                                               jnp.arange(config.inner_steps))
+    (params, opt_state), losses = jax.lax.scan(
+        inner, (params, opt_state), jnp.arange(config.inner_steps)
+    )
     return params, opt_state, jnp.mean(losses)
+
   return branch
 
 
@@ -267,17 +313,21 @@ def make_outer_step(config):
     if len(branches) == 1:
       params, opt_state, loss = branches[0](state.params, state.opt_state, rng_inner)
     else:
-      params, opt_state, loss = jax.lax.switch(task, branches, state.params, state.opt_state,
-                                               rng_inner)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+      params, opt_state, loss = jax.lax.switch(
+          task, branches, state.params, state.opt_state, rng_inner
+      )
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])
+    )
     first_bad = jnp.where((state.first_bad < 0) & ~finite, it, state.first_bad)
     return State(params, opt_state, it + 1, first_bad, state.rng), loss
+
   return outer_step
 
 
 # ----------------------------------------------------------------------------------------------
 # Metrics.
+
 
 def make_metrics(config):
   """Returns metrics(params) -> dict of scalars and the model's arrays (pure, one seed)."""
@@ -287,23 +337,23 @@ def make_metrics(config):
   radius = float(config.mass_num_std) * float(np.sqrt(config.data_var))
   points = int(config.metric_num_points)
 
-  def near_modes(x):                                     # x: [D, N] columns -> [N]
+  def near_modes(x):  # x: [D, N] columns -> [N]
     d2 = [(x[0] - m[0]) ** 2 + (x[1] - m[1]) ** 2 for m in modes]
-    return (jax.tree_util.tree_reduce(jnp.minimum, d2) <= radius ** 2).astype(x.dtype)
+    return (jax.tree_util.tree_reduce(jnp.minimum, d2) <= radius**2).astype(x.dtype)
 
   def metrics(params):
     p = model_gmm(params)
     out = {}
     heavy = p.weights >= config.min_weight_factor / k
-    dist = jnp.sqrt(jnp.sum((p.means[:, None, :] - modes[None]) ** 2, -1))    # [K, M]
+    dist = jnp.sqrt(jnp.sum((p.means[:, None, :] - modes[None]) ** 2, -1))  # [K, M]
     for r in config.recover_radii:
       out[f"modes_recovered_r{r}"] = jnp.sum(jnp.any(heavy[:, None] & (dist <= r), axis=0))
-    out["mass_near_modes"] = divergences.quadrature_expectation(p, near_modes,
-                                                                num_points=points)
+    out["mass_near_modes"] = divergences.quadrature_expectation(p, near_modes, num_points=points)
     out["reverse_kl"] = divergences.kl(p, data, num_points=points)
     out["forward_kl"] = divergences.kl(data, p, num_points=points)
     out["means"], out["scale_tril"], out["weights"] = p.means, p.scale_tril, p.weights
     return out
+
   return metrics
 
 
@@ -316,8 +366,9 @@ def make_chunk_fn(config):
   blocks = config.num_outer_iterations // config.record_every // config.num_chunks
 
   def block(state, _):
-    state, losses = jax.lax.scan(lambda s, _: outer_step(s), state, None,
-                                 length=config.record_every)
+    state, losses = jax.lax.scan(
+        lambda s, _: outer_step(s), state, None, length=config.record_every
+    )
     out = metrics(state.params)
     out["loss"] = jnp.mean(losses)
     return state, out
@@ -353,7 +404,8 @@ def _check_finite(state: State):
     raise FloatingPointError(
         f"non-finite loss or parameters in seed {seed} at outer iteration {int(bad[seed])} "
         f"(seeds with a non-finite value: {np.flatnonzero(bad >= 0).tolist()}); lower the "
-        "learning rate or check the config.")
+        "learning rate or check the config."
+    )
 
 
 def run(config, *, progress: bool = True) -> dict[str, Any]:
@@ -368,31 +420,40 @@ def run(config, *, progress: bool = True) -> dict[str, Any]:
   first["loss"] = np.full(config.num_seeds, np.nan, np.float32)
   records = [jax.tree.map(lambda x: x[:, None], first)]
   start = time.perf_counter()
-  for _ in tqdm.trange(config.num_chunks, desc=config.variant, unit="chunk",
-                       disable=not progress):
+  for _ in tqdm.trange(config.num_chunks, desc=config.variant, unit="chunk", disable=not progress):
     state, out = compiled(state)
-    out = jax.tree.map(np.asarray, out)           # waits for the chunk
+    out = jax.tree.map(np.asarray, out)  # waits for the chunk
     _check_finite(state)
     records.append(out)
   seconds = time.perf_counter() - start
   result = {k: np.concatenate([r[k] for r in records], axis=1) for k in records[0]}
   result["iterations"] = np.arange(0, config.num_outer_iterations + 1, config.record_every)
-  return dict(metrics=result, seconds=seconds, compile_seconds=compile_seconds,
-              final_params=jax.tree.map(np.asarray, state.params))
+  return dict(
+      metrics=result,
+      seconds=seconds,
+      compile_seconds=compile_seconds,
+      final_params=jax.tree.map(np.asarray, state.params),
+  )
 
 
 # ----------------------------------------------------------------------------------------------
 # Outputs.
 
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
   """Markdown: median / min / max over seeds of the final modes recovered, per variant."""
-  lines = ["| variant | seeds | outer iterations | modes recovered r=0.5 median (min, max) | "
-           "r=0.3 median (min, max) | seconds |", "|---|---|---|---|---|---|"]
+  lines = [
+      "| variant | seeds | outer iterations | modes recovered r=0.5 median (min, max) | "
+      "r=0.3 median (min, max) | seconds |",
+      "|---|---|---|---|---|---|",
+  ]
   for r in rows:
     m5, m3 = np.asarray(r["modes_recovered"]), np.asarray(r["modes_recovered_r0.3"])
-    lines.append(f"| {r['variant']} | {r['num_seeds']} | {r['num_outer_iterations']} | "
-                 f"{np.median(m5):g} ({m5.min()}, {m5.max()}) | "
-                 f"{np.median(m3):g} ({m3.min()}, {m3.max()}) | {r['seconds']:.1f} |")
+    lines.append(
+        f"| {r['variant']} | {r['num_seeds']} | {r['num_outer_iterations']} | "
+        f"{np.median(m5):g} ({m5.min()}, {m5.max()}) | "
+        f"{np.median(m3):g} ({m3.min()}, {m3.max()}) | {r['seconds']:.1f} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -405,22 +466,30 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   np.savez(os.path.join(workdir, "metrics.npz"), **m)
   r5, r3 = f"modes_recovered_r{config.recover_radii[0]}", "modes_recovered_r0.3"
   summary = dict(
-      variant=config.variant, num_seeds=int(config.num_seeds),
+      variant=config.variant,
+      num_seeds=int(config.num_seeds),
       num_outer_iterations=int(config.num_outer_iterations),
       modes_recovered=m[r5][:, -1].astype(int).tolist(),
-      seconds=out["seconds"], compile_seconds=out["compile_seconds"],
+      seconds=out["seconds"],
+      compile_seconds=out["compile_seconds"],
       mass_near_modes=m["mass_near_modes"][:, -1].tolist(),
-      reverse_kl=m["reverse_kl"][:, -1].tolist(), forward_kl=m["forward_kl"][:, -1].tolist(),
-      config=json.loads(config.to_json_best_effort()), **environment())
-  summary["modes_recovered_r0.3"] = (m[r3][:, -1].astype(int).tolist() if r3 in m
-                                     else summary["modes_recovered"])
+      reverse_kl=m["reverse_kl"][:, -1].tolist(),
+      forward_kl=m["forward_kl"][:, -1].tolist(),
+      config=json.loads(config.to_json_best_effort()),
+      **environment(),
+  )
+  summary["modes_recovered_r0.3"] = (
+      m[r3][:, -1].astype(int).tolist() if r3 in m else summary["modes_recovered"]
+  )
   summary["modes_recovered_median"] = float(np.median(summary["modes_recovered"]))
   write_json(os.path.join(workdir, "summary.json"), summary)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
-    f.write(f"# 25-GMM modes recovered at the end ({config.variant})\n\n"
-            + summary_table([summary]))
+    f.write(
+        f"# 25-GMM modes recovered at the end ({config.variant})\n\n" + summary_table([summary])
+    )
   if config.plots:
     from experiments import gmm25_plots  # matplotlib only when drawing
+
     start = time.perf_counter()
     gmm25_plots.plot_all(workdir, config, m, np.asarray(target(config).means))
     summary["plot_seconds"] = time.perf_counter() - start

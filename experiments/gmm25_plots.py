@@ -4,6 +4,7 @@
 
 Only matplotlib (Agg) and PIL; reads the arrays `experiments.gmm25` recorded.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,10 +13,11 @@ import os
 import sys
 
 import matplotlib
+
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
 _LIM = 6.5
 
@@ -74,9 +76,16 @@ def plot_snapshots(path, config, metrics, modes, seed):
   key = f"modes_recovered_r{config.recover_radii[0]}"
   for ax, it in zip(axes[1:], chosen):
     r = its.index(it)
-    _draw(ax, target, xx, yy, metrics["means"][seed, r], metrics["scale_tril"][seed, r],
-          metrics["weights"][seed, r],
-          f"iteration {it}: {int(metrics[key][seed, r])}/{len(modes)} modes")
+    _draw(
+        ax,
+        target,
+        xx,
+        yy,
+        metrics["means"][seed, r],
+        metrics["scale_tril"][seed, r],
+        metrics["weights"][seed, r],
+        f"iteration {it}: {int(metrics[key][seed, r])}/{len(modes)} modes",
+    )
   fig.suptitle(f"{config.variant}, seed {seed}", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -86,17 +95,25 @@ def plot_snapshots(path, config, metrics, modes, seed):
 def plot_gif(path, config, metrics, modes, seed):
   """One seed's model density over the run, as an animated GIF."""
   its = list(metrics["iterations"])
-  frames_idx = np.unique(np.linspace(0, len(its) - 1, max(2, int(config.gif_frames)))
-                         .round().astype(int))
+  frames_idx = np.unique(
+      np.linspace(0, len(its) - 1, max(2, int(config.gif_frames))).round().astype(int)
+  )
   xx, yy = _grid(100)
   target = _target_density(modes, config.data_var, xx, yy)
   key = f"modes_recovered_r{config.recover_radii[0]}"
   frames = []
   for r in frames_idx:
     fig, ax = plt.subplots(figsize=(3.2, 3.4))
-    _draw(ax, target, xx, yy, metrics["means"][seed, r], metrics["scale_tril"][seed, r],
-          metrics["weights"][seed, r],
-          f"{config.variant} it {its[r]}: {int(metrics[key][seed, r])} modes")
+    _draw(
+        ax,
+        target,
+        xx,
+        yy,
+        metrics["means"][seed, r],
+        metrics["scale_tril"][seed, r],
+        metrics["weights"][seed, r],
+        f"{config.variant} it {its[r]}: {int(metrics[key][seed, r])} modes",
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=70)
     plt.close(fig)
@@ -109,7 +126,7 @@ def plot_modes(path, config, metrics, num_modes):
   """Modes recovered (r = first radius) versus outer iteration, one line per seed."""
   key = f"modes_recovered_r{config.recover_radii[0]}"
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  for s, row in enumerate(metrics[key]):
+  for row in metrics[key]:
     ax.plot(metrics["iterations"], row, lw=0.8, alpha=0.7)
   ax.plot(metrics["iterations"], np.median(metrics[key], 0), "k", lw=2, label="median")
   ax.set_xlabel("outer iteration")
@@ -132,12 +149,14 @@ def plot_all(workdir, config, metrics, modes):
 def main(argv):
   import ml_collections  # pylint: disable=import-outside-toplevel
   from bigjax.mixtures import gmm  # pylint: disable=import-outside-toplevel
+
   for workdir in argv[1:]:
     with open(os.path.join(workdir, "summary.json")) as f:
       config = ml_collections.ConfigDict(json.load(f)["config"])
     metrics = dict(np.load(os.path.join(workdir, "metrics.npz")))
-    plot_all(workdir, config, metrics,
-             np.asarray(gmm.grid_mixture(config.grid, config.data_var).means))
+    plot_all(
+        workdir, config, metrics, np.asarray(gmm.grid_mixture(config.grid, config.data_var).means)
+    )
 
 
 if __name__ == "__main__":

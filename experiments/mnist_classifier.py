@@ -14,11 +14,13 @@ of its L patches: the first k in raster order (an initial portion, Fig. 5b) for 
 digits, k random ones for the others (`random_sources`), the two kinds of source set
 `experiments.gan_eval` measures.
 """
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +35,19 @@ from bigjax.models.classifier import make_predict
 from bigjax.models.patches import patch_masks_to_pixels
 from bigjax.training import batch_fn, loop, write_json
 from experiments import cli
-from experiments.classifier_setup import (SIGNATURE_DEFAULTS, SUMMARY_FILE, ClassifierState,
-                                          build_model, init_state, load_split, make_optimizer,
-                                          model_signature, validate_config)
+from experiments.classifier_setup import (
+    SIGNATURE_DEFAULTS,
+    SUMMARY_FILE,
+    ClassifierState,
+    build_model,
+    init_state,
+    load_split,
+    make_optimizer,
+    model_signature,
+    validate_config,
+)
 
-DATA_STREAM = 1     # bigjax.training.data_order: the classifier's order of the training digits
+DATA_STREAM = 1  # bigjax.training.data_order: the classifier's order of the training digits
 
 
 def random_sources(rng: jax.Array, batch: int, image_size: int, patch: int) -> jax.Array:
@@ -66,9 +76,10 @@ def make_train_step(config) -> Callable:
     k_shift, k_dropout = jax.random.split(rng)
     images = augment.random_shift(k_shift, images, max_shift)
     source = None
-    if model.source_patch:   # its own key: whole-digit runs draw what they drew before
-      source = random_sources(jax.random.fold_in(rng, 1), images.shape[0], images.shape[1],
-                              model.source_patch)
+    if model.source_patch:  # its own key: whole-digit runs draw what they drew before
+      source = random_sources(
+          jax.random.fold_in(rng, 1), images.shape[0], images.shape[1], model.source_patch
+      )
 
     def loss_fn(params):
       logits, _ = model.apply(params, images, source, train=True, rngs={"dropout": k_dropout})
@@ -88,18 +99,21 @@ def _partial_scores(config, predict, images: np.ndarray, labels: np.ndarray) -> 
   """A partial-digit classifier on a random half of each test digit's patches (fixed draws)."""
   size, patch = int(config.data.image_size), int(config.data.source_patch)
   length = (size // patch) ** 2
-  half = tasks.source_sets(jax.random.fold_in(jax.random.key(int(config.seed)), 2),
-                           len(images), length, length // 2)
+  half = tasks.source_sets(
+      jax.random.fold_in(jax.random.key(int(config.seed)), 2), len(images), length, length // 2
+  )
   half = np.asarray(patch_masks_to_pixels(half, (size, size), patch))
   half_labels, half_probs, _ = predict(images, half)
-  return dict(source_patch=patch,
-              test_accuracy_random_half=float(np.mean(half_labels == labels)),
-              test_true_label_prob_random_half=float(
-                  np.mean(half_probs[np.arange(len(labels)), labels])))
+  return dict(
+      source_patch=patch,
+      test_accuracy_random_half=float(np.mean(half_labels == labels)),
+      test_true_label_prob_random_half=float(np.mean(half_probs[np.arange(len(labels)), labels])),
+  )
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *,
-          progress: bool = True) -> dict[str, Any]:
+def train(
+    config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+) -> dict[str, Any]:
   """Trains (or resumes) the config's classifier in `workdir`, then evaluates it.
 
   Args:
@@ -125,19 +139,34 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   t0 = time.perf_counter()
   train_images, train_labels = load_split(config, config.data.train_split)
   test_images, test_labels = load_split(config, config.data.test_split)
-  batch = batch_fn([train_images, train_labels], config.batch_size, seed=config.seed,
-                   stream=DATA_STREAM, transform=lambda x, y: (mnist.to_unit_range(x), y))
+  batch = batch_fn(
+      [train_images, train_labels],
+      config.batch_size,
+      seed=config.seed,
+      stream=DATA_STREAM,
+      transform=lambda x, y: (mnist.to_unit_range(x), y),
+  )
 
   state, run = loop.train(
-      workdir, config=config,
+      workdir,
+      config=config,
       init_state=lambda: jax.jit(lambda key: init_state(config, key))(
-          jax.random.key(int(config.seed))),
-      step_fn=make_train_step(config), batch_fn=batch, num_steps=config.num_steps,
-      signature=model_signature(config), signature_defaults=SIGNATURE_DEFAULTS,
-      log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-      keep_checkpoints=config.keep_checkpoints, outdated_by_training=(SUMMARY_FILE,),
-      progress=progress, description=f"MNIST classifier {config.get('variant', '')}",
-      show=("loss", "accuracy"), fix="Lower learning_rate.")
+          jax.random.key(int(config.seed))
+      ),
+      step_fn=make_train_step(config),
+      batch_fn=batch,
+      num_steps=config.num_steps,
+      signature=model_signature(config),
+      signature_defaults=SIGNATURE_DEFAULTS,
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
+      outdated_by_training=(SUMMARY_FILE,),
+      progress=progress,
+      description=f"MNIST classifier {config.get('variant', '')}",
+      show=("loss", "accuracy"),
+      fix="Lower learning_rate.",
+  )
 
   model = build_model(config)
   predict = make_predict(model, state.params)
@@ -148,19 +177,30 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     labels, _, _ = predict(test_images)
   summary = dict(
-      variant=config.get("variant"), test_accuracy=float(np.mean(labels == test_labels)),
-      num_test=int(len(test_labels)), num_train=int(len(train_labels)), steps=run["step"],
-      resumed_from=run["resumed_from"], seconds=time.perf_counter() - t0,
-      image_size=int(config.data.image_size), feature_dim=int(config.model.feature_dim),
-      source=str(config.data.source), train_split=config.data.train_split,
+      variant=config.get("variant"),
+      test_accuracy=float(np.mean(labels == test_labels)),
+      num_test=int(len(test_labels)),
+      num_train=int(len(train_labels)),
+      steps=run["step"],
+      resumed_from=run["resumed_from"],
+      seconds=time.perf_counter() - t0,
+      image_size=int(config.data.image_size),
+      feature_dim=int(config.model.feature_dim),
+      source=str(config.data.source),
+      train_split=config.data.train_split,
       test_split=config.data.test_split,
       train_digits=mnist.describe_split(config.data.source, config.data.train_split),
-      test_digits=mnist.describe_split(config.data.source, config.data.test_split), **partial)
+      test_digits=mnist.describe_split(config.data.source, config.data.test_split),
+      **partial,
+  )
   write_json(os.path.join(os.path.abspath(workdir), SUMMARY_FILE), summary)
   return summary
 
 
 if __name__ == "__main__":
-  cli.run(train, "mnist_classifier.py",
-          workdir_help="Directory for the classifier's checkpoints, metrics and "
-                       "classifier.json; a run resumes from the newest checkpoint found here.")
+  cli.run(
+      train,
+      "mnist_classifier.py",
+      workdir_help="Directory for the classifier's checkpoints, metrics and "
+      "classifier.json; a run resumes from the newest checkpoint found here.",
+  )

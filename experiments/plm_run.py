@@ -9,6 +9,7 @@ classify (p(y | x')), generate (p(x', y), p(x' | y)) and complete (p(x'_T | x'_S
 Sampling and classification run in padded chunks of CHUNK rows: one compiled program for any
 number of rows.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,7 +30,7 @@ from bigjax.training import runs
 from experiments import plm_setup
 from experiments.plm_setup import Quantiser, classification_all_targets
 
-CHUNK = 100        # rows per compiled sampling/classification call (the last chunk is padded)
+CHUNK = 100  # rows per compiled sampling/classification call (the last chunk is padded)
 
 
 class Run(NamedTuple):
@@ -52,19 +53,24 @@ def load_run(workdir: str) -> Run:
   quantiser = plm_setup.load_quantiser(config, workdir)
   layout = plm_setup.layout_of(quantiser)
   run = runs.load(workdir, plm_setup.kind(layout))
-  return Run(run.config, layout, plm_setup.build_model(run.config, layout), run.state.params,
-             quantiser)
+  return Run(
+      run.config, layout, plm_setup.build_model(run.config, layout), run.state.params, quantiser
+  )
 
 
 def check_images(images, what: str = "images") -> np.ndarray:
   """uint8 [N, 28, 28] digits, or a clear error."""
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    raise TypeError(f"{what} must be uint8 pixels in [0, 255], got dtype {images.dtype} (for "
-                    "floats in [0, 1] use np.round(255 * x).astype(np.uint8)).")
+    raise TypeError(
+        f"{what} must be uint8 pixels in [0, 255], got dtype {images.dtype} (for "
+        "floats in [0, 1] use np.round(255 * x).astype(np.uint8))."
+    )
   if images.ndim != 3 or images.shape[1:] != (vq.IMAGE_SIZE, vq.IMAGE_SIZE):
-    raise ValueError(f"{what} must be [N, {vq.IMAGE_SIZE}, {vq.IMAGE_SIZE}] digits, got shape "
-                     f"{images.shape} (resize other sizes with bigjax.data.mnist.resize).")
+    raise ValueError(
+        f"{what} must be [N, {vq.IMAGE_SIZE}, {vq.IMAGE_SIZE}] digits, got shape "
+        f"{images.shape} (resize other sizes with bigjax.data.mnist.resize)."
+    )
   return images
 
 
@@ -83,41 +89,74 @@ def decode(run: Run, tokens) -> np.ndarray:
   return vq.decode(q.decoder, q.params, q.vectors, tokens.reshape(-1, side, side))
 
 
-def classify(run: Run, images, *, num_orders: int | None = None, seed: int = 0
-             ) -> tuple[np.ndarray, np.ndarray]:
+def classify(
+    run: Run, images, *, num_orders: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """p(y | x'): (labels int32 [N], probs float32 [N, 10]) of uint8 [N, 28, 28] digits."""
   num_orders = int(num_orders or run.config.eval.num_orders)
-  fn = make_classify(run.model, run.layout,
-                     all_targets=classification_all_targets(run.config), num_orders=num_orders)
+  fn = make_classify(
+      run.model,
+      run.layout,
+      all_targets=classification_all_targets(run.config),
+      num_orders=num_orders,
+  )
   return fn(run.params, encode(run, images), seed=seed)
 
 
 @functools.lru_cache(maxsize=8)
 def _sampler(model, layout, all_targets_, order, temperature, guidance):
-  return jax.jit(functools.partial(multimodal.sample, model.apply, layout=layout,
-                                   all_targets=all_targets_, order=order,
-                                   temperature=temperature, guidance=guidance))
+  return jax.jit(
+      functools.partial(
+          multimodal.sample,
+          model.apply,
+          layout=layout,
+          all_targets=all_targets_,
+          order=order,
+          temperature=temperature,
+          guidance=guidance,
+      )
+  )
 
 
-def sample_tokens(run: Run, tokens: np.ndarray, given: np.ndarray, *, seed: int,
-                  order: str | None = None, temperature: float | None = None,
-                  guidance: float | None = None) -> np.ndarray:
+def sample_tokens(
+    run: Run,
+    tokens: np.ndarray,
+    given: np.ndarray,
+    *,
+    seed: int,
+    order: str | None = None,
+    temperature: float | None = None,
+    guidance: float | None = None,
+) -> np.ndarray:
   """multimodal.sample in padded chunks of CHUNK rows; tokens/given [N, L] -> tokens [N, L].
   order, temperature and guidance default to the run's eval.* config."""
   if run.config.plm.objective != "permutation":
-    raise ValueError("this run was trained with plm.objective='classification' (the "
-                     "cross-entropy baseline): it models only p(y | x') and cannot generate or "
-                     "complete images. Use a run trained with the permutation objective.")
-  fn = _sampler(run.model, run.layout, True, order or run.config.eval.order,
-                float(run.config.eval.temperature if temperature is None else temperature),
-                float(run.config.eval.guidance if guidance is None else guidance))
-  return map_chunks(functools.partial(fn, run.params), [tokens, given], size=CHUNK,
-                    seed=seed)[0]
+    raise ValueError(
+        "this run was trained with plm.objective='classification' (the "
+        "cross-entropy baseline): it models only p(y | x') and cannot generate or "
+        "complete images. Use a run trained with the permutation objective."
+    )
+  fn = _sampler(
+      run.model,
+      run.layout,
+      True,
+      order or run.config.eval.order,
+      float(run.config.eval.temperature if temperature is None else temperature),
+      float(run.config.eval.guidance if guidance is None else guidance),
+  )
+  return map_chunks(functools.partial(fn, run.params), [tokens, given], size=CHUNK, seed=seed)[0]
 
 
-def generate(run: Run, num: int, *, label: int | None = None, seed: int = 0,
-             order: str | None = None, temperature: float | None = None,
-             guidance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    run: Run,
+    num: int,
+    *,
+    label: int | None = None,
+    seed: int = 0,
+    order: str | None = None,
+    temperature: float | None = None,
+    guidance: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Joint samples p(x', y) (label None) or label-conditioned samples p(x' | y = label), the
   latter with label guidance `guidance` (multimodal.sample; None: the run's eval.guidance).
 
@@ -128,13 +167,25 @@ def generate(run: Run, num: int, *, label: int | None = None, seed: int = 0,
     raise ValueError(f"num must be a positive integer, got {num!r}.")
   if label is not None:
     multimodal.check_labels(np.array([label]), run.layout)
-  return generate_rows(run, np.full(num, -1 if label is None else label, np.int32), seed=seed,
-                       order=order, temperature=temperature, guidance=guidance)
+  return generate_rows(
+      run,
+      np.full(num, -1 if label is None else label, np.int32),
+      seed=seed,
+      order=order,
+      temperature=temperature,
+      guidance=guidance,
+  )
 
 
-def generate_rows(run: Run, labels: np.ndarray, *, seed: int = 0, order: str | None = None,
-                  temperature: float | None = None, guidance: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def generate_rows(
+    run: Run,
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    order: str | None = None,
+    temperature: float | None = None,
+    guidance: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """One sample per row: conditioned on labels[i], or joint where labels[i] is -1 (one batched
   call for a mix of both, e.g. a figure). Returns (images uint8 [N, 28, 28], labels [N])."""
   layout = run.layout
@@ -142,27 +193,41 @@ def generate_rows(run: Run, labels: np.ndarray, *, seed: int = 0, order: str | N
   given = np.zeros((len(labels), layout.length), bool)
   given[:, layout.label_position] = labels >= 0
   checked = multimodal.check_labels(np.maximum(labels, 0), layout)
-  tokens = np.asarray(multimodal.join(np.zeros((len(labels), layout.num_image_tokens),
-                                               np.int32), checked, layout))
-  out = sample_tokens(run, tokens, given, seed=seed, order=order, temperature=temperature,
-                      guidance=guidance)
+  tokens = np.asarray(
+      multimodal.join(np.zeros((len(labels), layout.num_image_tokens), np.int32), checked, layout)
+  )
+  out = sample_tokens(
+      run, tokens, given, seed=seed, order=order, temperature=temperature, guidance=guidance
+  )
   return decode(run, out[:, :-1]), out[:, -1] - layout.num_codes
 
 
-def source_masks(num: int, num_image_tokens: int, ratio: float, *, initial_portion: bool,
-                 seed: int) -> np.ndarray:
+def source_masks(
+    num: int, num_image_tokens: int, ratio: float, *, initial_portion: bool, seed: int
+) -> np.ndarray:
   """bool [num, L-1]: round(ratio (L-1)) given image tokens per row, random (seeded) or the
   first ones in raster order (bigjax.tasks.source_sets)."""
   if not 0.0 <= ratio <= 1.0:
     raise ValueError(f"source_ratio must be in [0, 1], got {ratio}.")
   k = int(round(ratio * num_image_tokens))
-  return np.asarray(tasks.source_sets(jax.random.key(seed), num, num_image_tokens, k,
-                                      initial_portion=initial_portion))
+  return np.asarray(
+      tasks.source_sets(
+          jax.random.key(seed), num, num_image_tokens, k, initial_portion=initial_portion
+      )
+  )
 
 
-def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = False,
-             labels=None, num_samples: int = 1, seed: int = 0, guidance: float | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def complete(
+    run: Run,
+    images,
+    *,
+    source_ratio: float,
+    initial_portion: bool = False,
+    labels=None,
+    num_samples: int = 1,
+    seed: int = 0,
+    guidance: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """p(x'_T | x'_S[, y]): completions of digits from part of their tokens (and their label).
 
   Args:
@@ -183,10 +248,11 @@ def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = F
   n, layout = len(tokens), run.layout
   if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
     raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
-  source = source_masks(n, layout.num_image_tokens, source_ratio,
-                        initial_portion=initial_portion, seed=seed)
+  source = source_masks(
+      n, layout.num_image_tokens, source_ratio, initial_portion=initial_portion, seed=seed
+  )
   given = np.concatenate([source, np.full((n, 1), labels is not None)], axis=1)
-  y = (np.zeros(n, np.int32) if labels is None else multimodal.check_labels(labels, layout))
+  y = np.zeros(n, np.int32) if labels is None else multimodal.check_labels(labels, layout)
   if len(y) != n:
     raise ValueError(f"got {len(y)} labels for {n} images.")
   full = np.asarray(multimodal.join(tokens, y, layout))
@@ -196,14 +262,25 @@ def complete(run: Run, images, *, source_ratio: float, initial_portion: bool = F
   return images_out, source, (out[:, -1] - layout.num_codes).reshape(n, num_samples)
 
 
-def make_classify(model: TwoStreamTransformer, layout: multimodal.Layout, *, all_targets: bool,
-                  num_orders: int):
+def make_classify(
+    model: TwoStreamTransformer, layout: multimodal.Layout, *, all_targets: bool, num_orders: int
+):
   """classify(params, tokens int32 [N, L-1], seed) -> (labels [N], probs [N, C]) in numpy,
   in padded chunks of CHUNK rows (one compiled program for every N)."""
+
   @jax.jit
   def chunk(params, tokens, key):
-    return jnp.exp(multimodal.label_log_probs(model.apply, params, tokens, key, layout=layout,
-                                              all_targets=all_targets, num_orders=num_orders))
+    return jnp.exp(
+        multimodal.label_log_probs(
+            model.apply,
+            params,
+            tokens,
+            key,
+            layout=layout,
+            all_targets=all_targets,
+            num_orders=num_orders,
+        )
+    )
 
   def classify(params, tokens: np.ndarray, seed: int = 0):
     (probs,) = map_chunks(functools.partial(chunk, params), [tokens], size=CHUNK, seed=seed)

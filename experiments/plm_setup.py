@@ -4,6 +4,7 @@ From a `configs/plm_mnist.py` config: config checks, the quantiser of the run, t
 layout and the two-stream model, the checkpoint signature and training state, the digits, and
 the run's kind for `bigjax.training.runs` (older runs load through `migrate`).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,22 +27,39 @@ from configs import plm_mnist as plm_config
 from experiments import config_checks
 from experiments import vq_setup
 
-__all__ = ["PLMState", "Quantiser", "abstract_state", "build_model", "kind", "train_command",
-           "classification_all_targets", "init_state", "layout_of", "load_quantiser",
-           "load_split", "make_optimizer", "migrate", "model_signature", "validate_config",
-           "vq_dir"]
+__all__ = [
+    "PLMState",
+    "Quantiser",
+    "abstract_state",
+    "build_model",
+    "kind",
+    "train_command",
+    "classification_all_targets",
+    "init_state",
+    "layout_of",
+    "load_quantiser",
+    "load_split",
+    "make_optimizer",
+    "migrate",
+    "model_signature",
+    "validate_config",
+    "vq_dir",
+]
 
 
 def migrate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A config.json written by older code, with the fields added since set to what it did: LM
   tasks shifted like classification tasks, uniformly random orders only, no label guidance."""
-  vq_setup.migrate(config.vq)                        # the quantiser's config, nested
-  return runs.add_defaults(config, {"data.lm_max_shift": config.data.max_shift,
-                                   "plm.raster_prob": 0.0, "eval.guidance": 0.0})
+  vq_setup.migrate(config.vq)  # the quantiser's config, nested
+  return runs.add_defaults(
+      config,
+      {"data.lm_max_shift": config.data.max_shift, "plm.raster_prob": 0.0, "eval.guidance": 0.0},
+  )
 
 
 class PLMState(NamedTuple):
   """The training state, one pytree (checkpointed as is); rng holds raw key data."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -51,8 +69,8 @@ class PLMState(NamedTuple):
 class Quantiser(NamedTuple):
   encoder: vq.VQEncoder
   decoder: vq.VQDecoder
-  params: Any               # {"encoder": ..., "decoder": ...}
-  vectors: jax.Array        # [K, code_dim]
+  params: Any  # {"encoder": ..., "decoder": ...}
+  vectors: jax.Array  # [K, code_dim]
   info: dict
 
 
@@ -71,8 +89,10 @@ def validate_config(config) -> None:
   if not 0.0 <= config.plm.classify_prob <= 1.0:
     fail(f"plm.classify_prob must be in [0, 1], got {config.plm.classify_prob}.")
   if config.plm.objective == "permutation" and config.plm.classify_prob == 1.0:
-    fail("plm.classify_prob=1 leaves no permutation LM task; use "
-         "plm.objective='classification' for the cross-entropy baseline.")
+    fail(
+        "plm.classify_prob=1 leaves no permutation LM task; use "
+        "plm.objective='classification' for the cross-entropy baseline."
+    )
   if not config.plm.label_weight > 0:
     fail(f"plm.label_weight must be > 0, got {config.plm.label_weight}.")
   m = config.model
@@ -108,52 +128,78 @@ def load_quantiser(config, workdir: str) -> Quantiser:
 
 def layout_of(quantiser: Quantiser) -> multimodal.Layout:
   side = vq.grid_size(quantiser.encoder.widths)
-  return multimodal.Layout(num_codes=int(quantiser.vectors.shape[0]),
-                           num_image_tokens=side * side, num_classes=NUM_CLASSES)
+  return multimodal.Layout(
+      num_codes=int(quantiser.vectors.shape[0]),
+      num_image_tokens=side * side,
+      num_classes=NUM_CLASSES,
+  )
 
 
 def build_model(config, layout: multimodal.Layout) -> TwoStreamTransformer:
   m = config.model
-  return TwoStreamTransformer(vocab_size=layout.vocab_size, num_segments=2,
-                              max_length=layout.length, width=int(m.width), depth=int(m.depth),
-                              num_heads=int(m.num_heads), mlp_ratio=float(m.mlp_ratio),
-                              dropout=float(m.dropout))
+  return TwoStreamTransformer(
+      vocab_size=layout.vocab_size,
+      num_segments=2,
+      max_length=layout.length,
+      width=int(m.width),
+      depth=int(m.depth),
+      num_heads=int(m.num_heads),
+      mlp_ratio=float(m.mlp_ratio),
+      dropout=float(m.dropout),
+  )
 
 
 def model_signature(config, layout: multimodal.Layout) -> dict[str, Any]:
   m = config.model
-  return dict(num_codes=layout.num_codes, num_image_tokens=layout.num_image_tokens,
-              width=int(m.width), depth=int(m.depth), num_heads=int(m.num_heads),
-              mlp_ratio=float(m.mlp_ratio), objective=str(config.plm.objective))
+  return dict(
+      num_codes=layout.num_codes,
+      num_image_tokens=layout.num_image_tokens,
+      width=int(m.width),
+      depth=int(m.depth),
+      num_heads=int(m.num_heads),
+      mlp_ratio=float(m.mlp_ratio),
+      objective=str(config.plm.objective),
+  )
 
 
 def load_split(config, split: str) -> tuple[np.ndarray, np.ndarray]:
   """uint8 [N, 28, 28] digits and int32 [N] labels of `split`."""
   images, labels = mnist.load(config.data.source, split=split)
   if labels.size and labels.min() < 0:
-    raise ValueError(f"MNIST source {config.data.source!r} (split {split!r}) has no labels; "
-                     "multi-modal training needs labelled digits.")
+    raise ValueError(
+        f"MNIST source {config.data.source!r} (split {split!r}) has no labels; "
+        "multi-modal training needs labelled digits."
+    )
   if images.shape[1:] != (vq.IMAGE_SIZE, vq.IMAGE_SIZE):
     images = mnist.resize(images, vq.IMAGE_SIZE)
   return images, labels.astype(np.int32)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  return optimizers.warmup_cosine_adamw(config.learning_rate, config.num_steps,
-                                        warmup_steps=config.warmup_steps,
-                                        weight_decay=config.weight_decay,
-                                        grad_clip=config.grad_clip)
+  return optimizers.warmup_cosine_adamw(
+      config.learning_rate,
+      config.num_steps,
+      warmup_steps=config.warmup_steps,
+      weight_decay=config.weight_decay,
+      grad_clip=config.grad_clip,
+  )
 
 
-def init_state(config, model: TwoStreamTransformer, layout: multimodal.Layout,
-               rng) -> PLMState:
+def init_state(config, model: TwoStreamTransformer, layout: multimodal.Layout, rng) -> PLMState:
   k_init, k_run = jax.random.split(rng)
   tokens = jnp.zeros((2, layout.length), jnp.int32)
-  params = model.init(k_init, tokens, multimodal.segment_ids(layout, 2),
-                      jnp.zeros((2, layout.length, layout.length), bool))
-  return PLMState(step=jnp.zeros((), jnp.int32), params=params,
-                  opt_state=make_optimizer(config).init(params),
-                  rng=jax.random.key_data(k_run))
+  params = model.init(
+      k_init,
+      tokens,
+      multimodal.segment_ids(layout, 2),
+      jnp.zeros((2, layout.length, layout.length), bool),
+  )
+  return PLMState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=make_optimizer(config).init(params),
+      rng=jax.random.key_data(k_run),
+  )
 
 
 def abstract_state(config, layout: multimodal.Layout) -> PLMState:
@@ -163,17 +209,23 @@ def abstract_state(config, layout: multimodal.Layout) -> PLMState:
 
 
 def train_command(workdir: str, variant: str | None = None) -> str:
-  return (f"python -m experiments.plm_mnist --config configs/plm_mnist.py:{variant or 'cpu'} "
-          f"--workdir {workdir}")
+  return (
+      f"python -m experiments.plm_mnist --config configs/plm_mnist.py:{variant or 'cpu'} "
+      f"--workdir {workdir}"
+  )
 
 
 def kind(layout: multimodal.Layout | None = None) -> runs.RunKind:
   """The RunKind of permutation-model runs whose quantiser gives `layout` (None: only for
   reading a run's config, before its quantiser is loaded)."""
-  return runs.RunKind(name="permutation-model run", train_command=train_command,
-                      abstract_state=lambda config: abstract_state(config, layout),
-                      signature=lambda config: model_signature(config, layout), migrate=migrate,
-                      fields=("plm.objective", "vq"))
+  return runs.RunKind(
+      name="permutation-model run",
+      train_command=train_command,
+      abstract_state=lambda config: abstract_state(config, layout),
+      signature=lambda config: model_signature(config, layout),
+      migrate=migrate,
+      fields=("plm.objective", "vq"),
+  )
 
 
 def classification_all_targets(config) -> bool:

@@ -26,6 +26,7 @@ Writes into --workdir:
   eval.json          experiments/plm_eval.py
   fig17.png          experiments/plm_figures.py
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ from experiments import vq_setup
 from experiments.plm_run import Run, make_classify
 from experiments.plm_setup import PLMState, Quantiser
 
-DATA_STREAM = 2     # bigjax.training.data_order: the permutation model's order of the digits
+DATA_STREAM = 2  # bigjax.training.data_order: the permutation model's order of the digits
 
 
 def prepare_quantiser(config, workdir: str, *, progress: bool = True) -> Quantiser:
@@ -67,12 +68,12 @@ def prepare_quantiser(config, workdir: str, *, progress: bool = True) -> Quantis
     wanted = _flat(json.loads(config.vq.to_json()))
     changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
     if changed:
-      diff = ", ".join(f"vq.{k}: {trained.get(k)!r} there, {wanted.get(k)!r} now"
-                       for k in changed)
+      diff = ", ".join(f"vq.{k}: {trained.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
       raise ValueError(
           f"the quantiser in {directory} was trained with another vq config ({diff}): this "
           "run's tokens come from it. Resume with the vq.* settings that trained it, use a new "
-          "--workdir, or give a finished quantiser with --config.vq_dir.")
+          "--workdir, or give a finished quantiser with --config.vq_dir."
+      )
   if not config.vq_dir and not os.path.isfile(os.path.join(directory, vq_setup.SUMMARY_FILE)):
     vq_mnist.train(config.vq, directory, progress=progress)
   return plm_setup.load_quantiser(config, workdir)
@@ -91,15 +92,20 @@ def sample_orders(rng, config, layout: multimodal.Layout, batch_size: int):
   (bigjax.permutation.mixed_orders): (ranks [B, L], target_mask [B, L], classify [B])."""
   p = config.plm
   classify_prob = 1.0 if p.objective == "classification" else float(p.classify_prob)
-  return permutation.mixed_orders(rng, batch_size, layout.length,
-                                  label_position=layout.label_position,
-                                  classify_prob=classify_prob,
-                                  label_last_prob=float(p.label_last_prob),
-                                  raster_prob=float(p.raster_prob))
+  return permutation.mixed_orders(
+      rng,
+      batch_size,
+      layout.length,
+      label_position=layout.label_position,
+      classify_prob=classify_prob,
+      label_last_prob=float(p.label_last_prob),
+      raster_prob=float(p.raster_prob),
+  )
 
 
-def make_train_step(config, model: TwoStreamTransformer, layout: multimodal.Layout,
-                    quantiser: Quantiser):
+def make_train_step(
+    config, model: TwoStreamTransformer, layout: multimodal.Layout, quantiser: Quantiser
+):
   """train_step(state, images uint8 [B, 28, 28], labels int32 [B]) -> (state, metrics).
 
   The loss is the mean negative log-likelihood per target token of the permutation LM tasks
@@ -118,7 +124,7 @@ def make_train_step(config, model: TwoStreamTransformer, layout: multimodal.Layo
     ranks, target, classify = sample_orders(k_order, config, layout, b)
     x = images.astype(jnp.float32) / 127.5 - 1.0
     shifted = augment.random_shift(k_shift, x, config.data.max_shift)
-    if config.data.lm_max_shift != config.data.max_shift:    # LM tasks get their own shifts
+    if config.data.lm_max_shift != config.data.max_shift:  # LM tasks get their own shifts
       lm_shifted = augment.random_shift(k_shift, x, config.data.lm_max_shift)
       shifted = jnp.where(classify[:, None, None], shifted, lm_shifted)
     codes = vq.quantize(encoder.apply(vq_params["encoder"], shifted), vectors)[1]
@@ -132,22 +138,23 @@ def make_train_step(config, model: TwoStreamTransformer, layout: multimodal.Layo
     n_lm, n_cls = jnp.sum(lm_target), jnp.sum(cls_target)
 
     def loss_fn(params):
-      logits, _ = model.apply(params, tokens, segments, perm_mask, train=True,
-                              rngs={"dropout": k_drop})
+      logits, _ = model.apply(
+          params, tokens, segments, perm_mask, train=True, rngs={"dropout": k_drop}
+      )
       lm_nll = losses.permutation_lm(logits, tokens, lm_target, vocab_mask=allowed)
       cls_nll = losses.permutation_lm(logits, tokens, cls_target, vocab_mask=allowed)
-      loss = (jnp.sum(lm_nll) / jnp.maximum(n_lm, 1)
-              + w * jnp.sum(cls_nll) / jnp.maximum(n_cls, 1))
+      loss = jnp.sum(lm_nll) / jnp.maximum(n_lm, 1) + w * jnp.sum(cls_nll) / jnp.maximum(n_cls, 1)
       label_nll = losses.permutation_lm(logits, tokens, target & is_label, vocab_mask=allowed)
-      image_nll = losses.permutation_lm(logits, tokens, lm_target & ~is_label,
-                                        vocab_mask=allowed)
-      correct = jnp.argmax(logits[:, layout.label_position, layout.num_codes:], -1) == labels
+      image_nll = losses.permutation_lm(logits, tokens, lm_target & ~is_label, vocab_mask=allowed)
+      correct = jnp.argmax(logits[:, layout.label_position, layout.num_codes :], -1) == labels
       last = label_last.astype(jnp.float32)
       n_last = jnp.maximum(jnp.sum(last), 1.0)
-      aux = dict(image_nll=jnp.sum(image_nll) / jnp.maximum(jnp.sum(lm_target & ~is_label), 1),
-                 label_nll=jnp.sum(label_nll * last) / n_last,
-                 label_accuracy=jnp.sum(correct * last) / n_last,
-                 classify_fraction=jnp.mean(classify.astype(jnp.float32)))
+      aux = dict(
+          image_nll=jnp.sum(image_nll) / jnp.maximum(jnp.sum(lm_target & ~is_label), 1),
+          label_nll=jnp.sum(label_nll * last) / n_last,
+          label_accuracy=jnp.sum(correct * last) / n_last,
+          classify_fraction=jnp.mean(classify.astype(jnp.float32)),
+      )
       return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -179,47 +186,74 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   replicated, batch_sharded = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  train_step = jax.jit(make_train_step(config, model, layout, quantiser),
-                       in_shardings=(replicated, batch_sharded, batch_sharded, replicated,
-                                     replicated),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+  train_step = jax.jit(
+      make_train_step(config, model, layout, quantiser),
+      in_shardings=(replicated, batch_sharded, batch_sharded, replicated, replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
   vq_params = jax.device_put(quantiser.params, replicated)
   vectors = jax.device_put(quantiser.vectors, replicated)
-  digits = batch_fn([train_images, train_labels], config.batch_size, seed=config.seed,
-                    stream=DATA_STREAM, mesh=mesh)
+  digits = batch_fn(
+      [train_images, train_labels],
+      config.batch_size,
+      seed=config.seed,
+      stream=DATA_STREAM,
+      mesh=mesh,
+  )
   batch = lambda step: digits(step) + (vq_params, vectors)
 
   hooks = []
   if config.eval_every:
-    classify = make_classify(model, layout,
-                             all_targets=plm_setup.classification_all_targets(config),
-                             num_orders=1)
-    test_tokens = vq.encode(quantiser.encoder, quantiser.params, quantiser.vectors,
-                            test_images).reshape(len(test_images), -1)
-    accuracy = lambda step, state: dict(test_accuracy=float(np.mean(
-        classify(state.params, test_tokens, seed=config.seed)[0] == test_labels)))
-    hooks.append(loop.Hook(accuracy, every=config.eval_every, at_end=False,
-                           log=loop.METRICS_FILE))
+    classify = make_classify(
+        model, layout, all_targets=plm_setup.classification_all_targets(config), num_orders=1
+    )
+    test_tokens = vq.encode(
+        quantiser.encoder, quantiser.params, quantiser.vectors, test_images
+    ).reshape(len(test_images), -1)
+    accuracy = lambda step, state: dict(
+        test_accuracy=float(
+            np.mean(classify(state.params, test_tokens, seed=config.seed)[0] == test_labels)
+        )
+    )
+    hooks.append(loop.Hook(accuracy, every=config.eval_every, at_end=False, log=loop.METRICS_FILE))
   state, run = loop.train(
-      workdir, config=config,
-      init_state=lambda: jax.jit(lambda key: plm_setup.init_state(config, model, layout, key),
-                                 out_shardings=replicated)(jax.random.key(int(config.seed))),
-      step_fn=train_step, batch_fn=batch, num_steps=config.num_steps,
-      signature=plm_setup.model_signature(config, layout), log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
-      hooks=hooks, state_sharding=replicated, progress=progress,
+      workdir,
+      config=config,
+      init_state=lambda: jax.jit(
+          lambda key: plm_setup.init_state(config, model, layout, key), out_shardings=replicated
+      )(jax.random.key(int(config.seed))),
+      step_fn=train_step,
+      batch_fn=batch,
+      num_steps=config.num_steps,
+      signature=plm_setup.model_signature(config, layout),
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
+      hooks=hooks,
+      state_sharding=replicated,
+      progress=progress,
       description=f"permutation LM {config.variant} ({config.plm.objective})",
-      show=("loss", "label_accuracy", "test_accuracy"), fix="Lower learning_rate.")
+      show=("loss", "label_accuracy", "test_accuracy"),
+      fix="Lower learning_rate.",
+  )
   train_seconds = time.perf_counter() - t0
   trained = Run(config, layout, model, state.params, quantiser)
-  result = plm_eval.evaluate(trained, workdir, test_images=test_images,
-                             test_labels=test_labels, progress=progress)
+  result = plm_eval.evaluate(
+      trained, workdir, test_images=test_images, test_labels=test_labels, progress=progress
+  )
   plm_figures.figure(trained, os.path.join(workdir, "fig17.png"), seed=config.seed)
-  summary = dict(variant=config.variant, objective=config.plm.objective, **run,
-                 train_seconds=train_seconds, vq_seconds=vq_seconds, **loop.environment(),
-                 train_digits=mnist.describe_split(config.data.source, config.data.train_split),
-                 test_digits=mnist.describe_split(config.data.source, config.data.test_split),
-                 eval=result)
+  summary = dict(
+      variant=config.variant,
+      objective=config.plm.objective,
+      **run,
+      train_seconds=train_seconds,
+      vq_seconds=vq_seconds,
+      **loop.environment(),
+      train_digits=mnist.describe_split(config.data.source, config.data.train_split),
+      test_digits=mnist.describe_split(config.data.source, config.data.test_split),
+      eval=result,
+  )
   summary["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, "run.json"), summary)
   return summary

@@ -21,11 +21,13 @@ starts dead.
                         never pairs the parameters of one step with the numbers of another
   reconstructions.png   test digits (odd rows) over their reconstructions (even rows)
 """
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +39,18 @@ from bigjax.data import mnist
 from bigjax.models import vq
 from bigjax.training import batch_fn, loop, write_json
 from experiments import cli
-from experiments.vq_setup import (SUMMARY_FILE, VQState, build_models, init_state, load_split,
-                                  make_optimizer, model_signature, validate_config)
+from experiments.vq_setup import (
+    SUMMARY_FILE,
+    VQState,
+    build_models,
+    init_state,
+    load_split,
+    make_optimizer,
+    model_signature,
+    validate_config,
+)
 
-DATA_STREAM = 1     # bigjax.training.data_order (the same order as the classifier's, as before)
+DATA_STREAM = 1  # bigjax.training.data_order (the same order as the classifier's, as before)
 
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
@@ -69,23 +79,35 @@ def make_train_step(config) -> Callable:
       commitment = jnp.mean((z - jax.lax.stop_gradient(z_q)) ** 2)
       return mse + beta * commitment, (z, indices, mse, commitment)
 
-    (loss, (z, indices, mse, commitment)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (loss, (z, indices, mse, commitment)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    codebook = vq.ema_update(state.codebook, z, indices, decay=decay, rng=rng,
-                             dead_code_threshold=threshold)
+    codebook = vq.ema_update(
+        state.codebook, z, indices, decay=decay, rng=rng, dead_code_threshold=threshold
+    )
     usage = vq.codebook_usage(indices, num_codes)
-    metrics = dict(loss=loss, mse=mse, commitment=commitment, perplexity=usage["perplexity"],
-                   fraction_used=usage["fraction_used"], grad_norm=optax.tree.norm(grads))
+    metrics = dict(
+        loss=loss,
+        mse=mse,
+        commitment=commitment,
+        perplexity=usage["perplexity"],
+        fraction_used=usage["fraction_used"],
+        grad_norm=optax.tree.norm(grads),
+    )
     return VQState(state.step + 1, params, opt_state, codebook), metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
 
-def evaluate(encoder: vq.VQEncoder, decoder: vq.VQDecoder, params: Any,
-             codebook_vectors: jax.Array, images: np.ndarray) -> tuple[dict[str, float],
-                                                                      np.ndarray]:
+def evaluate(
+    encoder: vq.VQEncoder,
+    decoder: vq.VQDecoder,
+    params: Any,
+    codebook_vectors: jax.Array,
+    images: np.ndarray,
+) -> tuple[dict[str, float], np.ndarray]:
   """Reconstruction error and codebook usage of uint8 digits, through `vq.encode`/`vq.decode`.
 
   Returns:
@@ -96,17 +118,33 @@ def evaluate(encoder: vq.VQEncoder, decoder: vq.VQDecoder, params: Any,
   reconstructions = vq.decode(decoder, params, codebook_vectors, tokens)
   error = reconstructions.astype(np.float64) - images.astype(np.float64)
   usage = jax.device_get(vq.codebook_usage(tokens, int(np.shape(codebook_vectors)[0])))
-  return dict(mse=float(np.mean((error / 127.5) ** 2)), mse_01=float(np.mean((error / 255) ** 2)),
-              fraction_used=float(usage["fraction_used"]), num_used=int(usage["num_used"]),
-              perplexity=float(usage["perplexity"])), reconstructions
+  return (
+      dict(
+          mse=float(np.mean((error / 127.5) ** 2)),
+          mse_01=float(np.mean((error / 255) ** 2)),
+          fraction_used=float(usage["fraction_used"]),
+          num_used=int(usage["num_used"]),
+          perplexity=float(usage["perplexity"]),
+      ),
+      reconstructions,
+  )
 
 
-def save_reconstructions(path: str, images: np.ndarray, reconstructions: np.ndarray, *,
-                         title: str, per_row: int = 16, pairs: int = 3) -> None:
+def save_reconstructions(
+    path: str,
+    images: np.ndarray,
+    reconstructions: np.ndarray,
+    *,
+    title: str,
+    per_row: int = 16,
+    pairs: int = 3,
+) -> None:
   """A PNG of `pairs` rows of digits, each over a row of their reconstructions."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   n = min(len(images), per_row * pairs)
   per_row = min(per_row, max(n, 1))
   pairs = -(-n // per_row)
@@ -116,7 +154,7 @@ def save_reconstructions(path: str, images: np.ndarray, reconstructions: np.ndar
     r, c = divmod(i, per_row)
     for k, source in enumerate((images, reconstructions)):
       y, x = (2 * r + k) * (side + 2) + 1, c * (side + 2) + 1
-      grid[y:y + side, x:x + side] = source[i]
+      grid[y : y + side, x : x + side] = source[i]
   fig, ax = plt.subplots(figsize=(per_row * 0.5, 2 * pairs * 0.5 + 0.4))
   ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
   ax.set_axis_off()
@@ -127,8 +165,9 @@ def save_reconstructions(path: str, images: np.ndarray, reconstructions: np.ndar
   os.replace(path + ".tmp.png", path)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *,
-          progress: bool = True) -> dict[str, Any]:
+def train(
+    config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+) -> dict[str, Any]:
   """Trains (or resumes) the config's quantiser in `workdir`, then evaluates it.
 
   Args:
@@ -155,47 +194,80 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   train_images = load_split(config, config.data.train_split)
   test_images = load_split(config, config.data.test_split)
-  batch = batch_fn([train_images], config.batch_size, seed=config.seed, stream=DATA_STREAM,
-                   transform=lambda x: (mnist.to_unit_range(x),))
+  batch = batch_fn(
+      [train_images],
+      config.batch_size,
+      seed=config.seed,
+      stream=DATA_STREAM,
+      transform=lambda x: (mnist.to_unit_range(x),),
+  )
 
   state, run = loop.train(
-      workdir, config=config,
+      workdir,
+      config=config,
       init_state=lambda: jax.jit(lambda key, x: init_state(config, key, x))(
-          jax.random.key(int(config.seed)), batch(0)[0]),
-      step_fn=make_train_step(config), batch_fn=batch, num_steps=config.num_steps,
-      signature=model_signature(config), log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
-      outdated_by_training=(SUMMARY_FILE,), progress=progress,
-      description=f"VQ MNIST {config.get('variant', '')}", show=("mse", "fraction_used"),
-      fix="Lower learning_rate.")
+          jax.random.key(int(config.seed)), batch(0)[0]
+      ),
+      step_fn=make_train_step(config),
+      batch_fn=batch,
+      num_steps=config.num_steps,
+      signature=model_signature(config),
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
+      outdated_by_training=(SUMMARY_FILE,),
+      progress=progress,
+      description=f"VQ MNIST {config.get('variant', '')}",
+      show=("mse", "fraction_used"),
+      fix="Lower learning_rate.",
+  )
 
   encoder, decoder = build_models(config)
-  test, reconstructions = evaluate(encoder, decoder, state.params, state.codebook.vectors,
-                                   test_images)
-  train_metrics, _ = evaluate(encoder, decoder, state.params, state.codebook.vectors,
-                              train_images[:1000])
+  test, reconstructions = evaluate(
+      encoder, decoder, state.params, state.codebook.vectors, test_images
+  )
+  train_metrics, _ = evaluate(
+      encoder, decoder, state.params, state.codebook.vectors, train_images[:1000]
+  )
   if jax.process_index() == 0:
     save_reconstructions(
-        os.path.join(workdir, RECONSTRUCTIONS_FILE), test_images, reconstructions,
+        os.path.join(workdir, RECONSTRUCTIONS_FILE),
+        test_images,
+        reconstructions,
         title=f"test digits over their reconstructions (step {run['step']}, MSE in [-1, 1] "
-              f"{test['mse']:.4f}, {test['num_used']}/{config.model.num_codes} codes used)")
+        f"{test['mse']:.4f}, {test['num_used']}/{config.model.num_codes} codes used)",
+    )
   summary = dict(
-      variant=config.get("variant"), test_mse=test["mse"], test_mse_01=test["mse_01"],
-      test_fraction_used=test["fraction_used"], test_num_used=test["num_used"],
-      test_perplexity=test["perplexity"], train_mse=train_metrics["mse"],
-      num_test=int(len(test_images)), num_train=int(len(train_images)), steps=run["step"],
-      resumed_from=run["resumed_from"], seconds=time.perf_counter() - t0,
-      widths=[int(w) for w in config.model.widths], code_dim=int(config.model.code_dim),
-      num_codes=int(config.model.num_codes), grid_size=vq.grid_size(config.model.widths),
-      source=str(config.data.source), train_split=config.data.train_split,
+      variant=config.get("variant"),
+      test_mse=test["mse"],
+      test_mse_01=test["mse_01"],
+      test_fraction_used=test["fraction_used"],
+      test_num_used=test["num_used"],
+      test_perplexity=test["perplexity"],
+      train_mse=train_metrics["mse"],
+      num_test=int(len(test_images)),
+      num_train=int(len(train_images)),
+      steps=run["step"],
+      resumed_from=run["resumed_from"],
+      seconds=time.perf_counter() - t0,
+      widths=[int(w) for w in config.model.widths],
+      code_dim=int(config.model.code_dim),
+      num_codes=int(config.model.num_codes),
+      grid_size=vq.grid_size(config.model.widths),
+      source=str(config.data.source),
+      train_split=config.data.train_split,
       test_split=config.data.test_split,
       train_digits=mnist.describe_split(config.data.source, config.data.train_split),
-      test_digits=mnist.describe_split(config.data.source, config.data.test_split))
+      test_digits=mnist.describe_split(config.data.source, config.data.test_split),
+  )
   write_json(os.path.join(workdir, SUMMARY_FILE), summary)
   return summary
 
 
 if __name__ == "__main__":
-  cli.run(train, "vq_mnist.py",
-          workdir_help="Directory for the quantiser's checkpoints, metrics, vq.json and "
-                       "reconstructions.png; a run resumes from the newest checkpoint found here.")
+  cli.run(
+      train,
+      "vq_mnist.py",
+      workdir_help="Directory for the quantiser's checkpoints, metrics, vq.json and "
+      "reconstructions.png; a run resumes from the newest checkpoint found here.",
+  )

@@ -10,6 +10,7 @@ signature and training state, the data, and `load`, the finished quantiser of a 
 
 (`vq` is `bigjax.models.vq`.)
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -26,36 +27,56 @@ from bigjax.training import optimizers
 from bigjax.training import runs
 from experiments import config_checks
 
-__all__ = ["KIND", "SUMMARY_FILE", "VQState", "abstract_state", "build_models", "init_state",
-           "load", "load_split", "make_optimizer", "migrate", "model_signature",
-           "train_command", "validate_config"]
+__all__ = [
+    "KIND",
+    "SUMMARY_FILE",
+    "VQState",
+    "abstract_state",
+    "build_models",
+    "init_state",
+    "load",
+    "load_split",
+    "make_optimizer",
+    "migrate",
+    "model_signature",
+    "train_command",
+    "validate_config",
+]
 
 SUMMARY_FILE = "vq.json"
 
 
 def train_command(workdir: str, variant: str | None = None) -> str:
-  return (f"python -m experiments.vq_mnist --config configs/vq_mnist.py:{variant or 'cpu'} "
-          f"--workdir {workdir}")
+  return (
+      f"python -m experiments.vq_mnist --config configs/vq_mnist.py:{variant or 'cpu'} "
+      f"--workdir {workdir}"
+  )
 
 
 def migrate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A config.json written by older code, with the fields added since set to what it did."""
-  return runs.add_defaults(config, {"keep_checkpoints": 3})    # was a literal 3
+  return runs.add_defaults(config, {"keep_checkpoints": 3})  # was a literal 3
 
 
 def build_models(config) -> tuple[vq.VQEncoder, vq.VQDecoder]:
   """The config's (encoder, decoder); the codebook size is config.model.num_codes."""
   m = config.model
   widths = tuple(int(w) for w in m.widths)
-  return (vq.VQEncoder(widths=widths, code_dim=int(m.code_dim)),
-          vq.VQDecoder(widths=widths, code_dim=int(m.code_dim)))
+  return (
+      vq.VQEncoder(widths=widths, code_dim=int(m.code_dim)),
+      vq.VQDecoder(widths=widths, code_dim=int(m.code_dim)),
+  )
 
 
 def model_signature(config) -> dict[str, Any]:
   """What a checkpoint must agree on to be restored into this config's state (JSON types)."""
   m = config.model
-  return dict(widths=[int(w) for w in m.widths], code_dim=int(m.code_dim),
-              num_codes=int(m.num_codes), image_size=vq.IMAGE_SIZE)
+  return dict(
+      widths=[int(w) for w in m.widths],
+      code_dim=int(m.code_dim),
+      num_codes=int(m.num_codes),
+      image_size=vq.IMAGE_SIZE,
+  )
 
 
 def validate_config(config) -> None:
@@ -66,8 +87,11 @@ def validate_config(config) -> None:
   check.held_out("data.train_split", "data.test_split")
   m = config.model
   widths = m.widths
-  if (not isinstance(widths, (tuple, list)) or not widths
-      or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
+  if (
+      not isinstance(widths, (tuple, list))
+      or not widths
+      or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+  ):
     fail(f"model.widths must be a non-empty tuple of positive ints, got {widths!r}.")
   try:
     side = vq.grid_size(widths)
@@ -76,9 +100,11 @@ def validate_config(config) -> None:
   for name in ("model.code_dim", "model.num_codes"):
     check.integer(name)
   if m.num_codes > config.batch_size * side * side:
-    fail(f"model.num_codes={m.num_codes} exceeds the {config.batch_size * side * side} encoder "
-         f"outputs of one batch (batch_size={config.batch_size} x {side}x{side}), from which "
-         "the codebook is initialised; use fewer codes or a larger batch.")
+    fail(
+        f"model.num_codes={m.num_codes} exceeds the {config.batch_size * side * side} encoder "
+        f"outputs of one batch (batch_size={config.batch_size} x {side}x{side}), from which "
+        "the codebook is initialised; use fewer codes or a larger batch."
+    )
   if not config.learning_rate > 0:
     fail(f"learning_rate must be > 0, got {config.learning_rate}.")
   if not config.weight_decay >= 0:
@@ -88,9 +114,11 @@ def validate_config(config) -> None:
   if not 0.0 <= config.codebook.decay < 1.0:
     fail(f"codebook.decay must be in [0, 1), got {config.codebook.decay}.")
   if not 0.0 <= config.codebook.dead_code_threshold <= 1.0:
-    fail(f"codebook.dead_code_threshold must be in [0, 1] (a restarted code starts with EMA "
-         f"count 1, so a larger threshold restarts codes in use), got "
-         f"{config.codebook.dead_code_threshold}.")
+    fail(
+        f"codebook.dead_code_threshold must be in [0, 1] (a restarted code starts with EMA "
+        f"count 1, so a larger threshold restarts codes in use), got "
+        f"{config.codebook.dead_code_threshold}."
+    )
 
 
 def load_split(config, split: str) -> np.ndarray:
@@ -101,8 +129,9 @@ def load_split(config, split: str) -> np.ndarray:
 
 class VQState(NamedTuple):
   """The training state, one pytree (checkpointed as is)."""
+
   step: jax.Array
-  params: Any           # {"encoder": variables, "decoder": variables}
+  params: Any  # {"encoder": variables, "decoder": variables}
   opt_state: Any
   codebook: vq.Codebook
 
@@ -110,9 +139,12 @@ class VQState(NamedTuple):
 def make_optimizer(config) -> optax.GradientTransformation:
   """AdamW with a linear warm-up (the first 5% of the steps, at most 100) then cosine decay to
   1% of `learning_rate` at `num_steps`."""
-  return optimizers.warmup_cosine_adamw(config.learning_rate, config.num_steps,
-                                        warmup_steps=min(100, config.num_steps // 20),
-                                        weight_decay=config.weight_decay)
+  return optimizers.warmup_cosine_adamw(
+      config.learning_rate,
+      config.num_steps,
+      warmup_steps=min(100, config.num_steps // 20),
+      weight_decay=config.weight_decay,
+  )
 
 
 def init_state(config, rng: jax.Array, images: jax.Array) -> VQState:
@@ -129,8 +161,12 @@ def init_state(config, rng: jax.Array, images: jax.Array) -> VQState:
   z = encoder.apply(encoder_vars, images)
   params = dict(encoder=encoder_vars, decoder=decoder.init(k_decoder, z))
   codebook = vq.codebook_from_samples(k_codebook, z, int(config.model.num_codes))
-  return VQState(step=jnp.zeros((), jnp.int32), params=params,
-                 opt_state=make_optimizer(config).init(params), codebook=codebook)
+  return VQState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=make_optimizer(config).init(params),
+      codebook=codebook,
+  )
 
 
 def abstract_state(config) -> VQState:
@@ -139,10 +175,15 @@ def abstract_state(config) -> VQState:
   return jax.eval_shape(lambda x: init_state(config, jax.random.key(0), x), images)
 
 
-KIND = runs.RunKind(name="MNIST vector quantiser", train_command=train_command,
-                    abstract_state=abstract_state, signature=model_signature,
-                    migrate=migrate, summary_file=SUMMARY_FILE,
-                    fields=("model.num_codes", "codebook.decay"))
+KIND = runs.RunKind(
+    name="MNIST vector quantiser",
+    train_command=train_command,
+    abstract_state=abstract_state,
+    signature=model_signature,
+    migrate=migrate,
+    summary_file=SUMMARY_FILE,
+    fields=("model.num_codes", "codebook.decay"),
+)
 
 
 def load(workdir: str) -> tuple[vq.VQEncoder, vq.VQDecoder, Any, jax.Array, dict[str, Any]]:

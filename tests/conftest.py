@@ -1,4 +1,5 @@
 """Shared test helpers: float64 for the numerical checks, and cheap PRNG keys."""
+
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import pytest
@@ -46,6 +47,7 @@ def numpy_conditional(weights, means, covs, given, values, target=None):
   import numpy as np
   import scipy.special
   import scipy.stats
+
   given = list(given)
   target = list(target) if target else [i for i in range(means.shape[-1]) if i not in given]
   values = np.asarray(values, float)
@@ -71,6 +73,7 @@ def smoke_run(tmp_path_factory, config_module, experiment, name: str):
 
 def assert_nonempty_files(workdir: str, names) -> None:
   import os
+
   for name in names:
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
 
@@ -79,10 +82,11 @@ def rerun_finished(train, config, workdir: str):
   """Trains a finished run again: returns the summary, after checking that no step was taken
   (metrics.jsonl unchanged)."""
   import os
+
   path = os.path.join(workdir, "metrics.jsonl")
   with open(path) as f:
     rows = f.read()
   summary = train(config, workdir, progress=False)
   with open(path) as f:
-    assert f.read() == rows                            # no step was taken
+    assert f.read() == rows  # no step was taken
   return summary

@@ -7,6 +7,7 @@ load the same executable. That the resumed runs reproduce the uninterrupted ones
 therefore a property of the checkpointed state and of the data order, not of XLA compiling the
 same program twice to the same code.
 """
+
 import json
 import os
 import shutil
@@ -36,9 +37,13 @@ pytestmark = pytest.mark.usefixtures("compile_cache")
 
 def _env(cache_path):
   """Environment of a `python -m experiments.biglearn_gan` subprocess sharing the cache."""
-  return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-              JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_path,
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return dict(
+      os.environ,
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=cache_path,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
 
 
 def _smoke(**overrides):
@@ -69,11 +74,12 @@ def _restore(workdir, config=None):
   config = config or _smoke()
   shapes = jax.eval_shape(lambda key: gan_setup.init_state(config, key), jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                          shapes)
-  ckpt = checkpoint.Checkpointer(os.path.join(str(workdir), "checkpoints"),
-                                 signature=gan_setup.model_signature(config),
-                                 max_to_keep=config.keep_checkpoints)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+  ckpt = checkpoint.Checkpointer(
+      os.path.join(str(workdir), "checkpoints"),
+      signature=gan_setup.model_signature(config),
+      max_to_keep=config.keep_checkpoints,
+  )
   try:
     step, state = ckpt.restore_latest(abstract)
   finally:
@@ -110,13 +116,16 @@ def _recording_jit_train_step(monkeypatch):
     def recorded(state, batch):
       last["state"], metrics = step_fn(state, batch)
       return last["state"], metrics
+
     return recorded
+
   monkeypatch.setattr(biglearn_gan, "jit_train_step", patched)
   return last
 
 
 # ----------------------------------------------------------------------------------------------
 # One uninterrupted smoke run (4 steps, checkpoints at 2 and 4), and the same run in two halves.
+
 
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory):
@@ -171,13 +180,17 @@ def test_checkpoint_holds_the_trained_state(run_a, state_a):
   step, state = state_a
   assert step == 4 and isinstance(state, gan_setup.GANState) and int(state.step) == 4
   # Jitted as in train_and_evaluate, so that the compilation cache has it.
-  init_fn = jax.jit(lambda key: gan_setup.init_state(_smoke(), key),
-                    out_shardings=sharding.replicated(sharding.data_mesh()))
+  init_fn = jax.jit(
+      lambda key: gan_setup.init_state(_smoke(), key),
+      out_shardings=sharding.replicated(sharding.data_mesh()),
+  )
   init = jax.tree.map(np.asarray, init_fn(jax.random.key(0)))
   np.testing.assert_array_equal(state.rng, init.rng)
   for name in ("g_params", "d_params", "g_ema_params"):
-    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(getattr(state, name)),
-                                                       jax.tree.leaves(getattr(init, name)))]
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(getattr(init, name)))
+    ]
     assert any(moved), name
 
 
@@ -205,12 +218,22 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, compile_cache):
   ends, K steps in, exactly where an uninterrupted run to K ends."""
   killed = tmp_path / "killed"
   log_path = tmp_path / "killed.log"
-  cmd = [sys.executable, "-m", "experiments.biglearn_gan", "--config",
-         "configs/gan_mnist.py:smoke", "--workdir", str(killed), "--config.num_steps=40",
-         "--config.checkpoint_every=2", "--config.sample_every=1000"]
+  cmd = [
+      sys.executable,
+      "-m",
+      "experiments.biglearn_gan",
+      "--config",
+      "configs/gan_mnist.py:smoke",
+      "--workdir",
+      str(killed),
+      "--config.num_steps=40",
+      "--config.checkpoint_every=2",
+      "--config.sample_every=1000",
+  ]
   with open(log_path, "w") as log:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(compile_cache), stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(compile_cache), stdout=log, stderr=subprocess.STDOUT
+    )
     try:
       deadline = time.monotonic() + 120
       while not any(s >= 4 for s in _steps_on_disk(killed)):
@@ -244,6 +267,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, compile_cache):
 # ----------------------------------------------------------------------------------------------
 # A corrupt newest checkpoint, and a workdir written by another model.
 
+
 def _copy_with_corrupt_step_4(run_a, destination):
   shutil.copytree(run_a[0], destination)
   state_dir = destination / "checkpoints" / "4" / "state"
@@ -270,8 +294,12 @@ def test_restore_latest_skips_a_corrupt_newest_step(run_a, tmp_path, caplog):
   with caplog.at_level("WARNING"):
     step, state = _restore(workdir)
   assert step == 2 and int(state.step) == 2
-  assert any("restored step 2 of" in r.getMessage() and "newer steps failed" in r.getMessage()
-             and "step 4" in r.getMessage() for r in caplog.records)
+  assert any(
+      "restored step 2 of" in r.getMessage()
+      and "newer steps failed" in r.getMessage()
+      and "step 4" in r.getMessage()
+      for r in caplog.records
+  )
 
 
 def test_resume_falls_back_to_the_older_step(fallback_run, state_a):
@@ -321,26 +349,32 @@ def test_refused_run_leaves_config_json_alone(mismatch):
 # ----------------------------------------------------------------------------------------------
 # Config errors, non-finite losses, data order.
 
-@pytest.mark.parametrize("change, message", [
-    ({"model.patch_size": 5}, r"image_size=28 is not divisible by model.patch_size=5"),
-    ({"tasks.sampler": "nope"}, r"tasks.sampler='nope'; choose one of"),
-    ({"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
-    ({"num_steps": -3}, r"num_steps must be a positive integer"),
-    ({"batch_size": 0}, r"batch_size must be a positive integer"),
-    ({"model.encoder_heads": 3}, r"encoder_dim=16 is not divisible by model.encoder_heads=3"),
-    ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
-    ({"optim.learning_rate": 0.0}, r"learning_rate and optim.disc_lr_scale must be > 0"),
-    ({"loss.r1_weight": -1.0}, r"r1_weight"),
-    ({"loss.reconstruction_weight": -1.0}, r"loss.reconstruction_weight must be >= 0"),
-    # These ended in a bare ZeroDivisionError.
-    ({"model.patch_size": 0}, r"model.patch_size must be a positive integer, got 0"),
-    ({"model.encoder_heads": 0}, r"model.encoder_heads must be a positive integer, got 0"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model.patch_size": 5}, r"image_size=28 is not divisible by model.patch_size=5"),
+        ({"tasks.sampler": "nope"}, r"tasks.sampler='nope'; choose one of"),
+        ({"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
+        ({"num_steps": -3}, r"num_steps must be a positive integer"),
+        ({"batch_size": 0}, r"batch_size must be a positive integer"),
+        ({"model.encoder_heads": 3}, r"encoder_dim=16 is not divisible by model.encoder_heads=3"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+        ({"optim.learning_rate": 0.0}, r"learning_rate and optim.disc_lr_scale must be > 0"),
+        ({"loss.r1_weight": -1.0}, r"r1_weight"),
+        ({"loss.reconstruction_weight": -1.0}, r"loss.reconstruction_weight must be >= 0"),
+        # These ended in a bare ZeroDivisionError.
+        ({"model.patch_size": 0}, r"model.patch_size must be a positive integer, got 0"),
+        ({"model.encoder_heads": 0}, r"model.encoder_heads must be a positive integer, got 0"),
+    ],
+)
 def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkeypatch):
   """validate_config raises ValueError, and train_and_evaluate raises it before it writes,
   loads or compiles anything."""
+
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before checking the config")
+
   monkeypatch.setattr(biglearn_gan, "jit_train_step", no_compile)
   monkeypatch.setattr(biglearn_gan, "init_state", no_compile)
   config = _smoke(**change)
@@ -362,10 +396,22 @@ def test_unknown_config_key_on_the_command_line(tmp_path, compile_cache):
   """An override of a key the config does not have exits non-zero, naming the key, before a
   workdir is created (ml_collections raises AttributeError while the flags are parsed)."""
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.biglearn_gan", "--config",
-       "configs/gan_mnist.py:smoke", "--config.model.bogus=1", "--workdir",
-       str(tmp_path / "run")],
-      cwd=REPO, env=_env(compile_cache), capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          "-m",
+          "experiments.biglearn_gan",
+          "--config",
+          "configs/gan_mnist.py:smoke",
+          "--config.model.bogus=1",
+          "--workdir",
+          str(tmp_path / "run"),
+      ],
+      cwd=REPO,
+      env=_env(compile_cache),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode != 0
   assert "bogus" in result.stderr
   assert not (tmp_path / "run").exists()
@@ -387,11 +433,15 @@ def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
       if index == 2:
         metrics = dict(metrics, d_loss=jnp.full_like(metrics["d_loss"], jnp.nan))
       return state, metrics
+
     return step
+
   monkeypatch.setattr(biglearn_gan, "jit_train_step", nan_at_step_index_2)
   workdir = tmp_path / "run"
-  with pytest.raises(training.NonFiniteLossError,
-                     match=r"non-finite d_loss at step 3;.*last good checkpoint is step 2 in "):
+  with pytest.raises(
+      training.NonFiniteLossError,
+      match=r"non-finite d_loss at step 3;.*last good checkpoint is step 2 in ",
+  ):
     _train(workdir)
   assert _steps_on_disk(workdir) == [2]
   assert [r["step"] for r in _metrics(workdir)] == [1, 2]
@@ -405,24 +455,31 @@ def test_batch_indices_are_a_pure_function_of_the_step():
   steps_per_epoch = num_images // batch_size
   for step in (0, 5, 12, 13, 40):
     a = data_order.batch_indices(step, num_images, batch_size, seed=seed)
-    np.testing.assert_array_equal(a, data_order.batch_indices(step, num_images, batch_size,
-                                                              seed=seed))
+    np.testing.assert_array_equal(
+        a, data_order.batch_indices(step, num_images, batch_size, seed=seed)
+    )
     assert a.shape == (batch_size,) and a.min() >= 0 and a.max() < num_images
   epochs = []
   for epoch in range(3):
-    rows = np.concatenate([data_order.batch_indices(epoch * steps_per_epoch + i, num_images,
-                                                      batch_size, seed=seed)
-                           for i in range(steps_per_epoch)])
+    rows = np.concatenate(
+        [
+            data_order.batch_indices(epoch * steps_per_epoch + i, num_images, batch_size, seed=seed)
+            for i in range(steps_per_epoch)
+        ]
+    )
     assert len(np.unique(rows)) == len(rows) == steps_per_epoch * batch_size
     epochs.append(rows)
   assert not np.array_equal(epochs[0], epochs[1])
   assert not np.array_equal(epochs[1], epochs[2])
-  assert not np.array_equal(data_order.batch_indices(0, num_images, batch_size, seed=seed),
-                            data_order.batch_indices(0, num_images, batch_size, seed=seed + 1))
+  assert not np.array_equal(
+      data_order.batch_indices(0, num_images, batch_size, seed=seed),
+      data_order.batch_indices(0, num_images, batch_size, seed=seed + 1),
+  )
   # Numpy integers and Python ints give the same batch (steps come from jax/np in places).
   np.testing.assert_array_equal(
       data_order.batch_indices(np.int64(7), num_images, batch_size, seed=seed),
-      data_order.batch_indices(7, num_images, batch_size, seed=seed))
+      data_order.batch_indices(7, num_images, batch_size, seed=seed),
+  )
 
 
 def test_optional_objectives_and_models_train(tmp_path):
@@ -430,11 +487,18 @@ def test_optional_objectives_and_models_train(tmp_path):
   mode-seeking and reconstruction terms, one (S, T) pair per batch from another sampler, noise
   embeddings into every G-decoder layer and the minibatch-std discriminator. Losses stay finite
   and are logged; with one pair per batch the generator sees the same S for all examples."""
-  overrides = {"num_steps": 2, "checkpoint_every": 2, "sample_every": 2,
-               "loss.communication_weight": 0.5, "loss.mode_seeking_weight": 1.0,
-               "loss.reconstruction_weight": 10.0, "tasks.per_example": False,
-               "tasks.sampler": "mask_and_predict",
-               "model.noise_every_layer": True, "model.disc_minibatch_std_group": 2}
+  overrides = {
+      "num_steps": 2,
+      "checkpoint_every": 2,
+      "sample_every": 2,
+      "loss.communication_weight": 0.5,
+      "loss.mode_seeking_weight": 1.0,
+      "loss.reconstruction_weight": 10.0,
+      "tasks.per_example": False,
+      "tasks.sampler": "mask_and_predict",
+      "model.noise_every_layer": True,
+      "model.disc_minibatch_std_group": 2,
+  }
   summary = _train(tmp_path, **overrides)
   assert summary["step"] == 2
   rows = _metrics(tmp_path)
@@ -446,15 +510,17 @@ def test_optional_objectives_and_models_train(tmp_path):
   config = _smoke(**overrides)
   source, target = biglearn_gan.sample_tasks(jax.random.key(1), config, 8, 16)
   assert (source == source[:1]).all() and (target == target[:1]).all()
-  assert int(target[0].sum()) == 12                   # mask_and_predict at ratio 0.75
+  assert int(target[0].sum()) == 12  # mask_and_predict at ratio 0.75
 
 
 def test_truncate_metrics_drops_rows_past_the_checkpoint_and_a_torn_last_row(tmp_path):
   """On resume, rows after the restored step go, and so does a half-written row of a run killed
   mid-append; complete rows are kept, each ending its line."""
   path = tmp_path / "metrics.jsonl"
-  path.write_text('{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
-                  '{"step": 3, "d_loss": 0.8}\n{"step": 4, "d_lo')
+  path.write_text(
+      '{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
+      '{"step": 3, "d_loss": 0.8}\n{"step": 4, "d_lo'
+  )
   checkpoint.truncate_log(str(path), 2)
   assert path.read_text() == '{"step": 1, "d_loss": 1.0}\n{"step": 2, "d_loss": 0.9}\n'
   path.write_text('{"step": 1}\n{"step": 2}')
@@ -466,6 +532,7 @@ def test_a_config_error_found_only_when_the_step_is_traced_leaves_nothing_behind
   """tasks.source_alpha=-1 passes the config checks and fails when the sampler is traced; that
   used to leave config.json, checkpoints/ and samples/ in a new workdir."""
   with pytest.raises(ValueError, match=r"source Beta parameters must both be > 0"):
-    biglearn_gan.train_and_evaluate(_smoke(**{"tasks.source_alpha": -1.0}),
-                                    str(tmp_path / "run"), progress=False)
+    biglearn_gan.train_and_evaluate(
+        _smoke(**{"tasks.source_alpha": -1.0}), str(tmp_path / "run"), progress=False
+    )
   assert not (tmp_path / "run").exists()

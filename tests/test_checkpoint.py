@@ -1,5 +1,6 @@
 """Unit tests of bigjax/training/checkpoint.py on a tiny pytree (a dict of arrays and an AdamW
 state)."""
+
 import logging
 import os
 
@@ -138,8 +139,9 @@ def test_every_step_corrupt_raises_runtime_error(tmp_path):
   _save(tmp_path, {2: _state(2.0), 4: _state(4.0)})
   _corrupt(tmp_path, 2)
   _corrupt(tmp_path, 4)
-  with pytest.raises(RuntimeError, match=r"no checkpoint in .* could be restored: step 4: .*; "
-                                         r"step 2: "):
+  with pytest.raises(
+      RuntimeError, match=r"no checkpoint in .* could be restored: step 4: .*; " r"step 2: "
+  ):
     _restore_latest(tmp_path, checkpoint.abstract(_state()))
 
 
@@ -162,13 +164,20 @@ def test_saving_again_over_a_corrupt_step_replaces_it(tmp_path):
 
 def test_average_metrics_means_and_first_non_finite_step():
   values = [dict(loss=1.0, acc=0.5), dict(loss=3.0, acc=1.0)]
-  assert checkpoint.average_metrics(values, last_step=10, last_saved=None, directory="d",
-                                  fix="Lower it.") == dict(loss=2.0, acc=0.75)
-  values = [dict(loss=1.0, acc=0.5), dict(loss=float("nan"), acc=float("inf")),
-            dict(loss=float("nan"), acc=1.0)]
-  with pytest.raises(checkpoint.NonFiniteLossError,
-                     match=r"non-finite loss, acc at step 9;.*last good checkpoint is step 5 in "
-                           r"/ckpt\. Lower it\."):
-    checkpoint.average_metrics(values, last_step=10, last_saved=5, directory="/ckpt",
-                             fix="Lower it.")
+  assert checkpoint.average_metrics(
+      values, last_step=10, last_saved=None, directory="d", fix="Lower it."
+  ) == dict(loss=2.0, acc=0.75)
+  values = [
+      dict(loss=1.0, acc=0.5),
+      dict(loss=float("nan"), acc=float("inf")),
+      dict(loss=float("nan"), acc=1.0),
+  ]
+  with pytest.raises(
+      checkpoint.NonFiniteLossError,
+      match=r"non-finite loss, acc at step 9;.*last good checkpoint is step 5 in "
+      r"/ckpt\. Lower it\.",
+  ):
+    checkpoint.average_metrics(
+        values, last_step=10, last_saved=5, directory="/ckpt", fix="Lower it."
+    )
   assert issubclass(checkpoint.NonFiniteLossError, FloatingPointError)

@@ -6,6 +6,7 @@ flip one byte of a fresh copy and restore. The outcome must be the newest step w
 the saved arrays, the previous step with exactly its arrays, or a clear refusal -- never a
 state that differs from what was saved.
 """
+
 import os
 
 import jax
@@ -22,8 +23,10 @@ from experiments import plm_setup
 
 def _gan_state():
   config = gan_mnist.get_config("smoke")
-  return (jax.jit(lambda k: gan_setup.init_state(config, k))(jax.random.key(0)),
-          gan_setup.model_signature(config))
+  return (
+      jax.jit(lambda k: gan_setup.init_state(config, k))(jax.random.key(0)),
+      gan_setup.model_signature(config),
+  )
 
 
 def _plm_state():
@@ -36,8 +39,9 @@ def _plm_state():
 
 def _perturbed(state):
   """Another state of the same shapes (as after a training step)."""
-  return jax.tree.map(lambda x: x + jnp.ones_like(x) if jnp.issubdtype(x.dtype, jnp.floating)
-                      else x + 1, state)
+  return jax.tree.map(
+      lambda x: x + jnp.ones_like(x) if jnp.issubdtype(x.dtype, jnp.floating) else x + 1, state
+  )
 
 
 def _flip(path: str, where: str) -> None:
@@ -61,8 +65,11 @@ def test_a_flipped_byte_gives_a_verified_step_or_a_refusal(tmp_path, make):
   digests = {1: checkpoint.tree_digests(state1), 2: checkpoint.tree_digests(state2)}
   abstract = checkpoint.abstract(state1)
   newest = os.path.join(clean, "2")
-  files = sorted(os.path.relpath(os.path.join(root, name), newest)
-                 for root, _, names in os.walk(newest) for name in names)
+  files = sorted(
+      os.path.relpath(os.path.join(root, name), newest)
+      for root, _, names in os.walk(newest)
+      for name in names
+  )
   assert any(f.startswith("meta") for f in files) and any("ocdbt" in f for f in files)
   outcomes = {}
   for name in files:
@@ -74,20 +81,21 @@ def test_a_flipped_byte_gives_a_verified_step_or_a_refusal(tmp_path, make):
       reader = checkpoint.Checkpointer(clean, signature=signature, read_only=True)
       try:
         step, restored = reader.restore_latest(abstract)
-      except (RuntimeError, ValueError) as e:        # a clear refusal: it says which step
+      except (RuntimeError, ValueError) as e:  # a clear refusal: it says which step
         assert "step" in str(e), (name, where, e)
         outcomes[name, where] = "refused"
         continue
       finally:
         reader.close()
-        _flip(path, where)                           # the same byte back: the clean step
+        _flip(path, where)  # the same byte back: the clean step
       assert step in (1, 2), (name, where, step)
       assert checkpoint.tree_digests(restored) == digests[step], (name, where, step)
       outcomes[name, where] = f"step {step}"
   # Corrupted array data is caught and the restore falls back to step 1.
   data_files = [n for n in files if "/d/" in n]
-  assert data_files and any(outcomes.get((n, w)) == "step 1" for n in data_files
-                            for w in ("header", "middle", "end")), outcomes
+  assert data_files and any(
+      outcomes.get((n, w)) == "step 1" for n in data_files for w in ("header", "middle", "end")
+  ), outcomes
 
 
 def test_a_bit_flip_that_orbax_reads_silently_is_caught(tmp_path, caplog):
@@ -96,6 +104,7 @@ def test_a_bit_flip_that_orbax_reads_silently_is_caught(tmp_path, caplog):
   catch it: the restore falls back to the previous step and says why."""
   import logging  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   state1, signature = _gan_state()
   state2 = _perturbed(state1)
   directory = str(tmp_path)
@@ -108,10 +117,14 @@ def test_a_bit_flip_that_orbax_reads_silently_is_caught(tmp_path, caplog):
   _flip(largest, "middle")
   abstract = checkpoint.abstract(state1)
   silent = ocp.StandardCheckpointer().restore(os.path.join(directory, "2", "state"), abstract)
-  assert checkpoint.tree_digests(silent) != checkpoint.tree_digests(state2)   # the defect
+  assert checkpoint.tree_digests(silent) != checkpoint.tree_digests(state2)  # the defect
   with caplog.at_level(logging.WARNING):
-    step, restored = checkpoint.Checkpointer(directory, signature=signature,
-                                             read_only=True).restore_latest(abstract)
+    step, restored = checkpoint.Checkpointer(
+        directory, signature=signature, read_only=True
+    ).restore_latest(abstract)
   assert step == 1 and checkpoint.tree_digests(restored) == checkpoint.tree_digests(state1)
-  assert any("step 2: CorruptCheckpointError" in r.getMessage() and "differ from what was "
-             "saved" in r.getMessage() for r in caplog.records), caplog.text
+  assert any(
+      "step 2: CorruptCheckpointError" in r.getMessage()
+      and "differ from what was " "saved" in r.getMessage()
+      for r in caplog.records
+  ), caplog.text

@@ -1,4 +1,5 @@
 """bigjax.evaluation.chunked.map_chunks: fixed-size chunks, padding dropped, keys per chunk."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,13 +13,13 @@ def test_map_chunks_compiles_once_and_keeps_only_real_rows():
 
   @jax.jit
   def fn(x, y, key):
-    calls.append(x.shape)                      # runs at trace time only
+    calls.append(x.shape)  # runs at trace time only
     return x * 2 + y, jnp.sum(x, -1) + jax.random.uniform(key, (x.shape[0],))
 
   x = np.arange(22, dtype=np.float32).reshape(11, 2)
   y = np.ones((11, 2), np.float32)
   doubled, sums = map_chunks(fn, [x, y], size=4, seed=3)
-  assert calls == [(4, 2)]                     # 3 chunks, one compiled program
+  assert calls == [(4, 2)]  # 3 chunks, one compiled program
   np.testing.assert_array_equal(doubled, x * 2 + 1)
   keys = [jax.random.fold_in(jax.random.key(3), i) for i in range(3)]
   noise = np.concatenate([np.asarray(jax.random.uniform(k, (4,))) for k in keys])[:11]

@@ -5,6 +5,7 @@ copy that run. As in test_biglearn_gan_experiment.py, a persistent compilation c
 session's temporary directory lets later train() calls and the `python -m` subprocess reuse the
 executables the first run compiled.
 """
+
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ SMOKE_MIN_ACCURACY = 0.85
 # ----------------------------------------------------------------------------------------------
 # frechet_distance
 
+
 def _reference_frechet(a, b):
   """The usual FID formula with scipy's (possibly complex) sqrtm of C_a C_b."""
   mu_a, mu_b = a.mean(0), b.mean(0)
@@ -50,7 +52,7 @@ def _exact_moments(rng, n, mean, variances):
   z = rng.standard_normal((n, len(mean)))
   z -= z.mean(0)
   chol = np.linalg.cholesky(np.cov(z, rowvar=False))
-  z = np.linalg.solve(chol, z.T).T                    # sample covariance I
+  z = np.linalg.solve(chol, z.T).T  # sample covariance I
   return mean + z * np.sqrt(variances)
 
 
@@ -89,8 +91,11 @@ def test_frechet_translation_adds_squared_norm():
   np.testing.assert_allclose(metrics.frechet_distance(a, a + v), v @ v, rtol=1e-9)
   # Shifting one set moves only the mean term: ||mu_a - mu_b - v||^2 - ||mu_a - mu_b||^2.
   delta = a.mean(0) - b.mean(0)
-  np.testing.assert_allclose(metrics.frechet_distance(a, b + v) - metrics.frechet_distance(a, b),
-                             (delta - v) @ (delta - v) - delta @ delta, rtol=1e-9)
+  np.testing.assert_allclose(
+      metrics.frechet_distance(a, b + v) - metrics.frechet_distance(a, b),
+      (delta - v) @ (delta - v) - delta @ delta,
+      rtol=1e-9,
+  )
 
 
 def test_frechet_rank_deficient_covariances_are_stable():
@@ -120,6 +125,7 @@ def test_frechet_errors():
 # ----------------------------------------------------------------------------------------------
 # label_agreement
 
+
 def test_label_agreement_of_a_copying_generator_is_one():
   labels = np.random.default_rng(5).integers(0, 10, 50)
   assert metrics.label_agreement(labels, labels) == 1.0
@@ -128,7 +134,7 @@ def test_label_agreement_of_a_copying_generator_is_one():
 
 def test_label_agreement_counts_every_draw():
   true = np.array([3, 7])
-  pred = np.array([[3, 3, 1, 3], [7, 0, 0, 7]])     # 3 + 2 of 8 right
+  pred = np.array([[3, 3, 1, 3], [7, 0, 0, 7]])  # 3 + 2 of 8 right
   assert metrics.label_agreement(pred, true) == 5 / 8
   assert metrics.label_agreement(np.array([3, 1]), true) == 0.5
 
@@ -147,6 +153,7 @@ def test_label_agreement_errors():
 # ----------------------------------------------------------------------------------------------
 # pairwise_diversity
 
+
 def _reference_diversity(x, mask):
   n, s = x.shape[:2]
   out = np.zeros(n)
@@ -154,8 +161,13 @@ def _reference_diversity(x, mask):
     m = np.broadcast_to(mask[k], x.shape[2:])
     if not m.any():
       continue
-    out[k] = np.mean([np.sqrt(np.mean((x[k, i][m] - x[k, j][m]) ** 2))
-                      for i in range(s) for j in range(i + 1, s)])
+    out[k] = np.mean(
+        [
+            np.sqrt(np.mean((x[k, i][m] - x[k, j][m]) ** 2))
+            for i in range(s)
+            for j in range(i + 1, s)
+        ]
+    )
   return out
 
 
@@ -167,8 +179,9 @@ def test_diversity_of_identical_draws_is_zero():
 @pytest.mark.parametrize("c", [0.25, -0.5])
 def test_diversity_of_constant_offsets(c):
   x = np.random.default_rng(7).random((4, 1, 6, 6))
-  np.testing.assert_allclose(metrics.pairwise_diversity(np.concatenate([x, x + c], 1)),
-                             abs(c), rtol=1e-12)
+  np.testing.assert_allclose(
+      metrics.pairwise_diversity(np.concatenate([x, x + c], 1)), abs(c), rtol=1e-12
+  )
   # Three draws x, x + c, x + 2c: pairs differ by |c|, 2|c|, |c|.
   three = np.concatenate([x, x + c, x + 2 * c], 1)
   np.testing.assert_allclose(metrics.pairwise_diversity(three), 4 / 3 * abs(c), rtol=1e-12)
@@ -176,7 +189,7 @@ def test_diversity_of_constant_offsets(c):
 
 def test_diversity_mask_selects_pixels():
   x = np.zeros((2, 2, 4, 4))
-  x[:, 1, :2] = 1.0                                    # the draws differ in the top half only
+  x[:, 1, :2] = 1.0  # the draws differ in the top half only
   top = np.zeros((4, 4), bool)
   top[:2] = True
   np.testing.assert_allclose(metrics.pairwise_diversity(x, top), 1.0)
@@ -192,8 +205,9 @@ def test_diversity_matches_reference_with_random_masks():
   rng = np.random.default_rng(8)
   x = rng.random((5, 4, 7, 7))
   mask = rng.random((5, 7, 7)) < 0.4
-  np.testing.assert_allclose(metrics.pairwise_diversity(x, mask),
-                             _reference_diversity(x, mask), rtol=1e-12)
+  np.testing.assert_allclose(
+      metrics.pairwise_diversity(x, mask), _reference_diversity(x, mask), rtol=1e-12
+  )
 
 
 def test_diversity_errors():
@@ -211,6 +225,7 @@ def test_diversity_errors():
 
 # ----------------------------------------------------------------------------------------------
 # The classifier.
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -264,11 +279,12 @@ def test_load_roundtrip_reproduces_the_test_accuracy(trained, test_digits):
   assert features.dtype == np.float32 and features.shape == (1000, 64)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(predicted, probs.argmax(-1))
-  assert np.all(features >= 0)                         # ReLU features
+  assert np.all(features >= 0)  # ReLU features
   # A second load and a chunk size that pads the last chunk give the same predictions.
   model2, params2, _ = classifier_setup.load(workdir)
   small_predicted, small_probs, small_features = classifier_model.make_predict(
-      model2, params2, batch_size=64)(images[:77])
+      model2, params2, batch_size=64
+  )(images[:77])
   np.testing.assert_array_equal(small_predicted, predicted[:77])
   np.testing.assert_allclose(small_probs, probs[:77], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(small_features, features[:77], rtol=1e-5, atol=1e-5)
@@ -291,21 +307,27 @@ def test_predict_validates_its_input(trained, test_digits):
 
 
 def test_load_refuses_another_image_size(trained):
-  with pytest.raises(ValueError, match=r"trained on 28x28 digits, the images are 64x64: train one "
-                     r"with `python -m experiments.mnist_classifier --config "
-                     r"configs/mnist_classifier.py:cpu --config.data.image_size=64 --workdir"):
+  with pytest.raises(
+      ValueError,
+      match=r"trained on 28x28 digits, the images are 64x64: train one "
+      r"with `python -m experiments.mnist_classifier --config "
+      r"configs/mnist_classifier.py:cpu --config.data.image_size=64 --workdir",
+  ):
     classifier_setup.load(trained[0], image_size=64)
 
 
 def test_load_without_a_classifier_says_how_to_train_one(trained, tmp_path):
-  with pytest.raises(FileNotFoundError, match="does not exist.*python -m "
-                     "experiments.mnist_classifier --config configs/mnist_classifier.py:cpu"):
+  with pytest.raises(
+      FileNotFoundError,
+      match="does not exist.*python -m "
+      "experiments.mnist_classifier --config configs/mnist_classifier.py:cpu",
+  ):
     classifier_setup.load(str(tmp_path / "nothing_here"))
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="has no config.json"):
     classifier_setup.load(str(tmp_path / "empty"))
   workdir = _copy(trained, tmp_path)
-  os.remove(os.path.join(workdir, "classifier.json"))   # as during an unfinished run
+  os.remove(os.path.join(workdir, "classifier.json"))  # as during an unfinished run
   with pytest.raises(FileNotFoundError, match="has not finished training.*to resume it"):
     classifier_setup.load(workdir)
   shutil.copy(os.path.join(trained[0], "classifier.json"), workdir)
@@ -316,8 +338,9 @@ def test_load_without_a_classifier_says_how_to_train_one(trained, tmp_path):
 
 def test_a_finished_run_is_not_trained_again(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  summary = conftest.rerun_finished(train_classifier.train, mnist_classifier.get_config("smoke"),
-                                    workdir)
+  summary = conftest.rerun_finished(
+      train_classifier.train, mnist_classifier.get_config("smoke"), workdir
+  )
   assert summary["resumed_from"] == 150 and summary["steps"] == 150
   assert summary["test_accuracy"] == trained[1]["test_accuracy"]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["100", "150", "50"]
@@ -347,7 +370,7 @@ def test_another_models_checkpoints_are_refused(trained, tmp_path):
   with pytest.raises(checkpoint.SignatureMismatchError, match="widths"):
     train_classifier.train(config, workdir, progress=False)
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f)["model"]["widths"] == [8, 16]   # left as the run that wrote it
+    assert json.load(f)["model"]["widths"] == [8, 16]  # left as the run that wrote it
 
 
 def test_config_variants_and_validation():
@@ -364,13 +387,30 @@ def test_config_variants_and_validation():
 
 def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
   workdir = _copy(trained, tmp_path)
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env = dict(
+      os.environ,
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=compile_cache,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.mnist_classifier",
-       "--config", "configs/mnist_classifier.py:smoke", "--workdir", workdir],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          "-m",
+          "experiments.mnist_classifier",
+          "--config",
+          "configs/mnist_classifier.py:smoke",
+          "--workdir",
+          workdir,
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout)
   assert summary["resumed_from"] == 150
@@ -379,6 +419,7 @@ def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
 
 # ----------------------------------------------------------------------------------------------
 # The partial-digit classifier (data.source_patch > 0), the reference for exact samplers.
+
 
 def _partial_config():
   c = mnist_classifier.get_config("smoke")
@@ -395,10 +436,10 @@ def trained_partial(tmp_path_factory):
 def test_random_sources_are_whole_patches_in_both_kinds():
   masks = np.asarray(train_classifier.random_sources(jax.random.key(0), 512, 28, 7))
   assert masks.shape == (512, 28, 28) and masks.dtype == bool
-  grid = masks[:, ::7, ::7]                                       # one pixel per patch
+  grid = masks[:, ::7, ::7]  # one pixel per patch
   np.testing.assert_array_equal(masks, np.kron(grid, np.ones((7, 7), bool)).astype(bool))
   counts = grid.reshape(512, 16).sum(1)
-  assert set(counts) == set(range(17))                            # k ~ uniform{0, ..., 16}
+  assert set(counts) == set(range(17))  # k ~ uniform{0, ..., 16}
   flat = grid.reshape(512, 16)
   initial = np.array([f[:c].all() and not f[c:].any() for f, c in zip(flat, counts)])
   # Half of the examples are initial portions; random sets are one too only by chance.
@@ -411,7 +452,11 @@ def test_partial_classifier_trains_and_reads_source_masks(trained_partial, test_
   # Whole digits are easier than half of them, and both beat chance (smoke model: measured
   # 0.885 and 0.682 on 2 CPU cores).
   assert summary["test_accuracy"] > summary["test_accuracy_random_half"] > 0.4
-  assert 0.1 < summary["test_true_label_prob_random_half"] <= summary["test_accuracy_random_half"] + 0.1
+  assert (
+      0.1
+      < summary["test_true_label_prob_random_half"]
+      <= summary["test_accuracy_random_half"] + 0.1
+  )
   model, params, info = classifier_setup.load(workdir, image_size=28, source_patch=7)
   assert model.source_patch == 7 and info == summary
   images, labels = test_digits
@@ -426,8 +471,11 @@ def test_partial_classifier_trains_and_reads_source_masks(trained_partial, test_
     predict(images[:2])
   with pytest.raises(ValueError, match="bool mask shaped like the images"):
     predict(images[:2], whole[:3])
-  with pytest.raises(ValueError, match="reads partial digits of 7x7 patches, and whole digits "
-                     "are needed here.*mnist_classifier.py:cpu"):
+  with pytest.raises(
+      ValueError,
+      match="reads partial digits of 7x7 patches, and whole digits "
+      "are needed here.*mnist_classifier.py:cpu",
+  ):
     classifier_setup.load(workdir, source_patch=0)
 
 
@@ -436,8 +484,11 @@ def test_whole_digit_classifiers_refuse_source_masks(trained, test_digits):
   images = test_digits[0][:2]
   with pytest.raises(ValueError, match="reads whole digits"):
     classifier_model.make_predict(model, params)(images, np.ones(images.shape, bool))
-  with pytest.raises(ValueError, match="reads whole digits, and partial digits of 7x7 patches "
-                     "are needed.*mnist_classifier.py:partial --config.data.source_patch=7"):
+  with pytest.raises(
+      ValueError,
+      match="reads whole digits, and partial digits of 7x7 patches "
+      "are needed.*mnist_classifier.py:partial --config.data.source_patch=7",
+  ):
     classifier_setup.load(trained[0], source_patch=7)
   # The signature of whole-digit classifiers has no source_patch, as before the field existed.
   # Whole-digit classifiers saved before the field existed match it at 0 (SIGNATURE_DEFAULTS).
@@ -463,8 +514,9 @@ def test_a_classifier_trained_on_an_npz_is_tested_on_digits_it_did_not_train_on(
   config.num_steps, config.data.source = 10, path
   summary = train_classifier.train(config, str(tmp_path / "clf"), progress=False)
   assert (summary["num_train"], summary["num_test"]) == (175, 25)
-  assert summary["test_digits"].endswith("rows 175-199 of 200 (the last eighth is held out as "
-                                         "test)")
+  assert summary["test_digits"].endswith(
+      "rows 175-199 of 200 (the last eighth is held out as " "test)"
+  )
   config.data.train_split = "all"
   with pytest.raises(ValueError, match="the test split would hold training digits"):
     classifier_setup.validate_config(config)

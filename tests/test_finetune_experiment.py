@@ -1,6 +1,7 @@
 """experiments.finetune / finetune_sweep / finetune_eval (App. E.2) on tiny models and GLUE-layout
 files the tests write: pretraining from scratch, FT and big-learn runs, the sweep's Table 4 and
 Fig. 18, scoring any file, resuming, and the refusals."""
+
 import json
 import os
 
@@ -10,11 +11,11 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-from bigjax.models import xlnet_weights  # noqa: E402
-from bigjax.training import SignatureMismatchError  # noqa: E402
-from configs import finetune as finetune_config  # noqa: E402
-from experiments import finetune, finetune_eval, finetune_sweep  # noqa: E402
-from test_text_data import _sentences  # noqa: E402
+from bigjax.models import xlnet_weights
+from bigjax.training import SignatureMismatchError
+from configs import finetune as finetune_config
+from experiments import finetune, finetune_eval, finetune_sweep
+from test_text_data import _sentences
 
 
 def _write_rte(directory, n_train=16, n_dev=8, seed=0, bad_label=False):
@@ -36,8 +37,11 @@ def _write_rte(directory, n_train=16, n_dev=8, seed=0, bad_label=False):
   with open(os.path.join(directory, "dev.tsv"), "w") as f:
     f.write(head + "\n".join(rows[n_train:]) + "\n")
   with open(os.path.join(directory, "test.tsv"), "w") as f:
-    f.write("index\tsentence1\tsentence2\n" + "\n".join(
-        "\t".join(r.split("\t")[:3]) for r in rows[n_train:]) + "\n")
+    f.write(
+        "index\tsentence1\tsentence2\n"
+        + "\n".join("\t".join(r.split("\t")[:3]) for r in rows[n_train:])
+        + "\n"
+    )
   return str(directory)
 
 
@@ -69,8 +73,11 @@ def _smoke(model_dir, task_dir, **overrides):
 
 
 def _tree_state(directory):
-  return {os.path.relpath(os.path.join(r, n), directory): os.stat(os.path.join(r, n)).st_mtime_ns
-          for r, _, files in os.walk(directory) for n in files}
+  return {
+      os.path.relpath(os.path.join(r, n), directory): os.stat(os.path.join(r, n)).st_mtime_ns
+      for r, _, files in os.walk(directory)
+      for n in files
+  }
 
 
 def test_pretraining_writes_its_losses_completions_and_an_hf_directory(pretrained):
@@ -92,8 +99,7 @@ def test_pretraining_writes_its_losses_completions_and_an_hf_directory(pretraine
   assert hf.config.d_model == model.d_model
 
 
-def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte_dir,
-                                                                   tmp_path):
+def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte_dir, tmp_path):
   model_dir = pretrained[1]["model_dir"]
   workdir = str(tmp_path / "run")
   config = _smoke(model_dir, rte_dir, num_epochs=2, beta=0.5)
@@ -110,32 +116,39 @@ def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte
   assert again["resumed_from"] == 4 and again["dev"] == result["dev"]
 
   before = _tree_state(workdir)
-  scores = finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "dev.tsv"),
-                                       str(tmp_path / "scores"))
+  scores = finetune_eval.evaluate_file(
+      workdir, os.path.join(rte_dir, "dev.tsv"), str(tmp_path / "scores")
+  )
   assert scores["accuracy"] == result["dev"]["accuracy"] and scores["examples"] == 8
   lines = (tmp_path / "scores" / "predictions.tsv").read_text().splitlines()
-  assert lines[0].split("\t") == ["index", "prediction", "label", "p(entailment)",
-                                  "p(not_entailment)"] and len(lines) == 9
-  unlabelled = finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "test.tsv"),
-                                           str(tmp_path / "test_scores"))
+  assert (
+      lines[0].split("\t") == ["index", "prediction", "label", "p(entailment)", "p(not_entailment)"]
+      and len(lines) == 9
+  )
+  unlabelled = finetune_eval.evaluate_file(
+      workdir, os.path.join(rte_dir, "test.tsv"), str(tmp_path / "test_scores")
+  )
   assert "accuracy" not in unlabelled and unlabelled["examples"] == 8
   with pytest.raises(ValueError, match="only reads"):
-    finetune_eval.evaluate_file(workdir, os.path.join(rte_dir, "dev.tsv"),
-                                os.path.join(workdir, "scores"))
-  assert _tree_state(workdir) == before                       # the scorer only read the run
+    finetune_eval.evaluate_file(
+        workdir, os.path.join(rte_dir, "dev.tsv"), os.path.join(workdir, "scores")
+    )
+  assert _tree_state(workdir) == before  # the scorer only read the run
 
 
 def test_beta_zero_runs_are_ft(pretrained, rte_dir, tmp_path):
   model_dir = pretrained[1]["model_dir"]
-  result = finetune.train(_smoke(model_dir, rte_dir, beta=0.0), str(tmp_path / "ft"),
-                          progress=False)
+  result = finetune.train(
+      _smoke(model_dir, rte_dir, beta=0.0), str(tmp_path / "ft"), progress=False
+  )
   assert result["method"] == "FT"
   with open(tmp_path / "ft" / "metrics.jsonl") as f:
     assert "plm_loss" not in json.loads(f.readline())
 
 
-def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(pretrained, rte_dir,
-                                                                           tmp_path):
+def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
+    pretrained, rte_dir, tmp_path
+):
   model_dir = pretrained[1]["model_dir"]
   workdir = str(tmp_path / "sweep")
   config = _smoke(model_dir, rte_dir)
@@ -151,8 +164,7 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(pretr
   assert runs == sorted(finetune_sweep.run_name(p) for p in finetune_sweep.points(config))
 
   # Again: nothing is trained or rewritten; a torn result.json is finished from its checkpoint.
-  results = {r: os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns
-             for r in runs}
+  results = {r: os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns for r in runs}
   with open(os.path.join(workdir, "runs", runs[0], "result.json"), "w") as f:
     f.write('{"dev": ')
   again = finetune_sweep.sweep(config, workdir, progress=False)
@@ -161,7 +173,7 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(pretr
     assert os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns == results[r]
   with open(os.path.join(workdir, "runs", runs[0], "result.json")) as f:
     redone = json.load(f)
-  assert redone["resumed_from"] == redone["steps"]             # evaluated, not retrained
+  assert redone["resumed_from"] == redone["steps"]  # evaluated, not retrained
 
   # Another config's sweep directory, and a run directory of another run: refused, unchanged.
   before = _tree_state(workdir)
@@ -192,24 +204,30 @@ def test_bad_input_gets_clear_errors(pretrained, rte_dir, tmp_path):
     finetune.train(_smoke(model_dir, bad), str(tmp_path / "b"))
   # A directory with a 3-way classifier for a 2-label task.
   import jax
-  model, params = xlnet_weights.load_pretrained(model_dir, num_labels=3,
-                                                new_heads_rng=jax.random.key(0))
+
+  model, params = xlnet_weights.load_pretrained(
+      model_dir, num_labels=3, new_heads_rng=jax.random.key(0)
+  )
   three = str(tmp_path / "three")
   xlnet_weights.save_pretrained(model, params, three)
   with pytest.raises(FileNotFoundError, match="neither spiece.model"):
     finetune.train(_smoke(three, rte_dir), str(tmp_path / "c"))
   (tmp_path / "three" / "spiece.model").write_bytes(
-      open(os.path.join(model_dir, "spiece.model"), "rb").read())
+      open(os.path.join(model_dir, "spiece.model"), "rb").read()
+  )
   with pytest.raises(ValueError, match="3-way classifier"):
     finetune.train(_smoke(three, rte_dir), str(tmp_path / "c"))
   # A run directory of another model is refused before anything in it changes.
   from bigjax.models import xlnet
+
   small = xlnet.XLNet(vocab_size=70, d_model=24, n_layer=1, n_head=2, d_inner=24)
   other = str(tmp_path / "other")
-  xlnet_weights.save_pretrained(small, small.init(jax.random.key(0), np.zeros((1, 4), np.int32)),
-                                other)
+  xlnet_weights.save_pretrained(
+      small, small.init(jax.random.key(0), np.zeros((1, 4), np.int32)), other
+  )
   (tmp_path / "other" / "spiece.model").write_bytes(
-      open(os.path.join(model_dir, "spiece.model"), "rb").read())
+      open(os.path.join(model_dir, "spiece.model"), "rb").read()
+  )
   workdir = str(tmp_path / "d")
   finetune.train(_smoke(model_dir, rte_dir, beta=0.0), workdir, progress=False)
   before = _tree_state(workdir)
@@ -222,8 +240,7 @@ def test_bad_input_gets_clear_errors(pretrained, rte_dir, tmp_path):
   with pytest.raises(ValueError, match="a sweep fine-tunes"):
     finetune_sweep.sweep(pre, str(tmp_path / "e"), progress=False)
   with pytest.raises(ValueError, match="tune on dev only"):
-    finetune.train(_with(_smoke(model_dir, rte_dir), "data.dev_split", "test"),
-                   str(tmp_path / "f"))
+    finetune.train(_with(_smoke(model_dir, rte_dir), "data.dev_split", "test"), str(tmp_path / "f"))
 
 
 def _with(config, key, value):

@@ -1,4 +1,5 @@
 """bigjax.finetuning (Eq. (15)-(17) for XLNet) and the rate-as-argument AdamW it trains with."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,12 +22,16 @@ def _batch(b=4, seed=0):
   mask = np.zeros((b, L), np.int32)
   for i in range(b):
     n = int(rng.integers(3, 8))
-    ids[i, L - n - 2:L - 2] = rng.integers(9, V, n)
+    ids[i, L - n - 2 : L - 2] = rng.integers(9, V, n)
     ids[i, L - 2], ids[i, L - 1] = 4, 3
-    mask[i, L - n - 2:] = 1
+    mask[i, L - n - 2 :] = 1
   types = np.where(np.arange(L) == L - 1, 2, 0).astype(np.int32)[None].repeat(b, 0)
-  return dict(input_ids=ids, token_type_ids=types, attention_mask=mask,
-              labels=rng.integers(0, C, b).astype(np.int32))
+  return dict(
+      input_ids=ids,
+      token_type_ids=types,
+      attention_mask=mask,
+      labels=rng.integers(0, C, b).astype(np.int32),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +40,17 @@ def model_and_params():
   classifier = xlnet.XLNet(**KW, lm_head=False, num_labels=C)
   params = jax.jit(lm.init)(jax.random.key(0), _batch()["input_ids"][:2])
   label_embedding = finetuning.init_label_embedding(
-      params["params"]["transformer"]["word_embedding"]["embedding"], C, jax.random.key(1))
+      params["params"]["transformer"]["word_embedding"]["embedding"], C, jax.random.key(1)
+  )
   return lm, classifier, params, label_embedding
 
 
 def test_plm_tasks_targets_are_text_and_label_only_and_hidden_from_themselves():
   batch = _batch(6)
   ids, mask = batch["input_ids"], batch["attention_mask"]
-  ranks, target, perm = jax.jit(lambda k: finetuning.plm_tasks(
-      k, ids, mask, with_label=True))(jax.random.key(3))
+  ranks, target, perm = jax.jit(lambda k: finetuning.plm_tasks(k, ids, mask, with_label=True))(
+      jax.random.key(3)
+  )
   text = (mask > 0) & (ids >= 9)
   np.testing.assert_array_equal(np.asarray(target), text | (np.arange(L) == L - 1))
   assert np.all(np.diagonal(np.asarray(perm), axis1=1, axis2=2)[np.asarray(target)])
@@ -58,16 +65,18 @@ def test_plm_tasks_targets_are_text_and_label_only_and_hidden_from_themselves():
 def test_plm_tasks_target_fraction_takes_the_last_candidates_of_the_order():
   batch = _batch(8, seed=1)
   ids, mask = batch["input_ids"], batch["attention_mask"]
-  ranks, target, _ = finetuning.plm_tasks(jax.random.key(5), ids, mask, with_label=True,
-                                          target_fraction=0.5)
+  ranks, target, _ = finetuning.plm_tasks(
+      jax.random.key(5), ids, mask, with_label=True, target_fraction=0.5
+  )
   ranks, target = np.asarray(ranks), np.asarray(target)
   for b in range(8):
     cand = np.flatnonzero(((mask[b] > 0) & (ids[b] >= 9)) | (np.arange(L) == L - 1))
     by_order = cand[np.argsort(ranks[b, cand])]
-    want = by_order[len(cand) - int(np.ceil(0.5 * len(cand))):]
+    want = by_order[len(cand) - int(np.ceil(0.5 * len(cand))) :]
     np.testing.assert_array_equal(np.flatnonzero(target[b]), np.sort(want))
-  last, _, _ = finetuning.plm_tasks(jax.random.key(5), ids, mask, with_label=True,
-                                    label_last_prob=1.0)
+  last, _, _ = finetuning.plm_tasks(
+      jax.random.key(5), ids, mask, with_label=True, label_last_prob=1.0
+  )
   assert np.all(np.asarray(last)[:, -1] == L - 1)
   with pytest.raises(ValueError, match="target_fraction"):
     finetuning.plm_tasks(jax.random.key(0), ids, mask, with_label=True, target_fraction=0.0)
@@ -79,15 +88,21 @@ def test_beta_zero_is_ft_exactly_and_beta_adds_the_permutation_loss(model_and_pa
   key = jax.random.key(7)
   k_ft, k_plm = jax.random.split(key)
   ft = lambda p: finetuning.classification_loss(classifier, p, batch, k_ft)[0]
-  big = lambda p, beta: finetuning.biglearn_loss(classifier, lm, p, batch, key, beta=beta,
-                                                 label_embedding=label_embedding)[0]
-  (v_ft, g_ft), (v_zero, g_zero) = jax.jit(lambda p: (
-      jax.value_and_grad(ft)(p), jax.value_and_grad(lambda q: big(q, 0.0))(p)))(params)
+  big = lambda p, beta: finetuning.biglearn_loss(
+      classifier, lm, p, batch, key, beta=beta, label_embedding=label_embedding
+  )[0]
+  (v_ft, g_ft), (v_zero, g_zero) = jax.jit(
+      lambda p: (jax.value_and_grad(ft)(p), jax.value_and_grad(lambda q: big(q, 0.0))(p))
+  )(params)
   assert float(v_zero) == float(v_ft)
   jax.tree.map(np.testing.assert_array_equal, g_ft, g_zero)
   # A traced beta (runs of different betas share one compiled step): FT + beta * Eq. (15).
-  v_big, plm = jax.jit(lambda p, beta: (big(p, beta), finetuning.permutation_loss(
-      lm, p, batch, k_plm, label_embedding=label_embedding)[0]))(params, jnp.float32(0.4))
+  v_big, plm = jax.jit(
+      lambda p, beta: (
+          big(p, beta),
+          finetuning.permutation_loss(lm, p, batch, k_plm, label_embedding=label_embedding)[0],
+      )
+  )(params, jnp.float32(0.4))
   np.testing.assert_allclose(float(v_big), float(v_ft) + 0.4 * float(plm), rtol=1e-6)
   with pytest.raises(ValueError, match="beta"):
     big(params, -0.1)
@@ -98,27 +113,43 @@ def test_permutation_loss_is_the_mean_nll_of_the_targets(model_and_params):
   lm, _, params, label_embedding = model_and_params
   batch = _batch(seed=2)
   key = jax.random.key(11)
-  loss, aux = jax.jit(lambda p: finetuning.permutation_loss(
-      lm, p, batch, key, label_embedding=label_embedding, train=False))(params)
+  loss, aux = jax.jit(
+      lambda p: finetuning.permutation_loss(
+          lm, p, batch, key, label_embedding=label_embedding, train=False
+      )
+  )(params)
   k_order, _ = jax.random.split(key)
-  _, target, perm = finetuning.plm_tasks(k_order, batch["input_ids"], batch["attention_mask"],
-                                         with_label=True)
+  _, target, perm = finetuning.plm_tasks(
+      k_order, batch["input_ids"], batch["attention_mask"], with_label=True
+  )
   embeds = np.asarray(params["params"]["transformer"]["word_embedding"]["embedding"])[
-      batch["input_ids"]]
+      batch["input_ids"]
+  ]
   embeds[:, -1] = np.asarray(label_embedding)[batch["labels"]]
-  out = jax.jit(lambda p: lm.apply(
-      p, None, token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"],
-      perm_mask=np.asarray(perm) | np.eye(L, dtype=bool),
-      target_mapping=np.eye(L, dtype=np.float32)[None].repeat(4, 0), inputs_embeds=embeds))(
-          params)
+  out = jax.jit(
+      lambda p: lm.apply(
+          p,
+          None,
+          token_type_ids=batch["token_type_ids"],
+          attention_mask=batch["attention_mask"],
+          perm_mask=np.asarray(perm) | np.eye(L, dtype=bool),
+          target_mapping=np.eye(L, dtype=np.float32)[None].repeat(4, 0),
+          inputs_embeds=embeds,
+      )
+  )(params)
   lm_lp = np.asarray(jax.nn.log_softmax(out["lm_logits"]))
   label_lp = np.asarray(jax.nn.log_softmax(out["logits"]))
   target = np.asarray(target)
   nll = []
   for b in range(4):
     for i in np.flatnonzero(target[b]):
-      nll.append(-(label_lp[b, batch["labels"][b]] if i == L - 1
-                   else lm_lp[b, i, batch["input_ids"][b, i]]))
+      nll.append(
+          -(
+              label_lp[b, batch["labels"][b]]
+              if i == L - 1
+              else lm_lp[b, i, batch["input_ids"][b, i]]
+          )
+      )
   np.testing.assert_allclose(float(loss), np.mean(nll), rtol=1e-5)
   assert int(aux["num_targets"]) == len(nll)
   with pytest.raises(ValueError, match="label_embedding"):
@@ -132,9 +163,17 @@ def test_the_label_in_its_slot_conditions_only_the_targets_after_it(model_and_pa
   batch = _batch(seed=3)
   ids, mask = batch["input_ids"], batch["attention_mask"]
   length = np.arange(L)
-  apply = jax.jit(lambda p, perm, embeds: lm.apply(
-      p, None, token_type_ids=batch["token_type_ids"], attention_mask=mask, perm_mask=perm,
-      target_mapping=np.eye(L, dtype=np.float32)[None].repeat(4, 0), inputs_embeds=embeds))
+  apply = jax.jit(
+      lambda p, perm, embeds: lm.apply(
+          p,
+          None,
+          token_type_ids=batch["token_type_ids"],
+          attention_mask=mask,
+          perm_mask=perm,
+          target_mapping=np.eye(L, dtype=np.float32)[None].repeat(4, 0),
+          inputs_embeds=embeds,
+      )
+  )
 
   def text_logits(label_rank_first, labels):
     ranks = np.where(length == L - 1, -1 if label_rank_first else L, length)
@@ -144,7 +183,7 @@ def test_the_label_in_its_slot_conditions_only_the_targets_after_it(model_and_pa
     embeds = np.asarray(params["params"]["transformer"]["word_embedding"]["embedding"])[ids]
     embeds[:, -1] = np.asarray(label_embedding)[labels]
     out = apply(params, perm | np.eye(L, dtype=bool), embeds)
-    return np.asarray(out["lm_logits"])[(mask > 0) & (ids >= 9)]   # the text targets
+    return np.asarray(out["lm_logits"])[(mask > 0) & (ids >= 9)]  # the text targets
 
   other = (batch["labels"] + 1) % C
   assert np.abs(text_logits(True, batch["labels"]) - text_logits(True, other)).max() > 1e-4
@@ -154,21 +193,28 @@ def test_the_label_in_its_slot_conditions_only_the_targets_after_it(model_and_pa
 def test_classify_is_the_content_stream_classifier(model_and_params):
   lm, classifier, params, _ = model_and_params
   batch = _batch()
-  out = lm.apply(params, batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                 attention_mask=batch["attention_mask"])
-  np.testing.assert_allclose(np.asarray(finetuning.classify(classifier, params, batch)),
-                             np.asarray(jax.nn.log_softmax(out["logits"])), atol=1e-6)
+  out = lm.apply(
+      params,
+      batch["input_ids"],
+      token_type_ids=batch["token_type_ids"],
+      attention_mask=batch["attention_mask"],
+  )
+  np.testing.assert_allclose(
+      np.asarray(finetuning.classify(classifier, params, batch)),
+      np.asarray(jax.nn.log_softmax(out["logits"])),
+      atol=1e-6,
+  )
 
 
-def test_complete_fills_only_the_positions_asked_and_never_with_special_tokens(
-    model_and_params):
+def test_complete_fills_only_the_positions_asked_and_never_with_special_tokens(model_and_params):
   lm, _, params, _ = model_and_params
   batch = _batch(seed=4)
   ids, mask = batch["input_ids"], batch["attention_mask"]
   text = (mask > 0) & (ids >= 9)
   given = text & (np.cumsum(text, 1) <= 2)
-  drawn = np.asarray(jax.jit(lambda k: finetuning.complete(lm, params, batch, given, k))(
-      jax.random.key(0)))
+  drawn = np.asarray(
+      jax.jit(lambda k: finetuning.complete(lm, params, batch, given, k))(jax.random.key(0))
+  )
   np.testing.assert_array_equal(drawn[~(text & ~given)], ids[~(text & ~given)])
   assert np.all(drawn[text & ~given] >= 9)
   with pytest.raises(ValueError, match="temperature"):
@@ -186,8 +232,10 @@ def test_warmup_linear_lr_is_hf_get_linear_schedule_with_warmup():
       want.append(opt.param_groups[0]["lr"])
       opt.step()
       schedule.step()
-    got = [float(optimizers.warmup_linear_lr(s, peak=3e-5, warmup_steps=warmup, num_steps=total))
-           for s in range(total + 3)]
+    got = [
+        float(optimizers.warmup_linear_lr(s, peak=3e-5, warmup_steps=warmup, num_steps=total))
+        for s in range(total + 3)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
 
 

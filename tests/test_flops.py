@@ -10,6 +10,7 @@ Three independent references for the analytic counts:
   * XLA's `cost_analysis()["flops"]` of the compiled forward passes, which also counts
     elementwise work, so it is larger by a margin that shrinks with the model width.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,7 @@ def _matmul_flops(jaxpr) -> int:
     if eqn.primitive.name == "dot_general":
       (lhs_contract, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval.shape
-      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in
-                                                                   lhs_contract)
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in lhs_contract)
     elif eqn.primitive.name == "conv_general_dilated":
       kernel = eqn.invars[1].aval.shape
       out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
@@ -89,30 +89,44 @@ def test_smoke_iteration_hand_count():
   assert (m.noise_every_layer, m.conv_head_layers, m.disc_attention) == (False, 0, "dot")
   assert config.loss.r1_weight > 0
   assert config.loss.mode_seeking_weight == 0 and config.loss.communication_weight == 0
-  b, length, p, d, hidden = 8, (28 // 7) ** 2, 7 * 7, 16, 32     # L = 16, P = 49, MLP 2 * 16
+  b, length, p, d, hidden = 8, (28 // 7) ** 2, 7 * 7, 16, 32  # L = 16, P = 49, MLP 2 * 16
 
   def block(n):  # one dot-attention block on n tokens per example
-    return (2 * b * n * d * 3 * d            # qkv
-            + 2 * b * n * d * d              # output projection
-            + 2 * (2 * b * n * n * d)        # q.k scores and weights.v
-            + 2 * (2 * b * n * d * hidden))  # MLP in and out
+    return (
+        2 * b * n * d * 3 * d  # qkv
+        + 2 * b * n * d * d  # output projection
+        + 2 * (2 * b * n * n * d)  # q.k scores and weights.v
+        + 2 * (2 * b * n * d * hidden)
+    )  # MLP in and out
 
-  f_g = (2 * b * length * p * d              # patch embedding
-         + block(length)                     # G-encoder
-         + 2 * b * length * d * d            # bridge
-         + 2 * b * 8 * 16 + 2 * b * 16 * 16  # noise MLP: 8 -> 16 -> 16
-         + 2 * b * 16 * length * d           # noise MLP -> L embeddings
-         + block(length)                     # G-decoder
-         + 2 * b * length * d * p)           # head
+  f_g = (
+      2 * b * length * p * d  # patch embedding
+      + block(length)  # G-encoder
+      + 2 * b * length * d * d  # bridge
+      + 2 * b * 8 * 16
+      + 2 * b * 16 * 16  # noise MLP: 8 -> 16 -> 16
+      + 2 * b * 16 * length * d  # noise MLP -> L embeddings
+      + block(length)  # G-decoder
+      + 2 * b * length * d * p
+  )  # head
   f_d = 2 * b * length * p * d + block(length + 1) + 2 * b * d * 1
   assert (f_g, f_d) == (1_849_344, 905_984)
-  d_step = f_g + 3 * f_d + 6 * f_d           # fakes; D on fakes; D on reals with R1
+  d_step = f_g + 3 * f_d + 6 * f_d  # fakes; D on fakes; D on reals with R1
   g_step = 3 * f_g + 2 * f_d
   gen, disc = gan_setup.build_models(config)
   got = flops.train_step_flops(gen, disc, batch_size=8, r1=True)
-  assert gan_setup.train_step_flops(config) == got           # the config's flags, unpacked
-  assert got == dict(g_forward=f_g, d_forward=f_d, d_step=d_step, r1=3 * f_d, mode_seeking=0,
-                     communication=0, g_step=g_step, total=d_step + g_step, batch_size=8)
+  assert gan_setup.train_step_flops(config) == got  # the config's flags, unpacked
+  assert got == dict(
+      g_forward=f_g,
+      d_forward=f_d,
+      d_step=d_step,
+      r1=3 * f_d,
+      mode_seeking=0,
+      communication=0,
+      g_step=g_step,
+      total=d_step + g_step,
+      batch_size=8,
+  )
   assert got["total"] == 17_363_200
 
 
@@ -133,11 +147,14 @@ def test_optional_terms():
   assert comm["communication"] == comm["total"] - base["total"]
 
 
-@pytest.mark.parametrize("module, variant, overrides", [
-    (gan_mnist, "smoke", {}),
-    (gan_mnist, "smoke", dict(disc_minibatch_std_group=2, noise_every_layer=True)),
-    (gan_celeba, "smoke", {}),   # L2 attention in D, conv head, noise concatenated every layer
-])
+@pytest.mark.parametrize(
+    "module, variant, overrides",
+    [
+        (gan_mnist, "smoke", {}),
+        (gan_mnist, "smoke", dict(disc_minibatch_std_group=2, noise_every_layer=True)),
+        (gan_celeba, "smoke", {}),  # L2 attention in D, conv head, noise concatenated every layer
+    ],
+)
 def test_forward_flops_equal_traced_matmuls(module, variant, overrides):
   config = _config(module, variant)
   config.model.update(overrides)
@@ -150,28 +167,32 @@ def test_forward_flops_equal_traced_matmuls(module, variant, overrides):
   assert flops.discriminator_forward_flops(disc, 4) == traced_d
 
 
-@pytest.mark.parametrize("module, variant, upper", [
-    (gan_celeba, "smoke", 1.35),   # width 16: elementwise work is 2-20% of XLA's count
-    (gan_mnist, "cpu", 1.06),      # widths 64-128: 2-3%
-])
+@pytest.mark.parametrize(
+    "module, variant, upper",
+    [
+        (gan_celeba, "smoke", 1.35),  # width 16: elementwise work is 2-20% of XLA's count
+        (gan_mnist, "cpu", 1.06),  # widths 64-128: 2-3%
+    ],
+)
 def test_forward_flops_against_xla(module, variant, upper):
   gen, disc, g_fn, d_fn, g_args, d_args = _forwards(_config(module, variant), batch=4)
-  for analytic, xla in ((flops.generator_forward_flops(gen, 4), _xla_flops(g_fn, *g_args)),
-                        (flops.discriminator_forward_flops(disc, 4), _xla_flops(d_fn, *d_args))):
+  for analytic, xla in (
+      (flops.generator_forward_flops(gen, 4), _xla_flops(g_fn, *g_args)),
+      (flops.discriminator_forward_flops(disc, 4), _xla_flops(d_fn, *d_args)),
+  ):
     assert analytic <= xla <= upper * analytic, (analytic, xla, xla / analytic)
 
 
-@pytest.mark.parametrize("loss", [{}, dict(r1_weight=0.0, mode_seeking_weight=0.3),
-                                  dict(communication_weight=1.0)])
+@pytest.mark.parametrize(
+    "loss", [{}, dict(r1_weight=0.0, mode_seeking_weight=0.3), dict(communication_weight=1.0)]
+)
 def test_iteration_close_to_traced_matmuls(loss):
   # The convention (backward = 2x forward) overcounts the input gradients JAX does not form (of
   # the fakes in the D step, of the patches in the G step): measured 0.97-1.0 of the traced count.
   config = _config(gan_mnist, "smoke", **loss)
   state = jax.eval_shape(lambda: gan_setup.init_state(config, jax.random.key(0)))
-  images = jax.ShapeDtypeStruct((config.batch_size,) + gan_setup.image_shape(config),
-                                jnp.float32)
-  traced = _matmul_flops(jax.make_jaxpr(biglearn_gan.make_train_step(config))(state,
-                                                                              images).jaxpr)
+  images = jax.ShapeDtypeStruct((config.batch_size,) + gan_setup.image_shape(config), jnp.float32)
+  traced = _matmul_flops(jax.make_jaxpr(biglearn_gan.make_train_step(config))(state, images).jaxpr)
   total = gan_setup.train_step_flops(config)["total"]
   assert 0.95 <= traced / total <= 1.02, (traced, total)
 
@@ -179,7 +200,7 @@ def test_iteration_close_to_traced_matmuls(loss):
 def test_encoder_flops_arguments():
   dot = flops.encoder_forward_flops(2, 5, 8, 3, 4.0)
   l2 = flops.encoder_forward_flops(2, 5, 8, 3, 4.0, attention="l2")
-  assert dot - l2 == 3 * 2 * (2 * 5) * 8 * 8               # one D x D projection less per block
+  assert dot - l2 == 3 * 2 * (2 * 5) * 8 * 8  # one D x D projection less per block
   merged = flops.encoder_forward_flops(2, 5, 8, 3, 4.0, merge_width=6)
   assert merged - dot == 3 * 2 * (2 * 5) * (8 + 6) * 8
   with pytest.raises(ValueError, match="attention kind"):
@@ -194,7 +215,7 @@ def test_peak_table():
   h100 = _device("NVIDIA H100 80GB HBM3")
   assert flops.peak_flops_per_second(h100, "bfloat16") == 989e12
   assert flops.peak_flops_per_second(h100, jnp.bfloat16) == 989e12
-  assert flops.peak_flops_per_second(h100, "float32") == 494.5e12    # TF32 by default
+  assert flops.peak_flops_per_second(h100, "float32") == 494.5e12  # TF32 by default
   with jax.default_matmul_precision("highest"):
     assert flops.peak_flops_per_second(h100, "float32") == 67e12
     assert flops.peak_precision(jnp.float32) == "float32"

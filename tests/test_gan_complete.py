@@ -4,6 +4,7 @@ Two smoke runs train the generator for two steps: one at MNIST's 28x28 (patch 7)
 32x32 (patch 8), so that completions made at the model's resolution are mapped back to the
 input's 28x28 pixels.
 """
+
 import os
 import subprocess
 import sys
@@ -37,8 +38,7 @@ def run_28(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_32(tmp_path_factory):
-  return _train(tmp_path_factory.mktemp("gan32"), **{"data.image_size": 32,
-                                                      "model.patch_size": 8})
+  return _train(tmp_path_factory.mktemp("gan32"), **{"data.image_size": 32, "model.patch_size": 8})
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,9 @@ def _check_output(out_path, images, num_samples):
   assert not (out["source_mask"] & out["target_mask"]).any()
   assert out["target_mask"].any(axis=(1, 2)).all()
   given = np.broadcast_to(out["source_mask"][:, None], out["completions"].shape)
-  np.testing.assert_array_equal(out["completions"][given],
-                                np.broadcast_to(images[:, None], given.shape)[given])
+  np.testing.assert_array_equal(
+      out["completions"][given], np.broadcast_to(images[:, None], given.shape)[given]
+  )
   assert os.path.getsize(os.path.splitext(out_path)[0] + ".png") > 0
   return out
 
@@ -71,8 +72,15 @@ def test_random_and_initial_portion_sources(run_28, digits, tmp_path, initial_po
   the noise draws differ on the target, and the initial portion is the top rows."""
   images, path = digits
   out_path = str(tmp_path / "out.npz")
-  summary = gan_complete.run(run_28, path, out_path, source_ratio=0.5, num_samples=3, seed=1,
-                             initial_portion=initial_portion)
+  summary = gan_complete.run(
+      run_28,
+      path,
+      out_path,
+      source_ratio=0.5,
+      num_samples=3,
+      seed=1,
+      initial_portion=initial_portion,
+  )
   assert summary["step"] == 2
   out = _check_output(out_path, images, 3)
   assert out["patch_source_mask"].sum(axis=1).tolist() == [8] * 5
@@ -93,22 +101,22 @@ def test_resolution_mapping(run_32, digits, tmp_path):
   gan_complete.run(run_32, path, out_path, source_ratio=0.25, num_samples=2, seed=0)
   out = _check_output(out_path, images, 2)
   assert out["patch_source_mask"].shape == (5, 16)
-  np.testing.assert_array_equal(out["source_mask"] | out["target_mask"],
-                                np.ones((5, 28, 28), bool))
+  np.testing.assert_array_equal(out["source_mask"] | out["target_mask"], np.ones((5, 28, 28), bool))
 
 
 def test_user_mask_file(run_28, digits, tmp_path):
   """MASK.npz with a patch-grid source mask and an explicit target: both are honoured."""
   images, path = digits
   source = np.zeros((4, 4), bool)
-  source[:, 0] = True                      # left column of patches given
+  source[:, 0] = True  # left column of patches given
   target = np.zeros((4, 4), bool)
-  target[:, 1] = True                      # only the next column is a target
+  target[:, 1] = True  # only the next column is a target
   mask_path = str(tmp_path / "mask.npz")
   np.savez(mask_path, source_mask=source, target_mask=target)
   out_path = str(tmp_path / "out.npz")
-  gan_complete.run(run_28, path, out_path, source_ratio=None, num_samples=2, seed=0,
-                   mask_file=mask_path)
+  gan_complete.run(
+      run_28, path, out_path, source_ratio=None, num_samples=2, seed=0, mask_file=mask_path
+  )
   out = _check_output(out_path, images, 2)
   assert out["source_mask"][:, :, :7].all() and not out["source_mask"][:, :, 7:].any()
   assert out["target_mask"][:, :, 7:14].all() and not out["target_mask"][:, :, 14:].any()
@@ -122,16 +130,19 @@ def test_bad_inputs(run_28, digits, tmp_path):
   mask_path = str(tmp_path / "m.npz")
   np.savez(mask_path, source_mask=np.ones(16, bool), target_mask=np.ones(16, bool))
   with pytest.raises(ValueError, match="overlap"):
-    gan_complete.run(run_28, path, out, source_ratio=None, num_samples=1, seed=0,
-                     mask_file=mask_path)
+    gan_complete.run(
+        run_28, path, out, source_ratio=None, num_samples=1, seed=0, mask_file=mask_path
+    )
   np.savez(mask_path, source_mask=np.ones(16, bool))
   with pytest.raises(ValueError, match="T is empty"):
-    gan_complete.run(run_28, path, out, source_ratio=None, num_samples=1, seed=0,
-                     mask_file=mask_path)
+    gan_complete.run(
+        run_28, path, out, source_ratio=None, num_samples=1, seed=0, mask_file=mask_path
+    )
   np.savez(mask_path, source_mask=np.ones(15, bool))
   with pytest.raises(ValueError, match="shape"):
-    gan_complete.run(run_28, path, out, source_ratio=None, num_samples=1, seed=0,
-                     mask_file=mask_path)
+    gan_complete.run(
+        run_28, path, out, source_ratio=None, num_samples=1, seed=0, mask_file=mask_path
+    )
   with pytest.raises(ValueError, match="source_ratio"):
     gan_complete.run(run_28, path, out, source_ratio=1.0, num_samples=1, seed=0)
   bad = str(tmp_path / "bad.npz")
@@ -147,8 +158,27 @@ def test_command_line(run_28, digits, tmp_path):
   _, path = digits
   out = str(tmp_path / "cli" / "out.npz")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.gan_complete", "--workdir", run_28, "--images", path,
-       "--source_ratio", "0.5", "--num_samples", "2", "--seed", "3", "--out", out],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "experiments.gan_complete",
+          "--workdir",
+          run_28,
+          "--images",
+          path,
+          "--source_ratio",
+          "0.5",
+          "--num_samples",
+          "2",
+          "--seed",
+          "3",
+          "--out",
+          out,
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert os.path.exists(out) and os.path.exists(out[:-4] + ".png")

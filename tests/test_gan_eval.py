@@ -1,5 +1,6 @@
 """Tests of experiments/gan_eval.py (the evaluation suite), experiments/gan_figures.py and the
 evaluation during training: metrics on cases with known answers, then a smoke run end to end."""
+
 import json
 import os
 
@@ -29,6 +30,7 @@ def _smoke_gan():
 # ----------------------------------------------------------------------------------------------
 # Known answers, with a stand-in generator and an oracle classifier.
 
+
 def _oracle(images, labels):
   """A 'classifier' that knows every held-out digit: the true label of an exact copy, 10 (no
   digit) for anything else; features = the mean pixel and the label."""
@@ -39,12 +41,14 @@ def _oracle(images, labels):
     probs = np.zeros((len(batch), 10), np.float32)
     features = np.stack([batch.reshape(len(batch), -1).mean(-1), got], -1).astype(np.float32)
     return got, probs, features
+
   return predict
 
 
 def _stand_in_generator(monkeypatch, kind):
   """Replaces the sampler: `copy` returns the real image whatever S and z; `noise` returns the
   real pixels on S and uniform noise (depending on z) elsewhere."""
+
   def make_sampler(gen, shape, p):
     def sample(params, patches, source, z):
       patches = np.asarray(patches)
@@ -53,7 +57,9 @@ def _stand_in_generator(monkeypatch, kind):
         fake = rng.uniform(-1, 1, patches.shape).astype(np.float32)
         patches = np.where(np.asarray(source)[..., None], patches, fake)
       return unpatchify(patches, shape, p)
+
     return sample
+
   monkeypatch.setattr(gan_samples, "make_sampler", make_sampler)
 
 
@@ -65,8 +71,9 @@ def _heldout(n=40):
 def test_a_generator_that_copies_the_truth_agrees_fully_with_no_diversity(monkeypatch):
   _stand_in_generator(monkeypatch, "copy")
   images, labels = _heldout()
-  evaluate = gan_eval.make_evaluator(_smoke_gan(), _oracle(images, labels), images, labels,
-                                     num_samples=3)
+  evaluate = gan_eval.make_evaluator(
+      _smoke_gan(), _oracle(images, labels), images, labels, num_samples=3
+  )
   result = evaluate(None)
   for kind in ("random", "initial"):
     assert result[kind]["agreement"] == [1.0] * 10
@@ -84,8 +91,9 @@ def test_a_generator_that_keeps_only_the_source_follows_the_ratio(monkeypatch):
   of uniform noise on the target pixels, falling exactly as the target shrinks."""
   _stand_in_generator(monkeypatch, "noise")
   images, labels = _heldout(10)
-  result = gan_eval.make_evaluator(_smoke_gan(), _oracle(images, labels), images, labels,
-                                   num_samples=2)(None)
+  result = gan_eval.make_evaluator(
+      _smoke_gan(), _oracle(images, labels), images, labels, num_samples=2
+  )(None)
   div = np.array(result["initial"]["diversity"])
   assert result["initial"]["agreement"] == [0.0] * 10
   assert np.all(np.diff(div) < 0) and result["monotone"]["initial"]["diversity_falls"]
@@ -107,13 +115,20 @@ def test_the_exact_sampler_reference_is_the_mean_probability_of_the_true_label(m
     probs[np.arange(len(batch)), [table[img.tobytes()] for img in batch]] = given
     return probs.argmax(1), probs, np.zeros((len(batch), 1), np.float32)
 
-  result = gan_eval.make_evaluator(_smoke_gan(), _oracle(images, labels), images, labels,
-                                   num_samples=2, posterior_predict=posterior)(None)
+  result = gan_eval.make_evaluator(
+      _smoke_gan(),
+      _oracle(images, labels),
+      images,
+      labels,
+      num_samples=2,
+      posterior_predict=posterior,
+  )(None)
   expected = np.round(np.arange(10) / 10 * 16) / 16
   for kind in ("random", "initial"):
     np.testing.assert_allclose(result["posterior"][kind], expected, rtol=1e-6)
   assert "posterior" not in gan_eval.make_evaluator(
-      _smoke_gan(), _oracle(images, labels), images, labels, num_samples=2)(None)
+      _smoke_gan(), _oracle(images, labels), images, labels, num_samples=2
+  )(None)
 
 
 def test_source_masks():
@@ -146,6 +161,7 @@ def test_heldout_digits_need_a_run_trained_on_train():
 # ----------------------------------------------------------------------------------------------
 # End to end: a smoke classifier, a smoke GAN run that evaluates itself, gan_eval, gan_figures.
 
+
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("clf"))
@@ -157,7 +173,7 @@ def classifier_dir(tmp_path_factory):
 def partial_classifier_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("clf_partial"))
   c = mnist_classifier.get_config("smoke")
-  c.data.source_patch = 7                  # the smoke GAN's patch size
+  c.data.source_patch = 7  # the smoke GAN's patch size
   train_classifier.train(c, workdir, progress=False)
   return workdir
 
@@ -184,11 +200,18 @@ def test_training_writes_evaluation_rows(gan_run):
     assert r["num_images"] == 12 and r["num_samples"] == 2
 
 
-def test_gan_eval_run_writes_json_and_plot(gan_run, classifier_dir, partial_classifier_dir,
-                                          tmp_path):
+def test_gan_eval_run_writes_json_and_plot(
+    gan_run, classifier_dir, partial_classifier_dir, tmp_path
+):
   out = str(tmp_path / "e" / "eval.json")
-  result = gan_eval.run(str(gan_run), classifier_dir, out=out, num_images=12, num_samples=2,
-                        posterior_classifier_dir=partial_classifier_dir)
+  result = gan_eval.run(
+      str(gan_run),
+      classifier_dir,
+      out=out,
+      num_images=12,
+      num_samples=2,
+      posterior_classifier_dir=partial_classifier_dir,
+  )
   with open(out) as f:
     assert json.load(f) == json.loads(json.dumps(result))
   assert os.path.exists(str(tmp_path / "e" / "eval.png"))
@@ -235,16 +258,17 @@ def test_metrics_during_training_need_a_classifier():
 def test_figures_from_a_checkpoint(gan_run, tmp_path):
   summary = gan_figures.run(str(gan_run), str(tmp_path / "figs"), num_images=3, num_noise=2)
   assert [os.path.basename(p) for p in summary["figures"]] == [
-      f + ".png" for f in gan_figures.FIGURES]
+      f + ".png" for f in gan_figures.FIGURES
+  ]
   with np.load(tmp_path / "figs" / "figures.npz") as figs:
     # 28x28 tiles with 1-pixel white borders: rows x (28 + 1) + 1.
-    assert figs["fig5a_random"].shape == (4 * 29 + 1, 3 * 29 + 1)       # given, 2 draws, real
-    assert figs["fig13_ratios"].shape == (4 * 29 + 1, 11 * 29 + 1)      # masks + 3 digits
+    assert figs["fig5a_random"].shape == (4 * 29 + 1, 3 * 29 + 1)  # given, 2 draws, real
+    assert figs["fig13_ratios"].shape == (4 * 29 + 1, 11 * 29 + 1)  # masks + 3 digits
     assert figs["fig16a_sources"].shape == (6 * 29 + 1, 3 * 29 + 1)
     assert figs["fig16b_noise"].shape == (3 * 29 + 1, 3 * 29 + 1)
     top = figs["fig13_ratios"][1:29, 1:29]
-    assert set(np.unique(top)) == {0}            # ratio 0: no source patch, all black
-    last = figs["fig13_ratios"][1:29, 1 + 9 * 29:9 * 29 + 29]
+    assert set(np.unique(top)) == {0}  # ratio 0: no source patch, all black
+    last = figs["fig13_ratios"][1:29, 1 + 9 * 29 : 9 * 29 + 29]
     assert (last == 255).mean() == pytest.approx(round(0.9 * 16) / 16)
 
 
@@ -253,8 +277,8 @@ def test_retrieval_completions_take_the_nearest_training_digit_on_the_source_pix
   train = rng.integers(0, 256, (50, 6, 6), dtype=np.uint8)
   images = train[[3, 17]].copy()
   pixels = np.zeros((2, 6, 6), bool)
-  pixels[:, :3] = True                       # the top half is given
-  images[:, 3:] = 0                          # the rest differs from the training digit
+  pixels[:, :3] = True  # the top half is given
+  images[:, 3:] = 0  # the rest differs from the training digit
   done = gan_eval.retrieval_completions(train, images, pixels, k=1, rng=rng)
   np.testing.assert_array_equal(done[:, :3], images[:, :3])
   np.testing.assert_array_equal(done[:, 3:], train[[3, 17], 3:])

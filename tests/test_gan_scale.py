@@ -1,5 +1,6 @@
 """BigLearn-GAN at scale (issue 5): L2 attention, the conv head, concatenated noise, bfloat16
 mixed precision, host prefetch, and a CelebA smoke run on fake files."""
+
 import json
 import os
 import threading
@@ -50,6 +51,7 @@ def _inputs(seed=0):
 
 # ----------------------------------------------------------------------------------------------
 # L2 attention (Kim et al. 2021).
+
 
 def test_l2_attention_matches_numpy_reference():
   """Logits -||q_i - q_j||^2 / sqrt(d) with one shared query/key projection, per head, over the
@@ -116,8 +118,9 @@ def test_r1_second_order_gradient_through_l2_attention():
     assert all(np.isfinite(g).all() for g in leaves)
     rng = np.random.default_rng(0)
     direction = jax.tree.map(lambda a: rng.standard_normal(a.shape), params64)
-    analytic = sum(float(np.sum(np.asarray(g) * d))
-                   for g, d in zip(leaves, jax.tree.leaves(direction)))
+    analytic = sum(
+        float(np.sum(np.asarray(g) * d)) for g, d in zip(leaves, jax.tree.leaves(direction))
+    )
     eps = 1e-5
     f = jax.jit(penalty)
     plus = f(jax.tree.map(lambda a, d: a + eps * d, params64, direction))
@@ -129,17 +132,38 @@ def test_r1_second_order_gradient_through_l2_attention():
 # ----------------------------------------------------------------------------------------------
 # Generator head and noise merging.
 
+
 def _gen(**kw):
-  base = dict(encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16, decoder_depth=2,
-              decoder_heads=2, noise_dim=_Z, noise_mlp_depth=2, noise_mlp_width=8, mlp_ratio=2.0)
+  base = dict(
+      encoder_dim=16,
+      encoder_depth=1,
+      encoder_heads=2,
+      decoder_dim=16,
+      decoder_depth=2,
+      decoder_heads=2,
+      noise_dim=_Z,
+      noise_mlp_depth=2,
+      noise_mlp_width=8,
+      mlp_ratio=2.0,
+  )
   base.update(kw)
   return Generator(_L, _P, **base)
 
 
-@pytest.mark.parametrize("kw", [dict(conv_head_layers=3, conv_head_width=4),
-                                dict(noise_every_layer=True, noise_merge="concat"),
-                                dict(conv_head_layers=2, conv_head_width=4, channels=1,
-                                     noise_every_layer=True, noise_merge="concat")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(conv_head_layers=3, conv_head_width=4),
+        dict(noise_every_layer=True, noise_merge="concat"),
+        dict(
+            conv_head_layers=2,
+            conv_head_width=4,
+            channels=1,
+            noise_every_layer=True,
+            noise_merge="concat",
+        ),
+    ],
+)
 def test_generator_variants_keep_the_contract(kw):
   """Source patches copied exactly, every non-source patch depends on z, and inputs outside S
   change nothing."""
@@ -166,17 +190,36 @@ def test_conv_head_starts_as_the_plain_head():
   assert params["params"]["conv_head_0"]["kernel"].shape == (3, 3, 1, 4)
   assert params["params"]["conv_head_2"]["kernel"].shape == (3, 3, 4, 1)
   shared = {"params": {k: v for k, v in params["params"].items() if not k.startswith("conv")}}
-  np.testing.assert_allclose(np.asarray(gen.apply(params, patches, source, z)),
-                             np.asarray(plain.apply(shared, patches, source, z)), atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(gen.apply(params, patches, source, z)),
+      np.asarray(plain.apply(shared, patches, source, z)),
+      atol=1e-6,
+  )
 
 
 def test_conv_head_needs_a_square_image_geometry():
-  gen = Generator(12, _P, encoder_dim=8, encoder_depth=1, encoder_heads=1, decoder_dim=8,
-                  decoder_depth=1, decoder_heads=1, noise_dim=_Z, noise_mlp_depth=1,
-                  noise_mlp_width=8, conv_head_layers=2)
+  gen = Generator(
+      12,
+      _P,
+      encoder_dim=8,
+      encoder_depth=1,
+      encoder_heads=1,
+      decoder_dim=8,
+      decoder_depth=1,
+      decoder_heads=1,
+      noise_dim=_Z,
+      noise_mlp_depth=1,
+      noise_mlp_width=8,
+      conv_head_layers=2,
+  )
   with pytest.raises(ValueError, match="square image"):
-    jax.eval_shape(gen.init, jax.random.key(0), jnp.zeros((1, 12, _P)),
-                   jnp.zeros((1, 12), bool), jnp.zeros((1, _Z)))
+    jax.eval_shape(
+        gen.init,
+        jax.random.key(0),
+        jnp.zeros((1, 12, _P)),
+        jnp.zeros((1, 12), bool),
+        jnp.zeros((1, _Z)),
+    )
 
 
 def test_concat_merge_has_a_projection_per_decoder_block():
@@ -189,6 +232,7 @@ def test_concat_merge_has_a_projection_per_decoder_block():
 
 # ----------------------------------------------------------------------------------------------
 # bfloat16 mixed precision.
+
 
 def _tiny_config(dtype):
   c = gan_mnist.get_config("smoke")
@@ -210,9 +254,13 @@ def test_bfloat16_step_is_finite_and_close_to_float32():
       results[dtype] = step(state, images)
   new32, m32 = results["float32"]
   new16, m16 = results["bfloat16"]
-  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new16.g_params)
-             + jax.tree.leaves(new16.d_params) + jax.tree.leaves(new16.g_opt_state)
-             if jnp.issubdtype(leaf.dtype, jnp.floating))
+  assert all(
+      leaf.dtype == jnp.float32
+      for leaf in jax.tree.leaves(new16.g_params)
+      + jax.tree.leaves(new16.d_params)
+      + jax.tree.leaves(new16.g_opt_state)
+      if jnp.issubdtype(leaf.dtype, jnp.floating)
+  )
   for key in ("d_loss", "g_loss", "r1", "real_logit", "fake_logit"):
     assert np.isfinite(m16[key]), key
     assert float(m16[key]) == pytest.approx(float(m32[key]), rel=0.05, abs=0.02), key
@@ -247,9 +295,11 @@ def test_signature_ignores_dtype_and_later_fields_at_their_defaults(tmp_path):
   ckpt.save(1, {"x": jnp.zeros(2)})
   ckpt.close()
   check = lambda c: checkpoint.Checkpointer(
-      str(tmp_path), signature=gan_setup.model_signature(c),
-      signature_defaults=gan_setup.SIGNATURE_DEFAULTS).check_signature(1)
-  check(c32)                                   # absent from the old checkpoint, at its default
+      str(tmp_path),
+      signature=gan_setup.model_signature(c),
+      signature_defaults=gan_setup.SIGNATURE_DEFAULTS,
+  ).check_signature(1)
+  check(c32)  # absent from the old checkpoint, at its default
   c32.model.conv_head_layers = 3
   assert gan_setup.model_signature(c32)["conv_head_layers"] == 3
   with pytest.raises(checkpoint.SignatureMismatchError, match="conv_head_layers"):
@@ -258,6 +308,7 @@ def test_signature_ignores_dtype_and_later_fields_at_their_defaults(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # Host prefetch.
+
 
 def test_prefetcher_returns_every_step_in_order_computed_ahead():
   made = []
@@ -297,6 +348,7 @@ def test_prefetcher_raises_the_error_of_its_step_and_size_zero_is_inline():
 # ----------------------------------------------------------------------------------------------
 # CelebA: the configuration and a smoke run on fake files in the official layout.
 
+
 def _fake_celeba(root, n=8):
   images = root / "img_align_celeba"
   images.mkdir(parents=True)
@@ -314,7 +366,11 @@ def _fake_celeba(root, n=8):
 def test_celeba_paper_config_has_table_2_and_the_stabilisers():
   c = gan_celeba.get_config("paper")
   assert (c.data.dataset, c.data.image_size, c.model.patch_size, c.batch_size) == (
-      "celeba", 120, 10, 128)
+      "celeba",
+      120,
+      10,
+      128,
+  )
   assert (c.model.encoder_depth, c.model.encoder_heads, c.model.encoder_dim) == (6, 8, 256)
   assert (c.model.decoder_depth, c.model.decoder_heads, c.model.decoder_dim) == (6, 8, 512)
   assert (c.model.disc_depth, c.model.disc_heads, c.model.disc_dim) == (6, 8, 256)

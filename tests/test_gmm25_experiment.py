@@ -1,4 +1,5 @@
 """Tests of experiments/gmm25.py and configs/gmm25.py (smoke variant: seconds on CPU)."""
+
 import json
 import os
 
@@ -27,8 +28,10 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_run_writes_every_file(smoke_run):
   config, workdir, summary = smoke_run
-  conftest.assert_nonempty_files(workdir, ("metrics.npz", "summary.json", "summary.md",
-                                           "snapshots.png", "trajectory.gif", "modes.png"))
+  conftest.assert_nonempty_files(
+      workdir,
+      ("metrics.npz", "summary.json", "summary.md", "snapshots.png", "trajectory.gif", "modes.png"),
+  )
   with open(os.path.join(workdir, "summary.json")) as f:
     on_disk = json.load(f)
   for key in ("variant", "num_seeds", "num_outer_iterations", "modes_recovered", "seconds"):
@@ -46,8 +49,14 @@ def test_metrics_layout(smoke_run):
   m = np.load(os.path.join(workdir, "metrics.npz"))
   records = config.num_outer_iterations // config.record_every + 1
   np.testing.assert_array_equal(m["iterations"], np.arange(0, 41, 10))
-  for key in ("modes_recovered_r0.5", "modes_recovered_r0.3", "mass_near_modes", "reverse_kl",
-              "forward_kl", "loss"):
+  for key in (
+      "modes_recovered_r0.5",
+      "modes_recovered_r0.3",
+      "mass_near_modes",
+      "reverse_kl",
+      "forward_kl",
+      "loss",
+  ):
     assert m[key].shape == (config.num_seeds, records), key
   assert m["means"].shape == (config.num_seeds, records, 25, 2)
   assert np.all(m["modes_recovered_r0.3"] <= m["modes_recovered_r0.5"])
@@ -59,8 +68,13 @@ def test_metrics_layout(smoke_run):
 
 
 def test_scanned_loop_equals_python_loop():
-  config = _smoke(num_seeds=1, num_outer_iterations=6, record_every=3, num_chunks=1,
-                  phases=[dict(start=0, probs=dict(marginal=0.5, joint=0.5))])
+  config = _smoke(
+      num_seeds=1,
+      num_outer_iterations=6,
+      record_every=3,
+      num_chunks=1,
+      phases=[dict(start=0, probs=dict(marginal=0.5, joint=0.5))],
+  )
   chunk_fn, _ = experiment.make_chunk_fn(config)
   state = experiment.init_states(config)
   single = jax.tree.map(lambda x: x[0], state)
@@ -72,8 +86,7 @@ def test_scanned_loop_equals_python_loop():
   scanned, out = chunk_fn(state)
   for a, b in zip(jax.tree.leaves(scanned.params), jax.tree.leaves(single.params)):
     np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-5, atol=2e-5)
-  np.testing.assert_allclose(out["loss"][0], [np.mean(losses[:3]), np.mean(losses[3:])],
-                             rtol=1e-4)
+  np.testing.assert_allclose(out["loss"][0], [np.mean(losses[:3]), np.mean(losses[3:])], rtol=1e-4)
   assert int(scanned.iteration[0]) == 6
 
 
@@ -98,21 +111,39 @@ def test_mapped_seeds_equal_separate_runs(seeds_per_batch, smoke_run, separate_s
   assert not np.allclose(together["means"][0, -1], together["means"][1, -1])
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(phases=[dict(start=0, probs=dict(marginal=0.7, joint=0.2))]), "sum to one"),
-    (dict(phases=[dict(start=0, probs=dict(marginal=1.0)),
-                  dict(start=40, probs=dict(joint=1.0))]), "past the end"),
-    (dict(phases=[dict(start=0, probs=dict(marginals=1.0))]), "unknown tasks"),
-    (dict(tasks=[dict(name="joint", kind="posterior")]), "unknown kind"),
-    (dict(record_every=7), "multiple of record_every"),
-    (dict(grid=()), "grid must be non-empty"),
-    (dict(seeds_per_batch=0), "seeds_per_batch must be a positive integer"),
-    (dict(tasks=[dict(name="joint", kind="joint", max_grad_norm=-1.0),
-                 dict(name="marginal", kind="marginal")]), "max_grad_norm"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(phases=[dict(start=0, probs=dict(marginal=0.7, joint=0.2))]), "sum to one"),
+        (
+            dict(
+                phases=[
+                    dict(start=0, probs=dict(marginal=1.0)),
+                    dict(start=40, probs=dict(joint=1.0)),
+                ]
+            ),
+            "past the end",
+        ),
+        (dict(phases=[dict(start=0, probs=dict(marginals=1.0))]), "unknown tasks"),
+        (dict(tasks=[dict(name="joint", kind="posterior")]), "unknown kind"),
+        (dict(record_every=7), "multiple of record_every"),
+        (dict(grid=()), "grid must be non-empty"),
+        (dict(seeds_per_batch=0), "seeds_per_batch must be a positive integer"),
+        (
+            dict(
+                tasks=[
+                    dict(name="joint", kind="joint", max_grad_norm=-1.0),
+                    dict(name="marginal", kind="marginal"),
+                ]
+            ),
+            "max_grad_norm",
+        ),
+    ],
+)
 def test_bad_config_fails_before_compiling(change, message, monkeypatch):
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before checking the config")
+
   monkeypatch.setattr(experiment, "make_chunk_fn", no_compile)
   with pytest.raises(ValueError, match=message):
     experiment.run(_smoke(**change), progress=False)

@@ -1,5 +1,6 @@
 """The repository's shape: the library imports nothing above it, nothing imports in a circle,
 no module grows past 500 lines, and the installed distribution is bigjax alone."""
+
 import ast
 import os
 import shutil
@@ -22,7 +23,7 @@ def _modules() -> dict[str, str]:
         if name.endswith(".py"):
           path = os.path.join(root, name)
           dotted = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
-          found[dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
+          found[dotted[: -len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
   return found
 
 
@@ -44,23 +45,28 @@ def _imports(path: str, modules: dict[str, str]) -> set[str]:
 
 def test_the_library_imports_no_experiment_or_config():
   modules = _modules()
-  upward = {name: sorted(i for i in _imports(path, modules)
-                         if i.split(".")[0] in ("experiments", "configs", "benchmarks"))
-            for name, path in modules.items() if name.startswith("bigjax")}
+  upward = {
+      name: sorted(
+          i
+          for i in _imports(path, modules)
+          if i.split(".")[0] in ("experiments", "configs", "benchmarks")
+      )
+      for name, path in modules.items()
+      if name.startswith("bigjax")
+  }
   assert {k: v for k, v in upward.items() if v} == {}
 
 
 def test_no_import_cycles():
   modules = _modules()
-  graph = {name: _imports(path, modules) & set(modules) - {name}
-           for name, path in modules.items()}
+  graph = {name: _imports(path, modules) & set(modules) - {name} for name, path in modules.items()}
   state, cycles = {}, []
 
   def visit(node, stack):
     state[node] = "open"
     for nxt in sorted(graph[node]):
       if state.get(nxt) == "open":
-        cycles.append(stack[stack.index(nxt):] + [nxt])
+        cycles.append(stack[stack.index(nxt) :] + [nxt])
       elif nxt not in state:
         visit(nxt, stack + [nxt])
     state[node] = "done"
@@ -91,14 +97,29 @@ def test_the_wheel_holds_bigjax_alone_with_its_data(tmp_path):
   src.mkdir()
   for name in ("pyproject.toml", "README.md"):
     shutil.copy(os.path.join(REPO, name), src / name)
-  shutil.copytree(os.path.join(REPO, "bigjax"), src / "bigjax",
-                  ignore=shutil.ignore_patterns("__pycache__"))
-  for name in ("experiments", "configs"):             # present, as in a checkout
-    shutil.copytree(os.path.join(REPO, name), src / name,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-  proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index",
-                         "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
-                        capture_output=True, text=True)
+  shutil.copytree(
+      os.path.join(REPO, "bigjax"), src / "bigjax", ignore=shutil.ignore_patterns("__pycache__")
+  )
+  for name in ("experiments", "configs"):  # present, as in a checkout
+    shutil.copytree(
+        os.path.join(REPO, name), src / name, ignore=shutil.ignore_patterns("__pycache__")
+    )
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "pip",
+          "wheel",
+          "--no-deps",
+          "--no-index",
+          "--no-build-isolation",
+          "-w",
+          str(tmp_path / "dist"),
+          str(src),
+      ],
+      capture_output=True,
+      text=True,
+  )
   if proc.returncode:
     pytest.fail(f"building the wheel failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
   (wheel,) = (tmp_path / "dist").glob("bigjax-*.whl")
@@ -106,6 +127,11 @@ def test_the_wheel_holds_bigjax_alone_with_its_data(tmp_path):
   tops = {n.split("/")[0] for n in names}
   assert len([t for t in tops if t.endswith(".dist-info")]) == 1
   assert {t for t in tops if not t.endswith(".dist-info")} == {"bigjax"}
-  for path in ("bigjax/data/mnist_8k.npz", "bigjax/data/README.md", "bigjax/training/loop.py",
-               "bigjax/mixtures/gmm.py", "bigjax/models/classifier.py"):
+  for path in (
+      "bigjax/data/mnist_8k.npz",
+      "bigjax/data/README.md",
+      "bigjax/training/loop.py",
+      "bigjax/mixtures/gmm.py",
+      "bigjax/models/classifier.py",
+  ):
     assert path in names, path

@@ -1,5 +1,6 @@
 """Tests for bigjax.mixtures.linalg against numpy, on the unrolled (D <= 8) and fori_loop
 (D > 8) paths."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,8 +73,8 @@ def test_cholesky_of_indefinite_matrix_is_nan():
 @pytest.mark.parametrize("d", DIMS)
 def test_solve_lower_matches_numpy_with_broadcast_batch(d):
   rng = np.random.default_rng(30 + d)
-  l = _lower(rng, (3,), d)                  # batch (3,)
-  b = rng.standard_normal((2, 1, d, 4))     # batch (2, 1): broadcasts to (2, 3)
+  l = _lower(rng, (3,), d)  # batch (3,)
+  b = rng.standard_normal((2, 1, d, 4))  # batch (2, 1): broadcasts to (2, 3)
   z = np.asarray(jax.jit(linalg.solve_lower)(jnp.asarray(l), jnp.asarray(b)))
   assert z.shape == (2, 3, d, 4)
   expected = np.linalg.solve(np.broadcast_to(l, (2, 3, d, d)), np.broadcast_to(b, (2, 3, d, 4)))
@@ -96,11 +97,12 @@ def test_orthonormalize_matches_numpy_qr_with_positive_r(d):
   q = np.asarray(jax.jit(linalg.orthonormalize)(jnp.asarray(a)))
   q_np, r_np = np.linalg.qr(a)
   signs = np.sign(np.diagonal(r_np, axis1=-2, axis2=-1))
-  q_np = q_np * signs[..., None, :]               # flip columns so that diag(R) > 0
+  q_np = q_np * signs[..., None, :]  # flip columns so that diag(R) > 0
   np.testing.assert_allclose(q, q_np, rtol=1e-8, atol=1e-8)
-  np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(d), q.shape),
-                             atol=1e-10)
-  r = np.swapaxes(q, -1, -2) @ a                  # R = Q^T a is upper triangular, positive diag
+  np.testing.assert_allclose(
+      np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(d), q.shape), atol=1e-10
+  )
+  r = np.swapaxes(q, -1, -2) @ a  # R = Q^T a is upper triangular, positive diag
   np.testing.assert_allclose(np.tril(r, -1), 0.0, atol=1e-9)
   assert np.all(np.diagonal(r, axis1=-2, axis2=-1) > 0)
 
@@ -113,9 +115,10 @@ def test_cholesky_gradients(d):
   test_util.check_grads(fn, (a,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("d", (12,))   # the unrolled path's gradients: test_gmm's conditional
+@pytest.mark.parametrize("d", (12,))  # the unrolled path's gradients: test_gmm's conditional
 def test_solve_lower_gradients(d):
   rng = np.random.default_rng(80 + d)
   l, b = jnp.asarray(_lower(rng, (), d)), jnp.asarray(rng.standard_normal((d, 2)))
-  test_util.check_grads(jax.jit(linalg.solve_lower), (l, b), order=1, modes=["rev"], atol=1e-6,
-                        rtol=1e-6)
+  test_util.check_grads(
+      jax.jit(linalg.solve_lower), (l, b), order=1, modes=["rev"], atol=1e-6, rtol=1e-6
+  )

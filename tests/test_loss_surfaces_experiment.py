@@ -1,4 +1,5 @@
 """Smoke tests of experiments/loss_surfaces.py and configs/loss_surfaces.py."""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,16 @@ from configs import loss_surfaces as config_lib
 from experiments import loss_surfaces as experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PANEL_FIELDS = {"name", "kind", "target_dims", "given_dims", "given_values", "angle_deg",
-                "noise_var", "sigma2"}
+PANEL_FIELDS = {
+    "name",
+    "kind",
+    "target_dims",
+    "given_dims",
+    "given_values",
+    "angle_deg",
+    "noise_var",
+    "sigma2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +35,21 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_run_writes_every_file(smoke_run):
   _, workdir, facts = smoke_run
-  conftest.assert_nonempty_files(workdir, (
-      "surfaces.npz", "panels.json", "optima.json", "optima.md", "run.json", "surfaces.png",
-      "trajectories.npz", "trajectories.json", "trajectories.png", "trajectories.gif"))
+  conftest.assert_nonempty_files(
+      workdir,
+      (
+          "surfaces.npz",
+          "panels.json",
+          "optima.json",
+          "optima.md",
+          "run.json",
+          "surfaces.png",
+          "trajectories.npz",
+          "trajectories.json",
+          "trajectories.png",
+          "trajectories.gif",
+      ),
+  )
   assert facts["surface_seconds"] > 0
   with Image.open(os.path.join(workdir, "surfaces.png")) as im:
     assert im.size[0] > 500 and im.size[1] > 200
@@ -47,12 +68,13 @@ def test_surfaces_npz_layout_and_values(smoke_run):
   for name in names:
     assert data[name].shape == (17, 17) and np.all(np.isfinite(data[name]))
   avg = config.averages[0]
-  np.testing.assert_allclose(data[avg["name"]],
-                             np.mean([data[m] for m in avg["members"]], axis=0), rtol=1e-12)
+  np.testing.assert_allclose(
+      data[avg["name"]], np.mean([data[m] for m in avg["members"]], axis=0), rtol=1e-12
+  )
   # surface[i, j] is the loss at (mu1[i], mu2[j]): compare with a direct evaluation.
   tasks = experiment.panel_tasks(config)
   target, model_fn = two_gmm.target(config.sigma2), two_gmm.model_fn(config.sigma2)
-  for (i, j) in [(2, 13), (16, 5), (8, 8)]:
+  for i, j in [(2, 13), (16, 5), (8, 8)]:
     for panel, task in zip(config.panels, tasks):
       direct = surfaces.matching_loss(model_fn(np.array([axis[i], axis[j]])), target, task)
       assert data[panel["name"]][i, j] == pytest.approx(float(direct), rel=1e-4, abs=1e-5)
@@ -62,8 +84,9 @@ def test_panels_json(smoke_run):
   config, workdir, _ = smoke_run
   with open(os.path.join(workdir, "panels.json")) as f:
     records = json.load(f)
-  assert [r["name"] for r in records] == ([p["name"] for p in config.panels]
-                                          + [a["name"] for a in config.averages])
+  assert [r["name"] for r in records] == (
+      [p["name"] for p in config.panels] + [a["name"] for a in config.averages]
+  )
   for r in records:
     assert PANEL_FIELDS <= set(r)
     assert r["sigma2"] == config.sigma2
@@ -71,7 +94,11 @@ def test_panels_json(smoke_run):
   assert by_name["joint"]["kind"] == "joint" and by_name["joint"]["angle_deg"] == 30.0
   cond = by_name["cond_y1_given_y2_rot045"]
   assert (cond["kind"], cond["target_dims"], cond["given_dims"], cond["given_values"]) == (
-      "conditional", [0], [1], [0.2])
+      "conditional",
+      [0],
+      [1],
+      [0.2],
+  )
   assert by_name["joint_noise0.1"]["noise_var"] == 0.1
   assert by_name["average_marginals"]["kind"] == "average"
   assert by_name["average_marginals"]["members"] == ["marginal_y1_rot030", "marginal_y1_rot120"]
@@ -87,8 +114,9 @@ def test_global_minima_at_the_true_optima(smoke_run):
     assert all(abs(m["value"]) < 1e-6 for m in o["global"]), name
     assert len(o["local"]) >= len(o["global"])
   # The 30-degree joint matching has the paper's local optima near (1, 1) and (-1, -1).
-  joint_local = [m["position"] for m in all_optima["joint"]["local"]
-                 if m not in all_optima["joint"]["global"]]
+  joint_local = [
+      m["position"] for m in all_optima["joint"]["local"] if m not in all_optima["joint"]["global"]
+  ]
   assert any(p[0] > 0.5 and p[1] > 0.5 for p in joint_local)
 
 
@@ -124,14 +152,27 @@ def test_all_variant_runs_each_figure_into_its_directory(tmp_path):
 
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run([sys.executable, "-m", "experiments.loss_surfaces", *args], cwd=REPO,
-                        capture_output=True, text=True, env=env, timeout=300)
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.loss_surfaces", *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=300,
+  )
 
 
 def test_cli_monte_carlo_without_plots(tmp_path):
-  result = _cli("--config", "configs/loss_surfaces.py:smoke", "--workdir", str(tmp_path),
-                "--config.plots=False", "--config.method=mc", "--config.num_samples=256",
-                "--config.trajectories.enabled=False")
+  result = _cli(
+      "--config",
+      "configs/loss_surfaces.py:smoke",
+      "--workdir",
+      str(tmp_path),
+      "--config.plots=False",
+      "--config.method=mc",
+      "--config.num_samples=256",
+      "--config.trajectories.enabled=False",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert not (tmp_path / "surfaces.png").exists()
   data = np.load(tmp_path / "surfaces.npz")
@@ -142,8 +183,13 @@ def test_cli_monte_carlo_without_plots(tmp_path):
 
 
 def test_cli_rejects_unknown_config_key_and_has_help(tmp_path):
-  bad = _cli("--config", "configs/loss_surfaces.py:smoke", "--workdir", str(tmp_path),
-             "--config.no_such_field=1")
+  bad = _cli(
+      "--config",
+      "configs/loss_surfaces.py:smoke",
+      "--workdir",
+      str(tmp_path),
+      "--config.no_such_field=1",
+  )
   assert bad.returncode != 0
   assert "no_such_field" in bad.stderr
   assert not (tmp_path / "surfaces.npz").exists()
@@ -158,17 +204,24 @@ def test_paper_family_config_matches_the_reference():
   assert kinds.count("joint") == 1 and kinds.count("marginal") == 12
   assert kinds.count("conditional") == 49
   assert [p["angle_deg"] for p in config.panels if p["kind"] == "marginal"] == list(
-      np.arange(0, 180, 15.0))
+      np.arange(0, 180, 15.0)
+  )
   assert [a["name"] for a in config.averages] == ["average_marginals", "average_conditionals"]
   assert len(config.averages[1]["members"]) == 49
   sigma = np.sqrt(config.sigma2)
-  values0 = [p["given_values"][0] for p in config.panels
-             if p["kind"] == "conditional" and p["angle_deg"] == 0.0]
+  values0 = [
+      p["given_values"][0]
+      for p in config.panels
+      if p["kind"] == "conditional" and p["angle_deg"] == 0.0
+  ]
   # At 0 degrees v_max is the second coordinate 3 sigma of the corner points.
   np.testing.assert_allclose(values0, np.linspace(-3 * sigma, 3 * sigma, 7), atol=1e-12)
   a = np.deg2rad(90.0)
-  values90 = [p["given_values"][0] for p in config.panels
-              if p["kind"] == "conditional" and p["angle_deg"] == 90.0]
+  values90 = [
+      p["given_values"][0]
+      for p in config.panels
+      if p["kind"] == "conditional" and p["angle_deg"] == 90.0
+  ]
   assert max(values90) == pytest.approx(np.sin(a) * (1 + 3 * sigma) + abs(np.cos(a)) * 3 * sigma)
 
 

@@ -1,6 +1,7 @@
 """Tests for bigjax.losses: the Eq. (8) losses against hand-computed values, the R1 penalty against
 analytic and finite-difference gradients (through a small Discriminator, also second order), and
 the communication losses of Eq. (12)."""
+
 import functools
 import math
 
@@ -13,7 +14,6 @@ from jax.flatten_util import ravel_pytree
 from bigjax import losses, tasks
 from bigjax.models import Discriminator
 from conftest import rbg_key as _key
-
 
 _d_loss = jax.jit(losses.discriminator_loss)
 _g_loss = jax.jit(losses.generator_loss, static_argnames="saturating")
@@ -32,6 +32,7 @@ _LOGITS = [0.0, 1.5, -2.0, 0.3, -0.7, 4.0]
 # ----------------------------------------------------------------------------------------------
 # Eq. (8): discriminator and generator losses.
 
+
 def test_discriminator_loss_at_zero_logits_is_two_log_two():
   got = np.asarray(_d_loss(jnp.zeros(3), jnp.zeros(3)))
   np.testing.assert_allclose(got, 2 * math.log(2), rtol=1e-6)
@@ -46,22 +47,28 @@ def test_discriminator_loss_matches_hand_computed_values():
   assert got.shape == (len(_LOGITS),)
   np.testing.assert_allclose(got, want, rtol=1e-6)
   # Also through -log(sigmoid): a confident, correct discriminator has a small loss.
-  np.testing.assert_allclose(float(_d_loss(jnp.array([3.0]), jnp.array([-3.0]))[0]),
-                             -2 * math.log(1 / (1 + math.exp(-3.0))), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(_d_loss(jnp.array([3.0]), jnp.array([-3.0]))[0]),
+      -2 * math.log(1 / (1 + math.exp(-3.0))),
+      rtol=1e-6,
+  )
   assert float(_d_loss(jnp.array([3.0]), jnp.array([-3.0]))[0]) < 0.1
 
 
 def test_generator_losses_match_hand_computed_values():
   """saturating: log sigma(-f) = -log(1 + e^f); non-saturating: -log sigma(f) = log(1 + e^-f)."""
   fake = np.array(_LOGITS, np.float32)
-  np.testing.assert_allclose(np.asarray(_g_loss(fake, saturating=True)),
-                             [-_softplus(f) for f in _LOGITS], rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(_g_loss(fake, saturating=False)),
-                             [_softplus(-f) for f in _LOGITS], rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(_g_loss(fake, saturating=True)), [-_softplus(f) for f in _LOGITS], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      np.asarray(_g_loss(fake, saturating=False)), [_softplus(-f) for f in _LOGITS], rtol=1e-6
+  )
   np.testing.assert_allclose(np.asarray(_g_loss(fake)), np.asarray(_g_loss(fake, saturating=False)))
   # Zero logits: -log 2 and log 2.
-  np.testing.assert_allclose(float(_g_loss(jnp.zeros(1), saturating=True)[0]), -math.log(2),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      float(_g_loss(jnp.zeros(1), saturating=True)[0]), -math.log(2), rtol=1e-6
+  )
   np.testing.assert_allclose(float(_g_loss(jnp.zeros(1))[0]), math.log(2), rtol=1e-6)
 
 
@@ -69,8 +76,11 @@ def test_saturating_generator_loss_is_minus_the_fake_term_of_the_discriminator_l
   """Zero-sum: D loss = softplus(-f_real) + softplus(f_fake) = softplus(-f_real) - G_sat loss."""
   real = jnp.array([0.2, -1.0, 3.0])
   fake = jnp.array([-0.5, 2.0, 0.1])
-  np.testing.assert_allclose(np.asarray(_d_loss(real, fake) + _g_loss(fake, saturating=True)),
-                             [_softplus(-0.2), _softplus(1.0), _softplus(-3.0)], rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(_d_loss(real, fake) + _g_loss(fake, saturating=True)),
+      [_softplus(-0.2), _softplus(1.0), _softplus(-3.0)],
+      rtol=1e-6,
+  )
 
 
 def test_generator_gradients_saturate_only_in_the_saturating_form():
@@ -95,14 +105,18 @@ def test_losses_are_finite_for_huge_logits_in_float32():
     g = np.asarray(_g_loss(big, saturating=sat))
     assert g.dtype == np.float32 and np.all(np.isfinite(g))
   np.testing.assert_allclose(np.asarray(_g_loss(big)), [0.0, 1e4, 0.0, 1e4], rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(_g_loss(big, saturating=True)), [-1e4, 0.0, -1e4, 0.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(_g_loss(big, saturating=True)), [-1e4, 0.0, -1e4, 0.0], rtol=1e-6
+  )
   c = np.asarray(_comm_d(big, other, other, big))
   assert np.all(np.isfinite(c))
   np.testing.assert_allclose(c, [2 * math.log(2), 2e4, 2e4, 2 * math.log(2)], rtol=1e-6)
-  grads = jax.jit(jax.grad(lambda r, f: (losses.discriminator_loss(r, f)
-                                         + losses.generator_loss(f)).sum(), argnums=(0, 1)))(
-                                             big, other)
+  grads = jax.jit(
+      jax.grad(
+          lambda r, f: (losses.discriminator_loss(r, f) + losses.generator_loss(f)).sum(),
+          argnums=(0, 1),
+      )
+  )(big, other)
   for g in grads:
     assert np.all(np.isfinite(np.asarray(g)))
   np.testing.assert_allclose(np.asarray(grads[0]), [0.0, -1.0, 0.0, -1.0], atol=1e-6)
@@ -110,6 +124,7 @@ def test_losses_are_finite_for_huge_logits_in_float32():
 
 # ----------------------------------------------------------------------------------------------
 # Communication losses, Eq. (12).
+
 
 def test_communication_discriminator_loss_matches_hand_computed_values():
   """softplus(own_1 - other_1) + softplus(own_2 - other_2) = -log sigma(other_1 - own_1) -
@@ -119,11 +134,13 @@ def test_communication_discriminator_loss_matches_hand_computed_values():
   got = float(_comm_d(*(jnp.array([v]) for v in (own1, other1, own2, other2)))[0])
   np.testing.assert_allclose(got, want, rtol=1e-6)
   sigma = lambda x: 1 / (1 + math.exp(-x))
-  np.testing.assert_allclose(got, -math.log(sigma(other1 - own1)) - math.log(sigma(other2 - own2)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      got, -math.log(sigma(other1 - own1)) - math.log(sigma(other2 - own2)), rtol=1e-6
+  )
   # Equal logits: 2 log 2.
-  np.testing.assert_allclose(np.asarray(_comm_d(*(jnp.full(3, 0.7),) * 4)), 2 * math.log(2),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(_comm_d(*(jnp.full(3, 0.7),) * 4)), 2 * math.log(2), rtol=1e-6
+  )
 
 
 def _comm_logits(seed, b=7):
@@ -134,23 +151,33 @@ def _comm_logits(seed, b=7):
 def test_communication_generator_loss_matches_hand_computed_values():
   own1, other1, own2, other2 = 0.5, -1.0, 2.0, 0.25
   args = [jnp.array([v]) for v in (own1, other1, own2, other2)]
-  np.testing.assert_allclose(float(_comm_g(*args)[0]),
-                             _softplus(other1 - own1) + _softplus(other2 - own2), rtol=1e-6)
-  np.testing.assert_allclose(float(_comm_g(*args, saturating=True)[0]),
-                             -_softplus(own1 - other1) - _softplus(own2 - other2), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(_comm_g(*args)[0]), _softplus(other1 - own1) + _softplus(other2 - own2), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      float(_comm_g(*args, saturating=True)[0]),
+      -_softplus(own1 - other1) - _softplus(own2 - other2),
+      rtol=1e-6,
+  )
 
 
 def test_saturating_communication_generator_loss_is_minus_the_discriminator_loss():
   logits = _comm_logits(0)
-  np.testing.assert_array_equal(np.asarray(_comm_g(*logits, saturating=True)),
-                                -np.asarray(_comm_d(*logits)))
+  np.testing.assert_array_equal(
+      np.asarray(_comm_g(*logits, saturating=True)), -np.asarray(_comm_d(*logits))
+  )
   # The non-saturating form is not zero-sum; it swaps own and other instead:
   # D loss - G_ns loss = (own_1 - other_1) + (own_2 - other_2) since softplus(x) - softplus(-x) = x.
   own1, other1, own2, other2 = logits
-  np.testing.assert_allclose(np.asarray(_comm_d(*logits) - _comm_g(*logits)),
-                             np.asarray(own1 - other1 + own2 - other2), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(_comm_g(*logits)),
-                             np.asarray(_comm_d(other1, own1, other2, own2)), rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(_comm_d(*logits) - _comm_g(*logits)),
+      np.asarray(own1 - other1 + own2 - other2),
+      rtol=1e-5,
+      atol=1e-5,
+  )
+  np.testing.assert_allclose(
+      np.asarray(_comm_g(*logits)), np.asarray(_comm_d(other1, own1, other2, own2)), rtol=1e-6
+  )
 
 
 def test_communication_losses_are_symmetric_in_the_two_samples():
@@ -160,14 +187,17 @@ def test_communication_losses_are_symmetric_in_the_two_samples():
   d = np.asarray(_comm_d(own1, other1, own2, other2))
   np.testing.assert_allclose(np.asarray(_comm_d(own2, other2, own1, other1)), d, rtol=1e-6)
   for sat in (True, False):
-    np.testing.assert_allclose(np.asarray(_comm_g(own2, other2, own1, other1, saturating=sat)),
-                               np.asarray(_comm_g(own1, other1, own2, other2, saturating=sat)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(_comm_g(own2, other2, own1, other1, saturating=sat)),
+        np.asarray(_comm_g(own1, other1, own2, other2, saturating=sat)),
+        rtol=1e-6,
+    )
   assert not np.allclose(np.asarray(_comm_d(other1, own1, other2, own2)), d)
 
 
 # ----------------------------------------------------------------------------------------------
 # R1 penalty with an analytic logits function: f(x) = sum(sin(x) * w) per example.
+
 
 def _sin_logits(w):
   return lambda x: jnp.sum(jnp.sin(x) * w, axis=(1, 2))
@@ -188,10 +218,10 @@ def test_r1_penalty_of_an_analytic_function():
   penalty, logits = r1(x, w)
   xn, wn = np.asarray(x), np.asarray(w)
   assert penalty.shape == (3,) and penalty.dtype == jnp.float64
-  np.testing.assert_allclose(np.asarray(penalty),
-                             5.0 * np.sum((np.cos(xn) * wn) ** 2, axis=(1, 2)), rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(logits), np.sum(np.sin(xn) * wn, axis=(1, 2)),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+      np.asarray(penalty), 5.0 * np.sum((np.cos(xn) * wn) ** 2, axis=(1, 2)), rtol=1e-12
+  )
+  np.testing.assert_allclose(np.asarray(logits), np.sum(np.sin(xn) * wn, axis=(1, 2)), rtol=1e-12)
 
 
 @pytest.mark.usefixtures("x64")
@@ -207,7 +237,7 @@ def test_r1_penalty_matches_central_finite_differences():
     step[(slice(None),) + idx] = eps
     fd[(slice(None),) + idx] = (np.asarray(f(xn + step)) - np.asarray(f(xn - step))) / (2 * eps)
   penalty, _ = jax.jit(lambda x: losses.r1_penalty(f, x, weight=2.0))(x)
-  np.testing.assert_allclose(np.asarray(penalty), np.sum(fd ** 2, axis=(1, 2)), rtol=1e-8)
+  np.testing.assert_allclose(np.asarray(penalty), np.sum(fd**2, axis=(1, 2)), rtol=1e-8)
 
 
 @pytest.mark.usefixtures("x64")
@@ -225,7 +255,7 @@ def test_r1_penalty_weight_factor_and_per_example_independence():
   np.testing.assert_array_equal(got[1:], sq_norm[1:])
   # Each example alone gives the same penalty as in the batch.
   for i in range(3):
-    np.testing.assert_allclose(np.asarray(r1(x[i:i + 1], 2.0)), sq_norm[i:i + 1], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(r1(x[i : i + 1], 2.0)), sq_norm[i : i + 1], rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +264,7 @@ def test_r1_penalty_weight_factor_and_per_example_independence():
 _L, _P, _B = 16, 4, 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _disc_problem():
   """A tiny float64 discriminator with random float64 parameters, inputs, (S, T) masks, and the
   jitted functions the tests share (each compiles once; call under the x64 fixture only).
@@ -247,17 +277,31 @@ def _disc_problem():
   key = _key(0)
   x = jax.random.uniform(key, (_B, _L, _P), jnp.float64, -1.0, 1.0)
   source, target = tasks.user_masks(
-      np.array([[1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]], bool),
-      np.array([[0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 1, 1],
-                [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1]], bool))
+      np.array(
+          [
+              [1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+              [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+          ],
+          bool,
+      ),
+      np.array(
+          [
+              [0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 1, 1],
+              [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1],
+          ],
+          bool,
+      ),
+  )
   # Random float64 parameters of init's shapes (compiling init would cost seconds): LayerNorm
   # scales 1 + N(0, 0.1^2), everything else N(0, 0.2^2).
   rng = np.random.default_rng(0)
   params = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: jnp.asarray((path[-1].key == "scale") + rng.normal(
-          scale=0.1 if path[-1].key == "scale" else 0.2, size=leaf.shape)),
-      jax.eval_shape(disc.init, key, x, source, target))
+      lambda path, leaf: jnp.asarray(
+          (path[-1].key == "scale")
+          + rng.normal(scale=0.1 if path[-1].key == "scale" else 0.2, size=leaf.shape)
+      ),
+      jax.eval_shape(disc.init, key, x, source, target),
+  )
 
   @jax.jit
   def r1(p, x, weight):
@@ -273,7 +317,7 @@ def _disc_problem():
     s = jnp.concatenate([source] + [jnp.repeat(source, n, axis=0)] * 2)
     t = jnp.concatenate([target] + [jnp.repeat(target, n, axis=0)] * 2)
     out = disc.apply(p, jnp.concatenate([x, plus, minus]), s, t)
-    logits, plus, minus = out[:_B], out[_B:_B + _B * n], out[_B + _B * n:]
+    logits, plus, minus = out[:_B], out[_B : _B + _B * n], out[_B + _B * n :]
     return logits, ((plus - minus) / (2 * eps)).reshape(_B, _L, _P)
 
   return params, x, source, target, r1, logits_and_fd_grads
@@ -294,11 +338,11 @@ def test_r1_penalty_through_discriminator_matches_finite_differences():
   outside = ~np.asarray(source | target)
   assert outside.any() and np.all(grads[outside] == 0)
   assert np.all(np.asarray(penalty) > 1e-3)
-  np.testing.assert_allclose(np.asarray(penalty), 2.0 * np.sum(grads ** 2, axis=(1, 2)),
-                             rtol=2e-3)
+  np.testing.assert_allclose(np.asarray(penalty), 2.0 * np.sum(grads**2, axis=(1, 2)), rtol=2e-3)
   # The weight / 2 factor.
-  np.testing.assert_allclose(np.asarray(r1(params, x, 10.0)[0]), 2.5 * np.asarray(penalty),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+      np.asarray(r1(params, x, 10.0)[0]), 2.5 * np.asarray(penalty), rtol=1e-12
+  )
   # Examples are independent: moving example 0 leaves example 1's penalty and logit unchanged.
   moved_penalty, moved_logits = r1(params, x.at[0].add(0.5), 4.0)
   assert abs(float(moved_penalty[0] - penalty[0])) > 1e-6
@@ -324,7 +368,7 @@ def test_r1_penalty_parameter_gradient_matches_finite_difference():
   direction = jax.random.normal(_key(1), flat.shape, flat.dtype)
   direction = direction / jnp.linalg.norm(direction)
   directional = float(jnp.dot(ravel_pytree(grads)[0], direction))
-  eps = 1e-2           # large enough that the float32 rounding noise of the penalty stays small
+  eps = 1e-2  # large enough that the float32 rounding noise of the penalty stays small
   plus = float(r1(unravel(flat + eps * direction), x, 10.0)[0].mean())
   minus = float(r1(unravel(flat - eps * direction), x, 10.0)[0].mean())
   assert abs(directional) > 1e-2
@@ -335,13 +379,17 @@ def test_reconstruction_loss_counts_only_targets_of_examples_with_a_source():
   rng = np.random.default_rng(0)
   fake = rng.normal(size=(3, 4, 5)).astype(np.float32)
   real = rng.normal(size=(3, 4, 5)).astype(np.float32)
-  source = np.array([[True, False, False, True],      # 2 target patches
-                     [False, False, False, False],    # joint generation: not counted
-                     [True, True, True, False]])      # 1 target patch
+  source = np.array(
+      [
+          [True, False, False, True],  # 2 target patches
+          [False, False, False, False],  # joint generation: not counted
+          [True, True, True, False],
+      ]
+  )  # 1 target patch
   err = np.abs(fake - real).mean(-1)
   expected = (err[0, 1] + err[0, 2] + err[2, 3]) / 3
   fn = jax.jit(losses.reconstruction_loss)
-  per_example = fn(fake, real, source)                                # [B] sums over patches
+  per_example = fn(fake, real, source)  # [B] sums over patches
   np.testing.assert_allclose(per_example, [err[0, 1] + err[0, 2], 0.0, err[2, 3]], rtol=1e-6)
   counts = losses.reconstruction_counts(source)
   np.testing.assert_array_equal(counts, [2, 0, 1])
@@ -350,8 +398,9 @@ def test_reconstruction_loss_counts_only_targets_of_examples_with_a_source():
   assert np.all(np.asarray(fn(fake, real, np.zeros((3, 4), bool))) == 0.0)  # no source anywhere
   assert np.all(np.asarray(fn(real, real, source)) == 0.0)
   # The gradient reaches only the counted patches.
-  g = np.asarray(jax.grad(lambda f: jnp.sum(losses.reconstruction_loss(f, real, source)))(
-      jnp.asarray(fake)))
+  g = np.asarray(
+      jax.grad(lambda f: jnp.sum(losses.reconstruction_loss(f, real, source)))(jnp.asarray(fake))
+  )
   counted = ~source & source.any(1, keepdims=True)
   assert np.all(g[~counted] == 0) and np.all(np.abs(g[counted]) > 0)
   with pytest.raises(ValueError, match="fake and real must be"):
@@ -362,13 +411,14 @@ def test_mode_seeking_loss_matches_hand_computed_values():
   """1 / (mean|a - b| / mean|z_a - z_b| + eps), over the masked positions when a mask is given;
   identical draws give the largest value 1 / eps."""
   a = jnp.zeros((2, 3, 2))
-  b = jnp.ones((2, 3, 2)).at[:, 0].set(3.0)         # |a - b| = 3 on position 0, 1 elsewhere
+  b = jnp.ones((2, 3, 2)).at[:, 0].set(3.0)  # |a - b| = 3 on position 0, 1 elsewhere
   z_a, z_b = jnp.zeros((2, 4)), jnp.full((2, 4), 2.0)
   fn = jax.jit(losses.mode_seeking_loss, static_argnames="eps")
   np.testing.assert_allclose(fn(a, b, z_a, z_b), 1 / ((10 / 6) / 2 + 1e-5), rtol=1e-6)
   mask = jnp.array([[True, False, False], [True, True, False]])
-  np.testing.assert_allclose(fn(a, b, z_a, z_b, mask=mask), 1 / ((6 + 6 + 2) / 6 / 2 + 1e-5),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      fn(a, b, z_a, z_b, mask=mask), 1 / ((6 + 6 + 2) / 6 / 2 + 1e-5), rtol=1e-6
+  )
   np.testing.assert_allclose(fn(a, a, z_a, z_b, eps=1e-3), 1e3, rtol=1e-6)
   # The gradient pushes the two draws apart.
   g = jax.grad(lambda x: losses.mode_seeking_loss(x, b, z_a, z_b))(a + 0.5)

@@ -1,5 +1,6 @@
 """Tests of bigjax/mixtures/matching.py: MC losses against quadrature, pathwise gradients,
 layouts."""
+
 import functools
 
 import jax
@@ -16,12 +17,18 @@ QUAD_POINTS = 96
 
 
 def _mixtures():
-  model = gmm.create(means=[[-1.0, 0.5], [0.8, -0.3], [0.2, 1.2]],
-                     scale_tril=np.array([[[0.7, 0.0], [0.2, 0.5]], [[0.6, 0.0], [-0.1, 0.8]],
-                                          [[0.5, 0.0], [0.0, 0.4]]], np.float32),
-                     weights=[0.5, 0.3, 0.2])
-  data = gmm.create(means=[[-1.5, 1.0], [1.0, 0.0], [0.0, -1.0], [1.5, 1.5]],
-                    covariances=np.full(4, 0.3, np.float32))
+  model = gmm.create(
+      means=[[-1.0, 0.5], [0.8, -0.3], [0.2, 1.2]],
+      scale_tril=np.array(
+          [[[0.7, 0.0], [0.2, 0.5]], [[0.6, 0.0], [-0.1, 0.8]], [[0.5, 0.0], [0.0, 0.4]]],
+          np.float32,
+      ),
+      weights=[0.5, 0.3, 0.2],
+  )
+  data = gmm.create(
+      means=[[-1.5, 1.0], [1.0, 0.0], [0.0, -1.0], [1.5, 1.5]],
+      covariances=np.full(4, 0.3, np.float32),
+  )
   return model, data
 
 
@@ -30,35 +37,55 @@ CASES = {
     "joint": dict(kind="joint"),
     "marginal": dict(kind="marginal", transform=TRANSFORM, dims=(0,)),
     "marginal_y2": dict(kind="marginal", transform=TRANSFORM, dims=(1,)),
-    "conditional": dict(kind="conditional", transform=TRANSFORM, given_dims=(1,),
-                        given_values=jnp.array([0.4])),
+    "conditional": dict(
+        kind="conditional", transform=TRANSFORM, given_dims=(1,), given_values=jnp.array([0.4])
+    ),
     "noised_joint": dict(kind="joint", noise_var=0.5),
     "noised_marginal": dict(kind="marginal", transform=TRANSFORM, noise_var=0.5),
-    "noised_conditional": dict(kind="conditional", transform=TRANSFORM, given_dims=(0,),
-                               given_values=jnp.array([-0.3]), noise_var=0.2),
+    "noised_conditional": dict(
+        kind="conditional",
+        transform=TRANSFORM,
+        given_dims=(0,),
+        given_values=jnp.array([-0.3]),
+        noise_var=0.2,
+    ),
 }
 
 
 def _loss(means, case, *, rng=None, method="mc"):
   model, data = _mixtures()
   model = model._replace(means=means)
-  return matching.task_loss(case.pop("kind"), model, data, rng=rng, method=method,
-                            num_samples=100, num_points=QUAD_POINTS, **case)
+  return matching.task_loss(
+      case.pop("kind"),
+      model,
+      data,
+      rng=rng,
+      method=method,
+      num_samples=100,
+      num_points=QUAD_POINTS,
+      **case,
+  )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _estimates(name):
   """MC losses and gradients for NUM_KEYS keys, and the quadrature loss and gradient."""
   model, _ = _mixtures()
   keys = jax.random.split(jax.random.key(0), NUM_KEYS)
-  mc = jax.jit(jax.vmap(jax.value_and_grad(
-      lambda m, k: _loss(m, dict(CASES[name]), rng=k)), in_axes=(None, 0)))
-  exact = jax.jit(jax.value_and_grad(lambda m: _loss(m, dict(CASES[name]),
-                                                     method="quadrature")))
+  mc = jax.jit(
+      jax.vmap(
+          jax.value_and_grad(lambda m, k: _loss(m, dict(CASES[name]), rng=k)), in_axes=(None, 0)
+      )
+  )
+  exact = jax.jit(jax.value_and_grad(lambda m: _loss(m, dict(CASES[name]), method="quadrature")))
   values, grads = mc(model.means, keys)
   value, grad = exact(model.means)
-  return (np.asarray(values, np.float64), np.asarray(grads, np.float64), float(value),
-          np.asarray(grad, np.float64))
+  return (
+      np.asarray(values, np.float64),
+      np.asarray(grads, np.float64),
+      float(value),
+      np.asarray(grad, np.float64),
+  )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -79,8 +106,9 @@ def test_pathwise_gradient_matches_quadrature_gradient(name):
 
 def test_marginal_of_identity_equals_quadrature_marginal():
   model, data = _mixtures()
-  got = matching.marginal_loss(model, data, np.eye(2, dtype=np.float32), dims=(1,),
-                               method="quadrature")
+  got = matching.marginal_loss(
+      model, data, np.eye(2, dtype=np.float32), dims=(1,), method="quadrature"
+  )
   want = divergences.kl(gmm.marginal(model, (1,)), gmm.marginal(data, (1,)))
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -89,18 +117,21 @@ def test_rotation_leaves_joint_loss_unchanged():
   model, data = _mixtures()
   rotated = lambda g: gmm.transform(g, TRANSFORM)
   np.testing.assert_allclose(
-      matching.joint_loss(rotated(model), rotated(data), method="quadrature",
-                          num_points=QUAD_POINTS),
+      matching.joint_loss(
+          rotated(model), rotated(data), method="quadrature", num_points=QUAD_POINTS
+      ),
       matching.joint_loss(model, data, method="quadrature", num_points=QUAD_POINTS),
-      rtol=1e-4)
+      rtol=1e-4,
+  )
 
 
 def test_dense_log_prob_equals_gmm_log_prob():
   model, data = _mixtures()
   x = jax.random.normal(jax.random.key(1), (50, 2)) * 2
   for g in (model, data):
-    np.testing.assert_allclose(jax.jit(matching.dense_log_prob)(g, x), gmm.log_prob(g, x),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        jax.jit(matching.dense_log_prob)(g, x), gmm.log_prob(g, x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_dense_kl_mc_component_frequencies_follow_weights():
@@ -115,14 +146,18 @@ def test_dense_kl_mc_component_frequencies_follow_weights():
 def test_conditional_loss_checks_dims():
   model, data = _mixtures()
   with pytest.raises(ValueError, match="overlaps"):
-    matching.conditional_loss(model, data, TRANSFORM, [0.0], given_dims=(1,), target_dims=(1,),
-                              method="quadrature")
+    matching.conditional_loss(
+        model, data, TRANSFORM, [0.0], given_dims=(1,), target_dims=(1,), method="quadrature"
+    )
   with pytest.raises(ValueError, match="Unknown matching task"):
     matching.task_loss("posterior", model, data)
 
 
 def test_draw_given_values_has_no_gradient():
   model, _ = _mixtures()
-  grad = jax.grad(lambda m: jnp.sum(matching.draw_given_values(
-      model._replace(means=m), TRANSFORM, rng=jax.random.key(3))))(model.means)
+  grad = jax.grad(
+      lambda m: jnp.sum(
+          matching.draw_given_values(model._replace(means=m), TRANSFORM, rng=jax.random.key(3))
+      )
+  )(model.means)
   np.testing.assert_array_equal(grad, 0.0)

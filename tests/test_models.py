@@ -1,5 +1,6 @@
 """Tests for bigjax.models: patches <-> images, and the BigLearn-GAN generator and discriminator
 (shapes, which inputs can influence which outputs, parameter counts)."""
+
 import functools
 
 import jax
@@ -8,11 +9,17 @@ import numpy as np
 import pytest
 
 from bigjax import tasks
-from bigjax.models import (Discriminator, Encoder, Generator, NoiseMapping, patch_masks_to_pixels,
-                           patchify, unpatchify)
+from bigjax.models import (
+    Discriminator,
+    Encoder,
+    Generator,
+    NoiseMapping,
+    patch_masks_to_pixels,
+    patchify,
+    unpatchify,
+)
 from bigjax.models.transformer import MaskedSelfAttention
 from conftest import rbg_key as _key
-
 
 # ----------------------------------------------------------------------------------------------
 # Patches.
@@ -22,8 +29,9 @@ _unpatchify = jax.jit(unpatchify, static_argnums=(1, 2))
 _to_pixels = jax.jit(patch_masks_to_pixels, static_argnums=(1, 2))
 
 
-@pytest.mark.parametrize("shape, p", [((2, 28, 28), 7), ((2, 16, 12), 4), ((3, 16, 16, 3), 4),
-                                      ((1, 8, 4, 2), 2)])
+@pytest.mark.parametrize(
+    "shape, p", [((2, 28, 28), 7), ((2, 16, 12), 4), ((3, 16, 16, 3), 4), ((1, 8, 4, 2), 2)]
+)
 def test_patchify_round_trip(shape, p):
   """unpatchify(patchify(x)) == x exactly, for [B, H, W] and [B, H, W, C], square or not."""
   images = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -44,20 +52,26 @@ def test_patchify_raster_order():
   per_row = w // p
   for l in range(patches.shape[1]):
     r, col = (l // per_row) * p, (l % per_row) * p
-    np.testing.assert_array_equal(patches[:, l], images[:, r:r + p, col:col + p].reshape(b, -1))
+    np.testing.assert_array_equal(patches[:, l], images[:, r : r + p, col : col + p].reshape(b, -1))
   # An image whose pixel value is its patch index gives constant patches 0, 1, 2, ...
   index = np.repeat(np.repeat(np.arange(6).reshape(2, 3), p, 0), p, 1)[None].astype(np.float32)
-  np.testing.assert_array_equal(np.asarray(_patchify(jnp.asarray(index), p)),
-                                np.broadcast_to(np.arange(6)[None, :, None], (1, 6, p * p)))
+  np.testing.assert_array_equal(
+      np.asarray(_patchify(jnp.asarray(index), p)),
+      np.broadcast_to(np.arange(6)[None, :, None], (1, 6, p * p)),
+  )
 
 
-@pytest.mark.parametrize("call", [
-    pytest.param(lambda: patchify(jnp.zeros((1, 28, 28)), 5), id="patchify"),
-    pytest.param(lambda: patchify(jnp.zeros((1, 28, 30, 1)), 7), id="patchify-width"),
-    pytest.param(lambda: unpatchify(jnp.zeros((1, 16, 49)), (28, 28), 6), id="unpatchify"),
-    pytest.param(lambda: patch_masks_to_pixels(jnp.zeros((1, 16), bool), (28, 27), 7),
-                 id="pixels"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda: patchify(jnp.zeros((1, 28, 28)), 5), id="patchify"),
+        pytest.param(lambda: patchify(jnp.zeros((1, 28, 30, 1)), 7), id="patchify-width"),
+        pytest.param(lambda: unpatchify(jnp.zeros((1, 16, 49)), (28, 28), 6), id="unpatchify"),
+        pytest.param(
+            lambda: patch_masks_to_pixels(jnp.zeros((1, 16), bool), (28, 27), 7), id="pixels"
+        ),
+    ],
+)
 def test_patch_size_must_divide_the_image(call):
   """A patch size that does not divide the image raises a ValueError that says what to do."""
   with pytest.raises(ValueError, match=r"is not divisible by patch_size=\d+: choose a patch size"):
@@ -85,8 +99,9 @@ def test_patch_masks_to_pixels():
   assert pixels[0, :7, :7].all() and pixels[0, 7:14, 7:14].all() and pixels[0, 21:, 21:].all()
   assert pixels[1, 7:14, 21:28].all()
   # Consistent with patchify: the pixel mask, patchified, is the patch mask on every pixel.
-  np.testing.assert_array_equal(np.asarray(_patchify(jnp.asarray(pixels), 7)),
-                                np.repeat(mask[..., None], 49, axis=-1))
+  np.testing.assert_array_equal(
+      np.asarray(_patchify(jnp.asarray(pixels), 7)), np.repeat(mask[..., None], 49, axis=-1)
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,9 +109,20 @@ def test_patch_masks_to_pixels():
 
 _B, _L, _P, _Z = 3, 16, 16, 8
 
-_GEN = Generator(_L, _P, encoder_dim=32, encoder_depth=1, encoder_heads=2, decoder_dim=48,
-                 decoder_depth=1, decoder_heads=2, noise_dim=_Z, noise_mlp_depth=2,
-                 noise_mlp_width=16, mlp_ratio=2.0)
+_GEN = Generator(
+    _L,
+    _P,
+    encoder_dim=32,
+    encoder_depth=1,
+    encoder_heads=2,
+    decoder_dim=48,
+    decoder_depth=1,
+    decoder_heads=2,
+    noise_dim=_Z,
+    noise_mlp_depth=2,
+    noise_mlp_width=16,
+    mlp_ratio=2.0,
+)
 _DISC = Discriminator(_L, _P, dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
 
 _gen_apply = jax.jit(_GEN.apply)
@@ -137,13 +163,13 @@ def _random_params(model, seed, *args):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gen_params():
   patches, source, _, z = _inputs()
   return _random_params(_GEN, 100, patches, source, z)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _disc_params():
   patches, source, target, _ = _inputs()
   return _random_params(_DISC, 101, patches, source, target)
@@ -166,6 +192,7 @@ def _assert_changed_everywhere(a, b, where):
 
 # ----------------------------------------------------------------------------------------------
 # Generator.
+
 
 def test_generator_output_shape_and_range():
   """[B, L, P] float32 patches in [-1, 1] (tanh head)."""
@@ -216,8 +243,10 @@ def test_generator_ignores_non_source_inputs():
   np.testing.assert_array_equal(codes[~source], 0.0)
   assert np.all(np.any(codes[source] != 0, axis=-1))
   np.testing.assert_array_equal(np.asarray(_gen_encode(params, moved, source)), codes)
-  np.testing.assert_array_equal(np.asarray(_gen_apply(params, moved, source, z)),
-                                np.asarray(_gen_apply(params, patches, source, z)))
+  np.testing.assert_array_equal(
+      np.asarray(_gen_apply(params, moved, source, z)),
+      np.asarray(_gen_apply(params, patches, source, z)),
+  )
 
 
 def test_generator_conditions_on_source_patches():
@@ -243,8 +272,11 @@ def test_generator_encoder_equals_encoder_on_the_source_tokens_alone():
   p = _gen_params()["params"]
   codes = np.asarray(_gen_encode(_gen_params(), patches, source))
   idx = np.flatnonzero(source[0])
-  tokens = (patches[0, idx] @ p["patch_embed"]["kernel"] + p["patch_embed"]["bias"]
-            + p["encoder_pos"][0, idx])[None]
+  tokens = (
+      patches[0, idx] @ p["patch_embed"]["kernel"]
+      + p["patch_embed"]["bias"]
+      + p["encoder_pos"][0, idx]
+  )[None]
   encoder = Encoder(_GEN.encoder_depth, _GEN.encoder_heads, _GEN.mlp_ratio)
   alone = np.asarray(jax.jit(encoder.apply)({"params": p["encoder"]}, tokens))[0]
   np.testing.assert_allclose(codes[0, idx], alone, rtol=1e-5, atol=1e-5)
@@ -254,8 +286,9 @@ def test_generator_rejects_wrong_shapes():
   """Wrong L, P, rank, mask shape or noise size raise ValueError with the expected shapes."""
   patches, source, _, z = _inputs()
   params = _gen_params()
-  with pytest.raises(ValueError, match=r"patches must be \[B, 16, 16\] for this generator, got "
-                                       r"\(3, 15, 16\)"):
+  with pytest.raises(
+      ValueError, match=r"patches must be \[B, 16, 16\] for this generator, got " r"\(3, 15, 16\)"
+  ):
     _gen_apply(params, patches[:, 1:], source[:, 1:], z)
   with pytest.raises(ValueError, match=r"patches must be \[B, 16, 16\]"):
     _gen_apply(params, patches[..., :8], source, z)
@@ -269,6 +302,7 @@ def test_generator_rejects_wrong_shapes():
 
 # ----------------------------------------------------------------------------------------------
 # Discriminator.
+
 
 def test_discriminator_logits_shape():
   """One finite float32 logit per example."""
@@ -284,8 +318,10 @@ def test_discriminator_ignores_positions_outside_source_and_target():
   assert outside.any()
   params = _disc_params()
   moved = jnp.where(jnp.asarray(outside)[..., None], patches + 7.0, patches)
-  np.testing.assert_array_equal(np.asarray(_disc_apply(params, moved, source, target)),
-                                np.asarray(_disc_apply(params, patches, source, target)))
+  np.testing.assert_array_equal(
+      np.asarray(_disc_apply(params, moved, source, target)),
+      np.asarray(_disc_apply(params, patches, source, target)),
+  )
 
 
 @pytest.mark.parametrize("which", ["target", "source"])
@@ -338,9 +374,13 @@ def test_discriminator_equals_encoder_on_the_visible_tokens_alone():
   p = _disc_params()["params"]
   logits = np.asarray(_disc_apply(_disc_params(), patches, source, target))
   idx = np.flatnonzero(source[0] | target[0])
-  tokens = (patches[0, idx] @ p["patch_embed"]["kernel"] + p["patch_embed"]["bias"]
-            + p["pos"][0, idx] + source[0, idx, None] * p["source_token"]
-            + target[0, idx, None] * p["target_token"])
+  tokens = (
+      patches[0, idx] @ p["patch_embed"]["kernel"]
+      + p["patch_embed"]["bias"]
+      + p["pos"][0, idx]
+      + source[0, idx, None] * p["source_token"]
+      + target[0, idx, None] * p["target_token"]
+  )
   tokens = jnp.concatenate([p["cls"][0], tokens])[None]
   encoder = Encoder(_DISC.depth, _DISC.num_heads, _DISC.mlp_ratio)
   h = jax.jit(encoder.apply)({"params": p["encoder"]}, tokens)[0, 0]
@@ -352,16 +392,20 @@ def test_discriminator_rejects_wrong_shapes():
   """Wrong patch or mask shapes raise ValueError."""
   patches, source, target, _ = _inputs()
   params = _disc_params()
-  with pytest.raises(ValueError, match=r"patches must be \[B, 16, 16\] for this discriminator, "
-                                       r"got \(3, 16, 15\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"patches must be \[B, 16, 16\] for this discriminator, " r"got \(3, 16, 15\)",
+  ):
     _disc_apply(params, patches[..., 1:], source, target)
-  with pytest.raises(ValueError, match=r"masks must be \[B, L\] = \(3, 16\), got \(3, 16\) and "
-                                       r"\(2, 16\)"):
+  with pytest.raises(
+      ValueError, match=r"masks must be \[B, L\] = \(3, 16\), got \(3, 16\) and " r"\(2, 16\)"
+  ):
     _disc_apply(params, patches, source, target[1:])
 
 
 # ----------------------------------------------------------------------------------------------
 # Masked attention against a numpy reference.
+
 
 def test_masked_self_attention_matches_numpy_reference():
   """Softmax attention over the allowed keys only, per head; a masked key changes nothing."""
@@ -387,6 +431,7 @@ def test_masked_self_attention_matches_numpy_reference():
 # ----------------------------------------------------------------------------------------------
 # Parameter counts, by hand from the module definitions.
 
+
 def _dense(n_in, n_out):
   return n_in * n_out + n_out
 
@@ -395,25 +440,46 @@ def _encoder_count(dim, depth, mlp_ratio):
   """Encoder: per block, qkv (D -> 3D) and out (D -> D) projections with biases, two LayerNorms,
   a D -> M -> D MLP; then a final LayerNorm."""
   hidden = int(mlp_ratio * dim)
-  block = _dense(dim, 3 * dim) + _dense(dim, dim) + 2 * 2 * dim + _dense(dim, hidden) + _dense(
-      hidden, dim)
+  block = (
+      _dense(dim, 3 * dim)
+      + _dense(dim, dim)
+      + 2 * 2 * dim
+      + _dense(dim, hidden)
+      + _dense(hidden, dim)
+  )
   return depth * block + 2 * dim
 
 
 def _generator_count(g):
   e, d, length = g.encoder_dim, g.decoder_dim, g.num_patches
   widths = [g.noise_dim] + [g.noise_mlp_width] * g.noise_mlp_depth
-  noise = (sum(_dense(a, b) for a, b in zip(widths[:-1], widths[1:]))
-           + _dense(widths[-1], length * d) + 2 * d)           # MLP, to_patches, LayerNorm
-  return (_dense(g.patch_dim, e) + length * e + _encoder_count(e, g.encoder_depth, g.mlp_ratio)
-          + _dense(e, d) + 2 * d + noise + length * d
-          + _encoder_count(d, g.decoder_depth, g.mlp_ratio) + _dense(d, g.patch_dim))
+  noise = (
+      sum(_dense(a, b) for a, b in zip(widths[:-1], widths[1:]))
+      + _dense(widths[-1], length * d)
+      + 2 * d
+  )  # MLP, to_patches, LayerNorm
+  return (
+      _dense(g.patch_dim, e)
+      + length * e
+      + _encoder_count(e, g.encoder_depth, g.mlp_ratio)
+      + _dense(e, d)
+      + 2 * d
+      + noise
+      + length * d
+      + _encoder_count(d, g.decoder_depth, g.mlp_ratio)
+      + _dense(d, g.patch_dim)
+  )
 
 
 def _discriminator_count(m):
   d = m.dim
-  return (_dense(m.patch_dim, d) + m.num_patches * d + 3 * d
-          + _encoder_count(d, m.depth, m.mlp_ratio) + _dense(d, 1))
+  return (
+      _dense(m.patch_dim, d)
+      + m.num_patches * d
+      + 3 * d
+      + _encoder_count(d, m.depth, m.mlp_ratio)
+      + _dense(d, 1)
+  )
 
 
 def _count(params):
@@ -433,12 +499,17 @@ def test_parameter_counts_of_tiny_models():
   assert _count(_disc_params()) == 9_793
 
 
-@pytest.mark.parametrize("model", [
-    pytest.param(Generator(49, 49, encoder_depth=2, decoder_depth=3, noise_mlp_depth=3),
-                 id="generator-mnist"),
-    pytest.param(Generator(64, 192, noise_mlp_depth=0, mlp_ratio=3.0), id="generator-no-mlp"),
-    pytest.param(Discriminator(64, 192, depth=2, mlp_ratio=2.5), id="discriminator"),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(
+            Generator(49, 49, encoder_depth=2, decoder_depth=3, noise_mlp_depth=3),
+            id="generator-mnist",
+        ),
+        pytest.param(Generator(64, 192, noise_mlp_depth=0, mlp_ratio=3.0), id="generator-no-mlp"),
+        pytest.param(Discriminator(64, 192, depth=2, mlp_ratio=2.5), id="discriminator"),
+    ],
+)
 def test_parameter_counts_of_larger_models(model):
   """The same formulas for larger configurations (shapes only, via jax.eval_shape)."""
   length, p = model.num_patches, model.patch_dim
@@ -457,8 +528,9 @@ def test_parameter_counts_of_larger_models(model):
 def test_noise_mapping_and_encoder_shapes():
   """NoiseMapping: z [B, Z] -> [B, L, D]; Encoder keeps [B, L, D] (shapes only)."""
   z = jax.ShapeDtypeStruct((2, 5), jnp.float32)
-  out = jax.eval_shape(lambda z: NoiseMapping(7, 12, depth=2, width=9).init_with_output(
-      _key(0), z)[0], z)
+  out = jax.eval_shape(
+      lambda z: NoiseMapping(7, 12, depth=2, width=9).init_with_output(_key(0), z)[0], z
+  )
   assert out.shape == (2, 7, 12)
   x = jax.ShapeDtypeStruct((2, 7, 12), jnp.float32)
   out = jax.eval_shape(lambda x: Encoder(2, 3).init_with_output(_key(0), x)[0], x)
@@ -468,12 +540,12 @@ def test_noise_mapping_and_encoder_shapes():
 # ----------------------------------------------------------------------------------------------
 # Options beyond the paper's MNIST models.
 
+
 def test_minibatch_std_discriminator_sees_identical_draws():
   """With minibatch_std_group=G the logit of example i depends on the other members of its
   group (i, i + B/G, ...) and on nothing outside S u T; a batch of identical examples gets a
   different logit from the same example among varied ones. B % G != 0 is refused."""
-  disc = Discriminator(_L, _P, dim=32, depth=1, num_heads=2, mlp_ratio=2.0,
-                       minibatch_std_group=2)
+  disc = Discriminator(_L, _P, dim=32, depth=1, num_heads=2, mlp_ratio=2.0, minibatch_std_group=2)
   b = 4
   rng = np.random.default_rng(3)
   patches = jnp.asarray(rng.uniform(-1, 1, (b, _L, _P)), jnp.float32)
@@ -497,14 +569,27 @@ def test_minibatch_std_discriminator_sees_identical_draws():
 def test_noise_every_layer_keeps_the_contract():
   """noise_every_layer=True: same parameter shapes, source patches still copied, the noise
   still changes the non-source patches, and the output differs from the default wiring."""
-  gen = Generator(_L, _P, encoder_dim=32, encoder_depth=1, encoder_heads=2, decoder_dim=48,
-                  decoder_depth=2, decoder_heads=2, noise_dim=_Z, noise_mlp_depth=2,
-                  noise_mlp_width=16, mlp_ratio=2.0, noise_every_layer=True)
+  gen = Generator(
+      _L,
+      _P,
+      encoder_dim=32,
+      encoder_depth=1,
+      encoder_heads=2,
+      decoder_dim=48,
+      decoder_depth=2,
+      decoder_heads=2,
+      noise_dim=_Z,
+      noise_mlp_depth=2,
+      noise_mlp_width=16,
+      mlp_ratio=2.0,
+      noise_every_layer=True,
+  )
   base = gen.clone(noise_every_layer=False)
   patches, source, _, z = _inputs()
   params = _random_params(gen, 7, patches, source, z)
-  assert (jax.tree.map(jnp.shape, jax.eval_shape(base.init, _key(0), patches, source, z))
-          == jax.tree.map(jnp.shape, params))
+  assert jax.tree.map(
+      jnp.shape, jax.eval_shape(base.init, _key(0), patches, source, z)
+  ) == jax.tree.map(jnp.shape, params)
   out = np.asarray(jax.jit(gen.apply)(params, patches, source, z))
   np.testing.assert_array_equal(out[source], np.asarray(patches)[source])
   out_z = np.asarray(jax.jit(gen.apply)(params, patches, source, z + 1.0))

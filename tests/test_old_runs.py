@@ -6,6 +6,7 @@ and summary the uninterrupted run reached (reference.json). Each test loads the 
 with today's loaders, resumes the run with today's trainer and checks that it ends where the
 uninterrupted old run ended.
 """
+
 import json
 import os
 import shutil
@@ -58,8 +59,7 @@ def test_an_old_classifier_resumes_and_loads(tmp_path):
   summary = mnist_classifier.train(config, workdir, progress=False)
   assert summary["resumed_from"] == 100 and summary["steps"] == 150
   _assert_rows_close(_rows(workdir), reference["metrics"])
-  assert summary["test_accuracy"] == pytest.approx(reference["summary"]["test_accuracy"],
-                                                   abs=2e-3)
+  assert summary["test_accuracy"] == pytest.approx(reference["summary"]["test_accuracy"], abs=2e-3)
   _, _, info = classifier_setup.load(workdir, image_size=28, source_patch=0)
   assert info["steps"] == 150
 
@@ -90,7 +90,7 @@ def test_an_old_gan_run_loads_and_resumes(tmp_path):
 
 def test_an_old_permutation_run_loads_and_resumes(tmp_path):
   workdir, config, reference = _copy("plm", tmp_path, plm_setup.kind())
-  run = plm_run.load_run(workdir)                  # its quantiser and model, at step 3
+  run = plm_run.load_run(workdir)  # its quantiser and model, at step 3
   assert run.layout.num_codes == 16
   labels, _ = plm_run.classify(run, np.zeros((2, 28, 28), np.uint8))
   assert labels.shape == (2,)
@@ -105,14 +105,22 @@ def test_tools_say_what_a_run_of_another_kind_is(tmp_path):
   """gan_complete/gan_figures pointed at a permutation-model or VQ run used to fail with
   AttributeError: 'image_size', and gan_eval --classifier_dir=<a VQ run> advised training a
   classifier into the VQ folder."""
-  with pytest.raises(runs.WrongRunError, match=r"holds no BigLearn-GAN run: it looks like a "
-                     r"permutation-model run \(experiments.plm_mnist\)"):
+  with pytest.raises(
+      runs.WrongRunError,
+      match=r"holds no BigLearn-GAN run: it looks like a "
+      r"permutation-model run \(experiments.plm_mnist\)",
+  ):
     gan_setup.load_run(os.path.join(FIXTURES, "plm"))
-  with pytest.raises(runs.WrongRunError, match="holds no BigLearn-GAN run: it looks like an "
-                     "MNIST vector quantiser"):
+  with pytest.raises(
+      runs.WrongRunError,
+      match="holds no BigLearn-GAN run: it looks like an " "MNIST vector quantiser",
+  ):
     gan_setup.load_run(os.path.join(FIXTURES, "plm", "vq"))
-  with pytest.raises(runs.WrongRunError, match="holds no MNIST classifier: it looks like an MNIST "
-                     "vector quantiser.*train one with `python -m experiments.mnist_classifier"):
+  with pytest.raises(
+      runs.WrongRunError,
+      match="holds no MNIST classifier: it looks like an MNIST "
+      "vector quantiser.*train one with `python -m experiments.mnist_classifier",
+  ):
     classifier_setup.load(os.path.join(FIXTURES, "plm", "vq"), image_size=28)
 
 
@@ -122,7 +130,9 @@ def test_a_permutation_run_refuses_to_resume_with_another_quantiser_config(tmp_p
   workdir, config, _ = _copy("plm", tmp_path, plm_setup.kind())
   before = open(os.path.join(workdir, "config.json")).read()
   config.vq.learning_rate = 1e-4
-  with pytest.raises(ValueError, match=r"trained with another vq config \(vq.learning_rate: "
-                     r"0.003 there, 0.0001 now\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"trained with another vq config \(vq.learning_rate: " r"0.003 there, 0.0001 now\)",
+  ):
     plm_train.train_and_evaluate(config, workdir, progress=False)
   assert open(os.path.join(workdir, "config.json")).read() == before

@@ -1,4 +1,5 @@
 """Tests of bigjax.mixtures.optima on surfaces with known minima."""
+
 import numpy as np
 import pytest
 
@@ -17,8 +18,7 @@ def test_double_well_has_four_local_and_known_global_minima():
   positions = sorted(tuple(np.round(m["position"], 6)) for m in result["local"])
   assert positions == [(-1, -1), (-1, 1), (1, -1), (1, 1)]
   # The tilt 0.1 * mu1 makes mu1 = -1 lower: two global minima, at (-1, -1) and (-1, 1).
-  assert sorted(tuple(np.round(m["position"], 6)) for m in result["global"]) == [(-1, -1),
-                                                                               (-1, 1)]
+  assert sorted(tuple(np.round(m["position"], 6)) for m in result["global"]) == [(-1, -1), (-1, 1)]
   assert result["min_value"] == pytest.approx(s.min())
   assert result["local"][0]["value"] <= result["local"][-1]["value"]
 

@@ -1,5 +1,6 @@
 """bigjax.permutation (orders, XLNet masks), losses.permutation_lm (Eq. (15)) and
 bigjax.multimodal (image tokens + label, classification and sampling with one model)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,11 +21,9 @@ def test_random_ranks_are_permutations_and_force_last():
   # every position is first about equally often (uniform orders): chi-square, 5 dof
   counts = np.bincount(ranks.argmin(1), minlength=6)
   assert scipy.stats.chisquare(counts).pvalue > 1e-3
-  forced = np.asarray(permutation.random_ranks(rbg_key(1), 200, 6, last_position=5,
-                                               last_prob=1.0))
+  forced = np.asarray(permutation.random_ranks(rbg_key(1), 200, 6, last_position=5, last_prob=1.0))
   assert np.all(forced[:, 5] == 5)
-  half = np.asarray(permutation.random_ranks(rbg_key(2), 4000, 6, last_position=2,
-                                             last_prob=0.5))
+  half = np.asarray(permutation.random_ranks(rbg_key(2), 4000, 6, last_position=2, last_prob=0.5))
   # P(last) = 0.5 + 0.5 / 6 with a uniform order otherwise
   assert abs(np.mean(half[:, 2] == 5) - (0.5 + 0.5 / 6)) < 0.03
   with pytest.raises(ValueError, match="last_prob"):
@@ -45,10 +44,14 @@ def test_permutation_mask_by_hand():
   ranks = np.array([[1, 3, 0, 2]])
   target = np.array([[True, True, False, True]])
   got = np.asarray(permutation.permutation_mask(ranks, target))[0].astype(int)
-  expected = np.array([[1, 1, 0, 1],     # 0 sees the context 2 only
-                       [0, 1, 0, 0],     # 1 (last) sees 2, 0, 3
-                       [1, 1, 0, 1],     # context sees no target
-                       [0, 1, 0, 1]])    # 3 sees 2, 0
+  expected = np.array(
+      [
+          [1, 1, 0, 1],  # 0 sees the context 2 only
+          [0, 1, 0, 0],  # 1 (last) sees 2, 0, 3
+          [1, 1, 0, 1],  # context sees no target
+          [0, 1, 0, 1],
+      ]
+  )  # 3 sees 2, 0
   np.testing.assert_array_equal(got, expected)
   hidden = np.array([[False, False, False, True]])
   got = np.asarray(permutation.permutation_mask(ranks, target, hidden_mask=hidden))[0]
@@ -83,11 +86,12 @@ def test_permutation_lm_hand_value():
   # the vocabulary mask renormalises over the allowed ids: position 1 may take {1, 2}
   vocab = np.array([[True, True, True], [False, True, True]])
   masked = jax.jit(lambda *a: losses.permutation_lm(*a, vocab_mask=vocab))(
-      logits, tokens, np.array([[True, True]]))
-  np.testing.assert_allclose(np.asarray(masked), [-np.log(0.25) - np.log(0.3 / 0.9)],
-                             rtol=1e-6)
-  grads = jax.grad(lambda l: losses.permutation_lm(l, tokens, np.array([[True, True]]),
-                                                   vocab_mask=vocab).sum())(jnp.asarray(logits))
+      logits, tokens, np.array([[True, True]])
+  )
+  np.testing.assert_allclose(np.asarray(masked), [-np.log(0.25) - np.log(0.3 / 0.9)], rtol=1e-6)
+  grads = jax.grad(
+      lambda l: losses.permutation_lm(l, tokens, np.array([[True, True]]), vocab_mask=vocab).sum()
+  )(jnp.asarray(logits))
   assert np.all(np.isfinite(np.asarray(grads))) and np.asarray(grads)[0, 1, 0] == 0.0
 
 
@@ -96,18 +100,19 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   autoregressive factorisation along that order, computed here by hand from logits of L
   separate calls that each reveal only the prefix."""
   L, V = 5, 4
-  model = TwoStreamTransformer(vocab_size=V, num_segments=1, max_length=L, width=8, depth=2,
-                               num_heads=2, dtype=jnp.float64)
+  model = TwoStreamTransformer(
+      vocab_size=V, num_segments=1, max_length=L, width=8, depth=2, num_heads=2, dtype=jnp.float64
+  )
   tokens = np.array([[3, 1, 0, 2, 1]])
   segments = np.zeros_like(tokens)
-  ranks = np.array([[2, 0, 4, 1, 3]])                  # order z = (1, 3, 0, 4, 2)
+  ranks = np.array([[2, 0, 4, 1, 3]])  # order z = (1, 3, 0, 4, 2)
   target = np.ones_like(tokens, bool)
   perm = permutation.permutation_mask(ranks, target)
   params = model.init(rbg_key(0), tokens, segments, perm)
   logits, _ = model.apply(params, tokens, segments, perm)
   got = float(losses.permutation_lm(logits, tokens, target)[0])
   by_hand = 0.0
-  for t, pos in enumerate([1, 3, 0, 4, 2]):
+  for pos in [1, 3, 0, 4, 2]:
     lp = scipy.special.log_softmax(np.asarray(logits)[0, pos])
     by_hand -= lp[tokens[0, pos]]
   np.testing.assert_allclose(got, by_hand, rtol=1e-12)
@@ -115,8 +120,7 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   for t, pos in enumerate([1, 3, 0, 4, 2]):
     scrambled = np.where(ranks >= t, (tokens + 1) % V, tokens)
     other, _ = model.apply(params, scrambled, segments, perm)
-    np.testing.assert_allclose(np.asarray(other)[0, pos], np.asarray(logits)[0, pos],
-                               rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(other)[0, pos], np.asarray(logits)[0, pos], rtol=1e-12)
 
 
 LAYOUT = multimodal.Layout(num_codes=6, num_image_tokens=4, num_classes=3)
@@ -134,8 +138,9 @@ def test_layout_join_segments_vocab():
 
 
 def test_bad_tokens_and_labels():
-  np.testing.assert_array_equal(multimodal.check_image_tokens(np.zeros((2, 2, 2), np.int64),
-                                                              LAYOUT), np.zeros((2, 4)))
+  np.testing.assert_array_equal(
+      multimodal.check_image_tokens(np.zeros((2, 2, 2), np.int64), LAYOUT), np.zeros((2, 4))
+  )
   with pytest.raises(ValueError, match=r"image token 6 is outside the codebook \[0, 6\)"):
     multimodal.check_image_tokens(np.array([[0, 6, 1, 2]]), LAYOUT)
   with pytest.raises(ValueError, match="must have 4 tokens"):
@@ -149,11 +154,21 @@ def test_bad_tokens_and_labels():
 
 
 def _tiny_model():
-  model = TwoStreamTransformer(vocab_size=LAYOUT.vocab_size, num_segments=2,
-                               max_length=LAYOUT.length, width=16, depth=1, num_heads=2)
+  model = TwoStreamTransformer(
+      vocab_size=LAYOUT.vocab_size,
+      num_segments=2,
+      max_length=LAYOUT.length,
+      width=16,
+      depth=1,
+      num_heads=2,
+  )
   tokens = jnp.zeros((2, LAYOUT.length), jnp.int32)
-  params = model.init(rbg_key(0), tokens, multimodal.segment_ids(LAYOUT, 2),
-                      jnp.zeros((2, LAYOUT.length, LAYOUT.length), bool))
+  params = model.init(
+      rbg_key(0),
+      tokens,
+      multimodal.segment_ids(LAYOUT, 2),
+      jnp.zeros((2, LAYOUT.length, LAYOUT.length), bool),
+  )
   return model, params
 
 
@@ -161,8 +176,11 @@ def test_label_log_probs_is_the_label_query_after_all_images():
   model, params = _tiny_model()
   images = np.array([[0, 1, 2, 3], [5, 4, 3, 2]])
   for all_targets in (True, False):
-    got = np.asarray(multimodal.label_log_probs(model.apply, params, images, rbg_key(1),
-                                                layout=LAYOUT, all_targets=all_targets))
+    got = np.asarray(
+        multimodal.label_log_probs(
+            model.apply, params, images, rbg_key(1), layout=LAYOUT, all_targets=all_targets
+        )
+    )
     np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, rtol=1e-5)
     # by hand: one order (the same key split) with the label last
     key = jax.random.split(rbg_key(1), 1)[0]
@@ -170,13 +188,18 @@ def test_label_log_probs_is_the_label_query_after_all_images():
     target = np.ones((2, 5), bool) if all_targets else np.arange(5) == 4
     target = np.broadcast_to(target, (2, 5))
     tokens = multimodal.join(images, np.zeros(2, np.int32), LAYOUT)
-    logits, _ = model.apply(params, tokens, multimodal.segment_ids(LAYOUT, 2),
-                            permutation.permutation_mask(ranks, target))
+    logits, _ = model.apply(
+        params,
+        tokens,
+        multimodal.segment_ids(LAYOUT, 2),
+        permutation.permutation_mask(ranks, target),
+    )
     expected = scipy.special.log_softmax(np.asarray(logits)[:, 4, 6:], axis=-1)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # with T = {label} the image tokens are bidirectional context: the order does not matter
-  a = multimodal.label_log_probs(model.apply, params, images, rbg_key(2), layout=LAYOUT,
-                                 all_targets=False, num_orders=3)
+  a = multimodal.label_log_probs(
+      model.apply, params, images, rbg_key(2), layout=LAYOUT, all_targets=False, num_orders=3
+  )
   np.testing.assert_allclose(np.asarray(a), got, rtol=1e-5, atol=1e-6)
 
 
@@ -184,36 +207,55 @@ def test_sample_keeps_given_tokens_and_respects_modalities():
   model, params = _tiny_model()
   tokens = np.asarray(multimodal.join(np.array([[1, 2, 3, 4]] * 6), np.array([2] * 6), LAYOUT))
   given = np.zeros((6, 5), bool)
-  given[:2, 4] = True                  # label-conditioned
-  given[2:4, :2] = True                # completion of the first two tokens
+  given[:2, 4] = True  # label-conditioned
+  given[2:4, :2] = True  # completion of the first two tokens
   fn = jax.jit(lambda p, t, g, k: multimodal.sample(model.apply, p, t, g, k, layout=LAYOUT))
   out = np.asarray(fn(params, tokens, given, rbg_key(3)))
   np.testing.assert_array_equal(out[given], tokens[given])
   assert np.all(out[:, :4] < 6) and np.all(out[:, 4] >= 6)
   again = np.asarray(fn(params, tokens, given, rbg_key(3)))
   np.testing.assert_array_equal(out, again)
-  raster = np.asarray(multimodal.sample(model.apply, params, tokens, given, rbg_key(3),
-                                        layout=LAYOUT, order="raster", temperature=0.5))
+  raster = np.asarray(
+      multimodal.sample(
+          model.apply,
+          params,
+          tokens,
+          given,
+          rbg_key(3),
+          layout=LAYOUT,
+          order="raster",
+          temperature=0.5,
+      )
+  )
   np.testing.assert_array_equal(raster[given], tokens[given])
-  for bad in (0.0, -0.5, float("nan")):                    # not a NaN draw later
+  for bad in (0.0, -0.5, float("nan")):  # not a NaN draw later
     with pytest.raises(ValueError, match="temperature must be > 0"):
-      multimodal.sample(model.apply, params, tokens, given, rbg_key(3), layout=LAYOUT,
-                        temperature=bad)
+      multimodal.sample(
+          model.apply, params, tokens, given, rbg_key(3), layout=LAYOUT, temperature=bad
+      )
 
 
 def test_sample_draws_from_the_model_distribution():
   """One free position: the empirical frequencies of many draws match the model's softmax."""
   model, params = _tiny_model()
   n = 3000
-  tokens = np.tile(np.asarray(multimodal.join(np.array([[1, 2, 3, 4]]), np.array([1]),
-                                              LAYOUT)), (n, 1))
+  tokens = np.tile(
+      np.asarray(multimodal.join(np.array([[1, 2, 3, 4]]), np.array([1]), LAYOUT)), (n, 1)
+  )
   given = np.ones((n, 5), bool)
   given[:, 2] = False
-  out = np.asarray(jax.jit(lambda p, t, g, k: multimodal.sample(
-      model.apply, p, t, g, k, layout=LAYOUT))(params, tokens, given, rbg_key(4)))
+  out = np.asarray(
+      jax.jit(lambda p, t, g, k: multimodal.sample(model.apply, p, t, g, k, layout=LAYOUT))(
+          params, tokens, given, rbg_key(4)
+      )
+  )
   ranks = multimodal.given_ranks(rbg_key(0), given[:1])
-  logits, _ = model.apply(params, tokens[:1], multimodal.segment_ids(LAYOUT, 1),
-                          permutation.permutation_mask(ranks, np.ones((1, 5), bool)))
+  logits, _ = model.apply(
+      params,
+      tokens[:1],
+      multimodal.segment_ids(LAYOUT, 1),
+      permutation.permutation_mask(ranks, np.ones((1, 5), bool)),
+  )
   probs = scipy.special.softmax(np.asarray(logits, np.float64)[0, 2, :6])
   probs /= probs.sum()
   counts = np.bincount(out[:, 2], minlength=6)
@@ -226,40 +268,46 @@ def test_sample_with_label_guidance_draws_from_the_guided_distribution():
   changes nothing."""
   model, params = _tiny_model()
   n, w = 3000, 2.0
-  tokens = np.tile(np.asarray(multimodal.join(np.array([[1, 2, 3, 4]]), np.array([1]),
-                                              LAYOUT)), (n, 1))
+  tokens = np.tile(
+      np.asarray(multimodal.join(np.array([[1, 2, 3, 4]]), np.array([1]), LAYOUT)), (n, 1)
+  )
   given = np.ones((n, 5), bool)
   given[:, 2] = False
-  fn = jax.jit(lambda p, t, g, k: multimodal.sample(model.apply, p, t, g, k, layout=LAYOUT,
-                                                    guidance=w))
+  fn = jax.jit(
+      lambda p, t, g, k: multimodal.sample(model.apply, p, t, g, k, layout=LAYOUT, guidance=w)
+  )
   out = np.asarray(fn(params, tokens, given, rbg_key(4)))
   ranks = multimodal.given_ranks(rbg_key(0), given[:1])
   mask = permutation.permutation_mask(ranks, np.ones((1, 5), bool))
   hidden = np.asarray(mask) | (np.arange(5) == 4)[None, None, :]
   segments = multimodal.segment_ids(LAYOUT, 1)
-  cond = scipy.special.log_softmax(np.asarray(model.apply(params, tokens[:1], segments, mask)[0],
-                                              np.float64)[0, 2, :6])
-  uncond = scipy.special.log_softmax(np.asarray(model.apply(params, tokens[:1], segments,
-                                                            hidden)[0], np.float64)[0, 2, :6])
-  assert np.abs(cond - uncond).max() > 0.05            # the label matters to this position
+  cond = scipy.special.log_softmax(
+      np.asarray(model.apply(params, tokens[:1], segments, mask)[0], np.float64)[0, 2, :6]
+  )
+  uncond = scipy.special.log_softmax(
+      np.asarray(model.apply(params, tokens[:1], segments, hidden)[0], np.float64)[0, 2, :6]
+  )
+  assert np.abs(cond - uncond).max() > 0.05  # the label matters to this position
   probs = scipy.special.softmax((1 + w) * cond - w * uncond)
   counts = np.bincount(out[:, 2], minlength=6)
   assert scipy.stats.chisquare(counts, probs * n).pvalue > 1e-3
   # no given label: identical draws with and without guidance
   free = np.zeros((4, 5), bool)
   plain = multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT)
-  guided = multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT,
-                             guidance=w)
+  guided = multimodal.sample(
+      model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT, guidance=w
+  )
   np.testing.assert_array_equal(np.asarray(plain), np.asarray(guided))
   with pytest.raises(ValueError, match="guidance"):
-    multimodal.sample(model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT,
-                      guidance=-1.0)
+    multimodal.sample(
+        model.apply, params, tokens[:4], free, rbg_key(5), layout=LAYOUT, guidance=-1.0
+    )
 
 
 def test_given_ranks():
   given = np.array([[True, False, False, True, True]])
   ranks = np.asarray(multimodal.given_ranks(rbg_key(0), given))
-  assert ranks[0, 4] == 0                                  # the label first among the given
+  assert ranks[0, 4] == 0  # the label first among the given
   assert set(ranks[0, [0, 3]]) == {1, 2} and set(ranks[0, [1, 2]]) == {3, 4}
   raster = np.asarray(multimodal.given_ranks(rbg_key(0), given, order="raster"))
   np.testing.assert_array_equal(raster, [[1, 3, 4, 2, 0]])
@@ -277,23 +325,30 @@ def test_raster_ranks_move_one_position_first_or_last():
 def test_mixed_orders_mix_classification_and_lm_tasks():
   length, label = 6, 5
   ranks, target, classify = permutation.mixed_orders(
-      rbg_key(0), 4000, length, label_position=label, classify_prob=0.3, label_last_prob=0.5,
-      raster_prob=0.5)
+      rbg_key(0),
+      4000,
+      length,
+      label_position=label,
+      classify_prob=0.3,
+      label_last_prob=0.5,
+      raster_prob=0.5,
+  )
   ranks, target, classify = (np.asarray(a) for a in (ranks, target, classify))
-  assert (np.sort(ranks, 1) == np.arange(length)).all()           # every row an order
+  assert (np.sort(ranks, 1) == np.arange(length)).all()  # every row an order
   np.testing.assert_allclose(classify.mean(), 0.3, atol=0.03)
   # Classification: the label alone is a target, last in the order; LM tasks: all targets.
   assert (target[classify] == (np.arange(length) == label)).all()
   assert (ranks[classify, label] == length - 1).all() and target[~classify].all()
   lm = ranks[~classify]
-  np.testing.assert_allclose(np.mean(lm[:, label] == length - 1), 0.5 + 0.5 / length / 2,
-                             atol=0.04)
-  raster = (np.delete(lm, label, 1) == np.arange(length - 1)[None] + (lm[:, label] == 0)[:, None])
-  assert 0.45 < raster.all(1).mean() < 0.6                        # raster_prob, plus chance
+  np.testing.assert_allclose(np.mean(lm[:, label] == length - 1), 0.5 + 0.5 / length / 2, atol=0.04)
+  raster = np.delete(lm, label, 1) == np.arange(length - 1)[None] + (lm[:, label] == 0)[:, None]
+  assert 0.45 < raster.all(1).mean() < 0.6  # raster_prob, plus chance
   # classify_prob 1: the cross-entropy baseline, every example a classification task.
-  _, target, classify = permutation.mixed_orders(rbg_key(1), 8, length, label_position=label,
-                                                 classify_prob=1.0)
+  _, target, classify = permutation.mixed_orders(
+      rbg_key(1), 8, length, label_position=label, classify_prob=1.0
+  )
   assert np.asarray(classify).all() and (np.asarray(target) == (np.arange(length) == label)).all()
   with pytest.raises(ValueError, match="raster_prob must be in"):
-    permutation.mixed_orders(rbg_key(0), 2, length, label_position=label, classify_prob=0.5,
-                             raster_prob=1.5)
+    permutation.mixed_orders(
+        rbg_key(0), 2, length, label_position=label, classify_prob=0.5, raster_prob=1.5
+    )

@@ -1,5 +1,6 @@
 """Smoke runs of experiments/plm_mnist.py: training (quantiser first), resume, every capability
 (classify, generate, complete, figure, evaluate), the cross-entropy baseline, and bad input."""
+
 import json
 import os
 import shutil
@@ -24,8 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("plm") / "run")
-  summary = plm_train.train_and_evaluate(plm_config.get_config("smoke"), workdir,
-                                         progress=False)
+  summary = plm_train.train_and_evaluate(plm_config.get_config("smoke"), workdir, progress=False)
   return workdir, summary
 
 
@@ -37,8 +37,15 @@ def digits():
 
 def test_training_writes_everything(smoke_run):
   workdir, summary = smoke_run
-  for name in ("config.json", "metrics.jsonl", "run.json", "eval.json", "fig17.png",
-               "vq/vq.json", "classifier/classifier.json"):
+  for name in (
+      "config.json",
+      "metrics.jsonl",
+      "run.json",
+      "eval.json",
+      "fig17.png",
+      "vq/vq.json",
+      "classifier/classifier.json",
+  ):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert summary["step"] == 6 and summary["compilations"] == 1
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -86,8 +93,9 @@ def test_classify_generate_complete(smoke_run, digits):
   again, _ = plm_run.generate(run, 3, label=7, seed=1)
   np.testing.assert_array_equal(cond, again)
 
-  out, source, sampled = plm_run.complete(run, images, source_ratio=0.5, num_samples=2,
-                                            labels=labels)
+  out, source, sampled = plm_run.complete(
+      run, images, source_ratio=0.5, num_samples=2, labels=labels
+  )
   assert out.shape == (5, 2, 28, 28) and source.shape == (5, run.layout.num_image_tokens)
   assert np.all(source.sum(1) == round(0.5 * run.layout.num_image_tokens))
   np.testing.assert_array_equal(sampled, np.repeat(labels[:, None], 2, axis=1))
@@ -110,30 +118,61 @@ def test_command_line_modes(smoke_run, digits, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
 
   def cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "experiments.plm_mnist", "--workdir", workdir,
-                           *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.plm_mnist", "--workdir", workdir, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
   cli("--mode", "classify", "--images", npz, "--out", str(tmp_path / "c.npz"))
   with np.load(tmp_path / "c.npz") as out:
     assert out["labels"].shape == (5,) and out["probs"].shape == (5, 10)
-  cli("--mode", "generate", "--label", "3", "--num_samples", "4", "--out",
-      str(tmp_path / "g.npz"))
+  cli("--mode", "generate", "--label", "3", "--num_samples", "4", "--out", str(tmp_path / "g.npz"))
   with np.load(tmp_path / "g.npz") as out:
     assert out["images"].shape == (4, 28, 28) and np.all(out["labels"] == 3)
   assert os.path.exists(tmp_path / "g.png")
-  cli("--mode", "complete", "--images", npz, "--source_ratio", "0.4", "--initial_portion",
-      "--with_label", "--num_samples", "2", "--out", str(tmp_path / "k.npz"))
+  cli(
+      "--mode",
+      "complete",
+      "--images",
+      npz,
+      "--source_ratio",
+      "0.4",
+      "--initial_portion",
+      "--with_label",
+      "--num_samples",
+      "2",
+      "--out",
+      str(tmp_path / "k.npz"),
+  )
   with np.load(tmp_path / "k.npz") as out:
     assert out["completions"].shape == (5, 2, 28, 28)
   assert os.path.exists(tmp_path / "k.png")
   cli("--mode", "figure", "--out", str(tmp_path / "f.png"))
   assert os.path.getsize(tmp_path / "f.png") > 10_000
-  proc = subprocess.run([sys.executable, "-m", "experiments.plm_mnist", "--workdir", workdir,
-                         "--mode", "generate", "--label", "12"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "experiments.plm_mnist",
+          "--workdir",
+          workdir,
+          "--mode",
+          "generate",
+          "--label",
+          "12",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode != 0 and "label 12 is outside 0..9" in proc.stderr
 
 
@@ -166,7 +205,7 @@ def test_bad_input(smoke_run, digits, tmp_path):
     plm_run.classify(run, images[:, :27])
   with pytest.raises(ValueError, match="label 10 is outside"):
     plm_run.generate(run, 2, label=10)
-  with pytest.raises(ValueError, match="temperature must be > 0"):   # not the config's 0.7
+  with pytest.raises(ValueError, match="temperature must be > 0"):  # not the config's 0.7
     plm_run.generate(run, 2, label=3, temperature=0.0)
   with pytest.raises(ValueError, match="outside the codebook"):
     plm_run.decode(run, np.full((1, run.layout.num_image_tokens), run.layout.num_codes))
@@ -178,8 +217,11 @@ def test_bad_input(smoke_run, digits, tmp_path):
   config.plm.objective = "mlm"
   with pytest.raises(ValueError, match="plm.objective"):
     plm_train.train_and_evaluate(config, str(tmp_path / "bad"), progress=False)
-  for field, value in (("plm.raster_prob", 1.5), ("data.lm_max_shift", -1),
-                       ("eval.guidance", -1.0)):
+  for field, value in (
+      ("plm.raster_prob", 1.5),
+      ("data.lm_max_shift", -1),
+      ("eval.guidance", -1.0),
+  ):
     config = plm_config.get_config("smoke")
     group, name = field.split(".")
     config[group][name] = value
@@ -198,8 +240,12 @@ def test_sampler_benchmark_repeats_the_evaluation(smoke_run, tmp_path, capsys):
   result, k = summary["eval"], summary["eval"]["samples_per_label"]
   copy = str(tmp_path / "copy")
   shutil.copytree(workdir, copy)
-  assert plm_samplers.main(["--workdir", copy, "--samplers", "1,0", "0.7,3",
-                            "--samples_per_label", str(k)]) == 0
+  assert (
+      plm_samplers.main(
+          ["--workdir", copy, "--samplers", "1,0", "0.7,3", "--samples_per_label", str(k)]
+      )
+      == 0
+  )
   plain, guided = json.load(open(os.path.join(copy, "samplers.json")))
   assert len(capsys.readouterr().out.splitlines()) == 2
   assert (plain["temperature"], plain["guidance"]) == (1.0, 0.0)

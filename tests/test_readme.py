@@ -1,4 +1,5 @@
 """The README's code runs as written."""
+
 import os
 import re
 
@@ -18,7 +19,7 @@ def test_the_embedding_example_trains_a_generator_for_every_task(capsys):
   namespace = {}
   exec(compile(_block("embed-example"), "README.md:embed-example", "exec"), namespace)
   d_losses, g_losses = zip(*[(float(d), float(g)) for d, g in namespace["history"]])
-  assert all(map(lambda v: v == v and abs(v) < 1e3, d_losses + g_losses))   # finite
+  assert all(map(lambda v: v == v and abs(v) < 1e3, d_losses + g_losses))  # finite
   # Completions follow the given half's sign (zeros would be 0.57 off, the wrong sign 1.1).
   assert namespace["error"] < 0.35
   assert "completion error" in capsys.readouterr().out
@@ -29,6 +30,7 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   stands in for xlnet-base-cased, and GLUE files in GLUE's layouts for glue_data/."""
   import numpy as np
   import pytest
+
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   pytest.importorskip("tensorflow_datasets")
@@ -40,8 +42,9 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   (tmp_path / "corpus.txt").write_text("\n".join(text._sentences(400)) + "\n")
   xtok.train_sentencepiece("corpus.txt", "xlnet-base-cased", vocab_size=70)
   torch.manual_seed(0)
-  hf = transformers.XLNetLMHeadModel(transformers.XLNetConfig(
-      vocab_size=70, d_model=32, n_layer=2, n_head=4, d_inner=48)).eval()
+  hf = transformers.XLNetLMHeadModel(
+      transformers.XLNetConfig(vocab_size=70, d_model=32, n_layer=2, n_head=4, d_inner=48)
+  ).eval()
   hf.save_pretrained("xlnet-base-cased")
   for task, files in text.GLUE_FILES.items():
     (tmp_path / "glue_data" / task).mkdir(parents=True)
@@ -55,30 +58,40 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   out = capsys.readouterr().out
   assert "0 of 1 pairs truncated" in out and "{'accuracy': " in out
   assert "(2, 128, 32) (2, 128, 70)" in out
-  assert len(namespace["dev"].first) == 1                      # the tfds route's RTE dev
-  assert namespace["batch"].input_ids.shape == (5000, 128)     # the shipped lexname train
+  assert len(namespace["dev"].first) == 1  # the tfds route's RTE dev
+  assert namespace["batch"].input_ids.shape == (5000, 128)  # the shipped lexname train
   saved = transformers.XLNetForSequenceClassification.from_pretrained("xlnet-rte").eval()
   x = namespace["x"]
   with torch.no_grad():
-    logits = saved(**{k: torch.tensor(np.asarray(v, np.int64)) for k, v in
-                      (("input_ids", x.input_ids), ("token_type_ids", x.token_type_ids),
-                       ("attention_mask", x.attention_mask))}).logits.numpy()
-  assert namespace["model"].num_labels == 10                  # section 6's model
-  model, params = xlnet_weights.load_pretrained("xlnet-rte")   # section 4's, read back
-  ours = model.apply(params, x.input_ids, token_type_ids=x.token_type_ids,
-                     attention_mask=x.attention_mask)["logits"]
+    logits = saved(
+        **{
+            k: torch.tensor(np.asarray(v, np.int64))
+            for k, v in (
+                ("input_ids", x.input_ids),
+                ("token_type_ids", x.token_type_ids),
+                ("attention_mask", x.attention_mask),
+            )
+        }
+    ).logits.numpy()
+  assert namespace["model"].num_labels == 10  # section 6's model
+  model, params = xlnet_weights.load_pretrained("xlnet-rte")  # section 4's, read back
+  ours = model.apply(
+      params, x.input_ids, token_type_ids=x.token_type_ids, attention_mask=x.attention_mask
+  )["logits"]
   assert np.abs(np.asarray(ours) - logits).max() < 1e-4
 
 
 def _bash_commands(marker: str) -> list[list[str]]:
   """The `python -m ...` lines of the bash block after `<!-- marker -->`, split as a shell would."""
   import shlex
+
   with open(README) as f:
     text = f.read()
   match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", text, re.S)
   assert match, f"no bash block after <!-- {marker} --> in README.md"
-  return [shlex.split(line)[2:] for line in match.group(1).splitlines()
-          if line.startswith("python -m ")]
+  return [
+      shlex.split(line)[2:] for line in match.group(1).splitlines() if line.startswith("python -m ")
+  ]
 
 
 def _flags(args: list[str]) -> dict[str, str]:
@@ -99,6 +112,7 @@ def _config_from(flags: dict[str, str], extra: dict[str, object]):
   `extra` overrides on top."""
   import ast
   import importlib
+
   path, _, arg = flags["config"].partition(":")
   config = importlib.import_module("configs." + os.path.basename(path)[:-3]).get_config(arg)
 
@@ -116,7 +130,7 @@ def _config_from(flags: dict[str, str], extra: dict[str, object]):
         value = ast.literal_eval(value)
       except (ValueError, SyntaxError):
         pass
-      put(key[len("config."):], value)
+      put(key[len("config.") :], value)
   for key, value in extra.items():
     put(key, value)
   return config
@@ -128,6 +142,7 @@ def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monke
   sweep on a two-run grid (FT and beta 0.4, the other grid fields at the README run's values),
   then the scorer on the run the README names."""
   import pytest
+
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   import test_text_data as text
@@ -139,9 +154,9 @@ def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monke
   (tmp_path / "corpus.txt").write_text("\n".join(text._sentences(400)) + "\n")
   xtok.train_sentencepiece("corpus.txt", "xlnet-base-cased", vocab_size=70)
   torch.manual_seed(0)
-  transformers.XLNetLMHeadModel(transformers.XLNetConfig(
-      vocab_size=70, d_model=16, n_layer=1, n_head=2, d_inner=24)).save_pretrained(
-          "xlnet-base-cased")
+  transformers.XLNetLMHeadModel(
+      transformers.XLNetConfig(vocab_size=70, d_model=16, n_layer=1, n_head=2, d_inner=24)
+  ).save_pretrained("xlnet-base-cased")
   _write_rte(tmp_path / "glue_data" / "RTE")
   sentences = text._sentences(48, seed=5)
   mrpc_head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -154,9 +169,16 @@ def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monke
 
   commands = _bash_commands("finetune-glue")
   assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 3 + [
-      "experiments.finetune_eval"]
-  small = {"batch_size": 8, "sweep.learning_rates": (2e-5,), "sweep.num_epochs": (3,),
-           "sweep.warmup_steps": (0,), "sweep.betas": (0.0, 0.4), "sweep.seeds": (0,)}
+      "experiments.finetune_eval"
+  ]
+  small = {
+      "batch_size": 8,
+      "sweep.learning_rates": (2e-5,),
+      "sweep.num_epochs": (3,),
+      "sweep.warmup_steps": (0,),
+      "sweep.betas": (0.0, 0.4),
+      "sweep.seeds": (0,),
+  }
   for args in commands[:3]:
     flags = _flags(args[1:])
     table = finetune_sweep.sweep(_config_from(flags, small), flags["workdir"], progress=False)
@@ -176,6 +198,7 @@ def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
   import importlib
   from bigjax.data import wordnet_corpus
   from experiments import cli
+
   root = tmp_path / "wordnet-base" / "usr" / "share" / "wordnet"
   os.makedirs(root)
   dev = open(os.path.join(wordnet_corpus.glue.wordnet_dir("lexname"), "dev.tsv")).read()
@@ -183,15 +206,17 @@ def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
   for pos in wordnet_corpus.PARTS_OF_SPEECH:
     (root / f"data.{pos}").write_text(
         "  1 This software and database is being provided to you\n"
-        f"00001740 03 n 01 thing 0 000 | a {pos} thing; \"an example\"\n"
-        f"00001741 03 n 01 held 0 000 | {held_out}; \"left out\"\n")
+        f'00001740 03 n 01 thing 0 000 | a {pos} thing; "an example"\n'
+        f'00001741 03 n 01 held 0 000 | {held_out}; "left out"\n'
+    )
   commands = _bash_commands("finetune-wordnet")
   assert commands[0][0] == "bigjax.data.wordnet_corpus"
   flags = _flags(commands[0][1:])
   os.chdir(tmp_path)
   wordnet_corpus.main([f"--wordnet_dir={flags['wordnet_dir']}", f"--out={flags['out']}"])
   assert (tmp_path / "corpus.txt").read_text().splitlines() == [
-      f'a {pos} thing; "an example"' for pos in wordnet_corpus.PARTS_OF_SPEECH]
+      f'a {pos} thing; "an example"' for pos in wordnet_corpus.PARTS_OF_SPEECH
+  ]
   for args in commands[1:]:
     importlib.import_module(args[0])
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []

@@ -10,6 +10,7 @@ noise, which differs with the order of the cross-device sum, becomes a +-learnin
 (measured: 1.5e-4 on d_params' qkv bias after two steps). With eps = 1e-3 Adam is linear in such
 tiny gradients and every other update is unchanged in kind.
 """
+
 import json
 import os
 import subprocess
@@ -92,16 +93,28 @@ def eight_devices(tmp_path_factory):
   """Facts printed by `_SCRIPT` on 8 fake CPU devices: two smoke train steps on a 1-device mesh
   and on the 8-device mesh, from the same state and batch."""
   cache = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-                        f"{NUM_DEVICES}").strip())
-  result = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=400)
+  env = dict(
+      os.environ,
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=cache,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      XLA_FLAGS=(
+          os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+          f"{NUM_DEVICES}"
+      ).strip(),
+  )
+  result = subprocess.run(
+      [sys.executable, "-c", _SCRIPT],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=400,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   line = [l for l in result.stdout.splitlines() if l.startswith("FACTS ")][-1]
-  return json.loads(line[len("FACTS "):])
+  return json.loads(line[len("FACTS ") :])
 
 
 def test_sharded_step_equals_one_device(eight_devices):
@@ -111,8 +124,13 @@ def test_sharded_step_equals_one_device(eight_devices):
   facts = eight_devices
   assert facts["num_devices"] == NUM_DEVICES
   assert facts["steps"] == [2, 2]
-  assert set(facts["max_diff"]) == {"g_params", "d_params", "g_ema_params", "g_opt_state",
-                                    "d_opt_state"}
+  assert set(facts["max_diff"]) == {
+      "g_params",
+      "d_params",
+      "g_ema_params",
+      "g_opt_state",
+      "d_opt_state",
+  }
   for name, diff in facts["max_diff"].items():
     assert diff < 1e-5, (name, diff)
   assert facts["rng_equal"]
@@ -141,8 +159,11 @@ def test_check_batch_size_message():
   """ValueError naming the batch size, the device count and the flag to change; only the
   mesh's device count matters."""
   fake_mesh = types.SimpleNamespace(devices=np.empty((3,), object))
-  with pytest.raises(ValueError, match=r"batch_size=8 must be divisible by the 3 devices .*"
-                                       r"--config.batch_size to a multiple of 3"):
+  with pytest.raises(
+      ValueError,
+      match=r"batch_size=8 must be divisible by the 3 devices .*"
+      r"--config.batch_size to a multiple of 3",
+  ):
     sharding.check_batch_size(8, fake_mesh)
   sharding.check_batch_size(9, fake_mesh)
   sharding.check_batch_size(8, sharding.data_mesh())

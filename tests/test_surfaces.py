@@ -1,4 +1,5 @@
 """Tests for bigjax.mixtures.surfaces on the paper's 2-GMM problem (Sec. 3.3, App. B)."""
+
 import functools
 import math
 
@@ -16,13 +17,10 @@ from bigjax.mixtures.surfaces import MatchingTask
 from conftest import numpy_conditional
 from conftest import rbg_key as _key
 
-
 pytestmark = pytest.mark.usefixtures("x64")
 
 
-
-
-AXIS = np.linspace(-2.0, 2.0, 9)          # contains the optima coordinates -1 and 1
+AXIS = np.linspace(-2.0, 2.0, 9)  # contains the optima coordinates -1 and 1
 SIGMA2 = 0.1
 
 
@@ -49,18 +47,26 @@ def _mixed_tasks():
   return [
       MatchingTask("marginal", target_dims=(0,), transform=two_gmm.rotation_deg(15)),
       MatchingTask("joint"),
-      MatchingTask("conditional", target_dims=(0,), given_dims=(1,),
-                   given_values=(_cond_value(45),), transform=two_gmm.rotation_deg(45)),
+      MatchingTask(
+          "conditional",
+          target_dims=(0,),
+          given_dims=(1,),
+          given_values=(_cond_value(45),),
+          transform=two_gmm.rotation_deg(45),
+      ),
       MatchingTask("marginal", target_dims=(0,), transform=two_gmm.rotation_deg(60)),
       MatchingTask("joint", noise_var=0.3),
-      MatchingTask("conditional", given_dims=(1,), given_values=(_cond_value(45, 5),),
-                   transform=two_gmm.rotation_deg(45)),
+      MatchingTask(
+          "conditional",
+          given_dims=(1,),
+          given_values=(_cond_value(45, 5),),
+          transform=two_gmm.rotation_deg(45),
+      ),
   ] + [MatchingTask("joint", transform=two_gmm.rotation_deg(a)) for a in ROTATIONS]
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "target_dims", "given_dims"))
-def _task_loss_jit(models, target, transform, values, noise_var, *, kind, target_dims,
-                   given_dims):
+def _task_loss_jit(models, target, transform, values, noise_var, *, kind, target_dims, given_dims):
   task = MatchingTask(kind, target_dims, given_dims, values, transform, noise_var)
   return jax.vmap(lambda model: surfaces.matching_loss(model, target, task))(models)
 
@@ -71,16 +77,33 @@ def _matching_losses(models, target, task):
   The task's arrays are arguments, so tasks of one structure share a compilation.
   """
   transform = np.eye(2) if task.transform is None else np.asarray(task.transform)
-  return np.asarray(_task_loss_jit(
-      models, target, jnp.asarray(transform), jnp.asarray(task.given_values, float).reshape(-1),
-      jnp.asarray(task.noise_var, float), kind=task.kind, target_dims=tuple(task.target_dims),
-      given_dims=tuple(task.given_dims)))
+  return np.asarray(
+      _task_loss_jit(
+          models,
+          target,
+          jnp.asarray(transform),
+          jnp.asarray(task.given_values, float).reshape(-1),
+          jnp.asarray(task.noise_var, float),
+          kind=task.kind,
+          target_dims=tuple(task.target_dims),
+          given_dims=tuple(task.given_dims),
+      )
+  )
 
 
 # Grid points for the per-task checks (kept few, the compiled programs are shared): the global
 # optima (-1, 1) and (1, -1), the origin, (-2, 0) where the 2-D rule is least accurate, others.
-SUBSET_POINTS = ((-1.0, 1.0), (1.0, -1.0), (0.0, 0.0), (-2.0, 0.0), (-2.0, -2.0), (0.0, 0.5),
-                 (1.5, -0.5), (-1.5, 2.0), (2.0, 2.0))
+SUBSET_POINTS = (
+    (-1.0, 1.0),
+    (1.0, -1.0),
+    (0.0, 0.0),
+    (-2.0, 0.0),
+    (-2.0, -2.0),
+    (0.0, 0.5),
+    (1.5, -0.5),
+    (-1.5, 2.0),
+    (2.0, 2.0),
+)
 SUBSET = [_flat_index(*point) for point in SUBSET_POINTS]
 
 
@@ -91,6 +114,7 @@ def _subset_models(sigma2):
 
 # ----------------------------------------------------------------------------------------------
 # Numpy / scipy reference of a task's loss KL[p_theta(task) || q(task)].
+
 
 def _np_mixture(mean_x1, sigma2):
   """Weights, means [2, 2], covariances [2, 2, 2] of Eq. (7) with first coordinates mean_x1."""
@@ -120,15 +144,25 @@ def _logpdf_fn(w, m, c):
   for wk, mk, ck in zip(w, m, c):
     inv = np.linalg.inv(ck)
     # Plain floats: scipy calls this once per node, and numpy scalars are slow.
-    comps.append((float(math.log(wk) - 0.5 * math.log(np.linalg.det(ck))
-                        - 0.5 * len(mk) * math.log(2 * math.pi)), mk.tolist(), inv.tolist()))
+    comps.append(
+        (
+            float(
+                math.log(wk)
+                - 0.5 * math.log(np.linalg.det(ck))
+                - 0.5 * len(mk) * math.log(2 * math.pi)
+            ),
+            mk.tolist(),
+            inv.tolist(),
+        )
+    )
 
   def logpdf(*x):
     vals = []
     for const, mk, inv in comps:
       d = [xi - mi for xi, mi in zip(x, mk)]
-      vals.append(const - 0.5 * sum(di * sum(r * dj for r, dj in zip(row, d))
-                                    for di, row in zip(d, inv)))
+      vals.append(
+          const - 0.5 * sum(di * sum(r * dj for r, dj in zip(row, d)) for di, row in zip(d, inv))
+      )
     top = max(vals)
     return top + math.log(sum(math.exp(v - top) for v in vals))
 
@@ -155,8 +189,9 @@ def _reference_kl(theta, task, sigma2=SIGMA2, forward=False, reduce_joint=False)
     lo, hi = means.min(0) - 14 * sd, means.max(0) + 14 * sd
     f = lambda x: math.exp(lp(x)) * (lp(x) - lq(x))
     pts = sorted(set(np.round(means[:, 0], 12)))
-    return scipy.integrate.quad(f, lo[0], hi[0], points=pts, limit=400, epsabs=1e-12,
-                                epsrel=1e-11)[0]
+    return scipy.integrate.quad(f, lo[0], hi[0], points=pts, limit=400, epsabs=1e-12, epsrel=1e-11)[
+        0
+    ]
   lo, hi = means.min(0) - 10 * sd, means.max(0) + 10 * sd
   f = lambda y, x: math.exp(lp(x, y)) * (lp(x, y) - lq(x, y))
   return scipy.integrate.dblquad(f, lo[0], hi[0], lo[1], hi[1], epsabs=1e-8, epsrel=1e-8)[0]
@@ -164,6 +199,7 @@ def _reference_kl(theta, task, sigma2=SIGMA2, forward=False, reduce_joint=False)
 
 # ----------------------------------------------------------------------------------------------
 # loss_surfaces.
+
 
 def test_grid_2d_is_row_major():
   a, b = np.array([1.0, 2.0, 3.0]), np.array([-1.0, 5.0])
@@ -191,8 +227,9 @@ def test_loss_surfaces_match_scipy_integration(mixed_surfaces):
     for point in [(-2.0, -2.0), (0.0, 0.5), (1.5, -0.5), (-1.5, 2.0)]:
       g = _flat_index(*point)
       expected = _reference_kl(grid[g], task, reduce_joint=True)
-      np.testing.assert_allclose(out[t, g], expected, atol=1e-4, rtol=0,
-                                 err_msg=f"task {t} {task.kind} at {point}")
+      np.testing.assert_allclose(
+          out[t, g], expected, atol=1e-4, rtol=0, err_msg=f"task {t} {task.kind} at {point}"
+      )
   # The 1-D reduction of the joint against 2-D integration (about a second each): the noised
   # joint and the joint under a 45 degree rotation.
   for t in (4, 7):
@@ -208,23 +245,35 @@ def test_loss_surfaces_order_matches_matching_loss_per_task(mixed_surfaces):
   tasks, out = mixed_surfaces
   models, target = _subset_models(SIGMA2), two_gmm.target(SIGMA2)
   for t, task in enumerate(tasks):
-    np.testing.assert_allclose(out[t, SUBSET], _matching_losses(models, target, task),
-                               rtol=1e-9, atol=1e-12, err_msg=f"task {t}")
+    np.testing.assert_allclose(
+        out[t, SUBSET],
+        _matching_losses(models, target, task),
+        rtol=1e-9,
+        atol=1e-12,
+        err_msg=f"task {t}",
+    )
   # Distinct tasks give distinct surfaces, so a permutation of rows would be caught, with one
   # exception that is an identity in itself: y1 under 60 degrees is x1 / 2 with variance sigma2,
   # and the joint with noise 0.3 = 3 sigma2 reduces to x1 with variance 4 sigma2, i.e. the same
   # problem scaled by 2, and KL is invariant under scaling.
   np.testing.assert_allclose(out[3], out[4], atol=1e-8)
-  assert min(np.abs(out[i] - out[j]).max() for i in range(6)
-             for j in range(i) if (i, j) != (4, 3)) > 1e-3
+  assert (
+      min(np.abs(out[i] - out[j]).max() for i in range(6) for j in range(i) if (i, j) != (4, 3))
+      > 1e-3
+  )
 
 
 def test_loss_surfaces_chunking_and_task_order(mixed_surfaces):
   tasks, out = mixed_surfaces
   order = [4, 2, 9, 0, 5, 1, 7, 3, 6, 8]
   thetas = _grid()[jnp.asarray(SUBSET)]
-  chunked = surfaces.loss_surfaces(two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2), thetas,
-                                   [tasks[i] for i in order], max_chunk_bytes=1)
+  chunked = surfaces.loss_surfaces(
+      two_gmm.target(SIGMA2),
+      two_gmm.model_fn(SIGMA2),
+      thetas,
+      [tasks[i] for i in order],
+      max_chunk_bytes=1,
+  )
   np.testing.assert_allclose(np.asarray(chunked), out[order][:, SUBSET], rtol=1e-10, atol=1e-12)
 
 
@@ -241,9 +290,10 @@ def test_joint_surface_is_rotation_invariant_at_small_variance():
   # ~5e-6 when it is aligned with the node grid (0 and 90 degrees), 1e-13 otherwise.
   sigma2 = 0.02
   models, target = _subset_models(sigma2), two_gmm.target(sigma2)
-  surfaces_ = [_matching_losses(models, target, MatchingTask("joint",
-                                                             transform=two_gmm.rotation_deg(a)))
-               for a in (0,) + ROTATIONS]
+  surfaces_ = [
+      _matching_losses(models, target, MatchingTask("joint", transform=two_gmm.rotation_deg(a)))
+      for a in (0,) + ROTATIONS
+  ]
   for other in surfaces_[1:]:
     np.testing.assert_allclose(other, surfaces_[0], atol=1e-5, rtol=0)
 
@@ -251,8 +301,11 @@ def test_joint_surface_is_rotation_invariant_at_small_variance():
 def test_forward_kl_surface_matches_scipy():
   task = MatchingTask("marginal", target_dims=(0,), transform=two_gmm.rotation_deg(30))
   thetas = np.array([[0.0, 0.5], [-1.5, 1.0], [2.0, 2.0]])
-  out = np.asarray(surfaces.loss_surfaces(two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2),
-                                          thetas, [task], divergence="forward_kl"))
+  out = np.asarray(
+      surfaces.loss_surfaces(
+          two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2), thetas, [task], divergence="forward_kl"
+      )
+  )
   expected = [_reference_kl(th, task, forward=True) for th in thetas]
   np.testing.assert_allclose(out[0], expected, atol=1e-4, rtol=0)
 
@@ -261,11 +314,21 @@ def test_forward_kl_surface_matches_scipy():
 def test_every_task_vanishes_at_the_global_optima(sigma2):
   models, target = _subset_models(sigma2), two_gmm.target(sigma2)
   tasks = [MatchingTask("joint", transform=two_gmm.rotation_deg(a)) for a in (0, 45, 90)]
-  tasks += [MatchingTask("marginal", target_dims=(0,), transform=two_gmm.rotation_deg(a))
-            for a in range(0, 180, 15)]
-  tasks += [MatchingTask("conditional", target_dims=(0,), given_dims=(1,), given_values=(v,),
-                         transform=two_gmm.rotation_deg(a))
-            for a in range(0, 105, 15) for v in two_gmm.conditional_values(a, sigma2)]
+  tasks += [
+      MatchingTask("marginal", target_dims=(0,), transform=two_gmm.rotation_deg(a))
+      for a in range(0, 180, 15)
+  ]
+  tasks += [
+      MatchingTask(
+          "conditional",
+          target_dims=(0,),
+          given_dims=(1,),
+          given_values=(v,),
+          transform=two_gmm.rotation_deg(a),
+      )
+      for a in range(0, 105, 15)
+      for v in two_gmm.conditional_values(a, sigma2)
+  ]
   assert len(tasks) == 3 + 12 + 49
   losses = np.stack([_matching_losses(models, target, task) for task in tasks])
   optima = [SUBSET_POINTS.index(point) for point in two_gmm.GLOBAL_OPTIMA]
@@ -281,38 +344,49 @@ def test_every_task_vanishes_at_the_global_optima(sigma2):
 def test_monte_carlo_surfaces(mixed_surfaces):
   tasks, quad = mixed_surfaces
   target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
-  idx = np.array([_flat_index(*th) for th in [(-1.5, -1.0), (0.0, 0.5), (1.0, 1.5), (2.0, -1.0),
-                                                (-1.0, 1.0)]])
-  rows = [0, 3]                              # the marginals under 15 and 60 degrees
+  idx = np.array(
+      [_flat_index(*th) for th in [(-1.5, -1.0), (0.0, 0.5), (1.0, 1.5), (2.0, -1.0), (-1.0, 1.0)]]
+  )
+  rows = [0, 3]  # the marginals under 15 and 60 degrees
   quad = quad[rows][:, idx]
   thetas = np.asarray(_grid())[idx]
-  mc = lambda rng: np.asarray(surfaces.loss_surfaces(target, model_fn, thetas,
-                                                     [tasks[i] for i in rows], method="mc",
-                                                     rng=rng, num_samples=2000))
+  mc = lambda rng: np.asarray(
+      surfaces.loss_surfaces(
+          target, model_fn, thetas, [tasks[i] for i in rows], method="mc", rng=rng, num_samples=2000
+      )
+  )
   a, b, c = mc(_key(0)), mc(_key(0)), mc(_key(1))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
   np.testing.assert_allclose(a, quad, atol=0.1, rtol=0.05)
-  assert np.abs(a - quad).max() > 1e-6       # it is an estimate, not the quadrature
+  assert np.abs(a - quad).max() > 1e-6  # it is an estimate, not the quadrature
 
 
 def test_loss_surfaces_rejects_bad_arguments():
   target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
   thetas = np.zeros((2, 2))
   bad = [  # (task, what the error names)
-      (MatchingTask("conditional", target_dims=(0,), given_dims=(0,), given_values=(0.0,)),
-       "overlap"),
+      (
+          MatchingTask("conditional", target_dims=(0,), given_dims=(0,), given_values=(0.0,)),
+          "overlap",
+      ),
       (MatchingTask("posterior"), "kind 'posterior' is unknown"),
       (MatchingTask("joint", transform=np.eye(3)), "transform has shape \\(3, 3\\)"),
-      (MatchingTask("marginal", target_dims=(0,), transform=np.ones((3, 2))),
-       "transform has shape \\(3, 2\\)"),
-      (MatchingTask("conditional", target_dims=(0,), given_dims=(1,), given_values=(0.0, 1.0)),
-       "given_values must have shape \\[1\\]"),
+      (
+          MatchingTask("marginal", target_dims=(0,), transform=np.ones((3, 2))),
+          "transform has shape \\(3, 2\\)",
+      ),
+      (
+          MatchingTask("conditional", target_dims=(0,), given_dims=(1,), given_values=(0.0, 1.0)),
+          "given_values must have shape \\[1\\]",
+      ),
       (MatchingTask("marginal", target_dims=(2,)), "target_dims"),
       (MatchingTask("marginal", target_dims=()), "target_dims is empty"),
       (MatchingTask("marginal", target_dims=(0,), given_dims=(1,)), "given_dims"),
-      (MatchingTask("conditional", target_dims=(0,), given_dims=(0, 1), given_values=(0.0, 1.0)),
-       "overlap"),
+      (
+          MatchingTask("conditional", target_dims=(0,), given_dims=(0, 1), given_values=(0.0, 1.0)),
+          "overlap",
+      ),
       (MatchingTask("joint", noise_var=-0.1), "noise_var"),
   ]
   for task, match in bad:
@@ -322,8 +396,9 @@ def test_loss_surfaces_rejects_bad_arguments():
   with pytest.raises(ValueError, match="overlap"):
     surfaces.matching_loss(model_fn(jnp.zeros(2)), target, bad[0][0])
   with pytest.raises(ValueError, match="rng"):
-    surfaces.loss_surfaces(target, model_fn, thetas, [MatchingTask("joint")], method="mc",
-                           num_samples=10)
+    surfaces.loss_surfaces(
+        target, model_fn, thetas, [MatchingTask("joint")], method="mc", num_samples=10
+    )
   with pytest.raises(ValueError, match="empty"):
     surfaces.loss_surfaces(target, model_fn, thetas, [])
   with pytest.raises(ValueError, match="divergence"):
@@ -333,14 +408,15 @@ def test_loss_surfaces_rejects_bad_arguments():
 # ----------------------------------------------------------------------------------------------
 # sgd_trajectories.
 
+
 def test_sgd_trajectories_converge_to_the_optima():
   target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
   # Joint tasks with different noise levels: one structure, different losses, same optima.
   tasks = [MatchingTask("joint", noise_var=v) for v in (0.0, 0.1, 0.3)]
   theta0 = np.array([[-0.9, 0.9], [0.9, -0.85], [-0.8, 1.1]])
   thetas, task_index = surfaces.sgd_trajectories(
-      target, model_fn, theta0, tasks, rng=_key(0), num_steps=30, learning_rate=0.1,
-      inner_steps=3)
+      target, model_fn, theta0, tasks, rng=_key(0), num_steps=30, learning_rate=0.1, inner_steps=3
+  )
   thetas, task_index = np.asarray(thetas), np.asarray(task_index)
   assert thetas.shape == (3, 31, 2) and task_index.shape == (30,)
   np.testing.assert_array_equal(thetas[:, 0], theta0)
@@ -354,8 +430,13 @@ def test_sgd_trajectories_converge_to_the_optima():
     np.testing.assert_array_equal(task_index[k::3], task_index[0::3])
   assert set(task_index.tolist()) == {0, 1, 2}
   # Replaying the first steps by hand: each is a gradient step on the drawn task's loss.
-  grad = jax.jit(jax.grad(lambda th, v: surfaces.matching_loss(
-      model_fn(th), target, MatchingTask("joint", noise_var=v))))
+  grad = jax.jit(
+      jax.grad(
+          lambda th, v: surfaces.matching_loss(
+              model_fn(th), target, MatchingTask("joint", noise_var=v)
+          )
+      )
+  )
   theta = jnp.asarray(theta0[0])
   for step in range(9):
     theta = theta - 0.1 * grad(theta, tasks[task_index[step]].noise_var)
@@ -366,23 +447,42 @@ def test_sgd_trajectories_converge_to_the_optima():
 def test_sgd_trajectories_rejects_bad_arguments():
   target, model_fn = two_gmm.target(SIGMA2), two_gmm.model_fn(SIGMA2)
   with pytest.raises(ValueError, match="multiple"):
-    surfaces.sgd_trajectories(target, model_fn, np.zeros((1, 2)), [MatchingTask("joint")],
-                              rng=_key(0), num_steps=10, learning_rate=0.1,
-                              inner_steps=3)
+    surfaces.sgd_trajectories(
+        target,
+        model_fn,
+        np.zeros((1, 2)),
+        [MatchingTask("joint")],
+        rng=_key(0),
+        num_steps=10,
+        learning_rate=0.1,
+        inner_steps=3,
+    )
   with pytest.raises(ValueError, match="structure"):
     surfaces.sgd_trajectories(
-        target, model_fn, np.zeros((1, 2)),
+        target,
+        model_fn,
+        np.zeros((1, 2)),
         [MatchingTask("joint"), MatchingTask("marginal", target_dims=(0,))],
-        rng=_key(0), num_steps=10, learning_rate=0.1)
+        rng=_key(0),
+        num_steps=10,
+        learning_rate=0.1,
+    )
   with pytest.raises(ValueError, match="noise_var"):
-    surfaces.sgd_trajectories(target, model_fn, np.zeros((1, 2)),
-                              [MatchingTask("joint", noise_var=-0.1)], rng=_key(0),
-                              num_steps=10, learning_rate=0.1)
+    surfaces.sgd_trajectories(
+        target,
+        model_fn,
+        np.zeros((1, 2)),
+        [MatchingTask("joint", noise_var=-0.1)],
+        rng=_key(0),
+        num_steps=10,
+        learning_rate=0.1,
+    )
 
 
 def test_loss_surfaces_refuses_an_empty_grid():
   """It used to raise a bare IndexError."""
   q = two_gmm.target(0.1)
   with pytest.raises(ValueError, match="non-empty grid"):
-    surfaces.loss_surfaces(q, two_gmm.model_fn(0.1), np.zeros((0, 2)),
-                           [surfaces.MatchingTask("joint")])
+    surfaces.loss_surfaces(
+        q, two_gmm.model_fn(0.1), np.zeros((0, 2)), [surfaces.MatchingTask("joint")]
+    )

@@ -1,4 +1,5 @@
 """Tests for bigjax.tasks: the (S, T) samplers' shapes, validity and laws, and the mask checks."""
+
 import functools
 
 import jax
@@ -9,7 +10,6 @@ import scipy.stats
 
 from bigjax import tasks
 from conftest import rbg_key as _key
-
 
 # The samplers as they are meant to be used: jitted, batch_size and length static.
 _JITTED = {name: jax.jit(fn, static_argnums=(1, 2)) for name, fn in tasks.SAMPLERS.items()}
@@ -23,8 +23,7 @@ _BIG_B, _BIG_L = 10000, 32
 _NO_BETA = ("joint", "mask_and_predict", "next_token", "permutation")
 
 # Samplers whose masks depend on the key (joint ignores it).
-_RANDOM_SAMPLERS = ("biglearn", "mask_and_predict", "next_token", "permutation",
-                    "initial_portion")
+_RANDOM_SAMPLERS = ("biglearn", "mask_and_predict", "next_token", "permutation", "initial_portion")
 
 
 def _np(masks):
@@ -78,7 +77,7 @@ def _biglearn_laws(length, sa, sb, ta, tb):
   mean_ratio = 0.0
   for s, ps in enumerate(p_s):
     n = length - s
-    p_t = _ceil_pmf(n, ta, tb)                       # |T| = k with prob p_t[k - 1]
+    p_t = _ceil_pmf(n, ta, tb)  # |T| = k with prob p_t[k - 1]
     k = np.arange(1, n + 1)
     p_left[n - k] += ps * p_t
     mean_ratio += ps * np.sum(p_t * k / n)
@@ -91,7 +90,8 @@ def _biglearn_laws(length, sa, sb, ta, tb):
 _VALIDITY_CASES = (
     [(name, _BIG_B, _BIG_L, "jit") for name in sorted(tasks.SAMPLERS)]
     + [(name, _BIG_B, 1, "eager") for name in sorted(tasks.SAMPLERS)]
-    + [(name, b, length, "jit") for name in _NO_BETA for b, length in ((1, 1), (1, 3), (3, 5))])
+    + [(name, b, length, "jit") for name in _NO_BETA for b, length in ((1, 1), (1, 3), (3, 5))]
+)
 
 
 @pytest.mark.parametrize("name, batch_size, length, mode", _VALIDITY_CASES)
@@ -100,7 +100,7 @@ def test_sampler_masks_are_valid(name, batch_size, length, mode):
   fn = _JITTED[name] if mode == "jit" else tasks.SAMPLERS[name]
   source, target = _np(fn(_key(batch_size + 10 * length), batch_size, length))
   _assert_valid(source, target, batch_size, length)
-  if length == 1:             # the only valid task at L = 1: nothing given, the one position drawn
+  if length == 1:  # the only valid task at L = 1: nothing given, the one position drawn
     assert not source.any() and target.all()
 
 
@@ -117,8 +117,7 @@ def test_sampler_jit_matches_eager(name):
 @pytest.mark.parametrize("name", ["next_token", "mask_and_predict"])
 def test_sampler_jit_with_partial_bound_sizes(name):
   """batch_size and length bound by functools.partial are static as well."""
-  bound = jax.jit(functools.partial(tasks.SAMPLERS[name], batch_size=_BIG_B,
-                                    length=_BIG_L))
+  bound = jax.jit(functools.partial(tasks.SAMPLERS[name], batch_size=_BIG_B, length=_BIG_L))
   for a, b in zip(_np(_JITTED[name](_key(3), _BIG_B, _BIG_L)), _np(bound(_key(3)))):
     np.testing.assert_array_equal(a, b)
 
@@ -156,16 +155,27 @@ def test_samplers_work_under_vmap():
 # ----------------------------------------------------------------------------------------------
 # biglearn: the laws of |S|, |T| and the positions.
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _biglearn_sample(sa, sb, ta, tb):
-  if (sa, sb, ta, tb) == (0.5, 3.0, 3.0, 0.5):        # the defaults: the jitted sampler
+  if (sa, sb, ta, tb) == (0.5, 3.0, 3.0, 0.5):  # the defaults: the jitted sampler
     return _np(_biglearn(_key(2024), _BIG_B, _BIG_L))
-  return _np(tasks.biglearn(_key(2024), _BIG_B, _BIG_L, source_alpha=sa, source_beta=sb,
-                            target_alpha=ta, target_beta=tb))
+  return _np(
+      tasks.biglearn(
+          _key(2024),
+          _BIG_B,
+          _BIG_L,
+          source_alpha=sa,
+          source_beta=sb,
+          target_alpha=ta,
+          target_beta=tb,
+      )
+  )
 
 
-@pytest.mark.parametrize("params", [(0.5, 3.0, 3.0, 0.5), (2.0, 2.0, 1.0, 1.0)],
-                         ids=["table2", "custom"])
+@pytest.mark.parametrize(
+    "params", [(0.5, 3.0, 3.0, 0.5), (2.0, 2.0, 1.0, 1.0)], ids=["table2", "custom"]
+)
 def test_biglearn_source_size_follows_floored_beta(params):
   """|S| = min(floor(r L), L - 1), r ~ Beta(source_alpha, source_beta): the exact pmf (chi-square)
   and its mean, computed from scipy.stats.beta; non-default parameters are honoured."""
@@ -174,7 +184,7 @@ def test_biglearn_source_size_follows_floored_beta(params):
   sizes = source.sum(-1)
   p_s, _, _ = _biglearn_laws(_BIG_L, *params)
   counts = np.bincount(sizes, minlength=_BIG_L)
-  assert counts.size == _BIG_L                      # |S| <= L - 1
+  assert counts.size == _BIG_L  # |S| <= L - 1
   assert _chi_square_pvalue(counts, p_s) > 1e-3
   exact_mean = np.sum(p_s * np.arange(_BIG_L)) / _BIG_L
   std = np.sqrt(np.sum(p_s * (np.arange(_BIG_L) / _BIG_L - exact_mean) ** 2) / _BIG_B)
@@ -184,8 +194,9 @@ def test_biglearn_source_size_follows_floored_beta(params):
     assert abs(exact_mean - (1 / 7 - 0.5 / _BIG_L)) < 0.003
 
 
-@pytest.mark.parametrize("params", [(0.5, 3.0, 3.0, 0.5), (2.0, 2.0, 1.0, 1.0)],
-                         ids=["table2", "custom"])
+@pytest.mark.parametrize(
+    "params", [(0.5, 3.0, 3.0, 0.5), (2.0, 2.0, 1.0, 1.0)], ids=["table2", "custom"]
+)
 def test_biglearn_target_size_follows_ceiled_beta(params):
   """|T| = ceil(r |L minus S|), r ~ Beta(target_alpha, target_beta): the exact law of the leftover
   |L minus (S u T)| (chi-square) and the mean of |T| / |L minus S|."""
@@ -217,12 +228,15 @@ def test_biglearn_positions_are_uniform():
 # ----------------------------------------------------------------------------------------------
 # The special cases of Table 1.
 
-@pytest.mark.parametrize("ratio, length", [(0.75, 16), (0.5, 7), (0.1, 16), (1.0, 7), (0.75, 1),
-                                           (0.5, 1), (0.05, 7)])
+
+@pytest.mark.parametrize(
+    "ratio, length", [(0.75, 16), (0.5, 7), (0.1, 16), (1.0, 7), (0.75, 1), (0.5, 1), (0.05, 7)]
+)
 def test_mask_and_predict_has_a_fixed_number_of_targets(ratio, length):
   """T has exactly max(1, round(ratio L)) positions in every row, and S is its complement."""
-  sampler = jax.jit(functools.partial(tasks.mask_and_predict, mask_ratio=ratio),
-                    static_argnums=(1, 2))
+  sampler = jax.jit(
+      functools.partial(tasks.mask_and_predict, mask_ratio=ratio), static_argnums=(1, 2)
+  )
   source, target = _np(sampler(_key(7), 50, length))
   _assert_valid(source, target, 50, length)
   np.testing.assert_array_equal(target.sum(-1), max(1, round(ratio * length)))
@@ -280,17 +294,19 @@ def test_initial_portion_is_a_prefix_with_floored_beta_size():
   assert _chi_square_pvalue(counts, _floor_pmf(_BIG_L, 0.5, 3.0)) > 1e-3
 
 
-@pytest.mark.parametrize("ratio, length, expected", [
-    (0.0, 16, 0), (0.3, 16, 4), (0.5, 16, 8), (0.99, 16, 15), (0.5, 1, 0), (0.375, 64, 24)])
+@pytest.mark.parametrize(
+    "ratio, length, expected",
+    [(0.0, 16, 0), (0.3, 16, 4), (0.5, 16, 8), (0.99, 16, 15), (0.5, 1, 0), (0.375, 64, 24)],
+)
 def test_initial_portion_fixed_ratio_gives_floor(ratio, length, expected):
   """A fixed source_ratio gives exactly min(floor(r L), L - 1) source positions in every row."""
-  sampler = jax.jit(functools.partial(tasks.initial_portion, source_ratio=ratio),
-                    static_argnums=(1, 2))
+  sampler = jax.jit(
+      functools.partial(tasks.initial_portion, source_ratio=ratio), static_argnums=(1, 2)
+  )
   source, target = _np(sampler(_key(12), 3, length))
   _assert_valid(source, target, 3, length)
   np.testing.assert_array_equal(source.sum(-1), expected)
-  np.testing.assert_array_equal(source, np.broadcast_to(np.arange(length) < expected,
-                                                        (3, length)))
+  np.testing.assert_array_equal(source, np.broadcast_to(np.arange(length) < expected, (3, length)))
   np.testing.assert_array_equal(target, ~source)
 
 
@@ -305,17 +321,17 @@ def test_initial_portion_fixed_ratio_gives_floor(ratio, length, expected):
 _RS_B, _RS_L, _RS_U, _RS_RANDOM, _RS_SINGLE = _BIG_B, 16, 10, 2000, 4
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resplit_sample():
   rng = np.random.default_rng(0)
   source = np.zeros((_RS_B, _RS_L), bool)
   target = np.zeros((_RS_B, _RS_L), bool)
-  labels = rng.integers(0, 3, (_RS_RANDOM, _RS_L))          # 0: outside, 1: S, 2: T
-  labels[np.arange(_RS_RANDOM), rng.integers(0, _RS_L, _RS_RANDOM)] = 2    # T non-empty
+  labels = rng.integers(0, 3, (_RS_RANDOM, _RS_L))  # 0: outside, 1: S, 2: T
+  labels[np.arange(_RS_RANDOM), rng.integers(0, _RS_L, _RS_RANDOM)] = 2  # T non-empty
   source[:_RS_RANDOM] = labels == 1
   target[:_RS_RANDOM] = labels == 2
   target[np.arange(_RS_RANDOM, _RS_RANDOM + _RS_SINGLE), [0, 5, 15, 7]] = True
-  target[_RS_RANDOM + _RS_SINGLE:, :_RS_U] = True
+  target[_RS_RANDOM + _RS_SINGLE :, :_RS_U] = True
   s2, t2 = _np(tasks.resplit(_key(14), jnp.asarray(source), jnp.asarray(target)))
   return source, target, s2, t2
 
@@ -326,7 +342,7 @@ def test_resplit_keeps_the_union():
   _assert_valid(s2, t2, _RS_B, _RS_L)
   union = source | target
   np.testing.assert_array_equal(s2 | t2, union)
-  assert (~union).any()                 # the test really has positions outside the union
+  assert (~union).any()  # the test really has positions outside the union
   # A new split, not the old one.
   assert not np.array_equal(s2[:_RS_RANDOM], source[:_RS_RANDOM])
 
@@ -354,29 +370,65 @@ def test_resplit_source_size_law_and_positions():
 # ----------------------------------------------------------------------------------------------
 # Argument errors.
 
-@pytest.mark.parametrize("call, match", [
-    pytest.param(lambda: tasks.biglearn(_key(0), 2, 4, source_alpha=0.0),
-                 r"source Beta parameters must both be > 0, got \(0.0, 3.0\)", id="source-alpha"),
-    pytest.param(lambda: tasks.biglearn(_key(0), 2, 4, target_beta=-1.0),
-                 r"target Beta parameters must both be > 0", id="target-beta"),
-    pytest.param(lambda: tasks.biglearn(_key(0), 2, 4, source_beta=float("nan")),
-                 r"source Beta parameters", id="nan-beta"),
-    pytest.param(lambda: tasks.initial_portion(_key(0), 2, 4, source_alpha=-0.5),
-                 r"source Beta parameters", id="initial-portion-beta"),
-    pytest.param(lambda: tasks.resplit(_key(0), jnp.zeros((1, 2), bool), jnp.ones((1, 2), bool),
-                                       source_beta=0.0),
-                 r"source Beta parameters", id="resplit-beta"),
-    *[pytest.param(lambda r=r: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=r),
-                   rf"mask_ratio must be in \(0, 1\], got {r}", id=f"mask-ratio-{r}")
-      for r in (0.0, 1.5, -0.2)],
-    *[pytest.param(lambda r=r: tasks.initial_portion(_key(0), 2, 4, source_ratio=r),
-                   rf"source_ratio must be in \[0, 1\).* got {r}", id=f"source-ratio-{r}")
-      for r in (1.0, 1.2, -0.1)],
-    pytest.param(lambda: tasks.biglearn(_key(0), 0, 4),
-                 r"batch_size and length must be positive", id="zero-batch"),
-    pytest.param(lambda: tasks.next_token(_key(0), 2, 0),
-                 r"batch_size and length must be positive", id="zero-length"),
-])
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        pytest.param(
+            lambda: tasks.biglearn(_key(0), 2, 4, source_alpha=0.0),
+            r"source Beta parameters must both be > 0, got \(0.0, 3.0\)",
+            id="source-alpha",
+        ),
+        pytest.param(
+            lambda: tasks.biglearn(_key(0), 2, 4, target_beta=-1.0),
+            r"target Beta parameters must both be > 0",
+            id="target-beta",
+        ),
+        pytest.param(
+            lambda: tasks.biglearn(_key(0), 2, 4, source_beta=float("nan")),
+            r"source Beta parameters",
+            id="nan-beta",
+        ),
+        pytest.param(
+            lambda: tasks.initial_portion(_key(0), 2, 4, source_alpha=-0.5),
+            r"source Beta parameters",
+            id="initial-portion-beta",
+        ),
+        pytest.param(
+            lambda: tasks.resplit(
+                _key(0), jnp.zeros((1, 2), bool), jnp.ones((1, 2), bool), source_beta=0.0
+            ),
+            r"source Beta parameters",
+            id="resplit-beta",
+        ),
+        *[
+            pytest.param(
+                lambda r=r: tasks.mask_and_predict(_key(0), 2, 4, mask_ratio=r),
+                rf"mask_ratio must be in \(0, 1\], got {r}",
+                id=f"mask-ratio-{r}",
+            )
+            for r in (0.0, 1.5, -0.2)
+        ],
+        *[
+            pytest.param(
+                lambda r=r: tasks.initial_portion(_key(0), 2, 4, source_ratio=r),
+                rf"source_ratio must be in \[0, 1\).* got {r}",
+                id=f"source-ratio-{r}",
+            )
+            for r in (1.0, 1.2, -0.1)
+        ],
+        pytest.param(
+            lambda: tasks.biglearn(_key(0), 0, 4),
+            r"batch_size and length must be positive",
+            id="zero-batch",
+        ),
+        pytest.param(
+            lambda: tasks.next_token(_key(0), 2, 0),
+            r"batch_size and length must be positive",
+            id="zero-length",
+        ),
+    ],
+)
 def test_sampler_arguments_are_checked(call, match):
   """Invalid Beta parameters, ratios and sizes raise ValueError with an informative message."""
   with pytest.raises(ValueError, match=match):
@@ -386,6 +438,7 @@ def test_sampler_arguments_are_checked(call, match):
 # ----------------------------------------------------------------------------------------------
 # check_masks and user_masks.
 
+
 def _bad_masks():
   s = np.zeros((2, 4), bool)
   t = np.ones((2, 4), bool)
@@ -394,16 +447,33 @@ def _bad_masks():
   empty = t.copy()
   empty[1] = False
   return [
-      pytest.param(overlap, t, r"S and T overlap at 1 position\(s\), the first at index "
-                   r"\(1, 2\)", id="overlap"),
-      pytest.param(s, empty, r"T is empty in 1 row\(s\), the first at batch index \(1,\)",
-                   id="empty-target-row"),
-      pytest.param(s.astype(np.int32), t.astype(np.int32), r"must be boolean arrays, got int32",
-                   id="int-masks"),
-      pytest.param(s, t.astype(np.float32), r"must be boolean arrays, got bool and float32",
-                   id="float-target"),
-      pytest.param(s, t[:, :3], r"same shape \[\.\.\., L\], got \(2, 4\) and \(2, 3\)",
-                   id="shape-mismatch"),
+      pytest.param(
+          overlap,
+          t,
+          r"S and T overlap at 1 position\(s\), the first at index " r"\(1, 2\)",
+          id="overlap",
+      ),
+      pytest.param(
+          s,
+          empty,
+          r"T is empty in 1 row\(s\), the first at batch index \(1,\)",
+          id="empty-target-row",
+      ),
+      pytest.param(
+          s.astype(np.int32),
+          t.astype(np.int32),
+          r"must be boolean arrays, got int32",
+          id="int-masks",
+      ),
+      pytest.param(
+          s,
+          t.astype(np.float32),
+          r"must be boolean arrays, got bool and float32",
+          id="float-target",
+      ),
+      pytest.param(
+          s, t[:, :3], r"same shape \[\.\.\., L\], got \(2, 4\) and \(2, 3\)", id="shape-mismatch"
+      ),
       pytest.param(np.array(False), np.array(True), r"same shape", id="scalar-masks"),
   ]
 
@@ -458,8 +528,9 @@ def test_user_masks_rejects_bad_batch_and_rank():
   rows = np.array([[True, False, False], [False, False, True]])
   with pytest.raises(ValueError, match=r"masks have 2 rows, cannot broadcast to batch_size=3"):
     tasks.user_masks(rows, batch_size=3)
-  with pytest.raises(ValueError, match=r"masks must be \[L\] or \[B, L\], got shape "
-                                       r"\(1, 2, 3\)"):
+  with pytest.raises(
+      ValueError, match=r"masks must be \[L\] or \[B, L\], got shape " r"\(1, 2, 3\)"
+  ):
     tasks.user_masks(rows[None])
 
 
@@ -481,15 +552,18 @@ def test_user_masks_rejects_float_source_with_default_target():
 def test_source_sets_have_the_asked_sizes_random_or_initial():
   counts = jnp.array([0, 3, 8, 5])
   initial = jnp.array([False, True, False, False])
-  s = np.asarray(jax.jit(tasks.source_sets, static_argnums=(1, 2))(_key(0), 4, 8, counts,
-                                                                     initial_portion=initial))
+  s = np.asarray(
+      jax.jit(tasks.source_sets, static_argnums=(1, 2))(
+          _key(0), 4, 8, counts, initial_portion=initial
+      )
+  )
   assert s.dtype == bool and s.shape == (4, 8)
   np.testing.assert_array_equal(s.sum(1), counts)
-  np.testing.assert_array_equal(s[1], np.arange(8) < 3)            # the initial portion
+  np.testing.assert_array_equal(s[1], np.arange(8) < 3)  # the initial portion
   # Random sets: every position equally likely (2,000 rows of 3 given out of 8).
   many = np.asarray(tasks.source_sets(_key(1), 2000, 8, 3))
   assert (many.sum(1) == 3).all()
   np.testing.assert_allclose(many.mean(0), 3 / 8, atol=0.04)
-  assert len({r.tobytes() for r in many}) > 40                    # of the 56 possible sets
+  assert len({r.tobytes() for r in many}) > 40  # of the 56 possible sets
   with pytest.raises(ValueError, match=r"num_source must be in \[0, 8\], got 9"):
     tasks.source_sets(_key(0), 2, 8, 9)

@@ -1,6 +1,7 @@
 """XLNet tokenisation on a SentencePiece model trained here, and GLUE / WordNet files in GLUE's
 exact layouts written here (paper App. E.2). Nothing is downloaded and nothing outside the test's
 own temporary directory is read."""
+
 import os
 import sys
 
@@ -14,9 +15,11 @@ from bigjax.data import tokenizer as xtok
 pytest.importorskip("sentencepiece")
 pytest.importorskip("transformers")
 
-WORDS = ("the a cat dog bird fish man woman child tree river stone house city runs sits sees "
-         "eats likes finds small large red green old young quickly slowly near under over "
-         "with without and but because music paper light water fire").split()
+WORDS = (
+    "the a cat dog bird fish man woman child tree river stone house city runs sits sees "
+    "eats likes finds small large red green old young quickly slowly near under over "
+    "with without and but because music paper light water fire"
+).split()
 
 
 def _sentences(n, seed=0, low=3, high=12):
@@ -39,7 +42,8 @@ def tokenizer(spm_dir):
 
 def test_trained_vocabulary_has_xlnets_special_ids(tokenizer):
   assert {t: tokenizer.convert_tokens_to_ids(t) for t in xtok.SPECIAL_TOKENS} == (
-      xtok.SPECIAL_TOKENS)
+      xtok.SPECIAL_TOKENS
+  )
   assert tokenizer.padding_side == "left" and len(tokenizer) == 70
 
 
@@ -51,12 +55,13 @@ def test_pair_and_single_formats(tokenizer):
   n = len(ids_a) + len(ids_b) + 3
   pad = 32 - n
   np.testing.assert_array_equal(out.input_ids[0], [5] * pad + ids_a + [4] + ids_b + [4, 3])
-  np.testing.assert_array_equal(out.token_type_ids[0], [0] * (pad + len(ids_a) + 1)
-                                + [1] * (len(ids_b) + 1) + [2])
+  np.testing.assert_array_equal(
+      out.token_type_ids[0], [0] * (pad + len(ids_a) + 1) + [1] * (len(ids_b) + 1) + [2]
+  )
   np.testing.assert_array_equal(out.attention_mask[0], [0] * pad + [1] * n)
   assert out.num_truncated == 0 and out.input_ids.dtype == np.int32
   single = xtok.encode(tokenizer, [a], max_length=16)
-  np.testing.assert_array_equal(single.input_ids[0, -len(ids_a) - 2:], ids_a + [4, 3])
+  np.testing.assert_array_equal(single.input_ids[0, -len(ids_a) - 2 :], ids_a + [4, 3])
   np.testing.assert_array_equal(single.token_type_ids[0, -2:], [0, 2])
 
 
@@ -69,7 +74,7 @@ def test_longest_first_truncation_is_counted(tokenizer):
   assert np.all(out.input_ids[:, -1] == 3) and np.all(out.attention_mask[[0, 2]] == 1)
   ids_b = tokenizer("a fish.", add_special_tokens=False)["input_ids"]
   # The longer sentence loses the tokens: B of row 0 stays whole.
-  np.testing.assert_array_equal(out.input_ids[0, -len(ids_b) - 2:-2], ids_b)
+  np.testing.assert_array_equal(out.input_ids[0, -len(ids_b) - 2 : -2], ids_b)
   assert np.sum(out.token_type_ids[0] == 1) == len(ids_b) + 1
   # Two equally long sentences share the cut (within one token).
   segments = out.token_type_ids[2]
@@ -90,9 +95,13 @@ def test_tokenizer_errors(tokenizer, tmp_path):
   with pytest.raises(ValueError, match="could not train"):
     xtok.train_sentencepiece(_sentences(20), str(tmp_path / "big"), vocab_size=5000)
   import sentencepiece as spm
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(_sentences(300)),
-                                 model_prefix=str(tmp_path / "spiece"), vocab_size=60,
-                                 minloglevel=2)
+
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(_sentences(300)),
+      model_prefix=str(tmp_path / "spiece"),
+      vocab_size=60,
+      minloglevel=2,
+  )
   with pytest.raises(ValueError, match="do not have XLNet's ids"):
     xtok.load_tokenizer(str(tmp_path))
 
@@ -104,14 +113,16 @@ def test_saved_tokenizer_directory_loads(tokenizer, tmp_path):
     os.remove(tmp_path / "spiece.model")
   again = xtok.load_tokenizer(str(tmp_path))
   a, b = ["the cat sees a dog."], ["a red bird."]
-  for x, y in zip(xtok.encode(tokenizer, a, b, max_length=16), xtok.encode(again, a, b,
-                                                                             max_length=16)):
+  for x, y in zip(
+      xtok.encode(tokenizer, a, b, max_length=16), xtok.encode(again, a, b, max_length=16)
+  ):
     np.testing.assert_array_equal(x, y)
 
 
 def test_train_from_an_iterable(tmp_path):
-  out = xtok.train_sentencepiece(iter(_sentences(300, seed=1)), str(tmp_path / "v"),
-                                 vocab_size=60, user_defined_symbols=(".",))
+  out = xtok.train_sentencepiece(
+      iter(_sentences(300, seed=1)), str(tmp_path / "v"), vocab_size=60, user_defined_symbols=(".",)
+  )
   tok = xtok.load_tokenizer(out)
   assert tok.convert_tokens_to_ids(".") == 9 and len(tok) == 60
 
@@ -119,26 +130,33 @@ def test_train_from_an_iterable(tmp_path):
 # GLUE's layouts, byte for byte: MRPC's files start with a byte-order mark; quotes are text.
 GLUE_FILES = {
     "RTE": {
-        "train.tsv": "index\tsentence1\tsentence2\tlabel\n0\tA man \"runs\".\tA person moves."
-                     "\tentailment\n1\tThe cat sleeps.\tThe dog barks.\tnot_entailment\n",
+        "train.tsv": 'index\tsentence1\tsentence2\tlabel\n0\tA man "runs".\tA person moves.'
+        "\tentailment\n1\tThe cat sleeps.\tThe dog barks.\tnot_entailment\n",
         "dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\tIt rains.\tIt is wet.\tentailment\n",
-        "test.tsv": "index\tsentence1\tsentence2\n0\tBirds fly.\tBirds move.\n"},
+        "test.tsv": "index\tsentence1\tsentence2\n0\tBirds fly.\tBirds move.\n",
+    },
     "MRPC": {
         "train.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t702876\t702977\t"
-                     "He said \"yes\".\tHe agreed.\n0\t2108705\t2108831\tShares rose.\t"
-                     "Rain fell.\n1\t1330381\t1330521\tIt is big.\tIt is large.\n",
+        'He said "yes".\tHe agreed.\n0\t2108705\t2108831\tShares rose.\t'
+        "Rain fell.\n1\t1330381\t1330521\tIt is big.\tIt is large.\n",
         "dev.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA b.\tA b c.\n"
-                   "0\t3\t4\tX.\tY.\n",
-        "test.tsv": "\ufeffindex\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t5\t6\tP.\tQ.\n"},
+        "0\t3\t4\tX.\tY.\n",
+        "test.tsv": "\ufeffindex\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t5\t6\tP.\tQ.\n",
+    },
     "SST-2": {
         "train.tsv": "sentence\tlabel\nit 's a charming and often affecting journey . \t1\n"
-                     "unflinchingly bleak \"and\" desperate \t0\n",
+        'unflinchingly bleak "and" desperate \t0\n',
         "dev.tsv": "sentence\tlabel\na gorgeous film . \t1\n",
-        "test.tsv": "index\tsentence\n0\tuneasy mishmash of styles and genres .\n"},
-    "lexname": {"train.tsv": "sentence\tlabel\na large bird\tnoun.animal\na tall plant\t"
-                             "noun.plant\n", "dev.tsv": "sentence\tlabel\nsomeone\tnoun.person\n"},
-    "hypernym": {"train.tsv": "index\tsentence1\tsentence2\tlabel\n0\ta dog\tan animal\t"
-                              "hypernym\n1\ta cup\ta river\tunrelated\n"},
+        "test.tsv": "index\tsentence\n0\tuneasy mishmash of styles and genres .\n",
+    },
+    "lexname": {
+        "train.tsv": "sentence\tlabel\na large bird\tnoun.animal\na tall plant\t" "noun.plant\n",
+        "dev.tsv": "sentence\tlabel\nsomeone\tnoun.person\n",
+    },
+    "hypernym": {
+        "train.tsv": "index\tsentence1\tsentence2\tlabel\n0\ta dog\tan animal\t"
+        "hypernym\n1\ta cup\ta river\tunrelated\n"
+    },
 }
 
 
@@ -154,14 +172,14 @@ def glue_dir(tmp_path_factory):
 
 def test_glue_tsv_layouts(glue_dir):
   rte = glue.load_tsv("rte", str(glue_dir / "RTE"), "train")
-  assert rte.first == ["A man \"runs\".", "The cat sleeps."]
+  assert rte.first == ['A man "runs".', "The cat sleeps."]
   assert rte.second == ["A person moves.", "The dog barks."]
   np.testing.assert_array_equal(rte.labels, [0, 1])
   mrpc = glue.load_tsv("mrpc", str(glue_dir / "MRPC"), "train")
-  assert mrpc.first[0] == "He said \"yes\"." and mrpc.second[2] == "It is large."
+  assert mrpc.first[0] == 'He said "yes".' and mrpc.second[2] == "It is large."
   np.testing.assert_array_equal(mrpc.labels, [1, 0, 1])
   sst = glue.load_tsv("sst2", str(glue_dir / "SST-2"), "train")
-  assert sst.second is None and sst.first[1] == "unflinchingly bleak \"and\" desperate "
+  assert sst.second is None and sst.first[1] == 'unflinchingly bleak "and" desperate '
   np.testing.assert_array_equal(sst.labels, [1, 0])
   for task, folder in (("rte", "RTE"), ("mrpc", "MRPC"), ("sst2", "SST-2")):
     test = glue.load_tsv(task, str(glue_dir / folder), "test")
@@ -222,14 +240,28 @@ def test_metrics():
 def test_glue_to_xlnet_inputs(glue_dir, tokenizer):
   """The whole path: GLUE file -> XLNet input -> classifier logits of a small random XLNet."""
   from bigjax.models import xlnet
+
   rte = glue.load_tsv("rte", str(glue_dir / "RTE"), "train")
   batch = xtok.encode(tokenizer, rte.first, rte.second, max_length=24)
-  model = xlnet.XLNet(vocab_size=len(tokenizer), d_model=16, n_layer=1, n_head=2, d_inner=16,
-                      lm_head=False, num_labels=glue.TASKS["rte"].num_labels)
-  inputs = dict(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids,
-                attention_mask=batch.attention_mask)
-  xlnet.check_inputs(batch.input_ids, vocab_size=len(tokenizer), **{
-      k: v for k, v in inputs.items() if k != "input_ids"})
+  model = xlnet.XLNet(
+      vocab_size=len(tokenizer),
+      d_model=16,
+      n_layer=1,
+      n_head=2,
+      d_inner=16,
+      lm_head=False,
+      num_labels=glue.TASKS["rte"].num_labels,
+  )
+  inputs = dict(
+      input_ids=batch.input_ids,
+      token_type_ids=batch.token_type_ids,
+      attention_mask=batch.attention_mask,
+  )
+  xlnet.check_inputs(
+      batch.input_ids,
+      vocab_size=len(tokenizer),
+      **{k: v for k, v in inputs.items() if k != "input_ids"},
+  )
   logits = jax.jit(lambda x: model.apply(model.init(jax.random.key(0), **x), **x))(inputs)
   assert logits["logits"].shape == (2, 2)
 
@@ -237,15 +269,18 @@ def test_glue_to_xlnet_inputs(glue_dir, tokenizer):
 def _fake_download(monkeypatch, glue_dir):
   """tfds' download manager pointed at the local GLUE files (the real one needs the network)."""
   import tensorflow_datasets as tfds
+
   root = glue_dir / "msr"
   os.makedirs(root, exist_ok=True)
   (root / "dev_ids.tsv").write_text("1330381\t1330521\n")
   (root / "train.txt").write_text(GLUE_FILES["MRPC"]["train.tsv"], encoding="utf-8")
   (root / "test.txt").write_text(GLUE_FILES["MRPC"]["test.tsv"].lstrip("\ufeff"))
-  files = dict(dev_ids=str(root / "dev_ids.tsv"), train=str(root / "train.txt"),
-               test=str(root / "test.txt"))
-  monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
-                      lambda self, url: str(glue_dir))
+  files = dict(
+      dev_ids=str(root / "dev_ids.tsv"), train=str(root / "train.txt"), test=str(root / "test.txt")
+  )
+  monkeypatch.setattr(
+      tfds.download.DownloadManager, "download_and_extract", lambda self, url: str(glue_dir)
+  )
   monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, urls: files)
 
 
@@ -259,17 +294,17 @@ def test_tfds_array_record_route(glue_dir, tmp_path, monkeypatch):
     glue.prepare_tfds(task, data_dir=data_dir)
     for split in ("train", "dev", "test"):
       ours = glue.load_tfds(task, split, data_dir=data_dir)
-      if folder is None:                              # tfds splits MRPC's train by the dev ids
+      if folder is None:  # tfds splits MRPC's train by the dev ids
         want = {"train": [1, 0], "dev": [1], "test": [-1]}[split]
         assert sorted(ours.labels.tolist()) == sorted(want)
         continue
       tsv = glue.load_tsv(task, str(glue_dir / folder), split)
-      order = np.argsort(ours.first)                  # tfds shuffles the examples
+      order = np.argsort(ours.first)  # tfds shuffles the examples
       assert [ours.first[i] for i in order] == sorted(tsv.first)
       np.testing.assert_array_equal(ours.labels[order], tsv.labels[np.argsort(tsv.first)])
   with pytest.raises(ValueError, match="not in tensorflow-datasets"):
     glue.load_tfds("lexname", "train", data_dir=data_dir)
-  for name in ("tensorflow_datasets", "tensorflow_datasets.text"):     # as if not installed
+  for name in ("tensorflow_datasets", "tensorflow_datasets.text"):  # as if not installed
     monkeypatch.setitem(sys.modules, name, None)
   with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
     glue.load_tfds("rte", "train", data_dir=data_dir)

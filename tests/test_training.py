@@ -1,4 +1,5 @@
 """bigjax.training: the loop (on a tiny regression), the data order, the run loader, the writer."""
+
 import json
 import os
 import shutil
@@ -48,10 +49,17 @@ def _batch(step):
 
 
 def _train(workdir, num_steps, **kwargs):
-  args = dict(config=ml_collections.ConfigDict(dict(lr=0.1)),
-              init_state=lambda: jax.jit(_init)(), step_fn=jax.jit(_step, donate_argnums=0),
-              batch_fn=_batch, num_steps=num_steps, signature=dict(dim=3), log_every=2,
-              checkpoint_every=4, progress=False)
+  args = dict(
+      config=ml_collections.ConfigDict(dict(lr=0.1)),
+      init_state=lambda: jax.jit(_init)(),
+      step_fn=jax.jit(_step, donate_argnums=0),
+      batch_fn=_batch,
+      num_steps=num_steps,
+      signature=dict(dim=3),
+      log_every=2,
+      checkpoint_every=4,
+      progress=False,
+  )
   args.update(kwargs)
   return training.train(str(workdir), **args)
 
@@ -63,11 +71,11 @@ def _rows(path):
 
 def test_a_run_writes_its_logs_checkpoints_and_hooks(tmp_path):
   seen = []
-  hooks = [loop.Hook(lambda step, s: dict(w0=float(s.w[0])), every=3, log="metrics.jsonl"),
-           loop.Hook(lambda step, s: dict(norm=float(jnp.linalg.norm(s.w))), every=5,
-                     log="eval.jsonl"),
-           loop.Hook(lambda step, s: seen.append(step) or {"grid": np.zeros((4, 5), np.uint8)},
-                     every=0)]
+  hooks = [
+      loop.Hook(lambda step, s: dict(w0=float(s.w[0])), every=3, log="metrics.jsonl"),
+      loop.Hook(lambda step, s: dict(norm=float(jnp.linalg.norm(s.w))), every=5, log="eval.jsonl"),
+      loop.Hook(lambda step, s: seen.append(step) or {"grid": np.zeros((4, 5), np.uint8)}, every=0),
+  ]
   state, summary = _train(tmp_path, 10, hooks=hooks)
   assert summary["step"] == 10 and summary["resumed_from"] is None
   assert int(state.step) == 10 and summary["compile_seconds"] is not None
@@ -75,11 +83,11 @@ def test_a_run_writes_its_logs_checkpoints_and_hooks(tmp_path):
   # log_every=2, plus the steps where a hook is due (3, 5, 6, 9): each row the mean of its
   # window, checked before any hook or save of that step.
   assert [r["step"] for r in rows] == [2, 3, 4, 5, 6, 8, 9, 10]
-  assert [r["step"] for r in rows if "w0" in r] == [3, 6, 9, 10]       # at_end
+  assert [r["step"] for r in rows if "w0" in r] == [3, 6, 9, 10]  # at_end
   assert all(r["loss"] > 0 and r["steps_per_sec"] > 0 and "seconds" in r for r in rows)
   assert rows[-1]["loss"] < rows[0]["loss"]
   assert [r["step"] for r in _rows(tmp_path / "eval.jsonl")] == [5, 10]
-  assert seen == [10]                                     # every=0: only at the end
+  assert seen == [10]  # every=0: only at the end
   assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["4", "8", "10"]
   with open(tmp_path / "config.json") as f:
     assert json.load(f) == dict(lr=0.1)
@@ -106,7 +114,8 @@ def test_resume_continues_exactly_and_cuts_the_logs_back(tmp_path):
   assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows]
   # TensorBoard forgets the interrupted run's steps after 8, as the JSON-lines log does.
   assert [s for s, _ in writer_lib.read_events(str(part))["metrics/loss"]] == [
-      r["step"] for r in rows]
+      r["step"] for r in rows
+  ]
 
 
 def test_a_finished_run_takes_no_step_and_keeps_its_summary(tmp_path):
@@ -124,6 +133,7 @@ def test_a_non_finite_loss_stops_before_anything_is_saved(tmp_path):
   def step_fn(state, x, y):
     new, metrics = _step(state, x, y)
     return new, dict(loss=jnp.where(new.step == 3, jnp.nan, metrics["loss"]))
+
   with pytest.raises(training.NonFiniteLossError, match="non-finite loss at step 3.*Lower it"):
     _train(tmp_path, 8, step_fn=step_fn, log_every=4, fix="Lower it.")
   assert not os.listdir(tmp_path / "checkpoints")
@@ -145,8 +155,10 @@ def test_batch_indices_streams():
   np.testing.assert_array_equal(b, np.random.default_rng([0, 2, 0]).permutation(100)[:10])
   assert not np.array_equal(a, b)
   # Step 10 is the first batch of epoch 1.
-  np.testing.assert_array_equal(data_order.batch_indices(10, 100, 10, seed=0, stream=2),
-                                np.random.default_rng([0, 2, 1]).permutation(100)[:10])
+  np.testing.assert_array_equal(
+      data_order.batch_indices(10, 100, 10, seed=0, stream=2),
+      np.random.default_rng([0, 2, 1]).permutation(100)[:10],
+  )
   with pytest.raises(ValueError, match="batch_size=20 must be in"):
     data_order.batch_indices(0, 10, 20, seed=0)
 
@@ -176,16 +188,22 @@ def test_a_disabled_writer_writes_nothing(tmp_path):
 
 
 def _kind(**kwargs):
-  args = dict(name="toy run", train_command=lambda w, v: f"train {v or 'cpu'} into {w}",
-              abstract_state=lambda config: jax.eval_shape(_init),
-              signature=lambda config: dict(dim=3))
+  args = dict(
+      name="toy run",
+      train_command=lambda w, v: f"train {v or 'cpu'} into {w}",
+      abstract_state=lambda config: jax.eval_shape(_init),
+      signature=lambda config: dict(dim=3),
+  )
   args.update(kwargs)
   return runs.RunKind(**args)
 
 
 def test_runs_load_a_finished_run_and_say_what_is_missing(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"no toy run in .*nothing \(the directory does "
-                     r"not exist\); train one with `train cpu into"):
+  with pytest.raises(
+      FileNotFoundError,
+      match=r"no toy run in .*nothing \(the directory does "
+      r"not exist\); train one with `train cpu into",
+  ):
     runs.load(str(tmp_path / "nothing"), _kind())
   workdir = tmp_path / "run"
   _train(workdir, 4)
@@ -200,8 +218,9 @@ def test_runs_load_a_finished_run_and_say_what_is_missing(tmp_path):
   with pytest.raises(RuntimeError, match="is step 4, but done.json describes step 3"):
     runs.load(str(workdir), kind)
   with pytest.raises(ValueError, match="not for you"):
-    runs.load(str(workdir), _kind(), check=lambda c, s: (_ for _ in ()).throw(
-        ValueError("not for you")))
+    runs.load(
+        str(workdir), _kind(), check=lambda c, s: (_ for _ in ()).throw(ValueError("not for you"))
+    )
 
 
 def test_batch_fn_indexes_transforms_and_checks():
@@ -219,6 +238,7 @@ def test_batch_fn_indexes_transforms_and_checks():
 
 def test_warmup_cosine_adamw_schedule():
   from bigjax.training import optimizers  # pylint: disable=import-outside-toplevel
+
   opt = optimizers.warmup_cosine_adamw(1.0, 100, warmup_steps=10, weight_decay=0.0)
   params = jnp.zeros(())
   state = opt.init(params)
@@ -229,9 +249,10 @@ def test_warmup_cosine_adamw_schedule():
   # Adam's first updates are ~lr: 0.1, 0.2, ... up to 1 at step 10, then down to ~0.01.
   np.testing.assert_allclose(sizes[:3], [0.0, 0.1, 0.2], atol=1e-3)
   assert max(sizes) == sizes[10] and sizes[-1] < 0.02
-  clipped = optimizers.warmup_cosine_adamw(1.0, 100, warmup_steps=0, weight_decay=0.0,
-                                           grad_clip=0.5)
-  assert len(clipped.init(params)) == 2                  # clip, then AdamW
+  clipped = optimizers.warmup_cosine_adamw(
+      1.0, 100, warmup_steps=0, weight_decay=0.0, grad_clip=0.5
+  )
+  assert len(clipped.init(params)) == 2  # clip, then AdamW
 
 
 def test_a_loss_that_goes_non_finite_after_a_resume_names_the_restored_step(tmp_path):
@@ -243,9 +264,12 @@ def test_a_loss_that_goes_non_finite_after_a_resume_names_the_restored_step(tmp_
   def step_fn(state, x, y):
     new, metrics = _step(state, x, y)
     return new, dict(loss=jnp.where(new.step == 6, jnp.nan, metrics["loss"]))
-  with pytest.raises(training.NonFiniteLossError,
-                     match=r"non-finite loss at step 6;.* resumed from the checkpoint of step 4 "
-                           r".* 2 step\(s\) earlier and saved none since.*may hold a bad state"):
+
+  with pytest.raises(
+      training.NonFiniteLossError,
+      match=r"non-finite loss at step 6;.* resumed from the checkpoint of step 4 "
+      r".* 2 step\(s\) earlier and saved none since.*may hold a bad state",
+  ):
     _train(tmp_path, 8, step_fn=step_fn, log_every=4, checkpoint_every=8)
 
 
@@ -259,11 +283,12 @@ def test_a_full_disk_stops_the_run_and_loses_no_finished_step(tmp_path, monkeypa
     if step == 8:
       raise OSError(28, "No space left on device")
     real_save(self, step, state)
+
   monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
   with pytest.raises(OSError, match="No space left on device"):
     _train(tmp_path / "run", 12)
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints"), key=int) == ["4"]
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)   # space again
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)  # space again
   state, summary = _train(tmp_path / "run", 12)
   assert summary["resumed_from"] == 4
   np.testing.assert_array_equal(np.asarray(state.w), np.asarray(full.w))

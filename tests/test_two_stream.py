@@ -4,6 +4,7 @@ The reference below recomputes both streams in numpy from the *definitions* (who
 for an order and a target set), gathering the visible keys position by position instead of
 reading perm_mask, so it checks the masks and the attention code at once.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,14 +19,20 @@ L, V, B = 7, 11, 3
 
 
 def _model(depth=2, dtype=jnp.float64):
-  return TwoStreamTransformer(vocab_size=V, num_segments=2, max_length=L + 2, width=16,
-                              depth=depth, num_heads=2, dtype=dtype)
+  return TwoStreamTransformer(
+      vocab_size=V,
+      num_segments=2,
+      max_length=L + 2,
+      width=16,
+      depth=depth,
+      num_heads=2,
+      dtype=dtype,
+  )
 
 
 def _init(model, seed=0):
   tokens = jnp.zeros((B, L), jnp.int32)
-  params = model.init(rbg_key(seed), tokens, jnp.zeros_like(tokens),
-                      jnp.zeros((B, L, L), bool))
+  params = model.init(rbg_key(seed), tokens, jnp.zeros_like(tokens), jnp.zeros((B, L, L), bool))
   # Non-trivial biases and LayerNorm parameters, so the reference checks them too.
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(rbg_key(seed + 1), len(leaves))
@@ -39,7 +46,7 @@ def _inputs(seed, target_prob=0.6):
   segments = (rng.random((B, L)) < 0.3).astype(np.int32)
   ranks = np.stack([rng.permutation(L) for _ in range(B)]).astype(np.int32)
   target = rng.random((B, L)) < target_prob
-  target[np.arange(B), ranks.argmax(1)] = True          # at least one target per row
+  target[np.arange(B), ranks.argmax(1)] = True  # at least one target per row
   return tokens, segments, ranks, target
 
 
@@ -73,9 +80,14 @@ def _reference(params, tokens, segments, ranks, target, depth):
   out_content = np.zeros((B, L, 16))
   for b in range(B):
     pos = p["position_embedding"][:L]
-    h = np.concatenate([p["start_slot"][None],
-                        p["token_embed"]["embedding"][tokens[b]]
-                        + p["segment_embed"]["embedding"][segments[b]] + pos])
+    h = np.concatenate(
+        [
+            p["start_slot"][None],
+            p["token_embed"]["embedding"][tokens[b]]
+            + p["segment_embed"]["embedding"][segments[b]]
+            + pos,
+        ]
+    )
     g = p["query_embedding"][None] + pos
     for d in range(depth):
       blk = p[f"block_{d}"]
@@ -83,28 +95,31 @@ def _reference(params, tokens, segments, ranks, target, depth):
       proj = lambda x, name: np.einsum("d,dhk->hk", x, a[name]["kernel"]) + a[name]["bias"]
       hn = _layer_norm(h, blk["ln_attn"])
       gn = _layer_norm(g, blk["ln_attn"])
-      keys = np.stack([proj(x, "key") for x in hn])          # [L+1, H, Dh]
+      keys = np.stack([proj(x, "key") for x in hn])  # [L+1, H, Dh]
       values = np.stack([proj(x, "value") for x in hn])
 
       def attend(x, slots):
-        q = proj(x, "query")                                   # [H, Dh]
+        q = proj(x, "query")  # [H, Dh]
         logits = np.einsum("hk,shk->hs", q, keys[slots]) / np.sqrt(q.shape[-1])
         w = np.exp(logits - logits.max(-1, keepdims=True))
         w /= w.sum(-1, keepdims=True)
         mixed = np.einsum("hs,shk->hk", w, values[slots])
         return np.einsum("hk,hkd->d", mixed, a["out"]["kernel"]) + a["out"]["bias"]
 
-      new_h = [h[0] + attend(hn[0], [0])]                     # the start slot sees itself
+      new_h = [h[0] + attend(hn[0], [0])]  # the start slot sees itself
       for i in range(L):
         slots = [0] + [j + 1 for j in _visible(ranks, target, b, i, stream="content")]
         new_h.append(h[i + 1] + attend(hn[i + 1], slots))
-      new_g = [g[i] + attend(gn[i], [0] + [j + 1 for j in _visible(ranks, target, b, i,
-                                                                     stream="query")])
-               for i in range(L)]
+      new_g = [
+          g[i] + attend(gn[i], [0] + [j + 1 for j in _visible(ranks, target, b, i, stream="query")])
+          for i in range(L)
+      ]
       h, g = np.stack(new_h), np.stack(new_g)
-      mlp = lambda x: x + (gelu(_layer_norm(x, blk["ln_mlp"]) @ blk["mlp_in"]["kernel"]
-                                + blk["mlp_in"]["bias"]) @ blk["mlp_out"]["kernel"]
-                           + blk["mlp_out"]["bias"])
+      mlp = lambda x: x + (
+          gelu(_layer_norm(x, blk["ln_mlp"]) @ blk["mlp_in"]["kernel"] + blk["mlp_in"]["bias"])
+          @ blk["mlp_out"]["kernel"]
+          + blk["mlp_out"]["bias"]
+      )
       h, g = mlp(h), mlp(g)
     out_content[b] = _layer_norm(h[1:], p["ln_final"])
     out_logits[b] = _layer_norm(g, p["ln_final"]) @ p["head"]["kernel"] + p["head"]["bias"]
@@ -133,20 +148,18 @@ def test_random_order_one_target_matches_direct_computation(x64):
   ref_logits, _ = _reference(params, tokens, segments, ranks, target, depth=2)
   rows = np.arange(B)
   t = ranks.argmax(1)
-  np.testing.assert_allclose(np.asarray(logits)[rows, t], ref_logits[rows, t], rtol=1e-9,
-                             atol=1e-9)
+  np.testing.assert_allclose(np.asarray(logits)[rows, t], ref_logits[rows, t], rtol=1e-9, atol=1e-9)
 
 
 def _changes(model, params, tokens, segments, perm_mask):
   """dq, dc [B, J, I]: how much the query logits / content state at position i of row b move
   when token j of row b changes (all L perturbations in one batched call)."""
   n = tokens.shape[0]
-  bumped = np.repeat(tokens[:, None], L + 1, axis=1)                     # [B, L+1, L]
+  bumped = np.repeat(tokens[:, None], L + 1, axis=1)  # [B, L+1, L]
   for j in range(L):
     bumped[:, j + 1, j] = (bumped[:, j + 1, j] + 1) % V
   flat = lambda x: np.repeat(np.asarray(x)[:, None], L + 1, axis=1).reshape((-1,) + x.shape[1:])
-  logits, out = jax.jit(model.apply)(params, bumped.reshape(-1, L), flat(segments),
-                                     flat(perm_mask))
+  logits, out = jax.jit(model.apply)(params, bumped.reshape(-1, L), flat(segments), flat(perm_mask))
   logits = np.asarray(logits).reshape(n, L + 1, L, -1)
   content = np.asarray(out["content"]).reshape(n, L + 1, L, -1)
   dq = np.abs(logits[:, 1:] - logits[:, :1]).max(-1)
@@ -164,7 +177,7 @@ def test_hidden_tokens_change_nothing(x64, seed):
   tokens, segments, ranks, target = _inputs(seed + 10)
   perm_mask = np.asarray(permutation.permutation_mask(ranks, target))
   dq, dc = _changes(model, params, tokens, segments, perm_mask)
-  blocked = perm_mask.transpose(0, 2, 1)                        # [B, J, I]
+  blocked = perm_mask.transpose(0, 2, 1)  # [B, J, I]
   eye = np.eye(L, dtype=bool)
   assert np.all(dq[blocked] == 0.0)
   assert np.all(dc[blocked & ~eye] == 0.0)
@@ -178,8 +191,9 @@ def test_bigjax_tasks_are_one_code_path(x64):
   model = _model()
   params = _init(model, seed=5)
   tokens, segments, _, _ = _inputs(7)
-  source, target = tasks.biglearn(rbg_key(0), B, L, source_alpha=2.0, source_beta=2.0,
-                                  target_alpha=1.0, target_beta=1.0)
+  source, target = tasks.biglearn(
+      rbg_key(0), B, L, source_alpha=2.0, source_beta=2.0, target_alpha=1.0, target_beta=1.0
+  )
   source, target = np.asarray(source), np.asarray(target)
   ranks, perm_mask = permutation.task_permutation_mask(rbg_key(1), source, target)
   ranks, perm_mask = np.asarray(ranks), np.asarray(perm_mask)
@@ -189,10 +203,10 @@ def test_bigjax_tasks_are_one_code_path(x64):
     for j in range(L):
       if not (source[b, j] or target[b, j]):
         assert np.all(dq[b, j][target[b]] == 0.0), (b, j)
-      if target[b, j]:      # a target does not move itself or the targets before it
+      if target[b, j]:  # a target does not move itself or the targets before it
         not_after = target[b] & (ranks[b] <= ranks[b, j])
         assert np.all(dq[b, j][not_after] == 0.0), (b, j)
-      if source[b, j]:      # ... but every target reads the source
+      if source[b, j]:  # ... but every target reads the source
         assert np.all(dq[b, j][target[b]] > 1e-8), (b, j)
 
 
@@ -205,8 +219,8 @@ def test_identity_order_all_targets_is_a_causal_lm(x64):
   np.testing.assert_array_equal(perm_mask[0], np.triu(np.ones((L, L), bool)))
   dq, _ = _changes(model, params, tokens, segments, perm_mask)
   for j in range(L):
-    assert np.all(dq[:, j, :j + 1] == 0.0)      # positions up to j never see token j
-    assert np.all(dq[:, j, j + 1:] > 1e-8)      # every later position does
+    assert np.all(dq[:, j, : j + 1] == 0.0)  # positions up to j never see token j
+    assert np.all(dq[:, j, j + 1 :] > 1e-8)  # every later position does
 
 
 def test_first_position_with_nothing_visible_is_finite():
@@ -224,8 +238,9 @@ def test_first_position_with_nothing_visible_is_finite():
 
 
 def test_shapes_determinism_and_dropout():
-  model = TwoStreamTransformer(vocab_size=V, num_segments=2, max_length=L, width=16, depth=2,
-                               num_heads=4, dropout=0.5)
+  model = TwoStreamTransformer(
+      vocab_size=V, num_segments=2, max_length=L, width=16, depth=2, num_heads=4, dropout=0.5
+  )
   tokens, segments, ranks, target = _inputs(5)
   perm_mask = permutation.permutation_mask(ranks, target)
   params = model.init(rbg_key(0), tokens, segments, perm_mask)
@@ -234,10 +249,8 @@ def test_shapes_determinism_and_dropout():
   logits, out = model.apply(params, tokens, segments, perm_mask)
   assert logits.shape == (B, L, V) and logits.dtype == jnp.float32
   assert out["content"].shape == out["query"].shape == (B, L, 16)
-  a, _ = model.apply(params, tokens, segments, perm_mask, train=True,
-                     rngs={"dropout": rbg_key(1)})
-  b, _ = model.apply(params, tokens, segments, perm_mask, train=True,
-                     rngs={"dropout": rbg_key(2)})
+  a, _ = model.apply(params, tokens, segments, perm_mask, train=True, rngs={"dropout": rbg_key(1)})
+  b, _ = model.apply(params, tokens, segments, perm_mask, train=True, rngs={"dropout": rbg_key(2)})
   assert not np.allclose(np.asarray(a), np.asarray(b))
   # parameter count: embeddings + 2 blocks + final norm + head
   d, h = 16, 4 * 16

@@ -4,6 +4,7 @@ The math (nearest codes, straight-through gradients, EMA updates, restarts, usag
 against numpy brute force and hand-computed values; the trainer is run once per module and the
 other tests load, resume or copy that run.
 """
+
 import json
 import os
 import shutil
@@ -32,8 +33,9 @@ SMOKE_MIN_FRACTION_USED = 0.5
 @pytest.fixture(scope="module")
 def tiny():
   """(encoder, decoder, params, codebook vectors [8, 4]) of an untrained tiny quantiser."""
-  encoder, decoder = vq.VQEncoder(widths=(4, 8), code_dim=4), vq.VQDecoder(widths=(4, 8),
-                                                                           code_dim=4)
+  encoder, decoder = vq.VQEncoder(widths=(4, 8), code_dim=4), vq.VQDecoder(
+      widths=(4, 8), code_dim=4
+  )
   x = jnp.zeros((2, 28, 28))
   params = dict(encoder=encoder.init(_key(0), x))
   params["decoder"] = decoder.init(_key(1), encoder.apply(params["encoder"], x))
@@ -48,11 +50,13 @@ def test_digits():
 # ----------------------------------------------------------------------------------------------
 # Models.
 
+
 def test_encoder_and_decoder_shapes():
   x = jnp.linspace(-1, 1, 3 * 28 * 28).reshape(3, 28, 28)
   for widths, side in (((8, 16), 7), ((8,), 14)):
-    encoder, decoder = vq.VQEncoder(widths=widths, code_dim=5), vq.VQDecoder(widths=widths,
-                                                                             code_dim=5)
+    encoder, decoder = vq.VQEncoder(widths=widths, code_dim=5), vq.VQDecoder(
+        widths=widths, code_dim=5
+    )
     enc_params = encoder.init(_key(0), x)
     z = encoder.apply(enc_params, x)
     assert z.shape == (3, side, side, 5) and z.dtype == jnp.float32
@@ -73,16 +77,18 @@ def test_decoder_clip_has_an_identity_gradient():
   decoder = vq.VQDecoder(widths=(4,), code_dim=2)
   z = jax.random.normal(_key(3), (1, 14, 14, 2))
   params = decoder.init(_key(4), z)
-  raw = jax.tree.map(lambda p: 100.0 * p, params)      # outputs far outside [-1, 1]
+  raw = jax.tree.map(lambda p: 100.0 * p, params)  # outputs far outside [-1, 1]
   out = decoder.apply(raw, z)
   assert float(jnp.abs(out).max()) == 1.0
   grads = jax.grad(lambda p: decoder.apply(p, z).sum())(raw)
   assert float(jnp.abs(grads["params"]["ConvTranspose_0"]["bias"]).sum()) == pytest.approx(
-      28 * 28, rel=1e-6)           # d/d bias of sum(output) is the number of output pixels
+      28 * 28, rel=1e-6
+  )  # d/d bias of sum(output) is the number of output pixels
 
 
 # ----------------------------------------------------------------------------------------------
 # quantize, ema_update, codebook_usage.
+
 
 def test_quantize_picks_the_nearest_code():
   rng = np.random.default_rng(0)
@@ -115,8 +121,9 @@ _INDICES = jnp.array([0, 0, 1], jnp.int32)
 
 
 def test_ema_update_with_decay_zero_moves_codes_to_their_means():
-  update = jax.jit(lambda cb, z, i: vq.ema_update(cb, z, i, decay=0.0, rng=_key(0),
-                                                  dead_code_threshold=0.0))
+  update = jax.jit(
+      lambda cb, z, i: vq.ema_update(cb, z, i, decay=0.0, rng=_key(0), dead_code_threshold=0.0)
+  )
   new = update(_hand_codebook(), _Z, _INDICES)
   np.testing.assert_allclose(new.counts, [2.0, 1.0, 0.0])
   np.testing.assert_allclose(new.sums, [[4.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
@@ -124,8 +131,11 @@ def test_ema_update_with_decay_zero_moves_codes_to_their_means():
 
 
 def test_ema_update_with_decay_half_matches_hand_values():
-  update = jax.jit(lambda cb, z, i, eps: vq.ema_update(
-      cb, z, i, decay=0.5, rng=_key(0), dead_code_threshold=0.0, epsilon=eps))
+  update = jax.jit(
+      lambda cb, z, i, eps: vq.ema_update(
+          cb, z, i, decay=0.5, rng=_key(0), dead_code_threshold=0.0, epsilon=eps
+      )
+  )
   # counts 0.5 [1, 1, 1] + 0.5 [2, 1, 0] = [1.5, 1, 0.5]; sums 0.5 vectors + 0.5 batch sums.
   new = update(_hand_codebook(), _Z, _INDICES, 1e-5)
   np.testing.assert_allclose(new.counts, [1.5, 1.0, 0.5])
@@ -133,13 +143,15 @@ def test_ema_update_with_decay_half_matches_hand_values():
   np.testing.assert_allclose(new.vectors, [[4 / 3, 0.0], [0.5, 1.5], [5.0, 5.0]], rtol=1e-4)
   # Laplace smoothing with epsilon 1: N~ = (N + 1) / (3 + 3) * 3 = [1.25, 1, 0.75].
   smoothed = update(_hand_codebook(), _Z, _INDICES, 1.0)
-  np.testing.assert_allclose(smoothed.vectors,
-                             [[2 / 1.25, 0.0], [0.5, 1.5], [2.5 / 0.75, 2.5 / 0.75]], rtol=1e-6)
+  np.testing.assert_allclose(
+      smoothed.vectors, [[2 / 1.25, 0.0], [0.5, 1.5], [2.5 / 0.75, 2.5 / 0.75]], rtol=1e-6
+  )
 
 
 def test_dead_codes_are_restarted_from_the_batch():
-  update = jax.jit(lambda cb, z, i, key: vq.ema_update(cb, z, i, decay=0.5, rng=key,
-                                                       dead_code_threshold=0.75))
+  update = jax.jit(
+      lambda cb, z, i, key: vq.ema_update(cb, z, i, decay=0.5, rng=key, dead_code_threshold=0.75)
+  )
   restarted = set()
   for seed in range(6):
     new = update(_hand_codebook(), _Z, _INDICES, _key(seed))
@@ -151,7 +163,7 @@ def test_dead_codes_are_restarted_from_the_batch():
     np.testing.assert_array_equal(new.sums[2], new.vectors[2])
     # The live codes keep their EMA values.
     np.testing.assert_allclose(new.vectors[:2], [[4 / 3, 0.0], [0.5, 1.5]], rtol=1e-4)
-  assert len(restarted) > 1                            # drawn with rng, not always the same row
+  assert len(restarted) > 1  # drawn with rng, not always the same row
 
 
 def test_codebook_usage_of_known_indices():
@@ -162,12 +174,13 @@ def test_codebook_usage_of_known_indices():
   full = usage(jnp.arange(4), 4)
   assert float(full["fraction_used"]) == 1.0
   assert float(full["perplexity"]) == pytest.approx(4.0, rel=1e-6)
-  one = vq.codebook_usage(np.zeros(10, np.int32), 8)   # numpy input works too
+  one = vq.codebook_usage(np.zeros(10, np.int32), 8)  # numpy input works too
   assert float(one["perplexity"]) == pytest.approx(1.0) and float(one["fraction_used"]) == 0.125
   # Frequencies (3/4, 1/4): exp(-(3/4 log 3/4 + 1/4 log 1/4)).
   skewed = usage(jnp.array([2, 2, 2, 5]), 8)
   assert float(skewed["perplexity"]) == pytest.approx(
-      np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))), rel=1e-6)
+      np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))), rel=1e-6
+  )
 
 
 def test_codebook_from_samples_uses_distinct_encoder_outputs():
@@ -184,6 +197,7 @@ def test_codebook_from_samples_uses_distinct_encoder_outputs():
 
 # ----------------------------------------------------------------------------------------------
 # encode / decode.
+
 
 def test_encode_and_decode_shapes_dtypes_and_chunking(tiny, test_digits):
   encoder, decoder, params, vectors = tiny
@@ -237,6 +251,7 @@ def test_decode_rejects_bad_tokens(tiny):
 # ----------------------------------------------------------------------------------------------
 # The trainer (smoke variant).
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(workdir, summary) of one smoke-variant training run."""
@@ -277,7 +292,7 @@ def test_load_roundtrip_reproduces_the_test_mse(trained, test_digits):
   decoded = vq.decode(decoder, params, vectors, tokens)
   assert decoded.shape == (1000, 28, 28) and decoded.dtype == np.uint8
   error = (decoded.astype(np.float64) - test_digits) / 127.5
-  assert np.mean(error ** 2) == pytest.approx(summary["test_mse"], rel=1e-12)
+  assert np.mean(error**2) == pytest.approx(summary["test_mse"], rel=1e-12)
   usage = vq.codebook_usage(tokens, 32)
   assert float(usage["fraction_used"]) == summary["test_fraction_used"]
 
@@ -299,7 +314,7 @@ def test_load_without_a_quantiser_says_how_to_train_one(trained, tmp_path):
   with pytest.raises(FileNotFoundError, match="has no config.json.*" + command):
     vq_setup.load(str(tmp_path / "empty"))
   workdir = _copy(trained, tmp_path)
-  os.remove(os.path.join(workdir, "vq.json"))          # as during an unfinished run
+  os.remove(os.path.join(workdir, "vq.json"))  # as during an unfinished run
   with pytest.raises(FileNotFoundError, match="not finished training.*vq_mnist.py:smoke"):
     vq_setup.load(workdir)
 

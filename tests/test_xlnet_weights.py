@@ -1,5 +1,6 @@
 """HF XLNet directories in and out of bigjax's XLNet: every tensor accounted for, HF loads what we
 save and gives the same logits, and bad directories fail with the tensor or file named."""
+
 import copy
 import json
 import os
@@ -25,9 +26,11 @@ def hf(tmp_path_factory):
   the models, and one batch of inputs."""
   torch.manual_seed(0)
   config = transformers.XLNetConfig(**CONFIG)
-  models = dict(lm=transformers.XLNetLMHeadModel(config).eval(),
-                cls=transformers.XLNetForSequenceClassification(config).eval(),
-                base=transformers.XLNetModel(config).eval())
+  models = dict(
+      lm=transformers.XLNetLMHeadModel(config).eval(),
+      cls=transformers.XLNetForSequenceClassification(config).eval(),
+      base=transformers.XLNetModel(config).eval(),
+  )
   dirs = {}
   with torch.no_grad():
     for name, model in models.items():
@@ -54,30 +57,37 @@ def _ours(model, params, inputs, key):
   return np.asarray(jax.jit(lambda p, x: model.apply(p, **x)[key])(params, inputs))
 
 
-@pytest.mark.parametrize("name, key", [("lm", "lm_logits"), ("cls", "logits"),
-                                       ("base", "content")])
+@pytest.mark.parametrize("name, key", [("lm", "lm_logits"), ("cls", "logits"), ("base", "content")])
 def test_load_gives_hf_outputs(hf, name, key):
   dirs, models, inputs = hf
   model, params = xlnet_weights.load_pretrained(dirs[name])
   assert model.lm_head == (name == "lm") and model.num_labels == (3 if name == "cls" else 0)
-  np.testing.assert_allclose(_ours(model, params, inputs, key), _hf_out(models[name], inputs),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      _ours(model, params, inputs, key), _hf_out(models[name], inputs), atol=1e-5
+  )
 
 
-@pytest.mark.parametrize("heads, hf_class, key", [
-    (dict(lm_head=True, num_labels=0), "XLNetLMHeadModel", "lm_logits"),
-    (dict(lm_head=False, num_labels=3), "XLNetForSequenceClassification", "logits")])
+@pytest.mark.parametrize(
+    "heads, hf_class, key",
+    [
+        (dict(lm_head=True, num_labels=0), "XLNetLMHeadModel", "lm_logits"),
+        (dict(lm_head=False, num_labels=3), "XLNetForSequenceClassification", "logits"),
+    ],
+)
 def test_saved_directory_loads_in_hf_with_the_same_logits(hf, tmp_path, heads, hf_class, key):
   dirs, _, inputs = hf
   source = dirs["lm"] if heads["lm_head"] else dirs["cls"]
   model, params = xlnet_weights.load_pretrained(source, **heads)
-  xlnet_weights.save_pretrained(model, params, str(tmp_path),
-                                config=xlnet_weights.read_config(source))
+  xlnet_weights.save_pretrained(
+      model, params, str(tmp_path), config=xlnet_weights.read_config(source)
+  )
   loaded, info = getattr(transformers, hf_class).from_pretrained(
-      str(tmp_path), output_loading_info=True)
+      str(tmp_path), output_loading_info=True
+  )
   assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
-  np.testing.assert_allclose(_hf_out(loaded.eval(), inputs), _ours(model, params, inputs, key),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      _hf_out(loaded.eval(), inputs), _ours(model, params, inputs, key), atol=1e-5
+  )
 
 
 def test_pretrained_lm_with_a_new_classifier(hf, tmp_path):
@@ -86,19 +96,21 @@ def test_pretrained_lm_with_a_new_classifier(hf, tmp_path):
   dirs, models, inputs = hf
   with pytest.raises(ValueError, match=r"missing from the checkpoint.*logits_proj.*new_heads_rng"):
     xlnet_weights.load_pretrained(dirs["lm"], num_labels=2)
-  model, params = xlnet_weights.load_pretrained(dirs["lm"], num_labels=2,
-                                                new_heads_rng=rbg_key(0))
+  model, params = xlnet_weights.load_pretrained(dirs["lm"], num_labels=2, new_heads_rng=rbg_key(0))
   assert params["params"]["logits_proj"]["kernel"].shape == (32, 2)
-  np.testing.assert_allclose(_ours(model, params, inputs, "lm_logits"),
-                             _hf_out(models["lm"], inputs), atol=1e-5)
+  np.testing.assert_allclose(
+      _ours(model, params, inputs, "lm_logits"), _hf_out(models["lm"], inputs), atol=1e-5
+  )
   xlnet_weights.save_pretrained(model, params, str(tmp_path), label_names=["no", "yes"])
   for hf_class in ("XLNetLMHeadModel", "XLNetForSequenceClassification"):
     loaded, info = getattr(transformers, hf_class).from_pretrained(
-        str(tmp_path), output_loading_info=True)
+        str(tmp_path), output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["mismatched_keys"]
   assert loaded.config.id2label == {0: "no", 1: "yes"}
-  np.testing.assert_allclose(_hf_out(loaded.eval(), inputs), _ours(model, params, inputs,
-                                                                   "logits"), atol=1e-5)
+  np.testing.assert_allclose(
+      _hf_out(loaded.eval(), inputs), _ours(model, params, inputs, "logits"), atol=1e-5
+  )
   # Turning the LM head off drops lm_loss.bias by choice, not by accident.
   model, params = xlnet_weights.load_pretrained(dirs["lm"], lm_head=False)
   assert "lm_loss" not in params["params"]
@@ -133,8 +145,10 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(hf, tmp_path):
   bad = _copy(dirs["lm"], tmp_path / "a", drop=["transformer.layer.1.ff.layer_1.bias"])
   with pytest.raises(ValueError, match=r"missing.*transformer\.layer\.1\.ff\.layer_1\.bias"):
     xlnet_weights.load_pretrained(bad)
-  extra = {"transformer.layer.2.rel_attn.q": np.zeros((32, 4, 8), np.float32),
-           "pooler.dense.weight": np.zeros((3, 3), np.float32)}
+  extra = {
+      "transformer.layer.2.rel_attn.q": np.zeros((32, 4, 8), np.float32),
+      "pooler.dense.weight": np.zeros((3, 3), np.float32),
+  }
   bad = _copy(dirs["lm"], tmp_path / "b", add=extra)
   with pytest.raises(ValueError, match=r"2 unexpected.*pooler\.dense\.weight.*layer\.2\.rel_attn"):
     xlnet_weights.load_pretrained(bad)
@@ -150,8 +164,13 @@ def test_legacy_config_fields(hf, tmp_path):
   """xlnet-base-cased's config.json as the hub has it: n_token, mem_len null, untie_r, and
   task_specific_params; the fields the port does not use are kept on save."""
   dirs, models, inputs = hf
-  legacy = dict(n_token=61, mem_len=None, reuse_len=None, untie_r=True,
-                task_specific_params={"text-generation": {"do_sample": True, "max_length": 250}})
+  legacy = dict(
+      n_token=61,
+      mem_len=None,
+      reuse_len=None,
+      untie_r=True,
+      task_specific_params={"text-generation": {"do_sample": True, "max_length": 250}},
+  )
   source = _copy(dirs["lm"], tmp_path / "legacy", config=legacy)
   with open(os.path.join(source, "config.json")) as f:
     cfg = json.load(f)
@@ -160,12 +179,14 @@ def test_legacy_config_fields(hf, tmp_path):
     json.dump(cfg, f)
   model, params = xlnet_weights.load_pretrained(source)
   assert model.vocab_size == 61
-  xlnet_weights.save_pretrained(model, params, str(tmp_path / "out"),
-                                config=xlnet_weights.read_config(source))
+  xlnet_weights.save_pretrained(
+      model, params, str(tmp_path / "out"), config=xlnet_weights.read_config(source)
+  )
   saved = xlnet_weights.read_config(str(tmp_path / "out"))
   assert saved["untie_r"] and saved["task_specific_params"] == legacy["task_specific_params"]
-  np.testing.assert_allclose(_ours(model, params, inputs, "lm_logits"),
-                             _hf_out(models["lm"], inputs), atol=1e-5)
+  np.testing.assert_allclose(
+      _ours(model, params, inputs, "lm_logits"), _hf_out(models["lm"], inputs), atol=1e-5
+  )
 
 
 def test_bad_directories_are_refused(hf, tmp_path):
@@ -195,8 +216,9 @@ def test_pytorch_bin_with_its_tied_copy(hf, tmp_path, monkeypatch):
   os.remove(tmp_path / "model.safetensors")
   torch.save(state, tmp_path / "pytorch_model.bin")
   model, params = xlnet_weights.load_pretrained(str(tmp_path))
-  np.testing.assert_allclose(_ours(model, params, inputs, "lm_logits"),
-                             _hf_out(models["lm"], inputs), atol=1e-5)
+  np.testing.assert_allclose(
+      _ours(model, params, inputs, "lm_logits"), _hf_out(models["lm"], inputs), atol=1e-5
+  )
   state = {k: v.clone() for k, v in state.items()}
   state["lm_loss.weight"] += 1
   torch.save(state, tmp_path / "pytorch_model.bin")
@@ -212,8 +234,9 @@ def test_sharded_safetensors(hf, tmp_path):
   models["cls"].save_pretrained(str(tmp_path), max_shard_size="20KB")
   assert "model.safetensors.index.json" in os.listdir(tmp_path)
   model, params = xlnet_weights.load_pretrained(str(tmp_path))
-  np.testing.assert_allclose(_ours(model, params, inputs, "logits"),
-                             _hf_out(models["cls"], inputs), atol=1e-5)
+  np.testing.assert_allclose(
+      _ours(model, params, inputs, "logits"), _hf_out(models["cls"], inputs), atol=1e-5
+  )
 
 
 def test_bfloat16_checkpoint_is_read_as_float32(hf, tmp_path):
@@ -229,7 +252,7 @@ def test_bfloat16_checkpoint_is_read_as_float32(hf, tmp_path):
 def test_safetensors_are_read_without_torch(hf, tmp_path, monkeypatch):
   dirs, models, inputs = hf
   want = _hf_out(models["cls"], inputs)
-  monkeypatch.setitem(sys.modules, "torch", None)              # import torch now fails
+  monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
   model, params = xlnet_weights.load_pretrained(dirs["cls"])
   xlnet_weights.save_pretrained(model, params, str(tmp_path))
   model, params = xlnet_weights.load_pretrained(str(tmp_path))

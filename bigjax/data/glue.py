@@ -19,18 +19,31 @@ travel with every copy of that data (bigjax/data/wordnet/README.md holds it).
 
 Labels are class ids in the order of the task's `labels` list; a label outside it is an error.
 """
+
 from __future__ import annotations
 
 import csv
 import dataclasses
 import os
 import sys
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "Examples", "wordnet_dir", "load_tsv", "read_tsv", "prepare_tfds",
-           "load_tfds", "accuracy", "f1", "evaluate"]
+__all__ = [
+    "Task",
+    "TASKS",
+    "Examples",
+    "wordnet_dir",
+    "load_tsv",
+    "read_tsv",
+    "prepare_tfds",
+    "load_tfds",
+    "accuracy",
+    "f1",
+    "evaluate",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Task:
   metrics: names of the dev metrics (`evaluate`).
   tfds_name: the tensorflow-datasets config of GLUE, or None.
   """
+
   name: str
   text_columns: tuple[str, ...]
   label_column: str
@@ -58,24 +72,51 @@ class Task:
 
 
 TASKS = {
-    "rte": Task("rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
-                tfds_name="rte"),
-    "mrpc": Task("mrpc", ("#1 String", "#2 String"), "Quality", ("0", "1"),
-                 metrics=("accuracy", "f1"), tfds_name="mrpc"),
+    "rte": Task(
+        "rte",
+        ("sentence1", "sentence2"),
+        "label",
+        ("entailment", "not_entailment"),
+        tfds_name="rte",
+    ),
+    "mrpc": Task(
+        "mrpc",
+        ("#1 String", "#2 String"),
+        "Quality",
+        ("0", "1"),
+        metrics=("accuracy", "f1"),
+        tfds_name="mrpc",
+    ),
     "sst2": Task("sst2", ("sentence",), "label", ("0", "1"), tfds_name="sst2"),
-    "lexname": Task("lexname", ("sentence",), "label", (
-        "noun.act", "noun.animal", "noun.artifact", "noun.cognition", "noun.communication",
-        "noun.location", "noun.person", "noun.plant", "noun.state", "noun.substance")),
+    "lexname": Task(
+        "lexname",
+        ("sentence",),
+        "label",
+        (
+            "noun.act",
+            "noun.animal",
+            "noun.artifact",
+            "noun.cognition",
+            "noun.communication",
+            "noun.location",
+            "noun.person",
+            "noun.plant",
+            "noun.state",
+            "noun.substance",
+        ),
+    ),
     "hypernym": Task("hypernym", ("sentence1", "sentence2"), "label", ("hypernym", "unrelated")),
 }
 _SPLITS = ("train", "dev", "test")
 _TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
-_TFDS_HELP = ("pip install tensorflow-datasets array_record importlib_resources (TensorFlow is "
-              "not needed)")
+_TFDS_HELP = (
+    "pip install tensorflow-datasets array_record importlib_resources (TensorFlow is " "not needed)"
+)
 
 
 class Examples(NamedTuple):
   """first: N sentences A; second: N sentences B or None; labels: int32 [N] (-1: unlabelled)."""
+
   first: list
   second: list | None
   labels: np.ndarray
@@ -93,16 +134,20 @@ def _label_ids(task: Task, values, where: Sequence[str]) -> np.ndarray:
   index = {label: i for i, label in enumerate(task.labels)}
   bad = [(w, v) for w, v in zip(where, values) if v not in index]
   if bad:
-    raise ValueError(f"{task.name}: label {bad[0][1]!r} at {bad[0][0]} is not one of "
-                     f"{list(task.labels)} ({len(bad)} such rows).")
+    raise ValueError(
+        f"{task.name}: label {bad[0][1]!r} at {bad[0][0]} is not one of "
+        f"{list(task.labels)} ({len(bad)} such rows)."
+    )
   return np.asarray([index[v] for v in values], np.int32)
 
 
 def wordnet_dir(task: str) -> str:
   """The folder of a WordNet task shipped with bigjax ("lexname" or "hypernym"; train and dev)."""
   if task not in ("lexname", "hypernym"):
-    raise ValueError(f"bigjax ships the WordNet tasks 'lexname' and 'hypernym', not {task!r}; "
-                     "GLUE's tasks are read from the directory you downloaded them to.")
+    raise ValueError(
+        f"bigjax ships the WordNet tasks 'lexname' and 'hypernym', not {task!r}; "
+        "GLUE's tasks are read from the directory you downloaded them to."
+    )
   return os.path.join(os.path.dirname(os.path.abspath(__file__)), "wordnet", task)
 
 
@@ -127,9 +172,11 @@ def load_tsv(task: str | Task, task_dir: str, split: str) -> Examples:
   path = os.path.join(task_dir, f"{split}.tsv")
   if not os.path.isfile(path):
     held = sorted(os.listdir(task_dir)) if os.path.isdir(task_dir) else "no such directory"
-    raise FileNotFoundError(f"{task.name}: no {path} (the directory holds: {held}); expected "
-                            f"GLUE's {split}.tsv with columns {list(task.text_columns)}"
-                            f"{'' if split == 'test' else ' and ' + repr(task.label_column)}.")
+    raise FileNotFoundError(
+        f"{task.name}: no {path} (the directory holds: {held}); expected "
+        f"GLUE's {split}.tsv with columns {list(task.text_columns)}"
+        f"{'' if split == 'test' else ' and ' + repr(task.label_column)}."
+    )
   return read_tsv(task, path, labelled=split != "test")
 
 
@@ -158,14 +205,18 @@ def read_tsv(task: str | Task, path: str, *, labelled: bool = True) -> Examples:
   need = list(task.text_columns) + ([task.label_column] if labelled else [])
   absent = [c for c in need if c not in header]
   if absent:
-    raise ValueError(f"{path}: columns {absent} missing from the header {header}; {task.name} "
-                     f"needs {need} (GLUE layout).")
+    raise ValueError(
+        f"{path}: columns {absent} missing from the header {header}; {task.name} "
+        f"needs {need} (GLUE layout)."
+    )
   columns = [header.index(c) for c in need]
   body = [(n + 2, r) for n, r in enumerate(rows[1:]) if r != []]
   short = [n for n, r in body if len(r) != len(header)]
   if short:
-    raise ValueError(f"{path}: line {short[0]} has a different number of tab-separated fields "
-                     f"than the header ({len(header)}; {len(short)} such lines).")
+    raise ValueError(
+        f"{path}: line {short[0]} has a different number of tab-separated fields "
+        f"than the header ({len(header)}; {len(short)} such lines)."
+    )
   fields = [[r[c] for c in columns] for _, r in body]
   first = [f[0] for f in fields]
   second = [f[1] for f in fields] if len(task.text_columns) == 2 else None
@@ -216,7 +267,8 @@ def load_tfds(task: str | Task, split: str, *, data_dir: str | None = None) -> E
     raise FileNotFoundError(
         f"tfds glue/{task.tfds_name} is not prepared under {builder.data_dir}: run "
         f"bigjax.data.glue.prepare_tfds({task.name!r}, data_dir=...) once on a machine with the "
-        "network (array_record format), or read GLUE's TSV files with load_tsv.")
+        "network (array_record format), or read GLUE's TSV files with load_tsv."
+    )
   source = builder.as_data_source(split=_TFDS_SPLITS[split])
   records = [source[i] for i in range(len(source))]
   text = lambda r, key: r[key].decode("utf-8") if isinstance(r[key], bytes) else str(r[key])
@@ -233,14 +285,16 @@ def accuracy(predictions, labels) -> float:
   """Share of predictions [N] equal to labels [N]."""
   predictions, labels = np.asarray(predictions), np.asarray(labels)
   if predictions.shape != labels.shape or labels.ndim != 1 or not labels.size:
-    raise ValueError(f"predictions and labels must be equal, non-empty [N]; got "
-                     f"{predictions.shape} and {labels.shape}.")
+    raise ValueError(
+        f"predictions and labels must be equal, non-empty [N]; got "
+        f"{predictions.shape} and {labels.shape}."
+    )
   return float(np.mean(predictions == labels))
 
 
 def f1(predictions, labels, *, positive: int = 1) -> float:
   """F1 of the positive class (MRPC: 1 = paraphrase): 2 TP / (2 TP + FP + FN); 0 if undefined."""
-  accuracy(predictions, labels)                                     # the same shape checks
+  accuracy(predictions, labels)  # the same shape checks
   predictions, labels = np.asarray(predictions), np.asarray(labels)
   tp = np.sum((predictions == positive) & (labels == positive))
   wrong = np.sum((predictions == positive) != (labels == positive))
@@ -256,7 +310,9 @@ def evaluate(task: str | Task, predictions, labels) -> dict[str, float]:
   task = _task(task)
   labels = np.asarray(labels)
   if np.any((labels < 0) | (labels >= task.num_labels)):
-    raise ValueError(f"{task.name}: labels must be class ids in [0, {task.num_labels}) (test "
-                     "splits are unlabelled, -1).")
+    raise ValueError(
+        f"{task.name}: labels must be class ids in [0, {task.num_labels}) (test "
+        "splits are unlabelled, -1)."
+    )
   metrics = {"accuracy": accuracy, "f1": f1}
   return {name: metrics[name](predictions, labels) for name in task.metrics}

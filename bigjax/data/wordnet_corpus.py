@@ -15,11 +15,12 @@ test examples' glosses: 112,034 lines; with the dev files alone this gives 114,7
 
 WordNet's licence (bigjax/data/wordnet/README.md) travels with every copy of the result.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from bigjax.data import glue
 
@@ -35,8 +36,10 @@ def glosses(wordnet_dir: str) -> list[str]:
   for pos in PARTS_OF_SPEECH:
     path = os.path.join(wordnet_dir, f"data.{pos}")
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"no {path}: give the folder of WordNet 3.0's data.* files "
-                              "(Debian's wordnet-base installs them in /usr/share/wordnet).")
+      raise FileNotFoundError(
+          f"no {path}: give the folder of WordNet 3.0's data.* files "
+          "(Debian's wordnet-base installs them in /usr/share/wordnet)."
+      )
     with open(path, encoding="utf-8", errors="replace") as f:
       for line in f:
         if line.startswith("  ") or " | " not in line:
@@ -64,8 +67,9 @@ def shipped_dev_files() -> list[tuple[str, str]]:
   return [(t, os.path.join(glue.wordnet_dir(t), "dev.tsv")) for t in ("lexname", "hypernym")]
 
 
-def build_corpus(wordnet_dir: str, out: str, *,
-                 exclude: Sequence[tuple[str, str]] | None = None) -> int:
+def build_corpus(
+    wordnet_dir: str, out: str, *, exclude: Sequence[tuple[str, str]] | None = None
+) -> int:
   """Writes the corpus (module docstring) to `out` atomically; returns its number of lines.
 
   Args:
@@ -87,9 +91,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--wordnet_dir", default="/usr/share/wordnet")
   parser.add_argument("--out", required=True)
-  parser.add_argument("--exclude", nargs="*", default=[], metavar="TASK:FILE.tsv",
-                      help="more task files whose examples' glosses are left out, e.g. "
-                           "lexname:/data/lexname/test.tsv (the shipped dev files always are)")
+  parser.add_argument(
+      "--exclude",
+      nargs="*",
+      default=[],
+      metavar="TASK:FILE.tsv",
+      help="more task files whose examples' glosses are left out, e.g. "
+      "lexname:/data/lexname/test.tsv (the shipped dev files always are)",
+  )
   args = parser.parse_args(argv)
   extra = []
   for item in args.exclude:

@@ -5,9 +5,11 @@ function compiles once per input shape. `map_chunks` feeds it rows in chunks of 
 last one padded with zeros and its padding dropped from the outputs), so one compiled program
 serves every N.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -21,8 +23,9 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)])
 
 
-def map_chunks(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *, size: int,
-               seed: int | None = None) -> tuple[np.ndarray, ...]:
+def map_chunks(
+    fn: Callable[..., Any], arrays: Sequence[np.ndarray], *, size: int, seed: int | None = None
+) -> tuple[np.ndarray, ...]:
   """fn over rows [i size, (i + 1) size) of `arrays`, outputs concatenated.
 
   Args:
@@ -41,11 +44,11 @@ def map_chunks(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *, size: in
   key = lambda i: () if seed is None else (jax.random.fold_in(jax.random.key(seed), i),)
   pieces = []
   for i, start in enumerate(range(0, n, size)):
-    chunk = [None if a is None else _pad(a[start:start + size], size) for a in arrays]
+    chunk = [None if a is None else _pad(a[start : start + size], size) for a in arrays]
     out = jax.device_get(fn(*chunk, *key(i)))
     out = out if isinstance(out, tuple) else (out,)
-    pieces.append([np.asarray(o)[:min(size, n - start)] for o in out])
-  if not pieces:       # no rows: the output shapes, without running fn
+    pieces.append([np.asarray(o)[: min(size, n - start)] for o in out])
+  if not pieces:  # no rows: the output shapes, without running fn
     zeros = [None if a is None else np.zeros((size,) + a.shape[1:], a.dtype) for a in arrays]
     shapes = jax.eval_shape(fn, *zeros, *key(0))
     shapes = shapes if isinstance(shapes, tuple) else (shapes,)

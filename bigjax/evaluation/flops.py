@@ -18,6 +18,7 @@ model FLOPs per second against the hardware's peak.
 The per-iteration total follows `experiments.biglearn_gan.make_train_step`; see
 `train_step_flops`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["encoder_forward_flops", "generator_forward_flops", "discriminator_forward_flops",
-           "train_step_flops", "peak_flops_per_second", "peak_precision", "mfu"]
+__all__ = [
+    "encoder_forward_flops",
+    "generator_forward_flops",
+    "discriminator_forward_flops",
+    "train_step_flops",
+    "peak_flops_per_second",
+    "peak_precision",
+    "mfu",
+]
 
 
 def _dense(rows: int, fan_in: int, fan_out: int) -> int:
@@ -34,8 +42,15 @@ def _dense(rows: int, fan_in: int, fan_out: int) -> int:
   return 2 * rows * fan_in * fan_out
 
 
-def encoder_forward_flops(batch: int, length: int, dim: int, depth: int, mlp_ratio: float,
-                          attention: str = "dot", merge_width: int = 0) -> int:
+def encoder_forward_flops(
+    batch: int,
+    length: int,
+    dim: int,
+    depth: int,
+    mlp_ratio: float,
+    attention: str = "dot",
+    merge_width: int = 0,
+) -> int:
   """Forward FLOPs of `bigjax.models.transformer.Encoder` on [batch, length, dim].
 
   Per block (N = batch * length tokens, D = dim, M = int(mlp_ratio * D) as in EncoderBlock):
@@ -89,8 +104,9 @@ def generator_forward_flops(gen: Any, batch: int) -> int:
     width_in = gen.noise_mlp_width
   flops += _dense(b, width_in, length * dec)
   concat = gen.noise_every_layer and gen.noise_merge == "concat"
-  flops += encoder_forward_flops(b, length, dec, gen.decoder_depth, gen.mlp_ratio, "dot",
-                                 merge_width=dec if concat else 0)
+  flops += encoder_forward_flops(
+      b, length, dec, gen.decoder_depth, gen.mlp_ratio, "dot", merge_width=dec if concat else 0
+  )
   flops += _dense(b * length, dec, p)
   if gen.conv_head_layers:
     (h, w, c), _ = gen.image_geometry()
@@ -116,8 +132,15 @@ def discriminator_forward_flops(disc: Any, batch: int) -> int:
   return flops
 
 
-def train_step_flops(gen: Any, disc: Any, *, batch_size: int, r1: bool,
-                     mode_seeking: bool = False, communication: bool = False) -> dict[str, int]:
+def train_step_flops(
+    gen: Any,
+    disc: Any,
+    *,
+    batch_size: int,
+    r1: bool,
+    mode_seeking: bool = False,
+    communication: bool = False,
+) -> dict[str, int]:
   """Model FLOPs of one BigLearn-GAN iteration (`experiments.biglearn_gan.make_train_step`) at
   the global batch `batch_size`.
 
@@ -158,9 +181,17 @@ def train_step_flops(gen: Any, disc: Any, *, batch_size: int, r1: bool,
   comm_g = 3 * f_g + 6 * f_d if communication else 0
   d_step = f_g + 3 * f_d + 3 * f_d + r1_flops + comm_d
   g_step = 3 * f_g + 2 * f_d + ms_flops + comm_g
-  return dict(g_forward=f_g, d_forward=f_d, d_step=d_step, r1=r1_flops, mode_seeking=ms_flops,
-              communication=comm_d + comm_g, g_step=g_step, total=d_step + g_step,
-              batch_size=batch)
+  return dict(
+      g_forward=f_g,
+      d_forward=f_d,
+      d_step=d_step,
+      r1=r1_flops,
+      mode_seeking=ms_flops,
+      communication=comm_d + comm_g,
+      g_step=g_step,
+      total=d_step + g_step,
+      batch_size=batch,
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,9 +219,16 @@ _PEAKS: tuple[tuple[str, dict[str, float] | None], ...] = (
     ("rtx 3090 ti", None),
     ("rtx 3090", dict(bfloat16=71e12, float16=71e12, tensorfloat32=35.6e12, float32=35.6e12)),
 )
-_PRECISION_NAMES = {"tf32": "tensorfloat32", "tensorfloat32": "tensorfloat32",
-                    "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
-                    "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+_PRECISION_NAMES = {
+    "tf32": "tensorfloat32",
+    "tensorfloat32": "tensorfloat32",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def peak_precision(dtype) -> str:
@@ -205,8 +243,10 @@ def peak_precision(dtype) -> str:
   name = dtype if isinstance(dtype, str) else jnp.dtype(dtype).name
   name = _PRECISION_NAMES.get(name.lower())
   if name is None:
-    raise ValueError(f"no peak throughput is tabulated for dtype {dtype!r}; use one of "
-                     f"{sorted(set(_PRECISION_NAMES.values()))}.")
+    raise ValueError(
+        f"no peak throughput is tabulated for dtype {dtype!r}; use one of "
+        f"{sorted(set(_PRECISION_NAMES.values()))}."
+    )
   if name != "float32":
     return name
   precision = str(jax.config.jax_default_matmul_precision or "default").lower()
@@ -246,6 +286,8 @@ def mfu(flops_per_step: float, step_seconds: float, num_devices: int, peak: floa
     peak: peak FLOP/s of one device (`peak_flops_per_second`).
   """
   if step_seconds <= 0 or num_devices < 1 or peak <= 0:
-    raise ValueError(f"mfu needs step_seconds > 0, num_devices >= 1 and peak > 0, got "
-                     f"{step_seconds}, {num_devices} and {peak}.")
+    raise ValueError(
+        f"mfu needs step_seconds > 0, num_devices >= 1 and peak > 0, got "
+        f"{step_seconds}, {num_devices} and {peak}."
+    )
   return float(flops_per_step) / (step_seconds * num_devices * peak)

@@ -8,6 +8,7 @@
 Everything here is float64 numpy on the host, no JAX, so the linear algebra cannot hit the
 jaxlib CPU LAPACK deadlock described in `bigjax.mixtures.linalg`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,17 +20,23 @@ def _features(x, name: str) -> np.ndarray:
   """`x` as a float64 [N, D] array with N >= 2 finite rows, or a ValueError saying why not."""
   x = np.asarray(x)
   if x.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D array [num_samples, feature_dim], got shape "
-                     f"{x.shape} (flatten each sample's features to one row).")
+    raise ValueError(
+        f"{name} must be a 2-D array [num_samples, feature_dim], got shape "
+        f"{x.shape} (flatten each sample's features to one row)."
+    )
   if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
     raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}.")
   if x.shape[0] < 2:
-    raise ValueError(f"{name} has {x.shape[0]} row(s); a covariance needs at least 2 samples "
-                     "(use many more, a few thousand, for a meaningful distance).")
+    raise ValueError(
+        f"{name} has {x.shape[0]} row(s); a covariance needs at least 2 samples "
+        "(use many more, a few thousand, for a meaningful distance)."
+    )
   x = x.astype(np.float64)
   if not np.all(np.isfinite(x)):
-    raise ValueError(f"{name} contains NaN or inf values ({int(np.sum(~np.isfinite(x)))} "
-                     "entries); check the images or model that produced the features.")
+    raise ValueError(
+        f"{name} contains NaN or inf values ({int(np.sum(~np.isfinite(x)))} "
+        "entries); check the images or model that produced the features."
+    )
   return x
 
 
@@ -67,8 +74,10 @@ def frechet_distance(features_a, features_b) -> float:
   a = _features(features_a, "features_a")
   b = _features(features_b, "features_b")
   if a.shape[1] != b.shape[1]:
-    raise ValueError(f"features_a has {a.shape[1]} features per row but features_b has "
-                     f"{b.shape[1]}; both must come from the same feature extractor.")
+    raise ValueError(
+        f"features_a has {a.shape[1]} features per row but features_b has "
+        f"{b.shape[1]}; both must come from the same feature extractor."
+    )
   mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
   cov_a = np.atleast_2d(np.cov(a, rowvar=False, ddof=1))
   cov_b = np.atleast_2d(np.cov(b, rowvar=False, ddof=1))
@@ -99,12 +108,16 @@ def label_agreement(predicted_labels, true_labels) -> float:
   if true.ndim != 1:
     raise ValueError(f"true_labels must have shape [N], got {true.shape}.")
   if pred.ndim not in (1, 2) or pred.shape[0] != true.shape[0]:
-    raise ValueError(f"predicted_labels must have shape [N] or [N, S] with N = "
-                     f"{true.shape[0]} (the length of true_labels), got {pred.shape}.")
+    raise ValueError(
+        f"predicted_labels must have shape [N] or [N, S] with N = "
+        f"{true.shape[0]} (the length of true_labels), got {pred.shape}."
+    )
   for name, x in (("predicted_labels", pred), ("true_labels", true)):
     if not np.issubdtype(x.dtype, np.integer):
-      raise ValueError(f"{name} must hold integer class labels, got dtype {x.dtype} (for "
-                       "probabilities or logits pass their argmax(-1)).")
+      raise ValueError(
+          f"{name} must hold integer class labels, got dtype {x.dtype} (for "
+          "probabilities or logits pass their argmax(-1))."
+      )
   if pred.size == 0:
     raise ValueError(f"no predictions to compare (predicted_labels has shape {pred.shape}).")
   if pred.ndim == 2:
@@ -136,14 +149,18 @@ def pairwise_diversity(samples, mask=None) -> np.ndarray:
   """
   x = np.asarray(samples)
   if x.ndim < 3:
-    raise ValueError(f"samples must have shape [N, S, ...] (S draws of each of N inputs, each "
-                     f"draw at least 1-D), got {x.shape}.")
+    raise ValueError(
+        f"samples must have shape [N, S, ...] (S draws of each of N inputs, each "
+        f"draw at least 1-D), got {x.shape}."
+    )
   if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
     raise ValueError(f"samples must hold real numbers, got dtype {x.dtype}.")
   n, s, draw_shape = x.shape[0], x.shape[1], x.shape[2:]
   if s < 2:
-    raise ValueError(f"samples has {s} draw(s) per input (axis 1 of shape {x.shape}); diversity "
-                     "needs at least 2 draws of each input.")
+    raise ValueError(
+        f"samples has {s} draw(s) per input (axis 1 of shape {x.shape}); diversity "
+        "needs at least 2 draws of each input."
+    )
   x = x.astype(np.float64)
   if not np.all(np.isfinite(x)):
     raise ValueError("samples contains NaN or inf values.")
@@ -153,22 +170,25 @@ def pairwise_diversity(samples, mask=None) -> np.ndarray:
   else:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-      raise ValueError(f"mask must be a bool array (True = compare this pixel), got dtype "
-                       f"{mask.dtype}.")
+      raise ValueError(
+          f"mask must be a bool array (True = compare this pixel), got dtype " f"{mask.dtype}."
+      )
     try:
-      if mask.ndim == len(per_input_shape):      # one mask per input: [N, ...]
+      if mask.ndim == len(per_input_shape):  # one mask per input: [N, ...]
         m = np.broadcast_to(mask, per_input_shape)
-      elif mask.ndim <= len(draw_shape):         # one mask for all inputs: [...]
+      elif mask.ndim <= len(draw_shape):  # one mask for all inputs: [...]
         m = np.broadcast_to(mask, draw_shape)[None]
       else:
         raise ValueError
     except ValueError:
-      raise ValueError(f"mask of shape {mask.shape} fits neither one draw's shape {draw_shape} "
-                       f"nor one mask per input {per_input_shape} (samples have shape "
-                       f"{x.shape}).") from None
+      raise ValueError(
+          f"mask of shape {mask.shape} fits neither one draw's shape {draw_shape} "
+          f"nor one mask per input {per_input_shape} (samples have shape "
+          f"{x.shape})."
+      ) from None
     m = m.astype(np.float64)
   axes = tuple(range(1, len(per_input_shape)))
-  count = np.broadcast_to(m, per_input_shape).sum(axis=axes)   # masked pixels per input
+  count = np.broadcast_to(m, per_input_shape).sum(axis=axes)  # masked pixels per input
   total = np.zeros((n,), np.float64)
   for i in range(s):
     for j in range(i + 1, s):

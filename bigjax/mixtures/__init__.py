@@ -1,15 +1,15 @@
 """Gaussian mixtures and the matching losses between them: the paper's simulations.
 
-  gmm          full-covariance Gaussian mixtures as pytrees (log_prob, sample, marginal,
-               conditional, transform, add_noise, rotation, random_orthogonal)
-  linalg       small-matrix linear algebra in pure jax.numpy (Cholesky, triangular solve, QR,
-               rotations, Haar-random orthogonal matrices)
-  divergences  KL and Jensen-Shannon between mixtures, by quadrature or Monte Carlo
-  matching     the matching tasks of Eq. (6) between mixtures (joint, transformed marginal,
-               transformed conditional, noised) as reverse-KL losses: the 25-GMM exploration
-               (Sec. 4.1, App. C)
-  surfaces     loss surfaces of matching tasks over parameter grids, in one jitted call, and
-               SGD trajectories on them (Sec. 3.3, App. B)
-  two_gmm      the tailored 2-D simulation of Sec. 3.3 / App. B (data, model, rotations)
-  optima       local and global minima of sampled surfaces
+gmm          full-covariance Gaussian mixtures as pytrees (log_prob, sample, marginal,
+             conditional, transform, add_noise, rotation, random_orthogonal)
+linalg       small-matrix linear algebra in pure jax.numpy (Cholesky, triangular solve, QR,
+             rotations, Haar-random orthogonal matrices)
+divergences  KL and Jensen-Shannon between mixtures, by quadrature or Monte Carlo
+matching     the matching tasks of Eq. (6) between mixtures (joint, transformed marginal,
+             transformed conditional, noised) as reverse-KL losses: the 25-GMM exploration
+             (Sec. 4.1, App. C)
+surfaces     loss surfaces of matching tasks over parameter grids, in one jitted call, and
+             SGD trajectories on them (Sec. 3.3, App. B)
+two_gmm      the tailored 2-D simulation of Sec. 3.3 / App. B (data, model, rotations)
+optima       local and global minima of sampled surfaces
 """

@@ -18,10 +18,11 @@ reverse KL that the paper's simulations minimise (Sec. 3.3, 4.1). Two estimators
   `stick_the_landing=True`, log p is evaluated with stopped parameter gradients (the pathwise
   "sticking the landing" gradient, Roeder et al. 2017) as in the reference code.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,8 @@ def _num_points(dim: int, num_points: int | None) -> int:
   if dim not in DEFAULT_NUM_POINTS:
     raise ValueError(
         f"Quadrature in {dim} dimensions needs num_points**{dim} nodes per component; pass "
-        "num_points explicitly if you mean it, or use method='mc'.")
+        "num_points explicitly if you mean it, or use method='mc'."
+    )
   return DEFAULT_NUM_POINTS[dim]
 
 
@@ -75,12 +77,13 @@ def _quadrature_rows(p: GMM, num_points: int | None):
   """Nodes of every component of p as D row arrays `[*B, K*N]`, and weights `[N]`."""
   nodes, weights = gauss_hermite_rule(_num_points(p.dim, num_points), p.dim)
   dtype = p.means.dtype
-  u = [jnp.asarray(nodes[:, j], dtype) for j in range(p.dim)]                # D x [N]
+  u = [jnp.asarray(nodes[:, j], dtype) for j in range(p.dim)]  # D x [N]
   rows = []
   for i in range(p.dim):
     # x_i = mu_i + sum_{j <= i} L_ij u_j per component, with the nodes on the last axis.
-    xi = p.means[..., :, i, None] + sum(p.scale_tril[..., :, i, j, None] * u[j]
-                                        for j in range(i + 1))               # [*B, K, N]
+    xi = p.means[..., :, i, None] + sum(
+        p.scale_tril[..., :, i, j, None] * u[j] for j in range(i + 1)
+    )  # [*B, K, N]
     rows.append(xi.reshape(xi.shape[:-2] + (-1,)))
   return rows, jnp.asarray(weights, dtype)
 
@@ -91,8 +94,9 @@ def _weighted_sum(p: GMM, values: jax.Array, weights: jax.Array) -> jax.Array:
   return jnp.sum(jnp.exp(p.log_weights) * per_component, axis=-1)
 
 
-def quadrature_expectation(p: GMM, fn: Callable[[jax.Array], jax.Array], *,
-                           num_points: int | None = None) -> jax.Array:
+def quadrature_expectation(
+    p: GMM, fn: Callable[[jax.Array], jax.Array], *, num_points: int | None = None
+) -> jax.Array:
   """E_{x ~ p}[fn(x)] by Gauss-Hermite quadrature per component.
 
   Args:
@@ -123,8 +127,8 @@ def _kl_mc(p: GMM, q: GMM, rng, num_samples: int, stick_the_landing: bool) -> ja
   k, d, s = p.num_components, p.dim, int(num_samples)
   if d > linalg.UNROLL_MAX_DIM or k > gmm_lib._UNROLL_MAX_COMPONENTS:
     x, comps = gmm_lib.sample(p, rng=rng, sample_shape=(s,), return_components=True)
-    log_ratio = gmm_lib.log_prob(p_eval, x) - gmm_lib.log_prob(q, x)        # [S, *B]
-    onehot = jnp.moveaxis(comps[..., None] == jnp.arange(k), 0, -1)          # [*B, K, S]
+    log_ratio = gmm_lib.log_prob(p_eval, x) - gmm_lib.log_prob(q, x)  # [S, *B]
+    onehot = jnp.moveaxis(comps[..., None] == jnp.arange(k), 0, -1)  # [*B, K, S]
     log_ratio = jnp.moveaxis(log_ratio, 0, -1)[..., None, :]
   else:
     # Samples on the last axis, one array per coordinate, components picked by masks: the
@@ -141,20 +145,35 @@ def _kl_mc(p: GMM, q: GMM, rng, num_samples: int, stick_the_landing: bool) -> ja
     eps = jax.random.normal(rng_e, (d,) + batch + (s,), p.means.dtype)
     rows = []
     for i in range(d):
-      rows.append(sum(masks[c] * (p.means[..., c, i, None] + sum(
-          p.scale_tril[..., c, i, j, None] * eps[j] for j in range(i + 1))) for c in range(k)))
+      rows.append(
+          sum(
+              masks[c]
+              * (
+                  p.means[..., c, i, None]
+                  + sum(p.scale_tril[..., c, i, j, None] * eps[j] for j in range(i + 1))
+              )
+              for c in range(k)
+          )
+      )
     log_ratio = (gmm_lib.log_prob_rows(p_eval, rows) - gmm_lib.log_prob_rows(q, rows))[..., None, :]
-    onehot = jnp.stack(masks, -2)                                              # [*B, K, S]
+    onehot = jnp.stack(masks, -2)  # [*B, K, S]
   onehot = onehot.astype(p.means.dtype)
-  sums = jnp.sum(onehot * log_ratio, axis=-1)                                  # [*B, K]
+  sums = jnp.sum(onehot * log_ratio, axis=-1)  # [*B, K]
   counts = jnp.sum(onehot, axis=-1)
   # A component that drew no sample contributes nothing, as in the reference estimator.
   return jnp.sum(jnp.exp(p.log_weights) * sums / jnp.maximum(counts, 1.0), axis=-1)
 
 
-def kl(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = None,
-       rng: jax.Array | None = None, num_samples: int | None = None,
-       stick_the_landing: bool = False) -> jax.Array:
+def kl(
+    p: GMM,
+    q: GMM,
+    *,
+    method: str = "quadrature",
+    num_points: int | None = None,
+    rng: jax.Array | None = None,
+    num_samples: int | None = None,
+    stick_the_landing: bool = False,
+) -> jax.Array:
   """KL[p || q] between two mixtures (reverse KL when p is the model, paper Sec. 3.3).
 
   Args:
@@ -181,8 +200,15 @@ def kl(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = N
   return _weighted_sum(p, log_ratio, weights)
 
 
-def js(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = None,
-       rng: jax.Array | None = None, num_samples: int | None = None) -> jax.Array:
+def js(
+    p: GMM,
+    q: GMM,
+    *,
+    method: str = "quadrature",
+    num_points: int | None = None,
+    rng: jax.Array | None = None,
+    num_samples: int | None = None,
+) -> jax.Array:
   """Jensen-Shannon divergence 0.5 KL[p || m] + 0.5 KL[q || m], m = (p + q) / 2, in nats.
 
   The midpoint m is itself a mixture with K_p + K_q components, so both halves reuse `kl`.
@@ -195,7 +221,7 @@ def js(p: GMM, q: GMM, *, method: str = "quadrature", num_points: int | None = N
   p, q = gmm_lib.broadcast_pair(p, q)
   m = gmm_lib.mixture_of(p, q)
   rng_p, rng_q = jax.random.split(rng) if method == "mc" else (None, None)
-  return 0.5 * (kl(p, m, method=method, num_points=num_points, rng=rng_p,
-                   num_samples=num_samples)
-                + kl(q, m, method=method, num_points=num_points, rng=rng_q,
-                     num_samples=num_samples))
+  return 0.5 * (
+      kl(p, m, method=method, num_points=num_points, rng=rng_p, num_samples=num_samples)
+      + kl(q, m, method=method, num_points=num_points, rng=rng_q, num_samples=num_samples)
+  )

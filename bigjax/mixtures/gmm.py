@@ -16,11 +16,13 @@ Argument checks: shapes and index sets are checked always (they are static under
 concrete, i.e. outside of `jit`/`vmap`. Build mixtures with `create` outside the traced code and
 the checks catch bad input before it can turn into NaNs.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 class GMM(NamedTuple):
   """A Gaussian mixture with optional leading batch axes (see module docstring)."""
+
   log_weights: jax.Array
   means: jax.Array
   scale_tril: jax.Array
@@ -62,6 +65,7 @@ class GMM(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 # Argument checking.
 
+
 def _is_concrete(*xs) -> bool:
   return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
@@ -83,13 +87,16 @@ def _check_dims(dims, dim: int, name: str) -> tuple[int, ...]:
     raise ValueError(f"{name}={dims} repeats a dimension; each dimension may appear once.")
   bad = [d for d in dims if not 0 <= d < dim]
   if bad:
-    raise ValueError(f"{name}={dims} has dimensions {bad} outside the mixture's range "
-                     f"0..{dim - 1}.")
+    raise ValueError(
+        f"{name}={dims} has dimensions {bad} outside the mixture's range " f"0..{dim - 1}."
+    )
   return dims
 
 
-_PD_HINT = ("Covariances must be symmetric positive definite (add a small multiple of the "
-            "identity, or pass `scale_tril` with a positive diagonal).")
+_PD_HINT = (
+    "Covariances must be symmetric positive definite (add a small multiple of the "
+    "identity, or pass `scale_tril` with a positive diagonal)."
+)
 
 
 def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
@@ -104,7 +111,7 @@ def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
     raise ValueError(f"{name} is not symmetric; pass symmetric covariance matrices.")
   if not cov.size:
     return
-  eigs = np.linalg.eigvalsh(cov.reshape((-1,) + cov.shape[-2:]))      # [M, D], M >= 1
+  eigs = np.linalg.eigvalsh(cov.reshape((-1,) + cov.shape[-2:]))  # [M, D], M >= 1
   eig_min, eig_max = eigs.min(axis=-1), np.abs(eigs).max(axis=-1)
   # Relative to the largest eigenvalue and the input's precision: a matrix that is singular
   # up to rounding would give a Cholesky factor of noise (or NaN) in that precision.
@@ -114,11 +121,13 @@ def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
     raise ValueError(
         f"{name} is not positive definite: matrix {tuple(int(i) for i in idx)} has smallest "
         f"eigenvalue {eig_min[bad[0]]:.3g} against largest {eig_max[bad[0]]:.3g} (singular in "
-        f"{np.dtype(dtype).name} precision). {hint}")
+        f"{np.dtype(dtype).name} precision). {hint}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Construction.
+
 
 def create(means, covariances=None, *, weights=None, log_weights=None, scale_tril=None) -> GMM:
   """Builds a mixture, checking every argument.
@@ -159,21 +168,26 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
     elif cov.ndim == 0 or cov.shape[-1] == k:
       cov = cov[..., None, None] * jnp.eye(d, dtype=dtype)
     else:
-      raise ValueError(f"covariances of shape {cov.shape} do not fit means of shape "
-                       f"{means.shape}: expected [..., {k}, {d}, {d}] (full), [..., {k}, {d}] "
-                       f"(diagonal), [..., {k}] (isotropic) or a scalar.")
+      raise ValueError(
+          f"covariances of shape {cov.shape} do not fit means of shape "
+          f"{means.shape}: expected [..., {k}, {d}, {d}] (full), [..., {k}, {d}] "
+          f"(diagonal), [..., {k}] (isotropic) or a scalar."
+      )
     _check_positive_definite(cov, "covariances")
     scale_tril = _cholesky(cov)
   else:
     scale_tril = jnp.asarray(scale_tril, dtype)
     if scale_tril.ndim < 2 or scale_tril.shape[-2:] != (d, d):
-      raise ValueError(f"scale_tril must have shape [..., {k}, {d}, {d}], got "
-                       f"{scale_tril.shape}.")
+      raise ValueError(
+          f"scale_tril must have shape [..., {k}, {d}, {d}], got " f"{scale_tril.shape}."
+      )
     if _is_concrete(scale_tril):
       diag = np.diagonal(np.asarray(scale_tril), axis1=-2, axis2=-1)
       if not np.all(diag > 0):
-        raise ValueError("scale_tril must have a strictly positive diagonal (it is the "
-                         "Cholesky factor of a positive definite covariance).")
+        raise ValueError(
+            "scale_tril must have a strictly positive diagonal (it is the "
+            "Cholesky factor of a positive definite covariance)."
+        )
     scale_tril = jnp.tril(scale_tril)
   if weights is not None and log_weights is not None:
     raise ValueError("Give at most one of `weights` and `log_weights`.")
@@ -182,31 +196,41 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
       log_weights = jnp.zeros(means.shape[:-1], dtype)
     else:
       weights = jnp.asarray(weights, dtype)
-      if _is_concrete(weights) and (np.any(np.asarray(weights) < 0)
-                                    or not np.all(np.isfinite(np.asarray(weights)))
-                                    or np.any(np.asarray(weights).sum(-1) <= 0)):
-        raise ValueError("weights must be finite, non-negative and not all zero; got "
-                         f"{np.asarray(weights)}.")
+      if _is_concrete(weights) and (
+          np.any(np.asarray(weights) < 0)
+          or not np.all(np.isfinite(np.asarray(weights)))
+          or np.any(np.asarray(weights).sum(-1) <= 0)
+      ):
+        raise ValueError(
+            "weights must be finite, non-negative and not all zero; got " f"{np.asarray(weights)}."
+        )
       log_weights = jnp.log(weights)
   log_weights = jnp.asarray(log_weights, dtype)
   if log_weights.shape[-1:] != (k,):
-    raise ValueError(f"weights must have shape [..., {k}] to match means {means.shape}, got "
-                     f"{log_weights.shape}.")
+    raise ValueError(
+        f"weights must have shape [..., {k}] to match means {means.shape}, got "
+        f"{log_weights.shape}."
+    )
   if _is_concrete(log_weights):
     lw = np.asarray(log_weights)
     if np.any(np.isnan(lw) | (lw == np.inf)) or np.any(np.all(lw == -np.inf, axis=-1)):
-      raise ValueError("log_weights must be finite or -inf (a weight of 0), and not -inf for "
-                       f"every component of a mixture; got {lw}.")
+      raise ValueError(
+          "log_weights must be finite or -inf (a weight of 0), and not -inf for "
+          f"every component of a mixture; got {lw}."
+      )
   log_weights = jax.nn.log_softmax(log_weights, axis=-1)
   try:
-    batch = jnp.broadcast_shapes(log_weights.shape[:-1], means.shape[:-2],
-                                 scale_tril.shape[:-3])
+    batch = jnp.broadcast_shapes(log_weights.shape[:-1], means.shape[:-2], scale_tril.shape[:-3])
   except ValueError as e:
-    raise ValueError(f"Batch shapes do not broadcast: weights {log_weights.shape}, means "
-                     f"{means.shape}, scale_tril {scale_tril.shape}.") from e
-  return GMM(jnp.broadcast_to(log_weights, batch + (k,)),
-             jnp.broadcast_to(means, batch + (k, d)),
-             jnp.broadcast_to(scale_tril, batch + (k, d, d)))
+    raise ValueError(
+        f"Batch shapes do not broadcast: weights {log_weights.shape}, means "
+        f"{means.shape}, scale_tril {scale_tril.shape}."
+    ) from e
+  return GMM(
+      jnp.broadcast_to(log_weights, batch + (k,)),
+      jnp.broadcast_to(means, batch + (k, d)),
+      jnp.broadcast_to(scale_tril, batch + (k, d, d)),
+  )
 
 
 def _symmetrize(m):
@@ -224,6 +248,7 @@ def _half_log_det(scale_tril):
 # ----------------------------------------------------------------------------------------------
 # Densities and sampling.
 
+
 def log_prob_columns(gmm: GMM, x_columns) -> jax.Array:
   """Log density at points stored as columns: `x_columns` `[*batch, D, N]` -> `[*batch, N]`.
 
@@ -232,8 +257,8 @@ def log_prob_columns(gmm: GMM, x_columns) -> jax.Array:
   """
   if gmm.dim <= linalg.UNROLL_MAX_DIM and gmm.num_components <= _UNROLL_MAX_COMPONENTS:
     return log_prob_rows(gmm, [x_columns[..., i, :] for i in range(gmm.dim)])
-  const = _half_log_det(gmm.scale_tril) + 0.5 * gmm.dim * _LOG_2PI            # [*b, K]
-  diff = x_columns[..., None, :, :] - gmm.means[..., :, :, None]            # [*b, K, D, N]
+  const = _half_log_det(gmm.scale_tril) + 0.5 * gmm.dim * _LOG_2PI  # [*b, K]
+  diff = x_columns[..., None, :, :] - gmm.means[..., :, :, None]  # [*b, K, D, N]
   z = linalg.solve_lower(gmm.scale_tril, diff)
   comp = -0.5 * jnp.sum(z * z, axis=-2) + (gmm.log_weights - const)[..., None]
   return jax.nn.logsumexp(comp, axis=-2)
@@ -249,10 +274,10 @@ def log_prob_rows(gmm: GMM, rows: Sequence[jax.Array]) -> jax.Array:
   are all unrolled into elementwise ops on `[*batch, N]` arrays.
   """
   d, k = gmm.dim, gmm.num_components
-  const = _half_log_det(gmm.scale_tril) + 0.5 * d * _LOG_2PI                  # [*b, K]
+  const = _half_log_det(gmm.scale_tril) + 0.5 * d * _LOG_2PI  # [*b, K]
   terms = []
   for c in range(k):
-    tril = gmm.scale_tril[..., c, :, :, None]                                  # [*b, D, D, 1]
+    tril = gmm.scale_tril[..., c, :, :, None]  # [*b, D, D, 1]
     mean = gmm.means[..., c, :, None]
     z, maha = [], 0.0
     for i in range(d):
@@ -291,25 +316,29 @@ def log_prob(gmm: GMM, x) -> jax.Array:
   """
   x = jnp.asarray(x)
   if x.ndim == 0 or x.shape[-1] != gmm.dim:
-    raise ValueError(f"x must have shape [..., {gmm.dim}] for this {gmm.dim}-D mixture, got "
-                     f"{x.shape}.")
+    raise ValueError(
+        f"x must have shape [..., {gmm.dim}] for this {gmm.dim}-D mixture, got " f"{x.shape}."
+    )
   nb = len(gmm.batch_shape)
   if x.ndim - 1 < nb:
     x = x.reshape((1,) * (nb + 1 - x.ndim) + x.shape)
-  sample_shape = x.shape[:x.ndim - 1 - nb]
+  sample_shape = x.shape[: x.ndim - 1 - nb]
   try:
-    batch = jnp.broadcast_shapes(x.shape[x.ndim - 1 - nb:-1], gmm.batch_shape)
+    batch = jnp.broadcast_shapes(x.shape[x.ndim - 1 - nb : -1], gmm.batch_shape)
   except ValueError as e:
-    raise ValueError(f"x of shape {x.shape} does not broadcast against the mixture's batch "
-                     f"shape {gmm.batch_shape}.") from e
+    raise ValueError(
+        f"x of shape {x.shape} does not broadcast against the mixture's batch "
+        f"shape {gmm.batch_shape}."
+    ) from e
   n = math.prod(sample_shape)
-  x = jnp.broadcast_to(x.reshape((n,) + x.shape[len(sample_shape):]), (n,) + batch + (gmm.dim,))
-  out = log_prob_columns(broadcast_batch(gmm, batch), jnp.moveaxis(x, 0, -1))                      # [*batch, n]
+  x = jnp.broadcast_to(x.reshape((n,) + x.shape[len(sample_shape) :]), (n,) + batch + (gmm.dim,))
+  out = log_prob_columns(broadcast_batch(gmm, batch), jnp.moveaxis(x, 0, -1))  # [*batch, n]
   return jnp.moveaxis(out, -1, 0).reshape(sample_shape + batch)
 
 
-def sample(gmm: GMM, *, rng: jax.Array, sample_shape: Sequence[int] = (),
-           return_components: bool = False):
+def sample(
+    gmm: GMM, *, rng: jax.Array, sample_shape: Sequence[int] = (), return_components: bool = False
+):
   """Draws reparameterised samples: x = mu_c + L_c eps with c ~ Categorical(pi), eps ~ N(0, I).
 
   Gradients flow to means and Cholesky factors (pathwise); the discrete component draw carries
@@ -329,16 +358,21 @@ def sample(gmm: GMM, *, rng: jax.Array, sample_shape: Sequence[int] = (),
   shape = sample_shape + gmm.batch_shape
   comps = jax.random.categorical(rng_c, gmm.log_weights, shape=shape)
   eps = jax.random.normal(rng_e, shape + (gmm.dim,), gmm.means.dtype)
-  mean = jnp.take_along_axis(jnp.broadcast_to(gmm.means, shape + gmm.means.shape[-2:]),
-                             comps[..., None, None], axis=-2)[..., 0, :]
-  tril = jnp.take_along_axis(jnp.broadcast_to(gmm.scale_tril, shape + gmm.scale_tril.shape[-3:]),
-                             comps[..., None, None, None], axis=-3)[..., 0, :, :]
+  mean = jnp.take_along_axis(
+      jnp.broadcast_to(gmm.means, shape + gmm.means.shape[-2:]), comps[..., None, None], axis=-2
+  )[..., 0, :]
+  tril = jnp.take_along_axis(
+      jnp.broadcast_to(gmm.scale_tril, shape + gmm.scale_tril.shape[-3:]),
+      comps[..., None, None, None],
+      axis=-3,
+  )[..., 0, :, :]
   x = mean + jnp.einsum("...ij,...j->...i", tril, eps)
   return (x, comps) if return_components else x
 
 
 # ----------------------------------------------------------------------------------------------
 # Marginals, conditionals, transforms, noising.
+
 
 def marginal(gmm: GMM, dims) -> GMM:
   """The mixture's marginal over `dims` (static ints, in the order given).
@@ -351,7 +385,7 @@ def marginal(gmm: GMM, dims) -> GMM:
   dims = _check_dims(dims, gmm.dim, "dims")
   if dims == tuple(range(len(dims))):
     # The leading block of a Cholesky factor is the Cholesky factor of the leading block.
-    tril = gmm.scale_tril[..., :len(dims), :len(dims)]
+    tril = gmm.scale_tril[..., : len(dims), : len(dims)]
   else:
     rows = gmm.scale_tril[..., dims, :]
     tril = _cholesky(rows @ jnp.swapaxes(rows, -1, -2))
@@ -379,26 +413,33 @@ def conditional(gmm: GMM, obs_dims, values) -> GMM:
   obs_dims = _check_dims(obs_dims, gmm.dim, "obs_dims")
   rest = tuple(d for d in range(gmm.dim) if d not in obs_dims)
   if not rest:
-    raise ValueError(f"obs_dims={obs_dims} observes every dimension; leave at least one "
-                     "dimension to condition on.")
+    raise ValueError(
+        f"obs_dims={obs_dims} observes every dimension; leave at least one "
+        "dimension to condition on."
+    )
   values = jnp.asarray(values, gmm.means.dtype)
   if values.ndim == 0 or values.shape[-1] != len(obs_dims):
-    raise ValueError(f"values must have shape [..., {len(obs_dims)}] to match "
-                     f"obs_dims={obs_dims}, got {values.shape}.")
+    raise ValueError(
+        f"values must have shape [..., {len(obs_dims)}] to match "
+        f"obs_dims={obs_dims}, got {values.shape}."
+    )
   o = len(obs_dims)
   perm = obs_dims + rest
   rows = gmm.scale_tril[..., perm, :]
   tril = _cholesky(rows @ jnp.swapaxes(rows, -1, -2))
   l11, l21, l22 = tril[..., :o, :o], tril[..., o:, :o], tril[..., o:, o:]
   means = gmm.means[..., perm]
-  diff = values[..., None, :] - means[..., :o]                              # [*b, K, o]
+  diff = values[..., None, :] - means[..., :o]  # [*b, K, o]
   w = linalg.solve_lower(l11, diff[..., None])[..., 0]
   cond_means = means[..., o:] + jnp.einsum("...ij,...j->...i", l21, w)
   log_evidence = -0.5 * jnp.sum(w * w, -1) - _half_log_det(l11) - 0.5 * o * _LOG_2PI
   log_weights = jax.nn.log_softmax(gmm.log_weights + log_evidence, axis=-1)
   k = gmm.num_components
-  return GMM(log_weights, cond_means,
-             jnp.broadcast_to(l22, log_weights.shape[:-1] + (k, len(rest), len(rest))))
+  return GMM(
+      log_weights,
+      cond_means,
+      jnp.broadcast_to(l22, log_weights.shape[:-1] + (k, len(rest), len(rest))),
+  )
 
 
 def transform(gmm: GMM, A, b=None) -> GMM:
@@ -418,11 +459,14 @@ def transform(gmm: GMM, A, b=None) -> GMM:
     raise ValueError(f"A must be a matrix of shape [M, {gmm.dim}], got shape {A.shape}.")
   m, d = A.shape[-2:]
   if d != gmm.dim:
-    raise ValueError(f"A has shape {A.shape}: its last axis must equal the mixture's "
-                     f"dimension {gmm.dim}.")
+    raise ValueError(
+        f"A has shape {A.shape}: its last axis must equal the mixture's " f"dimension {gmm.dim}."
+    )
   if m > d:
-    raise ValueError(f"A has shape {A.shape}: it maps R^{d} into R^{m} with M > D, which "
-                     "gives a degenerate (singular) mixture; use M <= D.")
+    raise ValueError(
+        f"A has shape {A.shape}: it maps R^{d} into R^{m} with M > D, which "
+        "gives a degenerate (singular) mixture; use M <= D."
+    )
   if _is_concrete(A) and not np.all(np.isfinite(np.asarray(A))):
     raise ValueError("A contains NaN or inf.")
   means = jnp.einsum("...ij,...kj->...ki", A, gmm.means)
@@ -431,11 +475,15 @@ def transform(gmm: GMM, A, b=None) -> GMM:
     if b.ndim == 0 or b.shape[-1] != m:
       raise ValueError(f"b must have shape [..., {m}] to match A {A.shape}, got {b.shape}.")
     means = means + b[..., None, :]
-  factor = A[..., None, :, :] @ gmm.scale_tril                               # [*b, K, M, D]
+  factor = A[..., None, :, :] @ gmm.scale_tril  # [*b, K, M, D]
   cov = factor @ jnp.swapaxes(factor, -1, -2)
   if _is_concrete(cov):
-    _check_positive_definite(cov, "A Sigma A^T", f"A of shape {A.shape} must have full row "
-                             "rank (an orthogonal matrix, for instance); this one is singular.")
+    _check_positive_definite(
+        cov,
+        "A Sigma A^T",
+        f"A of shape {A.shape} must have full row "
+        "rank (an orthogonal matrix, for instance); this one is singular.",
+    )
   tril = _cholesky(cov)
   log_weights = jnp.broadcast_to(gmm.log_weights, means.shape[:-1])
   return GMM(log_weights, means, tril)
@@ -458,16 +506,21 @@ def add_noise(gmm: GMM, variance) -> GMM:
   cov = gmm.covariances + variance[..., None, None, None] * jnp.eye(gmm.dim, dtype=gmm.means.dtype)
   tril = _cholesky(cov)
   batch = tril.shape[:-3]
-  return GMM(jnp.broadcast_to(gmm.log_weights, batch + gmm.log_weights.shape[-1:]),
-             jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]), tril)
+  return GMM(
+      jnp.broadcast_to(gmm.log_weights, batch + gmm.log_weights.shape[-1:]),
+      jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]),
+      tril,
+  )
 
 
 def broadcast_batch(gmm: GMM, batch_shape: Sequence[int]) -> GMM:
   """The mixture with its fields broadcast to batch shape `batch_shape` (a view, no copy)."""
   batch = tuple(batch_shape)
-  return GMM(jnp.broadcast_to(gmm.log_weights, batch + gmm.log_weights.shape[-1:]),
-             jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]),
-             jnp.broadcast_to(gmm.scale_tril, batch + gmm.scale_tril.shape[-3:]))
+  return GMM(
+      jnp.broadcast_to(gmm.log_weights, batch + gmm.log_weights.shape[-1:]),
+      jnp.broadcast_to(gmm.means, batch + gmm.means.shape[-2:]),
+      jnp.broadcast_to(gmm.scale_tril, batch + gmm.scale_tril.shape[-3:]),
+  )
 
 
 def broadcast_pair(p: GMM, q: GMM) -> tuple[GMM, GMM]:
@@ -477,8 +530,9 @@ def broadcast_pair(p: GMM, q: GMM) -> tuple[GMM, GMM]:
   try:
     batch = jnp.broadcast_shapes(p.batch_shape, q.batch_shape)
   except ValueError as e:
-    raise ValueError(f"Batch shapes of p {p.batch_shape} and q {q.batch_shape} do not "
-                     "broadcast.") from e
+    raise ValueError(
+        f"Batch shapes of p {p.batch_shape} and q {q.batch_shape} do not " "broadcast."
+    ) from e
   return broadcast_batch(p, batch), broadcast_batch(q, batch)
 
 
@@ -486,10 +540,11 @@ def mixture_of(p: GMM, q: GMM, *, weight=0.5) -> GMM:
   """The two-part mixture weight * p + (1 - weight) * q, as one GMM with K_p + K_q components."""
   p, q = broadcast_pair(p, q)
   weight = jnp.asarray(weight, p.means.dtype)
-  return GMM(jnp.concatenate([p.log_weights + jnp.log(weight),
-                              q.log_weights + jnp.log1p(-weight)], -1),
-             jnp.concatenate([p.means, q.means], -2),
-             jnp.concatenate([p.scale_tril, q.scale_tril], -3))
+  return GMM(
+      jnp.concatenate([p.log_weights + jnp.log(weight), q.log_weights + jnp.log1p(-weight)], -1),
+      jnp.concatenate([p.means, q.means], -2),
+      jnp.concatenate([p.scale_tril, q.scale_tril], -3),
+  )
 
 
 def grid_mixture(grid, variance: float) -> GMM:

@@ -11,9 +11,10 @@ LAPACK call per 2x2 matrix: for D <= `UNROLL_MAX_DIM` they are unrolled into fus
 ops over the batch, above it they run as a `lax.fori_loop` over columns.
 All functions are differentiable and work under `jit` and `vmap`.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +35,20 @@ def cholesky(a: jax.Array) -> jax.Array:
       diag = a[..., j, j] - sum((cols[j][k] ** 2 for k in range(j)), jnp.zeros_like(a[..., 0, 0]))
       cols[j][j] = jnp.sqrt(diag)
       for i in range(j + 1, d):
-        off = a[..., i, j] - sum((cols[i][k] * cols[j][k] for k in range(j)),
-                                 jnp.zeros_like(a[..., 0, 0]))
+        off = a[..., i, j] - sum(
+            (cols[i][k] * cols[j][k] for k in range(j)), jnp.zeros_like(a[..., 0, 0])
+        )
         cols[i][j] = off / cols[j][j]
     zero = jnp.zeros_like(a[..., 0, 0])
-    return jnp.stack([jnp.stack([cols[i][j] if j <= i else zero for j in range(d)], -1)
-                      for i in range(d)], -2)
+    return jnp.stack(
+        [jnp.stack([cols[i][j] if j <= i else zero for j in range(d)], -1) for i in range(d)], -2
+    )
 
   idx = jnp.arange(d)
 
   def column(j, l):
     # Left-looking Cholesky: column j from the columns < j already in l.
-    lj = l[..., j, :]                                        # row j, entries < j filled
+    lj = l[..., j, :]  # row j, entries < j filled
     v = a[..., :, j] - jnp.einsum("...ik,...k->...i", l, lj)
     diag = jnp.sqrt(v[..., j])
     colj = jnp.where(idx > j, v / diag[..., None], jnp.where(idx == j, diag[..., None], 0.0))

@@ -15,10 +15,11 @@ evaluated under stopped parameter gradients ("sticking the landing", a pathwise 
 `rng` keys and work under `jit`, `vmap` and `grad`; none calls LAPACK (see
 `bigjax.mixtures.linalg`).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,11 +42,12 @@ def dense_log_prob(gmm: GMM, x: jax.Array) -> jax.Array:
   which on XLA:CPU is what dominates a small SGD step inside `lax.scan`.
   """
   d = gmm.dim
-  const = (jnp.sum(jnp.log(jnp.diagonal(gmm.scale_tril, axis1=-2, axis2=-1)), -1)
-           + 0.5 * d * _LOG_2PI)                                                # [K]
+  const = (
+      jnp.sum(jnp.log(jnp.diagonal(gmm.scale_tril, axis1=-2, axis2=-1)), -1) + 0.5 * d * _LOG_2PI
+  )  # [K]
   z, maha = [], 0.0
   for i in range(d):
-    zi = x[:, i, None] - gmm.means[None, :, i]                                  # [N, K]
+    zi = x[:, i, None] - gmm.means[None, :, i]  # [N, K]
     for j in range(i):
       zi = zi - gmm.scale_tril[None, :, i, j] * z[j]
     zi = zi / gmm.scale_tril[None, :, i, i]
@@ -54,8 +56,9 @@ def dense_log_prob(gmm: GMM, x: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(-0.5 * maha + (gmm.log_weights - const)[None, :], axis=-1)
 
 
-def dense_kl_mc(p: GMM, q: GMM, *, rng: jax.Array, num_samples: int = 100,
-                stick_the_landing: bool = True) -> jax.Array:
+def dense_kl_mc(
+    p: GMM, q: GMM, *, rng: jax.Array, num_samples: int = 100, stick_the_landing: bool = True
+) -> jax.Array:
   """The reference reverse-KL estimator for unbatched mixtures (vmap for batches).
 
   The estimator of `divergences.kl(p, q, method="mc", ...)` (draws as `gmm.sample`: component
@@ -67,26 +70,29 @@ def dense_kl_mc(p: GMM, q: GMM, *, rng: jax.Array, num_samples: int = 100,
     A scalar estimate of KL[p || q] in nats.
   """
   if p.batch_shape or q.batch_shape:
-    raise ValueError(f"dense_kl_mc takes unbatched mixtures (vmap over batches), got batch "
-                     f"shapes {p.batch_shape} and {q.batch_shape}.")
+    raise ValueError(
+        f"dense_kl_mc takes unbatched mixtures (vmap over batches), got batch "
+        f"shapes {p.batch_shape} and {q.batch_shape}."
+    )
   rng_c, rng_e = jax.random.split(rng)
   s, k = int(num_samples), p.num_components
   # Component by inverse CDF: one uniform per sample instead of K Gumbels (random bits are
   # the costliest part of a small step on CPU); the same categorical distribution.
   u = jax.random.uniform(rng_c, (s, 1), p.means.dtype)
   cdf = jnp.cumsum(jnp.exp(jax.lax.stop_gradient(p.log_weights)))
-  cdf = cdf.at[-1].set(jnp.inf)                   # rounding must never drop the last component
+  cdf = cdf.at[-1].set(jnp.inf)  # rounding must never drop the last component
   lower = jnp.concatenate([jnp.zeros((1,), cdf.dtype), cdf[:-1]])
-  onehot = ((u >= lower) & (u < cdf)).astype(p.means.dtype)                     # [S, K]
+  onehot = ((u >= lower) & (u < cdf)).astype(p.means.dtype)  # [S, K]
   eps = jax.random.normal(rng_e, (s, p.dim), p.means.dtype)
   # x = mu_c + L_c eps, with the gathers written as one-hot products (cheap, differentiable).
-  tril = onehot @ p.scale_tril.reshape(k, -1)                                   # [S, D*D]
+  tril = onehot @ p.scale_tril.reshape(k, -1)  # [S, D*D]
   d = p.dim
   x = onehot @ p.means + jnp.stack(
-      [sum(tril[:, i * d + j] * eps[:, j] for j in range(i + 1)) for i in range(d)], -1)
+      [sum(tril[:, i * d + j] * eps[:, j] for j in range(i + 1)) for i in range(d)], -1
+  )
   p_eval = jax.tree.map(jax.lax.stop_gradient, p) if stick_the_landing else p
-  log_ratio = dense_log_prob(p_eval, x) - dense_log_prob(q, x)                  # [S]
-  sums = log_ratio @ onehot                                                     # [K]
+  log_ratio = dense_log_prob(p_eval, x) - dense_log_prob(q, x)  # [S]
+  sums = log_ratio @ onehot  # [K]
   counts = jnp.sum(onehot, axis=0)
   return jnp.sum(jnp.exp(p.log_weights) * sums / jnp.maximum(counts, 1.0))
 
@@ -95,8 +101,9 @@ def _kl(p: GMM, q: GMM, *, rng, method: str, num_samples: int, num_points: int |
   if method == "mc":
     if not p.batch_shape and not q.batch_shape:
       return dense_kl_mc(p, q, rng=rng, num_samples=num_samples)
-    return divergences.kl(p, q, method="mc", rng=rng, num_samples=num_samples,
-                          stick_the_landing=True)
+    return divergences.kl(
+        p, q, method="mc", rng=rng, num_samples=num_samples, stick_the_landing=True
+    )
   return divergences.kl(p, q, method=method, num_points=num_points)
 
 
@@ -106,9 +113,16 @@ def _noised(model: GMM, data: GMM, noise_var):
   return gmm_lib.add_noise(model, noise_var), gmm_lib.add_noise(data, noise_var)
 
 
-def joint_loss(model: GMM, data: GMM, *, rng: jax.Array | None = None, noise_var=None,
-               method: str = "mc", num_samples: int = 100,
-               num_points: int | None = None) -> jax.Array:
+def joint_loss(
+    model: GMM,
+    data: GMM,
+    *,
+    rng: jax.Array | None = None,
+    noise_var=None,
+    method: str = "mc",
+    num_samples: int = 100,
+    num_points: int | None = None,
+) -> jax.Array:
   """Reverse KL of the joint, KL[p_theta(x) || q(x)] (Eq. (4) with S = empty, T = all).
 
   Args:
@@ -124,13 +138,21 @@ def joint_loss(model: GMM, data: GMM, *, rng: jax.Array | None = None, noise_var
     `[*B]` losses in nats.
   """
   model, data = _noised(model, data, noise_var)
-  return _kl(model, data, rng=rng, method=method, num_samples=num_samples,
-             num_points=num_points)
+  return _kl(model, data, rng=rng, method=method, num_samples=num_samples, num_points=num_points)
 
 
-def marginal_loss(model: GMM, data: GMM, transform: jax.Array, *, dims: Sequence[int] = (0,),
-                  rng: jax.Array | None = None, noise_var=None, method: str = "mc",
-                  num_samples: int = 100, num_points: int | None = None) -> jax.Array:
+def marginal_loss(
+    model: GMM,
+    data: GMM,
+    transform: jax.Array,
+    *,
+    dims: Sequence[int] = (0,),
+    rng: jax.Array | None = None,
+    noise_var=None,
+    method: str = "mc",
+    num_samples: int = 100,
+    num_points: int | None = None,
+) -> jax.Array:
   """Reverse KL of a transformed marginal, KL[p_theta(y_S) || q(y_S)] with y = A x.
 
   The reference's "marginal matching": A is Haar-random orthogonal (`gmm.random_orthogonal`)
@@ -148,14 +170,30 @@ def marginal_loss(model: GMM, data: GMM, transform: jax.Array, *, dims: Sequence
   dims = gmm_lib._check_dims(dims, model.dim, "dims")
   model, data = _noised(model, data, noise_var)
   rows = jnp.asarray(transform)[..., dims, :]
-  return _kl(gmm_lib.transform(model, rows), gmm_lib.transform(data, rows), rng=rng,
-             method=method, num_samples=num_samples, num_points=num_points)
+  return _kl(
+      gmm_lib.transform(model, rows),
+      gmm_lib.transform(data, rows),
+      rng=rng,
+      method=method,
+      num_samples=num_samples,
+      num_points=num_points,
+  )
 
 
-def conditional_loss(model: GMM, data: GMM, transform: jax.Array, given_values, *,
-                     given_dims: Sequence[int] = (1,), target_dims: Sequence[int] | None = None,
-                     rng: jax.Array | None = None, noise_var=None, method: str = "mc",
-                     num_samples: int = 100, num_points: int | None = None) -> jax.Array:
+def conditional_loss(
+    model: GMM,
+    data: GMM,
+    transform: jax.Array,
+    given_values,
+    *,
+    given_dims: Sequence[int] = (1,),
+    target_dims: Sequence[int] | None = None,
+    rng: jax.Array | None = None,
+    noise_var=None,
+    method: str = "mc",
+    num_samples: int = 100,
+    num_points: int | None = None,
+) -> jax.Array:
   """Reverse KL of a transformed conditional, KL[p_theta(y_T | y_G = v) || q(y_T | y_G = v)].
 
   y = A x; both conditionals are exact mixtures (`gmm.conditional`) whose weights are the
@@ -192,8 +230,14 @@ def conditional_loss(model: GMM, data: GMM, transform: jax.Array, given_values, 
   return _kl(p, q, rng=rng, method=method, num_samples=num_samples, num_points=num_points)
 
 
-def draw_given_values(source: GMM, transform: jax.Array, *, given_dims: Sequence[int] = (1,),
-                      rng: jax.Array, noise_var=None) -> jax.Array:
+def draw_given_values(
+    source: GMM,
+    transform: jax.Array,
+    *,
+    given_dims: Sequence[int] = (1,),
+    rng: jax.Array,
+    noise_var=None,
+) -> jax.Array:
   """Draws the conditioning value v ~ source(y_G), y = A (x + eps), with no gradient.
 
   Args:
@@ -214,17 +258,29 @@ def draw_given_values(source: GMM, transform: jax.Array, *, given_dims: Sequence
   return gmm_lib.sample(gmm_lib.transform(source, rows), rng=rng)
 
 
-def task_loss(kind: str, model: GMM, data: GMM, *, transform=None, dims=(0,), given_dims=(1,),
-              given_values=None, rng=None, noise_var=None, method: str = "mc",
-              num_samples: int = 100, num_points: int | None = None) -> jax.Array:
+def task_loss(
+    kind: str,
+    model: GMM,
+    data: GMM,
+    *,
+    transform=None,
+    dims=(0,),
+    given_dims=(1,),
+    given_values=None,
+    rng=None,
+    noise_var=None,
+    method: str = "mc",
+    num_samples: int = 100,
+    num_points: int | None = None,
+) -> jax.Array:
   """Dispatches to `joint_loss`, `marginal_loss` or `conditional_loss` by `kind` (static)."""
-  common = dict(rng=rng, noise_var=noise_var, method=method, num_samples=num_samples,
-                num_points=num_points)
+  common = dict(
+      rng=rng, noise_var=noise_var, method=method, num_samples=num_samples, num_points=num_points
+  )
   if kind == "joint":
     return joint_loss(model, data, **common)
   if kind == "marginal":
     return marginal_loss(model, data, transform, dims=dims, **common)
   if kind == "conditional":
-    return conditional_loss(model, data, transform, given_values, given_dims=given_dims,
-                            **common)
+    return conditional_loss(model, data, transform, given_values, given_dims=given_dims, **common)
   raise ValueError(f"Unknown matching task kind {kind!r}; choose one of {KINDS}.")

@@ -7,10 +7,11 @@ neighbour anywhere along it, and none when it drains. Global minima are the loca
 lowest value (a symmetric surface has several, e.g. the paper's (-1, 1) and (1, -1)).
 Plain numpy/scipy: this runs once per surface after the jitted computation.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.ndimage
@@ -38,8 +39,9 @@ def local_minima(surface, *, atol: float = 1e-9) -> np.ndarray:
   """
   s = np.asarray(surface, np.float64)
   if s.ndim == 0 or s.size == 0:
-    raise ValueError(f"surface must be a non-empty array with at least one axis, got shape "
-                     f"{s.shape}.")
+    raise ValueError(
+        f"surface must be a non-empty array with at least one axis, got shape " f"{s.shape}."
+    )
   if not np.all(np.isfinite(s)):
     raise ValueError("surface contains NaN or inf; its minima are undefined.")
   padded = np.pad(s, 1, constant_values=np.inf)
@@ -68,8 +70,9 @@ def local_minima(surface, *, atol: float = 1e-9) -> np.ndarray:
   return idx[order]
 
 
-def find_optima(surface, axes: Sequence[np.ndarray], *, atol: float = 1e-9,
-                global_atol: float | None = None) -> dict:
+def find_optima(
+    surface, axes: Sequence[np.ndarray], *, atol: float = 1e-9, global_atol: float | None = None
+) -> dict:
   """Local and global minima of a surface with their positions.
 
   Args:
@@ -86,15 +89,25 @@ def find_optima(surface, axes: Sequence[np.ndarray], *, atol: float = 1e-9,
   """
   s = np.asarray(surface, np.float64)
   if len(axes) != s.ndim or any(len(a) != n for a, n in zip(axes, s.shape)):
-    raise ValueError(f"axes of lengths {[len(a) for a in axes]} do not match the surface's "
-                     f"shape {s.shape}.")
+    raise ValueError(
+        f"axes of lengths {[len(a) for a in axes]} do not match the surface's " f"shape {s.shape}."
+    )
   idx = local_minima(s, atol=atol)
   lo, hi = float(s.min()), float(s.max())
   if global_atol is None:
     global_atol = max(atol, 1e-6 * (hi - lo))
-  minima = [{"index": [int(i) for i in ix],
-             "position": [float(a[i]) for a, i in zip(axes, ix)],
-             "value": float(s[tuple(ix)])} for ix in idx]
-  return {"local": minima,
-          "global": [m for m in minima if m["value"] <= lo + global_atol],
-          "min_value": lo, "max_value": hi, "flat": bool(hi - lo <= atol)}
+  minima = [
+      {
+          "index": [int(i) for i in ix],
+          "position": [float(a[i]) for a, i in zip(axes, ix)],
+          "value": float(s[tuple(ix)]),
+      }
+      for ix in idx
+  ]
+  return {
+      "local": minima,
+      "global": [m for m in minima if m["value"] <= lo + global_atol],
+      "min_value": lo,
+      "max_value": hi,
+      "flat": bool(hi - lo <= atol),
+  }

@@ -12,10 +12,12 @@ structure (kind, index sets, transform shape) are stacked and vmapped together o
 (conditions x grid points); all groups run inside one `jax.jit`, and a group whose
 intermediates would exceed `max_chunk_bytes` is evaluated in chunks with `lax.map`.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,8 @@ import numpy as np
 from bigjax.mixtures import divergences
 from bigjax.mixtures import gmm as gmm_lib
 from bigjax.mixtures.gmm import GMM
-from bigjax.mixtures.matching import KINDS  # noqa: F401 (the matching tasks' kinds, one list)
+from bigjax.mixtures.matching import KINDS
+
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
 
 
@@ -40,6 +43,7 @@ class MatchingTask(NamedTuple):
     transform: `[M, D]` matrix A of y = A x (M <= D); None is the identity.
     noise_var: variance of isotropic Gaussian noise added to y on both sides (Fig. 10).
   """
+
   kind: str
   target_dims: tuple = ()
   given_dims: tuple = ()
@@ -50,6 +54,7 @@ class MatchingTask(NamedTuple):
 
 class _Signature(NamedTuple):
   """The static part of a task: tasks with equal signatures are vmapped together."""
+
   kind: str
   target_dims: tuple
   given_dims: tuple
@@ -61,24 +66,33 @@ def _signature(task: MatchingTask, dim: int) -> _Signature:
     raise ValueError(f"task kind {task.kind!r} is unknown; choose one of {KINDS}.")
   shape = (dim, dim) if task.transform is None else tuple(np.shape(task.transform))
   if len(shape) != 2 or shape[1] != dim or shape[0] > dim:
-    raise ValueError(f"task transform has shape {shape}; it must be [M, {dim}] with "
-                     f"M <= {dim} for this {dim}-D target.")
+    raise ValueError(
+        f"task transform has shape {shape}; it must be [M, {dim}] with "
+        f"M <= {dim} for this {dim}-D target."
+    )
   out_dim = shape[0]
   if task.kind == "joint":
     return _Signature("joint", tuple(range(out_dim)), (), shape)
-  target = gmm_lib._check_dims(task.target_dims, out_dim, "target_dims") if (
-      task.kind == "marginal" or len(task.target_dims)) else ()
+  target = (
+      gmm_lib._check_dims(task.target_dims, out_dim, "target_dims")
+      if (task.kind == "marginal" or len(task.target_dims))
+      else ()
+  )
   given = ()
   if task.kind == "conditional":
     given = gmm_lib._check_dims(task.given_dims, out_dim, "given_dims")
     if set(given) & set(target):
-      raise ValueError(f"target_dims={target} and given_dims={given} overlap; a conditional "
-                       "task needs disjoint sets.")
+      raise ValueError(
+          f"target_dims={target} and given_dims={given} overlap; a conditional "
+          "task needs disjoint sets."
+      )
     rest = tuple(d for d in range(out_dim) if d not in given)
     target = target or rest
     if np.shape(task.given_values) != (len(given),):
-      raise ValueError(f"given_values must have shape [{len(given)}] to match "
-                       f"given_dims={given}, got {np.shape(task.given_values)}.")
+      raise ValueError(
+          f"given_values must have shape [{len(given)}] to match "
+          f"given_dims={given}, got {np.shape(task.given_values)}."
+      )
   elif task.given_dims:
     raise ValueError(f"given_dims={task.given_dims} makes sense only for kind='conditional'.")
   return _Signature(task.kind, target, given, shape)
@@ -106,8 +120,16 @@ def _divergence(p: GMM, q: GMM, divergence: str, **kwargs) -> jax.Array:
   return divergences.js(p, q, **kwargs)
 
 
-def _task_divergence(model: GMM, target: GMM, sig: _Signature, transform, noise_var,
-                     given_values, divergence: str, **kwargs) -> jax.Array:
+def _task_divergence(
+    model: GMM,
+    target: GMM,
+    sig: _Signature,
+    transform,
+    noise_var,
+    given_values,
+    divergence: str,
+    **kwargs,
+) -> jax.Array:
   """The divergence between the model's and the data's distributions of one task."""
   p = _task_distribution(model, sig, transform, noise_var, given_values)
   q = _task_distribution(target, sig, transform, noise_var, given_values)
@@ -119,12 +141,13 @@ def _stack_conditions(tasks: Sequence[MatchingTask], sig: _Signature, dim: int, 
   noise = np.asarray([t.noise_var for t in tasks], np.float64)
   if np.any(noise < 0) or not np.all(np.isfinite(noise)):
     raise ValueError(f"noise_var must be finite and >= 0, got {noise}.")
-  transforms = np.stack([np.eye(dim) if t.transform is None else np.asarray(t.transform)
-                         for t in tasks])
-  values = np.stack([np.asarray(t.given_values, np.float64).reshape(len(sig.given_dims))
-                     for t in tasks])
-  return (jnp.asarray(transforms, dtype), jnp.asarray(noise, dtype),
-          jnp.asarray(values, dtype))
+  transforms = np.stack(
+      [np.eye(dim) if t.transform is None else np.asarray(t.transform) for t in tasks]
+  )
+  values = np.stack(
+      [np.asarray(t.given_values, np.float64).reshape(len(sig.given_dims)) for t in tasks]
+  )
+  return (jnp.asarray(transforms, dtype), jnp.asarray(noise, dtype), jnp.asarray(values, dtype))
 
 
 def _check_divergence(divergence: str):
@@ -132,10 +155,18 @@ def _check_divergence(divergence: str):
     raise ValueError(f"divergence={divergence!r} is unknown; choose one of {DIVERGENCES}.")
 
 
-def matching_loss(model: GMM, target: GMM, task: MatchingTask, *,
-                  divergence: str = "reverse_kl", method: str = "quadrature",
-                  num_points: int | None = None, rng: jax.Array | None = None,
-                  num_samples: int | None = None, stick_the_landing: bool = False) -> jax.Array:
+def matching_loss(
+    model: GMM,
+    target: GMM,
+    task: MatchingTask,
+    *,
+    divergence: str = "reverse_kl",
+    method: str = "quadrature",
+    num_points: int | None = None,
+    rng: jax.Array | None = None,
+    num_samples: int | None = None,
+    stick_the_landing: bool = False,
+) -> jax.Array:
   """The loss of one matching task, e.g. KL[p_theta(y_T | y_S) || q(y_T | y_S)] (Eq. (6)).
 
   Differentiable in the model's parameters (with quadrature, or "mc" with explicit `rng`).
@@ -156,9 +187,20 @@ def matching_loss(model: GMM, target: GMM, task: MatchingTask, *,
   sig = _signature(task, target.dim)
   transform = jnp.eye(target.dim) if task.transform is None else task.transform
   values = jnp.asarray(task.given_values, target.means.dtype).reshape(len(sig.given_dims))
-  return _task_divergence(model, target, sig, transform, task.noise_var, values, divergence,
-                          method=method, num_points=num_points, rng=rng,
-                          num_samples=num_samples, stick_the_landing=stick_the_landing)
+  return _task_divergence(
+      model,
+      target,
+      sig,
+      transform,
+      task.noise_var,
+      values,
+      divergence,
+      method=method,
+      num_points=num_points,
+      rng=rng,
+      num_samples=num_samples,
+      stick_the_landing=stick_the_landing,
+  )
 
 
 def grid_2d(axis1, axis2) -> jax.Array:
@@ -170,40 +212,90 @@ def grid_2d(axis1, axis2) -> jax.Array:
   return jnp.stack([a.ravel(), b.ravel()], -1)
 
 
-def _bytes_per_item(sig: _Signature, target: GMM, model_components: int, method: str,
-                    num_points, num_samples, dtype_bytes: int) -> int:
+def _bytes_per_item(
+    sig: _Signature,
+    target: GMM,
+    model_components: int,
+    method: str,
+    num_points,
+    num_samples,
+    dtype_bytes: int,
+) -> int:
   """A rough upper bound of the live intermediates of one (task, grid point) evaluation."""
   dim = len(sig.target_dims)
   if method == "mc":
     nodes = int(num_samples)
   else:
-    nodes = len(divergences.gauss_hermite_rule(divergences._num_points(dim, num_points),
-                                               dim)[1]) * model_components
+    nodes = (
+        len(divergences.gauss_hermite_rule(divergences._num_points(dim, num_points), dim)[1])
+        * model_components
+    )
   per_node = (model_components + 2 * target.num_components) * (dim + 3)
   return 4 * nodes * per_node * dtype_bytes
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "model_fn", "signatures", "divergence", "method", "num_points", "num_samples",
-    "stick_the_landing", "chunk_sizes"))
-def _surfaces_jit(target, thetas, conditions, rng, *, model_fn, signatures, divergence,
-                  method, num_points, num_samples, stick_the_landing, chunk_sizes):
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "model_fn",
+        "signatures",
+        "divergence",
+        "method",
+        "num_points",
+        "num_samples",
+        "stick_the_landing",
+        "chunk_sizes",
+    ),
+)
+def _surfaces_jit(
+    target,
+    thetas,
+    conditions,
+    rng,
+    *,
+    model_fn,
+    signatures,
+    divergence,
+    method,
+    num_points,
+    num_samples,
+    stick_the_landing,
+    chunk_sizes,
+):
   num_grid = jax.tree.leaves(thetas)[0].shape[0]
   outputs = []
   for sig, cond, chunk in zip(signatures, conditions, chunk_sizes):
     transforms, noise_vars, values, task_ids = cond
     num_cond = transforms.shape[0]
 
-    def one(flat_index, sig=sig, transforms=transforms, noise_vars=noise_vars, values=values,
-            task_ids=task_ids, num_cond=num_cond):
+    def one(
+        flat_index,
+        sig=sig,
+        transforms=transforms,
+        noise_vars=noise_vars,
+        values=values,
+        task_ids=task_ids,
+        num_cond=num_cond,
+    ):
       c, g = flat_index // num_grid, flat_index % num_grid
       model = model_fn(jax.tree.map(lambda t: t[g], thetas))
-      item_rng = None if rng is None else jax.random.fold_in(
-          jax.random.fold_in(rng, task_ids[c]), g)
-      return _task_divergence(model, target, sig, transforms[c], noise_vars[c], values[c],
-                              divergence, method=method, num_points=num_points,
-                              rng=item_rng, num_samples=num_samples,
-                              stick_the_landing=stick_the_landing)
+      item_rng = (
+          None if rng is None else jax.random.fold_in(jax.random.fold_in(rng, task_ids[c]), g)
+      )
+      return _task_divergence(
+          model,
+          target,
+          sig,
+          transforms[c],
+          noise_vars[c],
+          values[c],
+          divergence,
+          method=method,
+          num_points=num_points,
+          rng=item_rng,
+          num_samples=num_samples,
+          stick_the_landing=stick_the_landing,
+      )
 
     flat = jnp.arange(num_cond * num_grid)
     if chunk >= flat.shape[0]:
@@ -214,12 +306,20 @@ def _surfaces_jit(target, thetas, conditions, rng, *, model_fn, signatures, dive
   return outputs
 
 
-def loss_surfaces(target: GMM, model_fn: Callable[[Any], GMM], thetas, tasks:
-                  Sequence[MatchingTask], *, divergence: str = "reverse_kl",
-                  method: str = "quadrature", num_points: int | None = None,
-                  rng: jax.Array | None = None, num_samples: int | None = None,
-                  stick_the_landing: bool = False,
-                  max_chunk_bytes: int = 256 * 2**20) -> jax.Array:
+def loss_surfaces(
+    target: GMM,
+    model_fn: Callable[[Any], GMM],
+    thetas,
+    tasks: Sequence[MatchingTask],
+    *,
+    divergence: str = "reverse_kl",
+    method: str = "quadrature",
+    num_points: int | None = None,
+    rng: jax.Array | None = None,
+    num_samples: int | None = None,
+    stick_the_landing: bool = False,
+    max_chunk_bytes: int = 256 * 2**20,
+) -> jax.Array:
   """Every task's loss at every grid point, in one jit-compiled, vmapped call.
 
   Args:
@@ -250,37 +350,69 @@ def loss_surfaces(target: GMM, model_fn: Callable[[Any], GMM], thetas, tasks:
   thetas = jax.tree.map(jnp.asarray, thetas)
   sizes = {int(np.shape(t)[0]) if np.ndim(t) else 0 for t in jax.tree.leaves(thetas)}
   if 0 in sizes or len(sizes) != 1:
-    raise ValueError(f"thetas must be a non-empty grid [G, ...] with G > 0 rows in every leaf, "
-                     f"got leading sizes {sorted(sizes)} (an empty grid has no loss to compute).")
+    raise ValueError(
+        f"thetas must be a non-empty grid [G, ...] with G > 0 rows in every leaf, "
+        f"got leading sizes {sorted(sizes)} (an empty grid has no loss to compute)."
+    )
   model0 = jax.eval_shape(model_fn, jax.tree.map(lambda t: t[0], thetas))
   if model0.means.shape[-1] != target.dim or model0.means.ndim != 2:
-    raise ValueError(f"model_fn must return one {target.dim}-D mixture (means [K, "
-                     f"{target.dim}]), got means of shape {model0.means.shape}.")
+    raise ValueError(
+        f"model_fn must return one {target.dim}-D mixture (means [K, "
+        f"{target.dim}]), got means of shape {model0.means.shape}."
+    )
   dtype = target.means.dtype
   groups: dict[_Signature, list[int]] = {}
   for i, task in enumerate(tasks):
     groups.setdefault(_signature(task, target.dim), []).append(i)
   signatures, conditions, chunk_sizes, order = [], [], [], []
   for sig, idx in groups.items():
-    conditions.append(_stack_conditions([tasks[i] for i in idx], sig, target.dim, dtype)
-                      + (jnp.asarray(idx, jnp.int32),))
-    per_item = _bytes_per_item(sig, target, model0.means.shape[0], method, num_points,
-                               num_samples, jnp.dtype(dtype).itemsize)
+    conditions.append(
+        _stack_conditions([tasks[i] for i in idx], sig, target.dim, dtype)
+        + (jnp.asarray(idx, jnp.int32),)
+    )
+    per_item = _bytes_per_item(
+        sig,
+        target,
+        model0.means.shape[0],
+        method,
+        num_points,
+        num_samples,
+        jnp.dtype(dtype).itemsize,
+    )
     chunk_sizes.append(max(1, int(max_chunk_bytes // per_item)))
     signatures.append(sig)
     order.extend(idx)
-  outputs = _surfaces_jit(target, thetas, tuple(conditions), rng, model_fn=model_fn,
-                          signatures=tuple(signatures), divergence=divergence, method=method,
-                          num_points=num_points, num_samples=num_samples,
-                          stick_the_landing=stick_the_landing, chunk_sizes=tuple(chunk_sizes))
+  outputs = _surfaces_jit(
+      target,
+      thetas,
+      tuple(conditions),
+      rng,
+      model_fn=model_fn,
+      signatures=tuple(signatures),
+      divergence=divergence,
+      method=method,
+      num_points=num_points,
+      num_samples=num_samples,
+      stick_the_landing=stick_the_landing,
+      chunk_sizes=tuple(chunk_sizes),
+  )
   stacked = jnp.concatenate(outputs, axis=0)
   return stacked[jnp.argsort(jnp.asarray(order))]
 
 
-def sgd_trajectories(target: GMM, model_fn: Callable[[Any], GMM], theta0, tasks:
-                     Sequence[MatchingTask], *, rng: jax.Array, num_steps: int,
-                     learning_rate: float, inner_steps: int = 1,
-                     divergence: str = "reverse_kl", num_points: int | None = None):
+def sgd_trajectories(
+    target: GMM,
+    model_fn: Callable[[Any], GMM],
+    theta0,
+    tasks: Sequence[MatchingTask],
+    *,
+    rng: jax.Array,
+    num_steps: int,
+    learning_rate: float,
+    inner_steps: int = 1,
+    divergence: str = "reverse_kl",
+    num_points: int | None = None,
+):
   """SGD on theta that samples one task at a time (paper Fig. 8b, 9b).
 
   Each outer step draws a task uniformly at random and takes `inner_steps` gradient steps on
@@ -302,26 +434,61 @@ def sgd_trajectories(target: GMM, model_fn: Callable[[Any], GMM], theta0, tasks:
     raise ValueError(f"num_steps={num_steps} must be a multiple of inner_steps={inner_steps}.")
   sigs = {_signature(t, target.dim) for t in tasks}
   if len(sigs) != 1:
-    raise ValueError("sgd_trajectories needs tasks of one kind with the same index sets and "
-                     f"transform shape; got {len(sigs)} different structures.")
+    raise ValueError(
+        "sgd_trajectories needs tasks of one kind with the same index sets and "
+        f"transform shape; got {len(sigs)} different structures."
+    )
   sig = sigs.pop()
   dtype = target.means.dtype
   transforms, noise, values = _stack_conditions(tasks, sig, target.dim, dtype)
   num_outer = num_steps // inner_steps
   task_index = jax.random.randint(rng, (num_outer,), 0, len(tasks))
-  return _trajectories_jit(target, jnp.asarray(theta0, dtype), transforms, noise, values,
-                           task_index, model_fn=model_fn, sig=sig, inner_steps=inner_steps,
-                           learning_rate=learning_rate, divergence=divergence,
-                           num_points=num_points)
+  return _trajectories_jit(
+      target,
+      jnp.asarray(theta0, dtype),
+      transforms,
+      noise,
+      values,
+      task_index,
+      model_fn=model_fn,
+      sig=sig,
+      inner_steps=inner_steps,
+      learning_rate=learning_rate,
+      divergence=divergence,
+      num_points=num_points,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "sig", "inner_steps", "learning_rate",
-                                             "divergence", "num_points"))
-def _trajectories_jit(target, theta0, transforms, noise, values, task_index, *, model_fn, sig,
-                      inner_steps, learning_rate, divergence, num_points):
+@functools.partial(
+    jax.jit,
+    static_argnames=("model_fn", "sig", "inner_steps", "learning_rate", "divergence", "num_points"),
+)
+def _trajectories_jit(
+    target,
+    theta0,
+    transforms,
+    noise,
+    values,
+    task_index,
+    *,
+    model_fn,
+    sig,
+    inner_steps,
+    learning_rate,
+    divergence,
+    num_points,
+):
   def loss(theta, c):
-    return _task_divergence(model_fn(theta), target, sig, transforms[c], noise[c], values[c],
-                            divergence, num_points=num_points)
+    return _task_divergence(
+        model_fn(theta),
+        target,
+        sig,
+        transforms[c],
+        noise[c],
+        values[c],
+        divergence,
+        num_points=num_points,
+    )
 
   grad = jax.grad(loss)
 
@@ -329,6 +496,7 @@ def _trajectories_jit(target, theta0, transforms, noise, values, task_index, *, 
     def inner(th, _):
       th = th - learning_rate * grad(th, c)
       return th, th
+
     return jax.lax.scan(inner, theta, None, length=inner_steps)
 
   def run(theta):

@@ -5,6 +5,7 @@ p_theta(x) = 1/2 N(x | (mu1, 0), sigma^2 I) + 1/2 N(x | (mu2, 0), sigma^2 I), th
 The global optima of every matching task are theta = (-1, 1) and (1, -1), with loss 0.
 Rotations are y = A x with A = [[cos a, sin a], [-sin a, cos a]], as in the reference code.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,7 @@ def target(sigma2: float) -> GMM:
   return gmm_lib.create(np.array([[-1.0, 0.0], [1.0, 0.0]]), np.full(2, sigma2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_fn(sigma2: float):
   """theta = (mu1, mu2) -> p_theta(x) of Eq. (7).
 
@@ -43,10 +44,11 @@ def model_fn(sigma2: float):
 
   def model(theta) -> GMM:
     theta = jnp.asarray(theta)
-    means = jnp.stack([theta, jnp.zeros_like(theta)], -1)                  # [2, 2]
+    means = jnp.stack([theta, jnp.zeros_like(theta)], -1)  # [2, 2]
     tril = jnp.sqrt(jnp.asarray(sigma2, means.dtype)) * jnp.eye(2, dtype=means.dtype)
-    return GMM(jnp.full((2,), -math.log(2.0), means.dtype), means,
-               jnp.broadcast_to(tril, (2, 2, 2)))
+    return GMM(
+        jnp.full((2,), -math.log(2.0), means.dtype), means, jnp.broadcast_to(tril, (2, 2, 2))
+    )
 
   return model
 

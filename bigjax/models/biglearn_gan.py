@@ -5,6 +5,7 @@ Both work on the full length L for every (S, T): positions outside the relevant 
 at the input and masked out of attention as keys, so arrays never change shape with |S| or |T|
 and an input outside the set cannot influence the output.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,6 +25,7 @@ _EMBED_INIT = nn.initializers.normal(stddev=0.02)
 class NoiseMapping(nn.Module):
   """z [B, Z] -> patch-wise noise embeddings [B, L, D]: an MLP of `depth` layers (App. D.1:
   8) of width `width` with leaky-ReLU(0.2), then one linear map to the L embeddings."""
+
   num_patches: int
   dim: int
   depth: int = 8
@@ -37,11 +39,12 @@ class NoiseMapping(nn.Module):
     # other decoder inputs, and the generator learns to ignore z: every draw the same digit).
     # The final LayerNorm (per patch, over D) keeps the embeddings at unit scale for the same
     # reason while training.
-    he = nn.initializers.variance_scaling(2.0 / (1 + 0.2 ** 2), "fan_in", "truncated_normal")
+    he = nn.initializers.variance_scaling(2.0 / (1 + 0.2**2), "fan_in", "truncated_normal")
     h = z.astype(self.dtype)
     for i in range(self.depth):
-      h = nn.leaky_relu(nn.Dense(self.width, kernel_init=he, dtype=self.dtype,
-                                 name=f"layer_{i}")(h), 0.2)
+      h = nn.leaky_relu(
+          nn.Dense(self.width, kernel_init=he, dtype=self.dtype, name=f"layer_{i}")(h), 0.2
+      )
     h = nn.Dense(self.num_patches * self.dim, dtype=self.dtype, name="to_patches")(h)
     h = h.reshape(z.shape[0], self.num_patches, self.dim)
     return nn.LayerNorm(dtype=self.dtype, name="ln")(h)
@@ -78,6 +81,7 @@ class Generator(nn.Module):
     channels: C, image channels (patch_dim = p * p * C); images are square grids of patches.
     dtype: computation dtype (parameters are float32).
   """
+
   num_patches: int
   patch_dim: int
   encoder_dim: int = 256
@@ -99,44 +103,68 @@ class Generator(nn.Module):
 
   def setup(self):
     self.patch_embed = nn.Dense(self.encoder_dim, dtype=self.dtype)
-    self.encoder_pos = self.param("encoder_pos", _EMBED_INIT,
-                                  (1, self.num_patches, self.encoder_dim))
-    self.encoder = Encoder(self.encoder_depth, self.encoder_heads, self.mlp_ratio,
-                           dtype=self.dtype)
+    self.encoder_pos = self.param(
+        "encoder_pos", _EMBED_INIT, (1, self.num_patches, self.encoder_dim)
+    )
+    self.encoder = Encoder(self.encoder_depth, self.encoder_heads, self.mlp_ratio, dtype=self.dtype)
     self.bridge = nn.Dense(self.decoder_dim, dtype=self.dtype)
-    self.mask_token = self.param("mask_token", _EMBED_INIT, (self.decoder_dim,))          # [M]
+    self.mask_token = self.param("mask_token", _EMBED_INIT, (self.decoder_dim,))  # [M]
     self.no_noise_token = self.param("no_noise_token", _EMBED_INIT, (self.decoder_dim,))  # [M_n]
-    self.noise_mapping = NoiseMapping(self.num_patches, self.decoder_dim, self.noise_mlp_depth,
-                                      self.noise_mlp_width, dtype=self.dtype)
-    self.decoder_pos = self.param("decoder_pos", _EMBED_INIT,
-                                  (1, self.num_patches, self.decoder_dim))
-    self.decoder = Encoder(self.decoder_depth, self.decoder_heads, self.mlp_ratio,
-                           merge=self.noise_merge, dtype=self.dtype)
+    self.noise_mapping = NoiseMapping(
+        self.num_patches,
+        self.decoder_dim,
+        self.noise_mlp_depth,
+        self.noise_mlp_width,
+        dtype=self.dtype,
+    )
+    self.decoder_pos = self.param(
+        "decoder_pos", _EMBED_INIT, (1, self.num_patches, self.decoder_dim)
+    )
+    self.decoder = Encoder(
+        self.decoder_depth,
+        self.decoder_heads,
+        self.mlp_ratio,
+        merge=self.noise_merge,
+        dtype=self.dtype,
+    )
     self.head = nn.Dense(self.patch_dim, dtype=self.dtype)
     if self.conv_head_layers:
       widths = [self.conv_head_width] * (self.conv_head_layers - 1) + [self.channels]
       self.conv_head = [
-          nn.Conv(w, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv_head_{i}",
-                  kernel_init=(nn.initializers.zeros if i == len(widths) - 1
-                               else nn.linear.default_kernel_init))
-          for i, w in enumerate(widths)]
+          nn.Conv(
+              w,
+              (3, 3),
+              padding="SAME",
+              dtype=self.dtype,
+              name=f"conv_head_{i}",
+              kernel_init=(
+                  nn.initializers.zeros if i == len(widths) - 1 else nn.linear.default_kernel_init
+              ),
+          )
+          for i, w in enumerate(widths)
+      ]
 
   def image_geometry(self) -> tuple[tuple[int, int, int], int]:
     """((H, W, C), patch size) of the square images this generator's patches tile."""
-    side = int(round(self.num_patches ** 0.5))
+    side = int(round(self.num_patches**0.5))
     p = int(round((self.patch_dim // self.channels) ** 0.5))
     if side * side != self.num_patches or p * p * self.channels != self.patch_dim:
-      raise ValueError(f"num_patches={self.num_patches} and patch_dim={self.patch_dim} do not "
-                       f"describe a square image of square {self.channels}-channel patches.")
+      raise ValueError(
+          f"num_patches={self.num_patches} and patch_dim={self.patch_dim} do not "
+          f"describe a square image of square {self.channels}-channel patches."
+      )
     return (side * p, side * p, self.channels), p
 
   def _check(self, patches, source_mask):
     if patches.ndim != 3 or patches.shape[1:] != (self.num_patches, self.patch_dim):
-      raise ValueError(f"patches must be [B, {self.num_patches}, {self.patch_dim}] for this "
-                       f"generator, got {patches.shape}.")
+      raise ValueError(
+          f"patches must be [B, {self.num_patches}, {self.patch_dim}] for this "
+          f"generator, got {patches.shape}."
+      )
     if source_mask.shape != patches.shape[:2]:
-      raise ValueError(f"source_mask must be [B, L] = {patches.shape[:2]}, got "
-                       f"{source_mask.shape}.")
+      raise ValueError(
+          f"source_mask must be [B, L] = {patches.shape[:2]}, got " f"{source_mask.shape}."
+      )
 
   def encode(self, patches: jax.Array, source_mask: jax.Array) -> jax.Array:
     """G-encoder codes [B, L, encoder_dim] of the source patches (zero outside S).
@@ -163,8 +191,9 @@ class Generator(nn.Module):
       [B, L, P] patches in [-1, 1], equal to `patches` on S.
     """
     if z.shape != (patches.shape[0], self.noise_dim):
-      raise ValueError(f"z must be [B, noise_dim] = {(patches.shape[0], self.noise_dim)}, got "
-                       f"{z.shape}.")
+      raise ValueError(
+          f"z must be [B, noise_dim] = {(patches.shape[0], self.noise_dim)}, got " f"{z.shape}."
+      )
     s = source_mask[..., None]
     codes = self.bridge(self.encode(patches, source_mask))
     h = jnp.where(s, codes, self.mask_token.astype(self.dtype))
@@ -210,6 +239,7 @@ class Discriminator(nn.Module):
       here; B must be divisible by G, and examples are then no longer independent (R1 picks up
       the cross-example terms, as in StyleGAN2).
   """
+
   num_patches: int
   patch_dim: int
   dim: int = 256
@@ -221,8 +251,9 @@ class Discriminator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, patches: jax.Array, source_mask: jax.Array,
-               target_mask: jax.Array) -> jax.Array:
+  def __call__(
+      self, patches: jax.Array, source_mask: jax.Array, target_mask: jax.Array
+  ) -> jax.Array:
     """f_phi(x; S, T).
 
     Args:
@@ -233,26 +264,40 @@ class Discriminator(nn.Module):
       [B] logits (float32, or float64 for a float64 model).
     """
     if patches.ndim != 3 or patches.shape[1:] != (self.num_patches, self.patch_dim):
-      raise ValueError(f"patches must be [B, {self.num_patches}, {self.patch_dim}] for this "
-                       f"discriminator, got {patches.shape}.")
+      raise ValueError(
+          f"patches must be [B, {self.num_patches}, {self.patch_dim}] for this "
+          f"discriminator, got {patches.shape}."
+      )
     if source_mask.shape != patches.shape[:2] or target_mask.shape != patches.shape[:2]:
-      raise ValueError(f"masks must be [B, L] = {patches.shape[:2]}, got {source_mask.shape} "
-                       f"and {target_mask.shape}.")
+      raise ValueError(
+          f"masks must be [B, L] = {patches.shape[:2]}, got {source_mask.shape} "
+          f"and {target_mask.shape}."
+      )
     visible = source_mask | target_mask
     x = nn.Dense(self.dim, dtype=self.dtype, name="patch_embed")(
-        jnp.where(visible[..., None], patches, 0).astype(self.dtype))
+        jnp.where(visible[..., None], patches, 0).astype(self.dtype)
+    )
     x = x + self.param("pos", _EMBED_INIT, (1, self.num_patches, self.dim))
-    x = x + jnp.where(source_mask[..., None], self.param("source_token", _EMBED_INIT,
-                                                         (self.dim,)), 0)       # [M_s]
-    x = x + jnp.where(target_mask[..., None], self.param("target_token", _EMBED_INIT,
-                                                         (self.dim,)), 0)       # [M_t]
+    x = x + jnp.where(
+        source_mask[..., None], self.param("source_token", _EMBED_INIT, (self.dim,)), 0
+    )  # [M_s]
+    x = x + jnp.where(
+        target_mask[..., None], self.param("target_token", _EMBED_INIT, (self.dim,)), 0
+    )  # [M_t]
     x = jnp.where(visible[..., None], x, 0)
     cls = self.param("cls", _EMBED_INIT, (1, 1, self.dim))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)).astype(x.dtype), x],
-                        axis=1)
+    x = jnp.concatenate(
+        [jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)).astype(x.dtype), x], axis=1
+    )
     key_mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), visible], axis=1)
-    h = Encoder(self.depth, self.num_heads, self.mlp_ratio, attention=self.attention,
-                dtype=self.dtype, name="encoder")(x, key_mask)
+    h = Encoder(
+        self.depth,
+        self.num_heads,
+        self.mlp_ratio,
+        attention=self.attention,
+        dtype=self.dtype,
+        name="encoder",
+    )(x, key_mask)
     wide = jnp.promote_types(self.dtype, jnp.float32)
     if not self.minibatch_std_group:
       return nn.Dense(1, dtype=self.dtype, name="head")(h[:, 0])[:, 0].astype(wide)
@@ -260,8 +305,8 @@ class Discriminator(nn.Module):
     if b % g:
       raise ValueError(f"batch size {b} is not divisible by minibatch_std_group={g}.")
     groups = h.astype(wide).reshape((g, b // g) + h.shape[1:])
-    std = jnp.sqrt(jnp.var(groups, axis=0) + 1e-8).mean(axis=(1, 2))        # [B / G]
-    std = jnp.tile(std, g)[:, None].astype(self.dtype)                       # [B, 1]
+    std = jnp.sqrt(jnp.var(groups, axis=0) + 1e-8).mean(axis=(1, 2))  # [B / G]
+    std = jnp.tile(std, g)[:, None].astype(self.dtype)  # [B, 1]
     head_in = jnp.concatenate([h[:, 0], std], axis=-1)
     hidden = nn.gelu(nn.Dense(self.dim, dtype=self.dtype, name="head_hidden")(head_in))
     return nn.Dense(1, dtype=self.dtype, name="head")(hidden)[:, 0].astype(wide)

@@ -16,10 +16,12 @@ an exact sampler of q(x_T | x_S) would reach (`experiments.gan_eval --posterior_
 
   labels, probs, features = predict(images_uint8, source_pixels)   # source_pixels bool [N, H, W]
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -56,6 +58,7 @@ class Classifier(nn.Module):
     source_patch: 0 for whole digits; P > 0 for partial digits made of given P x P patches
       (the patch size is what training drew masks with; `__call__` takes any pixel mask).
   """
+
   widths: Sequence[int] = (16, 32)
   feature_dim: int = 128
   dropout: float = 0.3
@@ -63,8 +66,9 @@ class Classifier(nn.Module):
   source_patch: int = 0
 
   @nn.compact
-  def __call__(self, images: jax.Array, source: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self, images: jax.Array, source: jax.Array | None = None, *, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
     """Logits and features of a batch of digits.
 
     Args:
@@ -77,21 +81,27 @@ class Classifier(nn.Module):
       (logits [B, 10], features [B, feature_dim]).
     """
     if images.ndim != 3:
-      raise ValueError(f"Classifier expects grayscale images [B, H, W], got shape "
-                       f"{images.shape}.")
+      raise ValueError(
+          f"Classifier expects grayscale images [B, H, W], got shape " f"{images.shape}."
+      )
     if self.image_size is not None and images.shape[1:] != (self.image_size,) * 2:
-      raise ValueError(f"this Classifier was built for {self.image_size}x{self.image_size} "
-                       f"images, got {images.shape[1]}x{images.shape[2]}.")
+      raise ValueError(
+          f"this Classifier was built for {self.image_size}x{self.image_size} "
+          f"images, got {images.shape[1]}x{images.shape[2]}."
+      )
     if self.source_patch:
       if source is None or source.shape != images.shape:
         raise ValueError(
             f"this classifier reads partial digits (source_patch={self.source_patch}): pass "
             f"`source`, the bool [B, H, W] mask of the given pixels, shaped like the images "
-            f"{images.shape}; got {None if source is None else source.shape}.")
+            f"{images.shape}; got {None if source is None else source.shape}."
+        )
       x = jnp.stack([jnp.where(source, images, -1.0), jnp.where(source, 1.0, -1.0)], axis=-1)
     elif source is not None:
-      raise ValueError("this classifier reads whole digits; a source mask is only for one "
-                       "trained with data.source_patch > 0 (configs/mnist_classifier.py:partial).")
+      raise ValueError(
+          "this classifier reads whole digits; a source mask is only for one "
+          "trained with data.source_patch > 0 (configs/mnist_classifier.py:partial)."
+      )
     else:
       x = images[..., None]
     for width in self.widths:
@@ -103,8 +113,9 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(x), features
 
 
-def make_predict(model: Classifier, params: Any, batch_size: int = 500
-                 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def make_predict(
+    model: Classifier, params: Any, batch_size: int = 500
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """A function that classifies uint8 digits in fixed-size jitted chunks.
 
   Args:
@@ -128,38 +139,54 @@ def make_predict(model: Classifier, params: Any, batch_size: int = 500
     logits, features = model.apply(p, x, source)
     return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits), features
 
-  def predict(images: np.ndarray, source: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def predict(
+      images: np.ndarray, source: np.ndarray | None = None
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = np.asarray(images)
     if model.source_patch and source is None:
-      raise ValueError(f"this classifier reads partial digits (source_patch="
-                       f"{model.source_patch}): call predict(images, source) with the bool "
-                       "[N, H, W] mask of the given pixels.")
+      raise ValueError(
+          f"this classifier reads partial digits (source_patch="
+          f"{model.source_patch}): call predict(images, source) with the bool "
+          "[N, H, W] mask of the given pixels."
+      )
     if not model.source_patch and source is not None:
-      raise ValueError("this classifier reads whole digits; predict takes a source mask only "
-                       "for one trained with data.source_patch > 0.")
+      raise ValueError(
+          "this classifier reads whole digits; predict takes a source mask only "
+          "for one trained with data.source_patch > 0."
+      )
     if source is not None:
       source = np.asarray(source)
       if source.dtype != bool or source.shape != images.shape:
-        raise ValueError(f"source must be a bool mask shaped like the images {images.shape}, "
-                         f"got {source.dtype} {source.shape}.")
+        raise ValueError(
+            f"source must be a bool mask shaped like the images {images.shape}, "
+            f"got {source.dtype} {source.shape}."
+        )
     if images.dtype != np.uint8:
-      hint = (" (for generator outputs in [-1, 1] use bigjax.data.mnist.from_unit_range; for "
-              "floats in [0, 1], np.round(255 * x).astype(np.uint8))"
-              if np.issubdtype(images.dtype, np.floating) else "")
-      raise TypeError(f"predict expects uint8 pixels in [0, 255], got dtype {images.dtype}"
-                      f"{hint}.")
+      hint = (
+          " (for generator outputs in [-1, 1] use bigjax.data.mnist.from_unit_range; for "
+          "floats in [0, 1], np.round(255 * x).astype(np.uint8))"
+          if np.issubdtype(images.dtype, np.floating)
+          else ""
+      )
+      raise TypeError(
+          f"predict expects uint8 pixels in [0, 255], got dtype {images.dtype}" f"{hint}."
+      )
     if images.ndim != 3:
-      raise ValueError(f"predict expects grayscale images [N, H, W], got shape {images.shape}"
-                       f"{' (drop the channel axis)' if images.ndim == 4 else ''}.")
+      raise ValueError(
+          f"predict expects grayscale images [N, H, W], got shape {images.shape}"
+          f"{' (drop the channel axis)' if images.ndim == 4 else ''}."
+      )
     size = model.image_size
     if size is not None and images.shape[1:] != (size, size):
-      raise ValueError(f"the classifier was trained on {size}x{size} digits, got "
-                       f"{images.shape[1]}x{images.shape[2]} images (resize them with "
-                       f"bigjax.data.mnist.resize(images, {size}) or use a classifier trained at "
-                       "this size).")
-    labels, probs, features = map_chunks(functools.partial(apply, params),
-                                         [mnist.to_unit_range(images), source], size=batch_size)
+      raise ValueError(
+          f"the classifier was trained on {size}x{size} digits, got "
+          f"{images.shape[1]}x{images.shape[2]} images (resize them with "
+          f"bigjax.data.mnist.resize(images, {size}) or use a classifier trained at "
+          "this size)."
+      )
+    labels, probs, features = map_chunks(
+        functools.partial(apply, params), [mnist.to_unit_range(images), source], size=batch_size
+    )
     return labels, probs.astype(np.float32), features.astype(np.float32)
 
   return predict

@@ -1,4 +1,5 @@
 """Images <-> sequences of flattened patches (raster order), and patch masks <-> pixel masks."""
+
 from __future__ import annotations
 
 import jax
@@ -13,7 +14,8 @@ def check_patch_size(height: int, width: int, patch_size: int) -> None:
     raise ValueError(
         f"image size {height}x{width} is not divisible by patch_size={patch_size}: choose a "
         f"patch size that divides both sides (e.g. 7 or 4 for 28x28, 8 for 64x64), or resize "
-        f"the images.")
+        f"the images."
+    )
 
 
 def patchify(images: jax.Array, patch_size: int) -> jax.Array:
@@ -55,15 +57,18 @@ def unpatchify(patches: jax.Array, image_shape: tuple[int, ...], patch_size: int
   p = patch_size
   b, length, dim = patches.shape
   if length != (h // p) * (w // p) or dim != p * p * c:
-    raise ValueError(f"patches {patches.shape} do not tile an image of shape {image_shape} with "
-                     f"patch_size={patch_size} (expected [B, {(h // p) * (w // p)}, {p * p * c}]).")
+    raise ValueError(
+        f"patches {patches.shape} do not tile an image of shape {image_shape} with "
+        f"patch_size={patch_size} (expected [B, {(h // p) * (w // p)}, {p * p * c}])."
+    )
   x = patches.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(b, h, w, c)
   return x if len(image_shape) == 3 else x[..., 0]
 
 
-def patch_masks_to_pixels(mask: jax.Array, image_size: tuple[int, int],
-                          patch_size: int) -> jax.Array:
+def patch_masks_to_pixels(
+    mask: jax.Array, image_size: tuple[int, int], patch_size: int
+) -> jax.Array:
   """Patch mask [B, L] -> pixel mask [B, H, W], True on every pixel of a True patch."""
   h, w = image_size
   check_patch_size(h, w, patch_size)

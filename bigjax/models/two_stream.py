@@ -23,6 +23,7 @@ Hugging Face's weights, is `bigjax.models.xlnet` (App. E.2); this model stays se
 making it a configuration of that one would change the numerics that its measured App. E.1
 results and bit-identical smoke runs rest on. Both read the same perm_mask convention.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,9 @@ _INIT = nn.initializers.xavier_uniform()
 _EMBED_INIT = nn.initializers.normal(0.02)
 
 
-def check_inputs(tokens, segment_ids, perm_mask, *, vocab_size: int, num_segments: int,
-                 max_length: int) -> None:
+def check_inputs(
+    tokens, segment_ids, perm_mask, *, vocab_size: int, num_segments: int, max_length: int
+) -> None:
   """Host-side checks of concrete model inputs; raises ValueError/TypeError with the fix.
 
   Token ids outside [0, vocab_size) would be silently clipped by the embedding gather, and a
@@ -59,11 +61,14 @@ def check_inputs(tokens, segment_ids, perm_mask, *, vocab_size: int, num_segment
   if segment_ids.shape != tokens.shape:
     raise ValueError(f"segment_ids must be [B, L] = {tokens.shape}, got {segment_ids.shape}.")
   if segment_ids.size and (segment_ids.min() < 0 or segment_ids.max() >= num_segments):
-    raise ValueError(f"segment ids must be in [0, {num_segments}), got values in "
-                     f"[{segment_ids.min()}, {segment_ids.max()}].")
+    raise ValueError(
+        f"segment ids must be in [0, {num_segments}), got values in "
+        f"[{segment_ids.min()}, {segment_ids.max()}]."
+    )
   if perm_mask.shape != (b, length, length):
-    raise ValueError(f"perm_mask must be [B, L, L] = {(b, length, length)}, got "
-                     f"{perm_mask.shape}.")
+    raise ValueError(
+        f"perm_mask must be [B, L, L] = {(b, length, length)}, got " f"{perm_mask.shape}."
+    )
 
 
 class TwoStreamAttention(nn.Module):
@@ -73,6 +78,7 @@ class TwoStreamAttention(nn.Module):
     content_visible bool [B, L+1, L+1], query_visible bool [B, L, L+1] (True: may attend).
   Returns: (h update [B, L+1, D], g update [B, L, D]).
   """
+
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
@@ -83,14 +89,14 @@ class TwoStreamAttention(nn.Module):
     if dim % self.num_heads:
       raise ValueError(f"width {dim} is not divisible by num_heads={self.num_heads}.")
     head_dim = dim // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), kernel_init=_INIT,
-                                         dtype=self.dtype, name=name)
+    dense = lambda name: nn.DenseGeneral(
+        (self.num_heads, head_dim), kernel_init=_INIT, dtype=self.dtype, name=name
+    )
     query_proj = dense("query")
-    k, v = dense("key")(h), dense("value")(h)                   # from the content stream only
+    k, v = dense("key")(h), dense("value")(h)  # from the content stream only
     wide = jnp.promote_types(self.dtype, jnp.float32)
     scale = 1.0 / np.sqrt(head_dim)
-    out_proj = nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=_INIT, dtype=self.dtype,
-                               name="out")
+    out_proj = nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=_INIT, dtype=self.dtype, name="out")
     drop = nn.Dropout(self.dropout, deterministic=not train)
 
     def attend(x, visible):
@@ -105,6 +111,7 @@ class TwoStreamAttention(nn.Module):
 class TwoStreamBlock(nn.Module):
   """Pre-LN block applied to both streams with the same weights:
   s + Attn(LN(s)), then s + MLP(LN(s)), for s in (h, g); keys/values from LN(h)."""
+
   num_heads: int
   mlp_ratio: float = 4.0
   dropout: float = 0.0
@@ -116,11 +123,11 @@ class TwoStreamBlock(nn.Module):
     norm = nn.LayerNorm(dtype=self.dtype, name="ln_attn")
     drop = nn.Dropout(self.dropout, deterministic=not train)
     dh, dg = TwoStreamAttention(self.num_heads, self.dropout, dtype=self.dtype, name="attn")(
-        norm(h), norm(g), content_visible, query_visible, train=train)
+        norm(h), norm(g), content_visible, query_visible, train=train
+    )
     h, g = h + drop(dh), g + drop(dg)
     norm = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")
-    mlp_in = nn.Dense(int(self.mlp_ratio * dim), kernel_init=_INIT, dtype=self.dtype,
-                      name="mlp_in")
+    mlp_in = nn.Dense(int(self.mlp_ratio * dim), kernel_init=_INIT, dtype=self.dtype, name="mlp_in")
     mlp_out = nn.Dense(dim, kernel_init=_INIT, dtype=self.dtype, name="mlp_out")
     mlp = lambda x: x + drop(mlp_out(nn.gelu(mlp_in(norm(x)))))
     return mlp(h), mlp(g)
@@ -140,6 +147,7 @@ class TwoStreamTransformer(nn.Module):
     dropout: dropout on attention weights and residual branches (training only).
     dtype: computation dtype (parameters, softmax and logits stay float32).
   """
+
   vocab_size: int
   num_segments: int
   max_length: int
@@ -151,8 +159,9 @@ class TwoStreamTransformer(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, segment_ids: jax.Array, perm_mask: jax.Array, *,
-               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(
+      self, tokens: jax.Array, segment_ids: jax.Array, perm_mask: jax.Array, *, train: bool = False
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Runs both streams.
 
     Args:
@@ -170,33 +179,52 @@ class TwoStreamTransformer(nn.Module):
       the final (normed) states of both streams.
     """
     if not isinstance(tokens, jax.core.Tracer) and not isinstance(perm_mask, jax.core.Tracer):
-      check_inputs(tokens, segment_ids, perm_mask, vocab_size=self.vocab_size,
-                   num_segments=self.num_segments, max_length=self.max_length)
+      check_inputs(
+          tokens,
+          segment_ids,
+          perm_mask,
+          vocab_size=self.vocab_size,
+          num_segments=self.num_segments,
+          max_length=self.max_length,
+      )
     b, length = tokens.shape
     position = self.param("position_embedding", _EMBED_INIT, (self.max_length, self.width))
     position = position[None, :length]
-    h = (nn.Embed(self.vocab_size, self.width, embedding_init=_EMBED_INIT, name="token_embed")(
-        tokens) + nn.Embed(self.num_segments, self.width, embedding_init=_EMBED_INIT,
-                           name="segment_embed")(segment_ids) + position)
-    g = jnp.broadcast_to(self.param("query_embedding", _EMBED_INIT, (self.width,)) + position,
-                         (b, length, self.width))
+    h = (
+        nn.Embed(self.vocab_size, self.width, embedding_init=_EMBED_INIT, name="token_embed")(
+            tokens
+        )
+        + nn.Embed(self.num_segments, self.width, embedding_init=_EMBED_INIT, name="segment_embed")(
+            segment_ids
+        )
+        + position
+    )
+    g = jnp.broadcast_to(
+        self.param("query_embedding", _EMBED_INIT, (self.width,)) + position,
+        (b, length, self.width),
+    )
     start = self.param("start_slot", _EMBED_INIT, (self.width,))
     h = jnp.concatenate([jnp.broadcast_to(start, (b, 1, self.width)), h], axis=1)
     h, g = h.astype(self.dtype), g.astype(self.dtype)
 
     blocked = jnp.asarray(perm_mask, bool)
     eye = jnp.eye(length, dtype=bool)
-    content = ~(blocked & ~eye)                                  # always sees itself
-    query = ~(blocked | eye)                                     # never sees itself
+    content = ~(blocked & ~eye)  # always sees itself
+    query = ~(blocked | eye)  # never sees itself
     # The start slot: visible to every position; it sees only itself.
-    content_visible = jnp.concatenate([
-        jnp.concatenate([jnp.ones((b, 1, 1), bool), jnp.zeros((b, 1, length), bool)], axis=2),
-        jnp.concatenate([jnp.ones((b, length, 1), bool), content], axis=2)], axis=1)
+    content_visible = jnp.concatenate(
+        [
+            jnp.concatenate([jnp.ones((b, 1, 1), bool), jnp.zeros((b, 1, length), bool)], axis=2),
+            jnp.concatenate([jnp.ones((b, length, 1), bool), content], axis=2),
+        ],
+        axis=1,
+    )
     query_visible = jnp.concatenate([jnp.ones((b, length, 1), bool), query], axis=2)
 
     for i in range(self.depth):
-      h, g = TwoStreamBlock(self.num_heads, self.mlp_ratio, self.dropout, dtype=self.dtype,
-                            name=f"block_{i}")(h, g, content_visible, query_visible, train=train)
+      h, g = TwoStreamBlock(
+          self.num_heads, self.mlp_ratio, self.dropout, dtype=self.dtype, name=f"block_{i}"
+      )(h, g, content_visible, query_visible, train=train)
     norm = nn.LayerNorm(dtype=self.dtype, name="ln_final")
     h, g = norm(h[:, 1:]), norm(g)
     logits = nn.Dense(self.vocab_size, kernel_init=_INIT, dtype=self.dtype, name="head")(g)

@@ -15,21 +15,34 @@ of that paper; Razavi et al., 2019), with dead codes restarted from encoder outp
 The modules, `quantize`, `ema_update` and `codebook_usage` are pure and work under jit; `encode`
 and `decode` are host-side helpers that check their inputs and run in fixed-size jitted chunks.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Codebook", "IMAGE_SIZE", "VQDecoder", "VQEncoder", "codebook_from_samples",
-           "codebook_usage", "decode", "ema_update", "encode", "grid_size", "init_codebook",
-           "quantize"]
+__all__ = [
+    "Codebook",
+    "IMAGE_SIZE",
+    "VQDecoder",
+    "VQEncoder",
+    "codebook_from_samples",
+    "codebook_usage",
+    "decode",
+    "ema_update",
+    "encode",
+    "grid_size",
+    "init_codebook",
+    "quantize",
+]
 
-IMAGE_SIZE = 28     # the side of the digits `encode` and `decode` work on
+IMAGE_SIZE = 28  # the side of the digits `encode` and `decode` work on
 
 
 def grid_size(widths: Sequence[int], image_size: int = IMAGE_SIZE) -> int:
@@ -39,15 +52,17 @@ def grid_size(widths: Sequence[int], image_size: int = IMAGE_SIZE) -> int:
     ValueError: image_size is not divisible by 2**len(widths).
   """
   stages = len(widths)
-  if stages < 1 or image_size % (2 ** stages):
+  if stages < 1 or image_size % (2**stages):
     raise ValueError(
         f"{image_size}x{image_size} images cannot be halved {stages} times (widths="
-        f"{tuple(widths)}): use 1 or 2 stride-2 stages for 28x28 digits (grids 14x14 or 7x7).")
-  return image_size // 2 ** stages
+        f"{tuple(widths)}): use 1 or 2 stride-2 stages for 28x28 digits (grids 14x14 or 7x7)."
+    )
+  return image_size // 2**stages
 
 
 # ----------------------------------------------------------------------------------------------
 # The encoder and the decoder.
+
 
 class _Residual(nn.Module):
   """x + Conv1x1(ReLU(Conv3x3(ReLU(x)))), the VQ-VAE residual block (channels kept)."""
@@ -70,6 +85,7 @@ class VQEncoder(nn.Module):
     widths: channels of the stride-2 stages, e.g. (32, 64).
     code_dim: D, the dimension of each code vector (must match the codebook's).
   """
+
   widths: tuple[int, ...] = (32, 64)
   code_dim: int = 16
 
@@ -85,8 +101,10 @@ class VQEncoder(nn.Module):
       z: float [B, H / 2**S, W / 2**S, code_dim].
     """
     if images.ndim != 3:
-      raise ValueError(f"VQEncoder expects grayscale images [B, H, W], got shape "
-                       f"{images.shape}{' (drop the channel axis)' if images.ndim == 4 else ''}.")
+      raise ValueError(
+          f"VQEncoder expects grayscale images [B, H, W], got shape "
+          f"{images.shape}{' (drop the channel axis)' if images.ndim == 4 else ''}."
+      )
     for side in images.shape[1:]:
       grid_size(self.widths, side)
     x = images[..., None]
@@ -111,6 +129,7 @@ class VQDecoder(nn.Module):
     widths: the encoder's widths (the decoder reverses them).
     code_dim: D of its inputs (checked).
   """
+
   widths: tuple[int, ...] = (32, 64)
   code_dim: int = 16
 
@@ -125,12 +144,14 @@ class VQDecoder(nn.Module):
       float [B, h 2**S, w 2**S] in [-1, 1].
     """
     if codes.ndim != 4 or codes.shape[-1] != self.code_dim:
-      raise ValueError(f"VQDecoder expects code grids [B, h, w, code_dim={self.code_dim}], got "
-                       f"shape {codes.shape}.")
+      raise ValueError(
+          f"VQDecoder expects code grids [B, h, w, code_dim={self.code_dim}], got "
+          f"shape {codes.shape}."
+      )
     widths = [int(w) for w in self.widths]
     x = nn.Conv(widths[-1], (3, 3), padding="SAME")(codes)
     x = nn.relu(_Residual()(x))
-    for i, width in enumerate(widths[-2::-1] + [1]):     # (32, 64): 64 -> 32 -> 1 channels
+    for i, width in enumerate(widths[-2::-1] + [1]):  # (32, 64): 64 -> 32 -> 1 channels
       x = nn.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME")(x)
       if i < len(widths) - 1:
         x = nn.relu(x)
@@ -145,6 +166,7 @@ class VQDecoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # The codebook.
 
+
 class Codebook(NamedTuple):
   """The codebook and its EMA statistics, one pytree.
 
@@ -152,6 +174,7 @@ class Codebook(NamedTuple):
   counts: [K] EMA of the number of encoder outputs assigned to each code per batch.
   sums: [K, D] EMA of the sum of the encoder outputs assigned to each code per batch.
   """
+
   vectors: jax.Array
   counts: jax.Array
   sums: jax.Array
@@ -185,8 +208,10 @@ def codebook_from_samples(rng: jax.Array, z: jax.Array, num_codes: int) -> Codeb
   """
   flat = z.reshape(-1, z.shape[-1])
   if flat.shape[0] < num_codes:
-    raise ValueError(f"codebook_from_samples needs at least num_codes={num_codes} encoder "
-                     f"outputs, got {flat.shape[0]}; use a larger batch or fewer codes.")
+    raise ValueError(
+        f"codebook_from_samples needs at least num_codes={num_codes} encoder "
+        f"outputs, got {flat.shape[0]}; use a larger batch or fewer codes."
+    )
   rows = jax.random.choice(rng, flat.shape[0], (num_codes,), replace=False)
   vectors = jax.lax.stop_gradient(flat[rows]).astype(jnp.float32)
   return Codebook(vectors, jnp.ones((num_codes,), jnp.float32), vectors)
@@ -208,15 +233,26 @@ def quantize(z: jax.Array, vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
     indices: int32 [...] the index of the nearest code (the token).
   """
   flat = z.reshape(-1, z.shape[-1])
-  distances = (jnp.sum(flat ** 2, axis=-1, keepdims=True) - 2.0 * flat @ vectors.T
-               + jnp.sum(vectors ** 2, axis=-1))
+  distances = (
+      jnp.sum(flat**2, axis=-1, keepdims=True)
+      - 2.0 * flat @ vectors.T
+      + jnp.sum(vectors**2, axis=-1)
+  )
   indices = jnp.argmin(distances, axis=-1).astype(jnp.int32).reshape(z.shape[:-1])
   z_q = z + jax.lax.stop_gradient(vectors[indices] - z)
   return z_q, indices
 
 
-def ema_update(codebook: Codebook, z: jax.Array, indices: jax.Array, *, decay: float,
-               rng: jax.Array, dead_code_threshold: float, epsilon: float = 1e-5) -> Codebook:
+def ema_update(
+    codebook: Codebook,
+    z: jax.Array,
+    indices: jax.Array,
+    *,
+    decay: float,
+    rng: jax.Array,
+    dead_code_threshold: float,
+    epsilon: float = 1e-5,
+) -> Codebook:
   """One EMA codebook update (VQ-VAE App. A.1) followed by dead-code restarts.
 
     N_k <- decay N_k + (1 - decay) n_k          n_k: outputs assigned to code k in this batch
@@ -243,7 +279,7 @@ def ema_update(codebook: Codebook, z: jax.Array, indices: jax.Array, *, decay: f
   """
   flat = jax.lax.stop_gradient(z.reshape(-1, z.shape[-1])).astype(jnp.float32)
   num_codes = codebook.vectors.shape[0]
-  one_hot = jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.float32)   # [N, K]
+  one_hot = jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.float32)  # [N, K]
   counts = decay * codebook.counts + (1.0 - decay) * one_hot.sum(0)
   sums = decay * codebook.sums + (1.0 - decay) * (one_hot.T @ flat)
   total = counts.sum()
@@ -257,9 +293,11 @@ def ema_update(codebook: Codebook, z: jax.Array, indices: jax.Array, *, decay: f
     rows = jax.random.randint(rng, (num_codes,), 0, n)
   candidates = flat[rows]
   dead = counts < dead_code_threshold
-  return Codebook(vectors=jnp.where(dead[:, None], candidates, vectors),
-                  counts=jnp.where(dead, 1.0, counts),
-                  sums=jnp.where(dead[:, None], candidates, sums))
+  return Codebook(
+      vectors=jnp.where(dead[:, None], candidates, vectors),
+      counts=jnp.where(dead, 1.0, counts),
+      sums=jnp.where(dead[:, None], candidates, sums),
+  )
 
 
 def codebook_usage(indices: jax.Array, num_codes: int) -> dict[str, jax.Array]:
@@ -276,29 +314,31 @@ def codebook_usage(indices: jax.Array, num_codes: int) -> dict[str, jax.Array]:
   """
   counts = jnp.bincount(jnp.asarray(indices).reshape(-1), length=num_codes)
   probs = counts / jnp.maximum(counts.sum(), 1)
-  entropy = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)),
-                               0.0))
+  entropy = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0))
   num_used = jnp.sum(counts > 0)
-  return dict(fraction_used=num_used / num_codes, num_used=num_used,
-              perplexity=jnp.exp(entropy))
+  return dict(fraction_used=num_used / num_codes, num_used=num_used, perplexity=jnp.exp(entropy))
 
 
 # ----------------------------------------------------------------------------------------------
 # Host-side helpers: uint8 digits <-> tokens.
 
+
 def _module_params(params: Any, name: str) -> Any:
   if not isinstance(params, dict) or name not in params:
     keys = list(params) if isinstance(params, dict) else type(params).__name__
-    raise ValueError(f"params must be the quantiser's {{'encoder': ..., 'decoder': ...}} "
-                     f"variables (as experiments.vq_mnist.load returns them); got {keys}.")
+    raise ValueError(
+        f"params must be the quantiser's {{'encoder': ..., 'decoder': ...}} "
+        f"variables (as experiments.vq_mnist.load returns them); got {keys}."
+    )
   return params[name]
 
 
 def _check_vectors(vectors: Any, code_dim: int) -> jax.Array:
   vectors = jnp.asarray(vectors)
   if vectors.ndim != 2 or vectors.shape[1] != code_dim:
-    raise ValueError(f"codebook_vectors must be [K, code_dim={code_dim}], got shape "
-                     f"{vectors.shape}.")
+    raise ValueError(
+        f"codebook_vectors must be [K, code_dim={code_dim}], got shape " f"{vectors.shape}."
+    )
   return vectors
 
 
@@ -308,37 +348,52 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode_chunk(encoder: VQEncoder, variables: Any, vectors: jax.Array,
-                  images: jax.Array) -> jax.Array:
-  x = images.astype(jnp.float32) / 127.5 - 1.0      # bigjax.data.mnist.to_unit_range
+def _encode_chunk(
+    encoder: VQEncoder, variables: Any, vectors: jax.Array, images: jax.Array
+) -> jax.Array:
+  x = images.astype(jnp.float32) / 127.5 - 1.0  # bigjax.data.mnist.to_unit_range
   return quantize(encoder.apply(variables, x), vectors)[1]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_chunk(decoder: VQDecoder, variables: Any, vectors: jax.Array,
-                  tokens: jax.Array) -> jax.Array:
+def _decode_chunk(
+    decoder: VQDecoder, variables: Any, vectors: jax.Array, tokens: jax.Array
+) -> jax.Array:
   x = decoder.apply(variables, vectors[tokens])
-  return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)   # from_unit_range
+  return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)  # from_unit_range
 
 
-def _chunked(fn, module, variables, vectors, inputs: np.ndarray, batch_size: int,
-             out_shape: tuple[int, ...], out_dtype) -> np.ndarray:
+def _chunked(
+    fn,
+    module,
+    variables,
+    vectors,
+    inputs: np.ndarray,
+    batch_size: int,
+    out_shape: tuple[int, ...],
+    out_dtype,
+) -> np.ndarray:
   """fn over `inputs` in chunks of exactly `batch_size` rows (the last one zero-padded), so
   one compiled program serves every N."""
   n = len(inputs)
   out = np.empty((n,) + out_shape, out_dtype)
   for start in range(0, n, batch_size):
-    chunk = inputs[start:start + batch_size]
+    chunk = inputs[start : start + batch_size]
     rows = len(chunk)
     if rows < batch_size:
-      chunk = np.concatenate([chunk, np.zeros((batch_size - rows,) + chunk.shape[1:],
-                                              chunk.dtype)])
-    out[start:start + rows] = np.asarray(fn(module, variables, vectors, chunk))[:rows]
+      chunk = np.concatenate([chunk, np.zeros((batch_size - rows,) + chunk.shape[1:], chunk.dtype)])
+    out[start : start + rows] = np.asarray(fn(module, variables, vectors, chunk))[:rows]
   return out
 
 
-def encode(encoder: VQEncoder, params: Any, codebook_vectors: jax.Array, images: np.ndarray,
-           *, batch_size: int = 500) -> np.ndarray:
+def encode(
+    encoder: VQEncoder,
+    params: Any,
+    codebook_vectors: jax.Array,
+    images: np.ndarray,
+    *,
+    batch_size: int = 500,
+) -> np.ndarray:
   """Tokens of uint8 digits.
 
   Args:
@@ -359,22 +414,41 @@ def encode(encoder: VQEncoder, params: Any, codebook_vectors: jax.Array, images:
   _check_batch_size(batch_size)
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    hint = (" (floats in [-1, 1]: bigjax.data.mnist.from_unit_range(x); floats in [0, 1]: "
-            "np.round(255 * x).astype(np.uint8))"
-            if np.issubdtype(images.dtype, np.floating) else "")
+    hint = (
+        " (floats in [-1, 1]: bigjax.data.mnist.from_unit_range(x); floats in [0, 1]: "
+        "np.round(255 * x).astype(np.uint8))"
+        if np.issubdtype(images.dtype, np.floating)
+        else ""
+    )
     raise TypeError(f"encode expects uint8 pixels in [0, 255], got dtype {images.dtype}{hint}.")
   if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
     hint = " (drop the channel axis)" if images.ndim == 4 and images.shape[-1] == 1 else ""
-    raise ValueError(f"encode expects digits of shape [N, {IMAGE_SIZE}, {IMAGE_SIZE}], got "
-                     f"{images.shape}{hint}.")
+    raise ValueError(
+        f"encode expects digits of shape [N, {IMAGE_SIZE}, {IMAGE_SIZE}], got "
+        f"{images.shape}{hint}."
+    )
   side = grid_size(encoder.widths)
   vectors = _check_vectors(codebook_vectors, encoder.code_dim)
-  return _chunked(_encode_chunk, encoder, _module_params(params, "encoder"), vectors, images,
-                  batch_size, (side, side), np.int32)
+  return _chunked(
+      _encode_chunk,
+      encoder,
+      _module_params(params, "encoder"),
+      vectors,
+      images,
+      batch_size,
+      (side, side),
+      np.int32,
+  )
 
 
-def decode(decoder: VQDecoder, params: Any, codebook_vectors: jax.Array, tokens: np.ndarray,
-           *, batch_size: int = 500) -> np.ndarray:
+def decode(
+    decoder: VQDecoder,
+    params: Any,
+    codebook_vectors: jax.Array,
+    tokens: np.ndarray,
+    *,
+    batch_size: int = 500,
+) -> np.ndarray:
   """uint8 digits of token grids (the inverse of `encode`, up to reconstruction error).
 
   Args:
@@ -400,15 +474,29 @@ def decode(decoder: VQDecoder, params: Any, codebook_vectors: jax.Array, tokens:
   if not np.issubdtype(tokens.dtype, np.integer):
     raise TypeError(f"decode expects integer tokens, got dtype {tokens.dtype}.")
   if tokens.ndim != 3 or tokens.shape[1:] != (side, side):
-    hint = (f" (flat sequences: tokens.reshape(-1, {side}, {side}))"
-            if tokens.ndim == 2 and tokens.shape[1] == side * side else "")
-    raise ValueError(f"decode expects token grids of shape [N, {side}, {side}], got "
-                     f"{tokens.shape}{hint}.")
+    hint = (
+        f" (flat sequences: tokens.reshape(-1, {side}, {side}))"
+        if tokens.ndim == 2 and tokens.shape[1] == side * side
+        else ""
+    )
+    raise ValueError(
+        f"decode expects token grids of shape [N, {side}, {side}], got " f"{tokens.shape}{hint}."
+    )
   bad = (tokens < 0) | (tokens >= num_codes)
   if bad.any():
     where = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f"tokens must be in [0, {num_codes}) (the codebook has {num_codes} "
-                     f"codes); got {int(tokens[where])} at index {where} ({int(bad.sum())} "
-                     "tokens out of range).")
-  return _chunked(_decode_chunk, decoder, _module_params(params, "decoder"), vectors,
-                  tokens.astype(np.int32), batch_size, (IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    raise ValueError(
+        f"tokens must be in [0, {num_codes}) (the codebook has {num_codes} "
+        f"codes); got {int(tokens[where])} at index {where} ({int(bad.sum())} "
+        "tokens out of range)."
+    )
+  return _chunked(
+      _decode_chunk,
+      decoder,
+      _module_params(params, "decoder"),
+      vectors,
+      tokens.astype(np.int32),
+      batch_size,
+      (IMAGE_SIZE, IMAGE_SIZE),
+      np.uint8,
+  )

@@ -33,6 +33,7 @@ weights cannot go into it; making it a configuration of this module would change
 on which its measured 97% accuracy and bit-identical smoke runs depend. The two share the mask
 convention (`bigjax.permutation`), not code.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,10 +45,20 @@ import numpy as np
 
 from bigjax.models.xlnet_inputs import check_inputs, is_concrete
 
-__all__ = ["XLNet", "XLNetModel", "XLNetLayer", "XLNetLMHead", "XLNetSequenceSummary", "init_heads",
-           "relative_positional_encoding", "rel_shift", "check_inputs", "ACTIVATIONS"]
+__all__ = [
+    "XLNet",
+    "XLNetModel",
+    "XLNetLayer",
+    "XLNetLMHead",
+    "XLNetSequenceSummary",
+    "init_heads",
+    "relative_positional_encoding",
+    "rel_shift",
+    "check_inputs",
+    "ACTIVATIONS",
+]
 
-_INIT = nn.initializers.normal(0.02)              # HF's initializer_range for every weight
+_INIT = nn.initializers.normal(0.02)  # HF's initializer_range for every weight
 # HF's ACT2FN names; "gelu" is the exact erf form (torch.nn.functional.gelu's default).
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -57,11 +68,12 @@ ACTIVATIONS = {
     "swish": jax.nn.silu,
     "tanh": jnp.tanh,
 }
-_MASKED = -1e30   # HF subtracts 1e30: a fully masked row then gets uniform weights, as in HF
+_MASKED = -1e30  # HF subtracts 1e30: a fully masked row then gets uniform weights, as in HF
 
 
-def relative_positional_encoding(qlen: int, klen: int, d_model: int, *, bi_data: bool = False,
-                                 clamp_len: int = -1) -> jax.Array:
+def relative_positional_encoding(
+    qlen: int, klen: int, d_model: int, *, bi_data: bool = False, clamp_len: int = -1
+) -> jax.Array:
   """XLNet's sinusoidal encoding of relative distances, attn_type "bi" (HF's
   `XLNetModel.relative_positional_encoding`).
 
@@ -106,14 +118,19 @@ def rel_shift(x: jax.Array, klen: int) -> jax.Array:
 
 class _Sublayer(nn.Module):
   """What every part of a layer takes: LayerNorm epsilon, dropout rate and switch, dtype."""
+
   layer_norm_eps: float = 1e-12
   dropout: float = 0.0
   deterministic: bool = True
   dtype: Any = jnp.float32
 
   def sublayer_kwargs(self) -> dict:
-    return dict(layer_norm_eps=self.layer_norm_eps, dropout=self.dropout,
-                deterministic=self.deterministic, dtype=self.dtype)
+    return dict(
+        layer_norm_eps=self.layer_norm_eps,
+        dropout=self.dropout,
+        deterministic=self.deterministic,
+        dtype=self.dtype,
+    )
 
 
 class XLNetRelativeAttention(_Sublayer):
@@ -122,6 +139,7 @@ class XLNetRelativeAttention(_Sublayer):
   Parameters keep HF's names and shapes: q, k, v, o, r [D, N, d_head]; r_w_bias, r_r_bias,
   r_s_bias [N, d_head]; seg_embed [2, N, d_head] (0: same segment, 1: different).
   """
+
   n_head: int = 12
 
   @nn.compact
@@ -135,10 +153,12 @@ class XLNetRelativeAttention(_Sublayer):
     d_head = d_model // self.n_head
     dt = self.dtype
     param = lambda name, shape: jnp.asarray(self.param(name, _INIT, shape), dt)
-    w_q, w_k, w_v, w_o, w_r = (param(name, (d_model, self.n_head, d_head))
-                               for name in ("q", "k", "v", "o", "r"))
-    r_r_bias, r_s_bias, r_w_bias = (param(name, (self.n_head, d_head))
-                                    for name in ("r_r_bias", "r_s_bias", "r_w_bias"))
+    w_q, w_k, w_v, w_o, w_r = (
+        param(name, (d_model, self.n_head, d_head)) for name in ("q", "k", "v", "o", "r")
+    )
+    r_r_bias, r_s_bias, r_w_bias = (
+        param(name, (self.n_head, d_head)) for name in ("r_r_bias", "r_s_bias", "r_w_bias")
+    )
     seg_embed = param("seg_embed", (2, self.n_head, d_head))
     layer_norm = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=dt, name="layer_norm")
     drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
@@ -182,6 +202,7 @@ class XLNetRelativeAttention(_Sublayer):
 
 class XLNetFeedForward(_Sublayer):
   """layer_norm(x + dropout(layer_2(dropout(act(layer_1(x)))))) (HF's `XLNetFeedForward`)."""
+
   d_inner: int = 3072
   ff_activation: str = "gelu"
 
@@ -196,6 +217,7 @@ class XLNetFeedForward(_Sublayer):
 
 class XLNetLayer(_Sublayer):
   """One XLNet layer on both streams (HF's `XLNetLayer`), in `nn.scan` form: carry (h, g)."""
+
   n_head: int = 12
   d_inner: int = 3072
   ff_activation: str = "gelu"
@@ -206,9 +228,9 @@ class XLNetLayer(_Sublayer):
     (the new carry, None)."""
     kw = self.sublayer_kwargs()
     h, g = XLNetRelativeAttention(n_head=self.n_head, name="rel_attn", **kw)(
-        *carry, pos_emb, same_segment, mask_h, mask_g, target_mapping)
-    ff = XLNetFeedForward(d_inner=self.d_inner, ff_activation=self.ff_activation, name="ff",
-                          **kw)
+        *carry, pos_emb, same_segment, mask_h, mask_g, target_mapping
+    )
+    ff = XLNetFeedForward(d_inner=self.d_inner, ff_activation=self.ff_activation, name="ff", **kw)
     return (ff(h), None if g is None else ff(g)), None
 
 
@@ -228,6 +250,7 @@ class _Transformer(nn.Module):
     clamp_len: clamp relative distances to [-clamp_len, clamp_len] if > 0.
     dtype: computation dtype (parameters, softmax and LayerNorm statistics stay float32).
   """
+
   vocab_size: int
   d_model: int = 768
   n_layer: int = 12
@@ -247,17 +270,29 @@ class XLNetModel(_Transformer):
   layer i)."""
 
   @nn.compact
-  def __call__(self, input_ids=None, *, token_type_ids=None, attention_mask=None, perm_mask=None,
-               target_mapping=None, inputs_embeds=None, train: bool = False):
+  def __call__(
+      self,
+      input_ids=None,
+      *,
+      token_type_ids=None,
+      attention_mask=None,
+      perm_mask=None,
+      target_mapping=None,
+      inputs_embeds=None,
+      train: bool = False,
+  ):
     """Args as `XLNet.__call__`. Returns dict(content=[B, L, D], query=[B, M, D] when
     target_mapping is given, word_embedding=[V, D] (for the tied LM head))."""
     if self.ff_activation not in ACTIVATIONS:
-      raise ValueError(f"ff_activation {self.ff_activation!r} is not supported; use one of "
-                       f"{sorted(ACTIVATIONS)}.")
+      raise ValueError(
+          f"ff_activation {self.ff_activation!r} is not supported; use one of "
+          f"{sorted(ACTIVATIONS)}."
+      )
     deterministic = not train
     drop = nn.Dropout(self.dropout, deterministic=deterministic)
-    embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_INIT, dtype=self.dtype,
-                     name="word_embedding")
+    embed = nn.Embed(
+        self.vocab_size, self.d_model, embedding_init=_INIT, dtype=self.dtype, name="word_embedding"
+    )
     mask_emb = self.param("mask_emb", _INIT, (1, 1, self.d_model))
     word_emb = embed(input_ids) if inputs_embeds is None else inputs_embeds
     h = drop(jnp.asarray(word_emb, self.dtype))
@@ -265,14 +300,16 @@ class XLNetModel(_Transformer):
     g = None
     if target_mapping is not None:
       target_mapping = jnp.asarray(target_mapping, self.dtype)
-      g = drop(jnp.broadcast_to(mask_emb.astype(self.dtype),
-                                (b, target_mapping.shape[1], self.d_model)))
+      g = drop(
+          jnp.broadcast_to(mask_emb.astype(self.dtype), (b, target_mapping.shape[1], self.d_model))
+      )
 
     # Masks: True = may not attend; padding keys hidden from all, diagonal free for content.
     data_mask = None
     if attention_mask is not None:
-      data_mask = jnp.broadcast_to((jnp.asarray(attention_mask) == 0)[:, None, :],
-                                   (b, length, length))
+      data_mask = jnp.broadcast_to(
+          (jnp.asarray(attention_mask) == 0)[:, None, :], (b, length, length)
+      )
     if perm_mask is not None:
       blocked = jnp.asarray(perm_mask) > 0
       data_mask = blocked if data_mask is None else data_mask | blocked
@@ -282,8 +319,9 @@ class XLNetModel(_Transformer):
       seg = jnp.asarray(token_type_ids)
       same_segment = seg[:, :, None] == seg[:, None, :]
 
-    pos_emb = relative_positional_encoding(length, length, self.d_model, bi_data=self.bi_data,
-                                           clamp_len=self.clamp_len)
+    pos_emb = relative_positional_encoding(
+        length, length, self.d_model, bi_data=self.bi_data, clamp_len=self.clamp_len
+    )
     if train and self.dropout > 0:
       # HF tiles the encoding over the batch before dropout: one dropout mask per example.
       pos_emb = jnp.repeat(pos_emb, b // pos_emb.shape[0], axis=0)
@@ -293,14 +331,23 @@ class XLNetModel(_Transformer):
     # (compilation grows by about 1 s per unrolled layer on 2 cores), for a step about 7% slower
     # than unrolled at base size (10.9 s against 10.1 s, fastest of 7 steps), from stacking the
     # parameters and the saved activations.
-    layers = nn.scan(XLNetLayer, variable_axes={"params": 0},
-                     split_rngs={"params": True, "dropout": True},
-                     in_axes=nn.broadcast, length=self.n_layer)
-    (h, g), _ = layers(n_head=self.n_head, d_inner=self.d_inner,
-                       ff_activation=self.ff_activation, layer_norm_eps=self.layer_norm_eps,
-                       dropout=self.dropout, deterministic=deterministic, dtype=self.dtype,
-                       name="layer")(
-        (h, g), pos_emb, same_segment, mask_h, data_mask, target_mapping)
+    layers = nn.scan(
+        XLNetLayer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast,
+        length=self.n_layer,
+    )
+    (h, g), _ = layers(
+        n_head=self.n_head,
+        d_inner=self.d_inner,
+        ff_activation=self.ff_activation,
+        layer_norm_eps=self.layer_norm_eps,
+        dropout=self.dropout,
+        deterministic=deterministic,
+        dtype=self.dtype,
+        name="layer",
+    )((h, g), pos_emb, same_segment, mask_h, data_mask, target_mapping)
     out = dict(content=drop(h), word_embedding=embed.embedding)
     if g is not None:
       out["query"] = drop(g)
@@ -322,6 +369,7 @@ class XLNet(_Transformer):
     summary_activation: "tanh", another key of ACTIVATIONS, or None.
     summary_first_dropout, summary_last_dropout: dropout before / after the projection.
   """
+
   lm_head: bool = True
   num_labels: int = 0
   summary_type: str = "last"
@@ -331,8 +379,17 @@ class XLNet(_Transformer):
   summary_last_dropout: float = 0.1
 
   @nn.compact
-  def __call__(self, input_ids=None, *, token_type_ids=None, attention_mask=None, perm_mask=None,
-               target_mapping=None, inputs_embeds=None, train: bool = False) -> dict:
+  def __call__(
+      self,
+      input_ids=None,
+      *,
+      token_type_ids=None,
+      attention_mask=None,
+      perm_mask=None,
+      target_mapping=None,
+      inputs_embeds=None,
+      train: bool = False,
+  ) -> dict:
     """Runs the content stream, and the query stream when target_mapping is given.
 
     Args:
@@ -353,18 +410,34 @@ class XLNet(_Transformer):
       else the content stream, as HF) and "logits" [B, C] (num_labels > 0; the summary of the
       same stream, as HF). Logits are float32 (float64 for a float64 model).
     """
-    if is_concrete(input_ids, inputs_embeds, perm_mask, target_mapping, attention_mask,
-                    token_type_ids):
-      check_inputs(input_ids, vocab_size=self.vocab_size, inputs_embeds=inputs_embeds,
-                   d_model=self.d_model, token_type_ids=token_type_ids,
-                   attention_mask=attention_mask, perm_mask=perm_mask,
-                   target_mapping=target_mapping, bi_data=self.bi_data)
-    backbone = {f: getattr(self, f) for f in _Transformer.__dataclass_fields__
-                if f not in ("parent", "name")}
+    if is_concrete(
+        input_ids, inputs_embeds, perm_mask, target_mapping, attention_mask, token_type_ids
+    ):
+      check_inputs(
+          input_ids,
+          vocab_size=self.vocab_size,
+          inputs_embeds=inputs_embeds,
+          d_model=self.d_model,
+          token_type_ids=token_type_ids,
+          attention_mask=attention_mask,
+          perm_mask=perm_mask,
+          target_mapping=target_mapping,
+          bi_data=self.bi_data,
+      )
+    backbone = {
+        f: getattr(self, f)
+        for f in _Transformer.__dataclass_fields__
+        if f not in ("parent", "name")
+    }
     out = XLNetModel(**backbone, name="transformer")(
-        input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-        perm_mask=perm_mask, target_mapping=target_mapping, inputs_embeds=inputs_embeds,
-        train=train)
+        input_ids,
+        token_type_ids=token_type_ids,
+        attention_mask=attention_mask,
+        perm_mask=perm_mask,
+        target_mapping=target_mapping,
+        inputs_embeds=inputs_embeds,
+        train=train,
+    )
     embedding = out.pop("word_embedding")
     output = out.get("query", out["content"])
     if self.lm_head:
@@ -383,10 +456,17 @@ def _lm_head(model, **kw):
 
 
 def _sequence_summary(model, deterministic, **kw):
-  return XLNetSequenceSummary(model.d_model, model.summary_type, model.summary_use_proj,
-                              model.summary_activation, model.summary_first_dropout,
-                              model.summary_last_dropout, deterministic=deterministic,
-                              dtype=model.dtype, **kw)
+  return XLNetSequenceSummary(
+      model.d_model,
+      model.summary_type,
+      model.summary_use_proj,
+      model.summary_activation,
+      model.summary_first_dropout,
+      model.summary_last_dropout,
+      deterministic=deterministic,
+      dtype=model.dtype,
+      **kw,
+  )
 
 
 def _logits_proj(model, **kw):
@@ -408,7 +488,7 @@ def init_heads(model: XLNet, rng) -> dict:
   if model.num_labels:
     x = jnp.zeros((1, 1, model.d_model))
     summary = _sequence_summary(model, True).init(summary_rng, x).get("params")
-    if summary:                               # none without summary_use_proj
+    if summary:  # none without summary_use_proj
       heads["sequence_summary"] = summary
     heads["logits_proj"] = _logits_proj(model).init(proj_rng, x[0])["params"]
   return heads
@@ -416,6 +496,7 @@ def init_heads(model: XLNet, rng) -> dict:
 
 class XLNetLMHead(nn.Module):
   """HF's `lm_loss`: logits = output @ word_embedding^T + bias (the weight tied, the bias own)."""
+
   vocab_size: int
   dtype: Any = jnp.float32
 
@@ -429,6 +510,7 @@ class XLNetLMHead(nn.Module):
 
 class XLNetSequenceSummary(nn.Module):
   """HF's `XLNetSequenceSummary`: pick a position, dropout, Dense `summary`, activation, dropout."""
+
   d_model: int
   summary_type: str = "last"
   summary_use_proj: bool = True
@@ -443,16 +525,19 @@ class XLNetSequenceSummary(nn.Module):
     """Args: output [B, L, D] (left-padded, `<cls>` last). Returns [B, D]."""
     pick = dict(last=lambda x: x[:, -1], first=lambda x: x[:, 0], mean=lambda x: x.mean(1))
     if self.summary_type not in pick:
-      raise ValueError(f"summary_type {self.summary_type!r} is not supported; use one of "
-                       f"{list(pick)} ('last' is XLNet's).")
+      raise ValueError(
+          f"summary_type {self.summary_type!r} is not supported; use one of "
+          f"{list(pick)} ('last' is XLNet's)."
+      )
     summary = pick[self.summary_type](output)
     summary = nn.Dropout(self.summary_first_dropout, deterministic=self.deterministic)(summary)
     if self.summary_use_proj:
-      summary = nn.Dense(self.d_model, kernel_init=_INIT, dtype=self.dtype, name="summary")(
-          summary)
+      summary = nn.Dense(self.d_model, kernel_init=_INIT, dtype=self.dtype, name="summary")(summary)
     if self.summary_activation:
       if self.summary_activation not in ACTIVATIONS:
-        raise ValueError(f"summary_activation {self.summary_activation!r} is not supported; use "
-                         f"one of {sorted(ACTIVATIONS)} or None.")
+        raise ValueError(
+            f"summary_activation {self.summary_activation!r} is not supported; use "
+            f"one of {sorted(ACTIVATIONS)} or None."
+        )
       summary = ACTIVATIONS[self.summary_activation](summary)
     return nn.Dropout(self.summary_last_dropout, deterministic=self.deterministic)(summary)

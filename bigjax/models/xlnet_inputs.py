@@ -3,6 +3,7 @@
 numpy only, on concrete arrays: `XLNet.__call__` runs `check_inputs` whenever its inputs are not
 traced, so a bad batch fails before jit rather than being silently clipped or broadcast.
 """
+
 from __future__ import annotations
 
 import jax
@@ -18,9 +19,18 @@ def is_concrete(*arrays) -> bool:
   return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
-def check_inputs(input_ids=None, *, vocab_size: int, inputs_embeds=None, d_model: int | None = None,
-                 token_type_ids=None, attention_mask=None, perm_mask=None, target_mapping=None,
-                 bi_data: bool = False) -> None:
+def check_inputs(
+    input_ids=None,
+    *,
+    vocab_size: int,
+    inputs_embeds=None,
+    d_model: int | None = None,
+    token_type_ids=None,
+    attention_mask=None,
+    perm_mask=None,
+    target_mapping=None,
+    bi_data: bool = False,
+) -> None:
   """Host-side checks of concrete XLNet inputs; raises ValueError/TypeError saying the fix.
 
   Out-of-range ids would be silently clipped by the embedding gather and a mask of the wrong shape
@@ -42,8 +52,10 @@ def check_inputs(input_ids=None, *, vocab_size: int, inputs_embeds=None, d_model
       raise TypeError(f"input_ids must be integer token ids, got dtype {ids.dtype}.")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
       bad = ids[(ids < 0) | (ids >= vocab_size)]
-      raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab_size}) "
-                       f"({bad.size} such ids): tokenize with the model's own tokenizer.")
+      raise ValueError(
+          f"token id {int(bad[0])} is outside the vocabulary [0, {vocab_size}) "
+          f"({bad.size} such ids): tokenize with the model's own tokenizer."
+      )
     shape = ids.shape
   else:
     emb = np.shape(inputs_embeds)
@@ -52,14 +64,18 @@ def check_inputs(input_ids=None, *, vocab_size: int, inputs_embeds=None, d_model
     shape = emb[:2]
   b, length = shape
   if bi_data and b % 2:
-    raise ValueError(f"bi_data=True splits the batch into a forward and a backward half; the "
-                     f"batch size must be even, got {b}.")
+    raise ValueError(
+        f"bi_data=True splits the batch into a forward and a backward half; the "
+        f"batch size must be even, got {b}."
+    )
 
   def zero_one(name, x, want):
     x = np.asarray(x)
     if x.shape != want:
-      raise ValueError(f"{name} must have shape {want} to fit input of shape [B, L] = {shape}, "
-                       f"got {x.shape}.")
+      raise ValueError(
+          f"{name} must have shape {want} to fit input of shape [B, L] = {shape}, "
+          f"got {x.shape}."
+      )
     if x.dtype != bool and not np.all((x == 0) | (x == 1)):
       raise ValueError(f"{name} must be boolean or 0/1.")
     return x.astype(bool)
@@ -67,11 +83,13 @@ def check_inputs(input_ids=None, *, vocab_size: int, inputs_embeds=None, d_model
   if token_type_ids is not None:
     seg = np.asarray(token_type_ids)
     if seg.shape != tuple(shape) or not np.issubdtype(seg.dtype, np.integer):
-      raise ValueError(f"token_type_ids must be int [B, L] = {tuple(shape)}, got {seg.dtype} "
-                       f"{seg.shape}.")
+      raise ValueError(
+          f"token_type_ids must be int [B, L] = {tuple(shape)}, got {seg.dtype} " f"{seg.shape}."
+      )
     if seg.size and seg.min() < 0:
-      raise ValueError("token_type_ids must be >= 0 (XLNet: 0 first sentence, 1 second, "
-                       "2 <cls>).")
+      raise ValueError(
+          "token_type_ids must be >= 0 (XLNet: 0 first sentence, 1 second, " "2 <cls>)."
+      )
   if attention_mask is not None:
     zero_one("attention_mask", attention_mask, tuple(shape))
   if target_mapping is not None:
@@ -82,14 +100,18 @@ def check_inputs(input_ids=None, *, vocab_size: int, inputs_embeds=None, d_model
     rows = tm.sum(-1)
     if np.any(rows != 1):
       bi, m = np.argwhere(rows != 1)[0]
-      raise ValueError(f"target_mapping[{bi}, {m}] marks {int(rows[bi, m])} positions; each "
-                       "prediction must be at exactly one position (a one-hot row).")
+      raise ValueError(
+          f"target_mapping[{bi}, {m}] marks {int(rows[bi, m])} positions; each "
+          "prediction must be at exactly one position (a one-hot row)."
+      )
   if perm_mask is not None:
     pm = zero_one("perm_mask", perm_mask, (b, length, length))
     if target_mapping is not None:
       # The query stream of a target reads perm_mask as given (HF): it must hide the target.
       permutation.check_permutation_mask(pm, tm.any(1), length=length)
   elif target_mapping is not None:
-    raise ValueError("target_mapping without perm_mask: every target's query stream would see "
-                     "its own token. Pass perm_mask with perm_mask[b, i, i] = 1 for every target "
-                     "i (bigjax.permutation.permutation_mask builds one).")
+    raise ValueError(
+        "target_mapping without perm_mask: every target's query stream would see "
+        "its own token. Pass perm_mask with perm_mask[b, i, i] = 1 for every target "
+        "i (bigjax.permutation.permutation_mask builds one)."
+    )

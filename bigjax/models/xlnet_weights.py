@@ -16,6 +16,7 @@ word embedding: absent from HF's safetensors, accepted from old .bin files when 
 
 Reading safetensors needs only `safetensors` and numpy; pytorch_model.bin needs torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,16 @@ import numpy as np
 
 from bigjax.models import xlnet
 
-__all__ = ["PARAMETER_TABLE", "read_config", "model_kwargs", "read_state_dict",
-           "state_dict_to_params", "params_to_state_dict", "load_pretrained", "save_pretrained"]
+__all__ = [
+    "PARAMETER_TABLE",
+    "read_config",
+    "model_kwargs",
+    "read_state_dict",
+    "state_dict_to_params",
+    "params_to_state_dict",
+    "load_pretrained",
+    "save_pretrained",
+]
 
 # HF state-dict name -> Flax parameter path, and how the tensor changes on the way in:
 #   "" as is; "T" a torch Linear weight [out, in] becomes a Flax kernel [in, out].
@@ -47,10 +56,16 @@ PARAMETER_TABLE = (
     ("transformer.layer.{i}.rel_attn.r_s_bias", "transformer/layer/rel_attn/r_s_bias", ""),
     ("transformer.layer.{i}.rel_attn.r_w_bias", "transformer/layer/rel_attn/r_w_bias", ""),
     ("transformer.layer.{i}.rel_attn.seg_embed", "transformer/layer/rel_attn/seg_embed", ""),
-    ("transformer.layer.{i}.rel_attn.layer_norm.weight",
-     "transformer/layer/rel_attn/layer_norm/scale", ""),
-    ("transformer.layer.{i}.rel_attn.layer_norm.bias",
-     "transformer/layer/rel_attn/layer_norm/bias", ""),
+    (
+        "transformer.layer.{i}.rel_attn.layer_norm.weight",
+        "transformer/layer/rel_attn/layer_norm/scale",
+        "",
+    ),
+    (
+        "transformer.layer.{i}.rel_attn.layer_norm.bias",
+        "transformer/layer/rel_attn/layer_norm/bias",
+        "",
+    ),
     ("transformer.layer.{i}.ff.layer_1.weight", "transformer/layer/ff/layer_1/kernel", "T"),
     ("transformer.layer.{i}.ff.layer_1.bias", "transformer/layer/ff/layer_1/bias", ""),
     ("transformer.layer.{i}.ff.layer_2.weight", "transformer/layer/ff/layer_2/kernel", "T"),
@@ -63,10 +78,12 @@ PARAMETER_TABLE = (
     ("logits_proj.weight", "logits_proj/kernel", "T"),
     ("logits_proj.bias", "logits_proj/bias", ""),
 )
-_TIED = "lm_loss.weight"            # HF ties it to transformer.word_embedding.weight
+_TIED = "lm_loss.weight"  # HF ties it to transformer.word_embedding.weight
 _HEADS = {"lm_loss": "lm_head", "sequence_summary": "classifier", "logits_proj": "classifier"}
-_FORMAT_HINT = ("a directory as transformers' save_pretrained writes it: config.json and "
-                "model.safetensors (or model.safetensors.index.json, or pytorch_model.bin)")
+_FORMAT_HINT = (
+    "a directory as transformers' save_pretrained writes it: config.json and "
+    "model.safetensors (or model.safetensors.index.json, or pytorch_model.bin)"
+)
 
 
 def read_config(model_dir: str) -> dict:
@@ -84,14 +101,17 @@ def read_config(model_dir: str) -> dict:
   with open(path, encoding="utf-8") as f:
     config = json.load(f)
   if config.get("model_type") != "xlnet":
-    raise ValueError(f"{path} is model_type={config.get('model_type')!r}, not 'xlnet': this "
-                     "loader reads XLNet checkpoints only (e.g. xlnet-base-cased).")
-  model_kwargs(config)             # refuses unsupported settings now, with the reason
+    raise ValueError(
+        f"{path} is model_type={config.get('model_type')!r}, not 'xlnet': this "
+        "loader reads XLNet checkpoints only (e.g. xlnet-base-cased)."
+    )
+  model_kwargs(config)  # refuses unsupported settings now, with the reason
   return config
 
 
-def model_kwargs(config: dict, *, lm_head: bool = True, num_labels: int = 0,
-                 dtype=jnp.float32) -> dict:
+def model_kwargs(
+    config: dict, *, lm_head: bool = True, num_labels: int = 0, dtype=jnp.float32
+) -> dict:
   """Keyword arguments of `XLNet(**kwargs)` for an HF XLNet config dict (defaults: HF's).
 
   Raises:
@@ -117,20 +137,31 @@ def model_kwargs(config: dict, *, lm_head: bool = True, num_labels: int = 0,
   if activation not in (None, "linear") and activation not in xlnet.ACTIVATIONS:
     problems.append(f"summary_activation={activation!r}")
   if problems:
-    raise ValueError("this XLNet config uses what bigjax's XLNet does not implement: "
-                     + "; ".join(problems) + ".")
+    raise ValueError(
+        "this XLNet config uses what bigjax's XLNet does not implement: "
+        + "; ".join(problems)
+        + "."
+    )
   return dict(
-      vocab_size=int(get("vocab_size", get("n_token", 32000))), d_model=d_model,
-      n_layer=int(get("n_layer", 24)), n_head=n_head, d_inner=int(get("d_inner", 4096)),
+      vocab_size=int(get("vocab_size", get("n_token", 32000))),
+      d_model=d_model,
+      n_layer=int(get("n_layer", 24)),
+      n_head=n_head,
+      d_inner=int(get("d_inner", 4096)),
       ff_activation=get("ff_activation", "gelu"),
-      layer_norm_eps=float(get("layer_norm_eps", 1e-12)), dropout=float(get("dropout", 0.1)),
-      bi_data=bool(get("bi_data", False)), clamp_len=int(get("clamp_len", -1)),
-      lm_head=bool(lm_head), num_labels=int(num_labels),
+      layer_norm_eps=float(get("layer_norm_eps", 1e-12)),
+      dropout=float(get("dropout", 0.1)),
+      bi_data=bool(get("bi_data", False)),
+      clamp_len=int(get("clamp_len", -1)),
+      lm_head=bool(lm_head),
+      num_labels=int(num_labels),
       summary_type=get("summary_type", "last"),
       summary_use_proj=bool(get("summary_use_proj", True)),
       summary_activation=None if activation == "linear" else activation,
       summary_first_dropout=float(get("summary_first_dropout", 0.0)),
-      summary_last_dropout=float(get("summary_last_dropout", 0.1)), dtype=dtype)
+      summary_last_dropout=float(get("summary_last_dropout", 0.1)),
+      dtype=dtype,
+  )
 
 
 def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
@@ -142,6 +173,7 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
   files = os.listdir(model_dir) if os.path.isdir(model_dir) else []
   if "model.safetensors" in files or "model.safetensors.index.json" in files:
     from safetensors.numpy import load_file
+
     if "model.safetensors" in files:
       shards = ["model.safetensors"]
     else:
@@ -154,10 +186,13 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
     try:
       import torch
     except ImportError:
-      raise ImportError(f"{model_dir}/pytorch_model.bin needs torch to read (pip install "
-                        "torch==2.13.0), or convert it once to model.safetensors.") from None
-    loaded = torch.load(os.path.join(model_dir, "pytorch_model.bin"), map_location="cpu",
-                        weights_only=True)
+      raise ImportError(
+          f"{model_dir}/pytorch_model.bin needs torch to read (pip install "
+          "torch==2.13.0), or convert it once to model.safetensors."
+      ) from None
+    loaded = torch.load(
+        os.path.join(model_dir, "pytorch_model.bin"), map_location="cpu", weights_only=True
+    )
     state = {k: v.detach().float().numpy() for k, v in loaded.items()}
   else:
     raise FileNotFoundError(f"no weights in {model_dir!r}; expected {_FORMAT_HINT}.")
@@ -190,7 +225,7 @@ def state_dict_to_params(state_dict: dict, model: xlnet.XLNet, *, new_heads_rng=
   """
   state = dict(state_dict)
   if state and not any(k.startswith("transformer.") for k in state):
-    state = {"transformer." + k: v for k, v in state.items()}      # a base XLNetModel
+    state = {"transformer." + k: v for k, v in state.items()}  # a base XLNetModel
   shapes = flax.traverse_util.flatten_dict(_abstract_params(model)["params"])
   rows = [r for r in _rows(model.n_layer) if r[1] in shapes]
   known = {r[0] for r in rows}
@@ -198,18 +233,27 @@ def state_dict_to_params(state_dict: dict, model: xlnet.XLNet, *, new_heads_rng=
   tied = state.pop(_TIED, None)
   unexpected = sorted(k for k in state if k not in known and k not in dropped)
   if unexpected:
-    raise ValueError(f"{len(unexpected)} unexpected tensors (not XLNet's, or more layers than "
-                     f"n_layer={model.n_layer}): {unexpected[:10]}.")
+    raise ValueError(
+        f"{len(unexpected)} unexpected tensors (not XLNet's, or more layers than "
+        f"n_layer={model.n_layer}): {unexpected[:10]}."
+    )
   missing = sorted(k for k in known if k not in state)
   missing_heads = {_HEADS.get(k.split(".")[0]) for k in missing}
-  partial = sorted(k for k in known if _HEADS.get(k.split(".")[0]) in missing_heads - {None}
-                   and k in state)
+  partial = sorted(
+      k for k in known if _HEADS.get(k.split(".")[0]) in missing_heads - {None} and k in state
+  )
   if partial:
-    raise ValueError(f"the checkpoint holds part of a head ({partial}) but lacks {missing}: a "
-                     "head is loaded whole or initialised whole.")
+    raise ValueError(
+        f"the checkpoint holds part of a head ({partial}) but lacks {missing}: a "
+        "head is loaded whole or initialised whole."
+    )
   if missing and (None in missing_heads or new_heads_rng is None):
-    fix = ("" if None in missing_heads else " Pass new_heads_rng to initialise the missing "
-           "head(s), or turn them off (lm_head=False / num_labels=0).")
+    fix = (
+        ""
+        if None in missing_heads
+        else " Pass new_heads_rng to initialise the missing "
+        "head(s), or turn them off (lm_head=False / num_labels=0)."
+    )
     raise ValueError(f"{len(missing)} tensors missing from the checkpoint: {missing[:10]}.{fix}")
   flat, stacks = {}, {}
   if missing:
@@ -221,19 +265,23 @@ def state_dict_to_params(state_dict: dict, model: xlnet.XLNet, *, new_heads_rng=
     value = state[hf].T if rule == "T" else state[hf]
     want = tuple(shapes[path].shape[1:] if layer is not None else shapes[path].shape)
     if value.shape != want:
-      raise ValueError(f"tensor {hf} has shape {state[hf].shape}; the model (config.json) "
-                       f"expects {want[::-1] if rule == 'T' else want}.")
+      raise ValueError(
+          f"tensor {hf} has shape {state[hf].shape}; the model (config.json) "
+          f"expects {want[::-1] if rule == 'T' else want}."
+      )
     if layer is None:
       flat[path] = jnp.asarray(value)
     else:
       stacks.setdefault(path, [None] * model.n_layer)[layer] = value
   flat.update({p: jnp.asarray(np.stack(v)) for p, v in stacks.items()})
   wrong = [p for p in shapes if p not in flat or flat[p].shape != shapes[p].shape]
-  if wrong:                                          # a guard on the table and init_heads
+  if wrong:  # a guard on the table and init_heads
     raise AssertionError(f"converted params do not fit the model at {wrong[:5]}.")
   if tied is not None and not np.array_equal(tied, state["transformer.word_embedding.weight"]):
-    raise ValueError("lm_loss.weight differs from transformer.word_embedding.weight: an untied "
-                     "checkpoint, which XLNet (tie_word_embeddings=True) cannot represent.")
+    raise ValueError(
+        "lm_loss.weight differs from transformer.word_embedding.weight: an untied "
+        "checkpoint, which XLNet (tie_word_embeddings=True) cannot represent."
+    )
   return {"params": flax.traverse_util.unflatten_dict(flat)}
 
 
@@ -253,8 +301,14 @@ def params_to_state_dict(params: dict, model: xlnet.XLNet) -> dict[str, np.ndarr
   return state
 
 
-def load_pretrained(model_dir: str, *, lm_head: bool | None = None, num_labels: int | None = None,
-                    new_heads_rng=None, dtype=jnp.float32):
+def load_pretrained(
+    model_dir: str,
+    *,
+    lm_head: bool | None = None,
+    num_labels: int | None = None,
+    new_heads_rng=None,
+    dtype=jnp.float32,
+):
   """An HF XLNet directory -> (XLNet module, params).
 
   Args:
@@ -278,8 +332,14 @@ def load_pretrained(model_dir: str, *, lm_head: bool | None = None, num_labels: 
   return model, state_dict_to_params(state, model, new_heads_rng=new_heads_rng)
 
 
-def save_pretrained(model: xlnet.XLNet, params: dict, model_dir: str, *,
-                    config: dict | None = None, label_names=None) -> None:
+def save_pretrained(
+    model: xlnet.XLNet,
+    params: dict,
+    model_dir: str,
+    *,
+    config: dict | None = None,
+    label_names=None,
+) -> None:
   """Writes config.json and model.safetensors that transformers' `from_pretrained` loads.
 
   Args:
@@ -291,22 +351,41 @@ def save_pretrained(model: xlnet.XLNet, params: dict, model_dir: str, *,
     label_names: optional C class names (id2label); default LABEL_0..LABEL_{C-1}.
   """
   from safetensors.numpy import save_file
+
   out = dict(config or {})
-  out.update(model_type="xlnet", vocab_size=model.vocab_size, d_model=model.d_model,
-             n_layer=model.n_layer, n_head=model.n_head, d_head=model.d_model // model.n_head,
-             d_inner=model.d_inner, ff_activation=model.ff_activation, attn_type="bi",
-             layer_norm_eps=model.layer_norm_eps, dropout=model.dropout, bi_data=model.bi_data,
-             clamp_len=model.clamp_len, summary_type=model.summary_type,
-             summary_use_proj=model.summary_use_proj,
-             summary_activation=model.summary_activation,
-             summary_last_dropout=model.summary_last_dropout, tie_word_embeddings=True)
+  out.update(
+      model_type="xlnet",
+      vocab_size=model.vocab_size,
+      d_model=model.d_model,
+      n_layer=model.n_layer,
+      n_head=model.n_head,
+      d_head=model.d_model // model.n_head,
+      d_inner=model.d_inner,
+      ff_activation=model.ff_activation,
+      attn_type="bi",
+      layer_norm_eps=model.layer_norm_eps,
+      dropout=model.dropout,
+      bi_data=model.bi_data,
+      clamp_len=model.clamp_len,
+      summary_type=model.summary_type,
+      summary_use_proj=model.summary_use_proj,
+      summary_activation=model.summary_activation,
+      summary_last_dropout=model.summary_last_dropout,
+      tie_word_embeddings=True,
+  )
   if model.summary_first_dropout:
     out["summary_first_dropout"] = model.summary_first_dropout
-  out["architectures"] = (["XLNetLMHeadModel"] if model.lm_head or not model.num_labels
-                          else ["XLNetForSequenceClassification"])
+  out["architectures"] = (
+      ["XLNetLMHeadModel"]
+      if model.lm_head or not model.num_labels
+      else ["XLNetForSequenceClassification"]
+  )
   if model.num_labels:
-    names = list(label_names) if label_names is not None else [
-        f"LABEL_{i}" for i in range(model.num_labels)]
+    names = (
+        list(label_names)
+        if label_names is not None
+        else [f"LABEL_{i}" for i in range(model.num_labels)]
+    )
     if len(names) != model.num_labels:
       raise ValueError(f"label_names has {len(names)} names for num_labels={model.num_labels}.")
     out["id2label"] = {str(i): n for i, n in enumerate(names)}

@@ -20,23 +20,33 @@ save leaves the previous step restorable. A kill can also hit the deletion of an
 (`read_only=True`, which never writes or deletes anything), and for the trainer that owns the
 directory also by pruning the unreadable newer steps, so that it can save them again.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "CorruptCheckpointError", "NonFiniteLossError",
-           "SignatureMismatchError", "abstract", "average_metrics", "tree_digests",
-           "truncate_log", "write_json"]
+__all__ = [
+    "Checkpointer",
+    "CorruptCheckpointError",
+    "NonFiniteLossError",
+    "SignatureMismatchError",
+    "abstract",
+    "average_metrics",
+    "tree_digests",
+    "truncate_log",
+    "write_json",
+]
 
-DIGESTS_KEY = "__bigjax_digests__"   # in the meta item, beside the signature
+DIGESTS_KEY = "__bigjax_digests__"  # in the meta item, beside the signature
 
 
 class SignatureMismatchError(ValueError):
@@ -68,8 +78,11 @@ def tree_digests(tree: Any) -> dict[str, str]:
 
 def _diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
   keys = sorted(set(saved) | set(current))
-  return [f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}"
-          for k in keys if saved.get(k) != current.get(k)]
+  return [
+      f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}"
+      for k in keys
+      if saved.get(k) != current.get(k)
+  ]
 
 
 class Checkpointer:
@@ -89,16 +102,27 @@ class Checkpointer:
       too large to hash, at the price of restoring corrupt arrays silently).
   """
 
-  def __init__(self, directory: str, *, signature: Mapping[str, Any], max_to_keep: int = 3,
-               signature_defaults: Mapping[str, Any] | None = None, read_only: bool = False,
-               verify: bool = True):
+  def __init__(
+      self,
+      directory: str,
+      *,
+      signature: Mapping[str, Any],
+      max_to_keep: int = 3,
+      signature_defaults: Mapping[str, Any] | None = None,
+      read_only: bool = False,
+      verify: bool = True,
+  ):
     self.directory = directory
     self.signature = dict(signature)
     self.signature_defaults = dict(signature_defaults or {})
     self.read_only = read_only
     self.verify_digests = verify
-    self._manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=not read_only, read_only=read_only))
+    self._manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only
+        ),
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -111,11 +135,15 @@ class Checkpointer:
     meta = dict(self.signature)
     if self.verify_digests:
       meta[DIGESTS_KEY] = tree_digests(state)
-    saved = self._manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    saved = self._manager.save(
+        int(step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
     if not saved:
-      raise RuntimeError(f"Orbax refused to save step {step} in {self.directory} (steps there: "
-                         f"{self.all_steps()}); a step at or after it already exists.")
+      raise RuntimeError(
+          f"Orbax refused to save step {step} in {self.directory} (steps there: "
+          f"{self.all_steps()}); a step at or after it already exists."
+      )
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -126,8 +154,9 @@ class Checkpointer:
 
   def _meta(self, step: int) -> tuple[dict[str, Any], dict[str, str] | None]:
     """(the signature `step` was saved with, its digests or None if it has none)."""
-    meta = dict(self._manager.restore(int(step),
-                                      args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    meta = dict(
+        self._manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    )
     digests = meta.pop(DIGESTS_KEY, None)
     return meta, digests
 
@@ -135,13 +164,13 @@ class Checkpointer:
     """Raises SignatureMismatchError if `step` was saved with another signature; returns the
     step's digests (None for a step saved before they existed)."""
     saved, digests = self._meta(step)
-    saved = {**{k: v for k, v in self.signature_defaults.items() if k in self.signature},
-             **saved}
+    saved = {**{k: v for k, v in self.signature_defaults.items() if k in self.signature}, **saved}
     if saved != self.signature:
       raise SignatureMismatchError(
           f"the checkpoint at step {step} in {self.directory} was written by a different "
           f"model or data shape ({'; '.join(_diff(saved, self.signature))}). Use a new "
-          f"--workdir, or the config that wrote this one.")
+          f"--workdir, or the config that wrote this one."
+      )
     return digests
 
   def verify(self, step: int, state: Any, digests: dict[str, str] | None) -> None:
@@ -151,18 +180,22 @@ class Checkpointer:
     if not self.verify_digests:
       return
     if digests is None:
-      logging.info("bigjax.training.checkpoint: step %d in %s has no digests (written before "
-                   "they existed); restored unverified.", step, self.directory)
+      logging.info(
+          "bigjax.training.checkpoint: step %d in %s has no digests (written before "
+          "they existed); restored unverified.",
+          step,
+          self.directory,
+      )
       return
     actual = tree_digests(state)
     bad = sorted(k for k in set(digests) | set(actual) if digests.get(k) != actual.get(k))
     if bad:
       raise CorruptCheckpointError(
           f"{len(bad)} of {len(actual)} arrays differ from what was saved (first: "
-          f"{', '.join(bad[:3])}); the files of step {step} were changed after the save.")
+          f"{', '.join(bad[:3])}); the files of step {step} were changed after the save."
+      )
 
-  def restore_latest(self, abstract_state: Any, *, prune: bool = False
-                     ) -> tuple[int | None, Any]:
+  def restore_latest(self, abstract_state: Any, *, prune: bool = False) -> tuple[int | None, Any]:
     """Restores the newest step that reads back and verifies.
 
     Args:
@@ -183,14 +216,20 @@ class Checkpointer:
     for step in reversed(steps):
       try:
         digests = self.check_signature(step)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
         self.verify(step, restored.state, digests)
         if errors:
           kept = "deleted them" if prune and not self.read_only else "left them on disk"
-          logging.warning("bigjax.training.checkpoint: restored step %d of %s; newer steps "
-                          "failed (%s) and were not used (%s).", step, self.directory,
-                          "; ".join(errors), kept)
+          logging.warning(
+              "bigjax.training.checkpoint: restored step %d of %s; newer steps "
+              "failed (%s) and were not used (%s).",
+              step,
+              self.directory,
+              "; ".join(errors),
+              kept,
+          )
           if prune and not self.read_only:
             for bad in (s for s in steps if s > step):
               self._manager.delete(bad)
@@ -201,8 +240,9 @@ class Checkpointer:
       except Exception as e:  # incomplete, half-deleted or corrupt: try the next older one
         errors.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     if steps:
-      raise RuntimeError(f"no checkpoint in {self.directory} could be restored: "
-                         + "; ".join(errors))
+      raise RuntimeError(
+          f"no checkpoint in {self.directory} could be restored: " + "; ".join(errors)
+      )
     return None, None
 
 
@@ -210,9 +250,15 @@ class NonFiniteLossError(FloatingPointError):
   """A training metric became NaN or inf; the run stopped before saving anything after it."""
 
 
-def average_metrics(values: list[dict[str, Any]], *, last_step: int, last_saved: int | None,
-                    directory: str, fix: str, resumed_from: int | None = None
-                    ) -> dict[str, float]:
+def average_metrics(
+    values: list[dict[str, Any]],
+    *,
+    last_step: int,
+    last_saved: int | None,
+    directory: str,
+    fix: str,
+    resumed_from: int | None = None,
+) -> dict[str, float]:
   """Means of a window of per-step metrics, after checking every step of it.
 
   Trainers fetch their metrics from the device once per log window; this checks each step of
@@ -245,9 +291,11 @@ def average_metrics(values: list[dict[str, Any]], *, last_step: int, last_saved:
           f"{step - resumed_from} step(s) earlier and saved none since: if the data and the "
           f"config are those that wrote it, that checkpoint may hold a bad state (move "
           f"{os.path.join(directory, str(resumed_from))} aside to resume from an older step). "
-          f"{fix}")
-    raise NonFiniteLossError(f"{where} The last good checkpoint is step {last_saved} in "
-                             f"{directory}. {fix}")
+          f"{fix}"
+      )
+    raise NonFiniteLossError(
+        f"{where} The last good checkpoint is step {last_saved} in " f"{directory}. {fix}"
+    )
   return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
 
 

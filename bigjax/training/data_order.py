@@ -9,9 +9,10 @@ Trainers that share a seed but must not share an order use different streams; bi
 the BigLearn-GAN `None`, the MNIST classifier and the vector quantiser 1, the permutation
 model 2.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -21,8 +22,9 @@ from bigjax.training import sharding
 __all__ = ["batch_fn", "batch_indices"]
 
 
-def batch_indices(step: int, num_examples: int, batch_size: int, *, seed: int,
-                  stream: int | None = None) -> np.ndarray:
+def batch_indices(
+    step: int, num_examples: int, batch_size: int, *, seed: int, stream: int | None = None
+) -> np.ndarray:
   """Dataset rows of the global batch at `step`.
 
   Args:
@@ -37,18 +39,25 @@ def batch_indices(step: int, num_examples: int, batch_size: int, *, seed: int,
     (e, i) = divmod(step, N // B).
   """
   if not 0 < int(batch_size) <= int(num_examples):
-    raise ValueError(f"batch_size={batch_size} must be in [1, {num_examples}] (the dataset's "
-                     "size).")
+    raise ValueError(
+        f"batch_size={batch_size} must be in [1, {num_examples}] (the dataset's " "size)."
+    )
   steps_per_epoch = int(num_examples) // int(batch_size)
   epoch, i = divmod(int(step), steps_per_epoch)
   key = [int(seed), epoch] if stream is None else [int(seed), int(stream), epoch]
   perm = np.random.default_rng(key).permutation(int(num_examples))
-  return perm[i * batch_size:(i + 1) * batch_size]
+  return perm[i * batch_size : (i + 1) * batch_size]
 
 
-def batch_fn(arrays: Sequence[np.ndarray], batch_size: int, *, seed: int,
-             stream: int | None = None, transform: Callable[..., tuple] | None = None,
-             mesh: jax.sharding.Mesh | None = None) -> Callable[[int], tuple]:
+def batch_fn(
+    arrays: Sequence[np.ndarray],
+    batch_size: int,
+    *,
+    seed: int,
+    stream: int | None = None,
+    transform: Callable[..., tuple] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable[[int], tuple]:
   """The batch function of a training loop over in-memory arrays (bigjax.training.train).
 
   Args:
@@ -71,8 +80,10 @@ def batch_fn(arrays: Sequence[np.ndarray], batch_size: int, *, seed: int,
   if any(len(a) != n for a in arrays):
     raise ValueError(f"the arrays have different numbers of rows: {[len(a) for a in arrays]}.")
   if n < batch_size:
-    raise ValueError(f"the dataset has {n} examples, fewer than batch_size={batch_size}; use a "
-                     "smaller batch or more data.")
+    raise ValueError(
+        f"the dataset has {n} examples, fewer than batch_size={batch_size}; use a "
+        "smaller batch or more data."
+    )
   rows = sharding.process_slice(batch_size) if mesh is not None else slice(None)
 
   def make(step: int) -> tuple:

@@ -36,6 +36,7 @@ file's stem. A hook whose `log` is "metrics.jsonl" runs before the step's metric
 written and adds its values to that row (a held-out accuracy, say). Hooks with another log, or
 none, run after the checkpoint is saved.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,8 @@ import logging
 import os
 import platform
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -71,6 +73,7 @@ class Hook:
     log: the JSON-lines file (in the workdir) its scalars go to; "metrics.jsonl" adds them to
       the step's metrics row; None: images only (TensorBoard).
   """
+
   fn: Callable[[int, Any], Mapping[str, Any] | None]
   every: int
   at_end: bool = True
@@ -83,31 +86,48 @@ class Hook:
 def environment() -> dict[str, Any]:
   """Where a run ran: its devices, JAX version, backend, platform and CPU count (for run
   summaries)."""
-  return dict(devices=[str(d) for d in jax.devices()], jax=jax.__version__,
-              backend=jax.default_backend(), platform=platform.platform(),
-              cpu_count=os.cpu_count())
+  return dict(
+      devices=[str(d) for d in jax.devices()],
+      jax=jax.__version__,
+      backend=jax.default_backend(),
+      platform=platform.platform(),
+      cpu_count=os.cpu_count(),
+  )
 
 
 def _abstract(init_state: Callable[[], Any], sharding) -> Any:
   shapes = jax.eval_shape(init_state)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                      shapes)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def _postfix(row: Mapping[str, float], names: Sequence[str]) -> dict[str, str]:
   return {name: f"{row[name]:.4g}" for name in names if name in row}
 
 
-def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
-          step_fn: Callable[..., tuple[Any, Mapping[str, jax.Array]]],
-          batch_fn: Callable[[int], tuple], num_steps: int, signature: Mapping[str, Any],
-          log_every: int, checkpoint_every: int, keep_checkpoints: int = 3,
-          hooks: Sequence[Hook] = (), signature_defaults: Mapping[str, Any] | None = None,
-          state_sharding: jax.sharding.Sharding | None = None, prefetch: int = 0,
-          examples_per_step: int | None = None, examples_name: str = "examples",
-          outdated_by_training: Sequence[str] = (), progress: bool = True,
-          description: str = "training", show: Sequence[str] = (),
-          fix: str = "Lower the learning rate.") -> tuple[Any, dict[str, Any]]:
+def train(
+    workdir: str,
+    *,
+    config: Any,
+    init_state: Callable[[], Any],
+    step_fn: Callable[..., tuple[Any, Mapping[str, jax.Array]]],
+    batch_fn: Callable[[int], tuple],
+    num_steps: int,
+    signature: Mapping[str, Any],
+    log_every: int,
+    checkpoint_every: int,
+    keep_checkpoints: int = 3,
+    hooks: Sequence[Hook] = (),
+    signature_defaults: Mapping[str, Any] | None = None,
+    state_sharding: jax.sharding.Sharding | None = None,
+    prefetch: int = 0,
+    examples_per_step: int | None = None,
+    examples_name: str = "examples",
+    outdated_by_training: Sequence[str] = (),
+    progress: bool = True,
+    description: str = "training",
+    show: Sequence[str] = (),
+    fix: str = "Lower the learning rate.",
+) -> tuple[Any, dict[str, Any]]:
   """Trains (or resumes) a state in `workdir` for `num_steps` steps.
 
   Args:
@@ -160,29 +180,33 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
   if main_process:
     os.makedirs(workdir, exist_ok=True)
     if not os.access(workdir, os.W_OK):
-      raise PermissionError(f"{workdir} is not writable: a trainer writes its checkpoints, logs "
-                            "and config.json there. Train into a writable --workdir (tools that "
-                            "only read a run, such as evaluation, work on a read-only one).")
+      raise PermissionError(
+          f"{workdir} is not writable: a trainer writes its checkpoints, logs "
+          "and config.json there. Train into a writable --workdir (tools that "
+          "only read a run, such as evaluation, work on a read-only one)."
+      )
   sharding = state_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       signature=signature, max_to_keep=keep_checkpoints,
-                                       signature_defaults=signature_defaults)
+  checkpointer = ckpt_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      signature=signature,
+      max_to_keep=keep_checkpoints,
+      signature_defaults=signature_defaults,
+  )
   try:
     # The trainer owns the workdir: unreadable newer steps are pruned so it can save them again.
-    restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding),
-                                                       prune=True)
+    restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding), prune=True)
     if state is None:
       state = jax.device_put(init_state(), sharding)
   except Exception:
     checkpointer.close()
-    for d in reversed(created):         # the folders this call made, if they are still empty
+    for d in reversed(created):  # the folders this call made, if they are still empty
       if main_process and os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
     raise
   start = int(state.step)
   logs = [METRICS_FILE] + sorted({h.log for h in hooks if h.log and h.log != METRICS_FILE})
   if main_process:
-    config_json = (json.loads(config.to_json()) if hasattr(config, "to_json") else config)
+    config_json = json.loads(config.to_json()) if hasattr(config, "to_json") else config
     ckpt_lib.write_json(os.path.join(workdir, CONFIG_FILE), config_json)
     if start < num_steps:
       for name in outdated_by_training:
@@ -202,8 +226,14 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
 
   pending, last_saved = [], restored_step
   compile_seconds, window = None, (time.perf_counter(), start)
-  bar = tqdm.tqdm(total=num_steps, initial=min(start, num_steps), disable=not progress,
-                  desc=description, unit="step", dynamic_ncols=True)
+  bar = tqdm.tqdm(
+      total=num_steps,
+      initial=min(start, num_steps),
+      disable=not progress,
+      desc=description,
+      unit="step",
+      dynamic_ncols=True,
+  )
   batches = prefetch_lib.Prefetcher(batch_fn, stop=num_steps, size=prefetch)
   try:
     for step in range(start, num_steps):
@@ -224,9 +254,14 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
       if not (done % log_every == 0 or last or save or due):
         continue
       # Every step since the last check is checked before anything is saved.
-      means = ckpt_lib.average_metrics(jax.device_get(pending), last_step=done,
-                                       last_saved=last_saved, directory=checkpointer.directory,
-                                       fix=fix, resumed_from=restored_step)
+      means = ckpt_lib.average_metrics(
+          jax.device_get(pending),
+          last_step=done,
+          last_saved=last_saved,
+          directory=checkpointer.directory,
+          fix=fix,
+          resumed_from=restored_step,
+      )
       pending = []
       now = time.perf_counter()
       rate = (done - window[1]) / max(now - window[0], 1e-9)
@@ -254,8 +289,15 @@ def train(workdir: str, *, config: Any, init_state: Callable[[], Any],
   cache_size = getattr(step_fn, "_cache_size", None)
   compilations = cache_size() if cache_size else None
   if compilations and compilations > 1:
-    logging.warning("the train step compiled %d times (expected once): an input changed shape, "
-                    "dtype or sharding between steps.", compilations)
-  return state, dict(step=int(state.step),
-                     resumed_from=restored_step, seconds=time.perf_counter() - t0,
-                     compile_seconds=compile_seconds, compilations=compilations)
+    logging.warning(
+        "the train step compiled %d times (expected once): an input changed shape, "
+        "dtype or sharding between steps.",
+        compilations,
+    )
+  return state, dict(
+      step=int(state.step),
+      resumed_from=restored_step,
+      seconds=time.perf_counter() - t0,
+      compile_seconds=compile_seconds,
+      compilations=compilations,
+  )

@@ -5,10 +5,12 @@ put on the devices) asks `Prefetcher.get(s)`; the `size` following batches are a
 assembled by a worker thread while the device runs step s, so the device does not wait for
 the host (numpy indexing, JPEG-cache reads and the host-to-device copy release the GIL).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["Prefetcher"]
 
@@ -29,8 +31,11 @@ class Prefetcher:
     if size < 0:
       raise ValueError(f"prefetch size must be >= 0, got {size}.")
     self._make, self._stop, self._size = make, int(stop), int(size)
-    self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bigjax-prefetch")
-                  if size else None)
+    self._pool = (
+        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bigjax-prefetch")
+        if size
+        else None
+    )
     self._pending: dict[int, concurrent.futures.Future] = {}
 
   def get(self, step: int) -> Any:
@@ -52,7 +57,7 @@ class Prefetcher:
       self._pending.clear()
       self._pool.shutdown(wait=True)
 
-  def __enter__(self) -> "Prefetcher":
+  def __enter__(self) -> Prefetcher:
     return self
 
   def __exit__(self, *exc) -> None:

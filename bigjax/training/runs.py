@@ -14,12 +14,14 @@ reads any run of that kind with the same checks and messages:
 A run with a `summary_file` counts as finished only with that file, and the file must describe
 the newest readable checkpoint; a run without one loads from its newest checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
 
 import jax
 import ml_collections
@@ -31,8 +33,9 @@ __all__ = ["Run", "RunKind", "WrongRunError", "add_defaults", "load", "read_conf
 CONFIG_FILE = "config.json"
 
 
-def add_defaults(config: ml_collections.ConfigDict,
-                 defaults: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def add_defaults(
+    config: ml_collections.ConfigDict, defaults: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """Sets the fields of `defaults` ({"group.name": value}) that `config` lacks, in place (for a
   RunKind's `migrate`; a missing group is created); returns the config."""
   with config.unlocked():
@@ -68,6 +71,7 @@ class RunKind:
     fields: config fields ("group.name") every run of this kind has, to tell its runs from
       other experiments' (checked before `migrate`).
   """
+
   name: str
   train_command: Callable[[str, str | None], str]
   abstract_state: Callable[[ml_collections.ConfigDict], Any]
@@ -81,6 +85,7 @@ class RunKind:
 class Run(NamedTuple):
   """A loaded run: its (migrated) config, its restored state and step, and its summary (the
   kind's summary file, or None)."""
+
   config: ml_collections.ConfigDict
   state: Any
   step: int
@@ -90,12 +95,14 @@ class Run(NamedTuple):
 
 # What bigjax's own experiments leave in a run directory, to say what a directory of another
 # kind is (only for error messages): (file or folder, what it is).
-_LAYOUTS = (("vq.json", "an MNIST vector quantiser (experiments.vq_mnist)"),
-            ("classifier.json", "an MNIST classifier (experiments.mnist_classifier)"),
-            ("vq", "a permutation-model run (experiments.plm_mnist)"),
-            ("samples", "a BigLearn-GAN run (experiments.biglearn_gan)"),
-            ("surfaces.npz", "a loss-surface run (experiments.loss_surfaces)"),
-            ("metrics.npz", "a 25-GMM run (experiments.gmm25)"))
+_LAYOUTS = (
+    ("vq.json", "an MNIST vector quantiser (experiments.vq_mnist)"),
+    ("classifier.json", "an MNIST classifier (experiments.mnist_classifier)"),
+    ("vq", "a permutation-model run (experiments.plm_mnist)"),
+    ("samples", "a BigLearn-GAN run (experiments.biglearn_gan)"),
+    ("surfaces.npz", "a loss-surface run (experiments.loss_surfaces)"),
+    ("metrics.npz", "a 25-GMM run (experiments.gmm25)"),
+)
 
 
 class WrongRunError(ValueError):
@@ -124,24 +131,34 @@ def read_config(workdir: str, kind: RunKind) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     why = "does not exist" if not os.path.isdir(workdir) else f"has no {CONFIG_FILE}"
-    raise FileNotFoundError(f"no {kind.name} in {workdir} (the directory {why}); train one "
-                            f"with `{kind.train_command(workdir, None)}`.")
+    raise FileNotFoundError(
+        f"no {kind.name} in {workdir} (the directory {why}); train one "
+        f"with `{kind.train_command(workdir, None)}`."
+    )
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   missing = [key for key in kind.fields if not _has(config, key)]
   if missing:
-    what = next((desc for name, desc in _LAYOUTS if os.path.exists(os.path.join(workdir, name))),
-                "another experiment's run")
-    raise WrongRunError(f"{workdir} holds no {kind.name}: it looks like {what} (its "
-                        f"config.json has no {', '.join(missing)}). Give the directory of a "
-                        f"{kind.name}, or train one with "
-                        f"`{kind.train_command('DIR', None)}`.")
+    what = next(
+        (desc for name, desc in _LAYOUTS if os.path.exists(os.path.join(workdir, name))),
+        "another experiment's run",
+    )
+    raise WrongRunError(
+        f"{workdir} holds no {kind.name}: it looks like {what} (its "
+        f"config.json has no {', '.join(missing)}). Give the directory of a "
+        f"{kind.name}, or train one with "
+        f"`{kind.train_command('DIR', None)}`."
+    )
   return kind.migrate(config)
 
 
-def load(workdir: str, kind: RunKind, *,
-         check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
-         sharding: jax.sharding.Sharding | None = None) -> Run:
+def load(
+    workdir: str,
+    kind: RunKind,
+    *,
+    check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Run:
   """Reads the run in `workdir`: config, summary (if the kind has one) and newest checkpoint.
 
   Args:
@@ -170,34 +187,45 @@ def load(workdir: str, kind: RunKind, *,
       raise FileNotFoundError(
           f"the {kind.name} in {workdir} has not finished training (no {kind.summary_file}); "
           f"rerun the command that started it, e.g. `{command}` (plus its --config.* "
-          "overrides), to resume it.")
+          "overrides), to resume it."
+      )
     with open(path) as f:
       summary = json.load(f)
   if check is not None:
     check(config, summary)
   checkpoints = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(checkpoints):
-    raise FileNotFoundError(f"{workdir} has {kind.summary_file or CONFIG_FILE} but no "
-                            f"checkpoints/ folder; train the {kind.name} again with "
-                            f"`{command}`.")
+    raise FileNotFoundError(
+        f"{workdir} has {kind.summary_file or CONFIG_FILE} but no "
+        f"checkpoints/ folder; train the {kind.name} again with "
+        f"`{command}`."
+    )
   device = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                          kind.abstract_state(config))
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), kind.abstract_state(config)
+  )
   # Read-only: a reader never creates, rewrites or deletes anything in a run directory; an
   # unreadable newest step is skipped in memory (with a warning naming the step used).
-  checkpointer = ckpt_lib.Checkpointer(checkpoints, signature=kind.signature(config),
-                                       signature_defaults=kind.signature_defaults,
-                                       read_only=True)
+  checkpointer = ckpt_lib.Checkpointer(
+      checkpoints,
+      signature=kind.signature(config),
+      signature_defaults=kind.signature_defaults,
+      read_only=True,
+  )
   try:
     step, state = checkpointer.restore_latest(abstract)
   finally:
     checkpointer.close()
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpoints}; train the {kind.name} with "
-                            f"`{command}` (with the run's --config.* overrides).")
+    raise FileNotFoundError(
+        f"no checkpoint in {checkpoints}; train the {kind.name} with "
+        f"`{command}` (with the run's --config.* overrides)."
+    )
   if summary is not None and "steps" in summary and step != summary["steps"]:
-    raise RuntimeError(f"the newest readable checkpoint in {checkpoints} is step {step}, but "
-                       f"{kind.summary_file} describes step {summary['steps']}; rerun "
-                       f"`{command}` (with its --config.* overrides) to finish and evaluate "
-                       "the run.")
+    raise RuntimeError(
+        f"the newest readable checkpoint in {checkpoints} is step {step}, but "
+        f"{kind.summary_file} describes step {summary['steps']}; rerun "
+        f"`{command}` (with its --config.* overrides) to finish and evaluate "
+        "the run."
+    )
   return Run(config=config, state=state, step=int(step), summary=summary, workdir=workdir)

@@ -9,16 +9,23 @@ The mesh is a plain `Mesh` (Auto axis types): `jax.make_mesh` defaults to Explic
 would make every intermediate's sharding part of its type; GSPMD propagation is what we want
 for pure data parallelism.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-__all__ = ["data_mesh", "replicated", "batch_sharded", "check_batch_size", "process_slice",
-           "global_batch"]
+__all__ = [
+    "data_mesh",
+    "replicated",
+    "batch_sharded",
+    "check_batch_size",
+    "process_slice",
+    "global_batch",
+]
 
 DATA_AXIS = "data"
 
@@ -43,9 +50,11 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   """Raises ValueError unless the global batch splits evenly over devices and processes."""
   n = mesh.devices.size
   if batch_size % n or batch_size % jax.process_count():
-    raise ValueError(f"batch_size={batch_size} must be divisible by the {n} devices of the mesh "
-                     f"(and the {jax.process_count()} processes); set --config.batch_size to a "
-                     f"multiple of {n}.")
+    raise ValueError(
+        f"batch_size={batch_size} must be divisible by the {n} devices of the mesh "
+        f"(and the {jax.process_count()} processes); set --config.batch_size to a "
+        f"multiple of {n}."
+    )
 
 
 def process_slice(batch_size: int) -> slice:

@@ -8,11 +8,13 @@ The event files are written by tensorboardX, which needs no TensorFlow. A resume
 the events past the step it restored (TensorBoard's `purge_step`), as the JSON-lines logs are
 cut back by `bigjax.training.checkpoint.truncate_log`.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -49,8 +51,12 @@ class MetricWriter:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       # The suffix keeps a resumed run's file apart from its predecessor's (the file names
       # otherwise differ only by the second they were created in).
-      self._tb = SummaryWriter(workdir, purge_step=int(start_step) + 1 if start_step else None,
-                               flush_secs=30, filename_suffix=f".from_step_{int(start_step)}")
+      self._tb = SummaryWriter(
+          workdir,
+          purge_step=int(start_step) + 1 if start_step else None,
+          flush_secs=30,
+          filename_suffix=f".from_step_{int(start_step)}",
+      )
 
   def row(self, log: str, row: Mapping[str, Any]) -> None:
     """Appends `row` ({"step": int, name: value, ...}) to `log` and its numbers to
@@ -75,8 +81,10 @@ class MetricWriter:
       if image.ndim == 2:
         image = image[..., None]
       if image.ndim != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image {name!r} must be uint8 [H, W] or [H, W, C], got "
-                         f"{image.dtype} {image.shape}.")
+        raise ValueError(
+            f"image {name!r} must be uint8 [H, W] or [H, W, C], got "
+            f"{image.dtype} {image.shape}."
+        )
       self._tb.add_image(name, image, int(step), dataformats="HWC")
 
   def close(self) -> None:
@@ -91,6 +99,7 @@ def read_events(workdir: str) -> dict[str, list[tuple[int, Any]]]:
   scripts; purged steps (after a resume) are dropped as TensorBoard drops them."""
   from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
   import struct  # pylint: disable=import-outside-toplevel
+
   out: dict[str, list[tuple[int, Any]]] = {}
   paths = sorted(os.path.join(workdir, n) for n in os.listdir(workdir) if "tfevents" in n)
   for path in paths:
@@ -98,8 +107,8 @@ def read_events(workdir: str) -> dict[str, list[tuple[int, Any]]]:
       data = f.read()
     pos = 0
     while pos + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      (length,) = struct.unpack("<Q", data[pos : pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
       pos += 12 + length + 4
       if event.HasField("file_version") and event.file_version.startswith("brain.Event"):
         continue
@@ -109,7 +118,10 @@ def read_events(workdir: str) -> dict[str, list[tuple[int, Any]]]:
           out[tag] = [(s, v) for s, v in out[tag] if s < event.step]
         continue
       for value in event.summary.value:
-        item = value.simple_value if value.HasField("simple_value") else (
-            value.image.encoded_image_string if value.HasField("image") else None)
+        item = (
+            value.simple_value
+            if value.HasField("simple_value")
+            else (value.image.encoded_image_string if value.HasField("image") else None)
+        )
         out.setdefault(value.tag, []).append((int(event.step), item))
   return out
