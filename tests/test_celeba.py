@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigjax.data import celeba
+from bigjax.data import celeba, celeba_folder, celeba_prepare
 
 _W, _H = 178, 218  # aligned CelebA: width x height
 _BOX = (19, 39, 159, 179)  # the centred 140 x 140 square (left, top, right, bottom)
@@ -90,7 +90,7 @@ def count_opens(monkeypatch):
     calls.append(args[0])
     return _REAL_OPEN(*args, **kwargs)
 
-  monkeypatch.setattr(celeba.Image, "open", counting_open)
+  monkeypatch.setattr(celeba_folder.Image, "open", counting_open)
   return calls
 
 
@@ -98,7 +98,7 @@ def _no_decoding(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("decoded an image although the cache is valid")
 
-  monkeypatch.setattr(celeba.Image, "open", fail)
+  monkeypatch.setattr(celeba_folder.Image, "open", fail)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_custom_cache_dir(celeba_dir, tmp_path):
 
 
 def test_killed_run_leaves_no_finished_file(celeba_dir, monkeypatch):
-  real = celeba._crop_resize
+  real = celeba_prepare.crop_resize
   calls = []
 
   def interrupted(*args):
@@ -259,11 +259,11 @@ def test_killed_run_leaves_no_finished_file(celeba_dir, monkeypatch):
       raise KeyboardInterrupt
     return real(*args)
 
-  monkeypatch.setattr(celeba, "_crop_resize", interrupted)
+  monkeypatch.setattr(celeba_prepare, "crop_resize", interrupted)
   with pytest.raises(KeyboardInterrupt):
     celeba.load(celeba_dir, split="all", image_size=20, progress=False)
   assert os.listdir(celeba_dir / "bigjax_cache") == []
-  monkeypatch.setattr(celeba, "_crop_resize", real)
+  monkeypatch.setattr(celeba_prepare, "crop_resize", real)
   images = celeba.load(celeba_dir, split="all", image_size=20, progress=False)
   np.testing.assert_array_equal(
       images, _expected(celeba_dir / "img_align_celeba", _split_names("all"))
@@ -316,7 +316,9 @@ def test_unwritable_cache_dir_says_to_pass_cache_dir(celeba_dir, tmp_path, monke
       OSError, match="(?s)Cannot write the CelebA cache to .*file.*Pass " "cache_dir="
   ):
     celeba.load(celeba_dir, split="test", cache_dir=tmp_path / "file" / "cache", progress=False)
-  monkeypatch.setattr(celeba.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10))
+  monkeypatch.setattr(
+      celeba_prepare.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10)
+  )
   with pytest.raises(
       OSError, match=r"needs 0.00 GB, but only 0.00 GB are free .*Pass " "cache_dir="
   ):
