@@ -11,12 +11,15 @@ y = A x + eps, eps ~ N(0, noise_var I), the model p_theta must match to the data
 structure (kind, index sets, transform shape) are stacked and vmapped together over
 (conditions x grid points); all groups run inside one `jax.jit`, and a group whose
 intermediates would exceed `max_chunk_bytes` is evaluated in chunks with `lax.map`.
+
+The tasks and the loss of one of them are `bigjax.mixtures.matching_task`; SGD trajectories on
+the surfaces are `bigjax.mixtures.trajectories` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 from collections.abc import Callable, Sequence
 
 import jax
@@ -24,183 +27,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigjax.mixtures import divergences
-from bigjax.mixtures import gmm as gmm_lib
 from bigjax.mixtures.gmm import GMM
 from bigjax.mixtures.matching import KINDS
+from bigjax.mixtures.matching_task import (
+    DIVERGENCES,
+    MatchingTask,
+    Signature,
+    check_divergence,
+    matching_loss,
+    signature,
+    stack_conditions,
+    task_divergence,
+)
+from bigjax.mixtures.trajectories import sgd_trajectories
 
-DIVERGENCES = ("reverse_kl", "forward_kl", "js")
-
-
-class MatchingTask(NamedTuple):
-  """One matching task of Eq. (6).
-
-  Attributes:
-    kind: "joint", "marginal" or "conditional".
-    target_dims: dimensions of y whose distribution is matched (marginal, conditional); for a
-      conditional, empty means every dimension not given. Ignored for "joint".
-    given_dims: dimensions of y conditioned on ("conditional" only).
-    given_values: `[len(given_dims)]` values of y_given ("conditional" only).
-    transform: `[M, D]` matrix A of y = A x (M <= D); None is the identity.
-    noise_var: variance of isotropic Gaussian noise added to y on both sides (Fig. 10).
-  """
-
-  kind: str
-  target_dims: tuple = ()
-  given_dims: tuple = ()
-  given_values: Any = ()
-  transform: Any = None
-  noise_var: float = 0.0
-
-
-class _Signature(NamedTuple):
-  """The static part of a task: tasks with equal signatures are vmapped together."""
-
-  kind: str
-  target_dims: tuple
-  given_dims: tuple
-  transform_shape: tuple
-
-
-def _signature(task: MatchingTask, dim: int) -> _Signature:
-  if task.kind not in KINDS:
-    raise ValueError(f"task kind {task.kind!r} is unknown; choose one of {KINDS}.")
-  shape = (dim, dim) if task.transform is None else tuple(np.shape(task.transform))
-  if len(shape) != 2 or shape[1] != dim or shape[0] > dim:
-    raise ValueError(
-        f"task transform has shape {shape}; it must be [M, {dim}] with "
-        f"M <= {dim} for this {dim}-D target."
-    )
-  out_dim = shape[0]
-  if task.kind == "joint":
-    return _Signature("joint", tuple(range(out_dim)), (), shape)
-  target = (
-      gmm_lib._check_dims(task.target_dims, out_dim, "target_dims")
-      if (task.kind == "marginal" or len(task.target_dims))
-      else ()
-  )
-  given = ()
-  if task.kind == "conditional":
-    given = gmm_lib._check_dims(task.given_dims, out_dim, "given_dims")
-    if set(given) & set(target):
-      raise ValueError(
-          f"target_dims={target} and given_dims={given} overlap; a conditional "
-          "task needs disjoint sets."
-      )
-    rest = tuple(d for d in range(out_dim) if d not in given)
-    target = target or rest
-    if np.shape(task.given_values) != (len(given),):
-      raise ValueError(
-          f"given_values must have shape [{len(given)}] to match "
-          f"given_dims={given}, got {np.shape(task.given_values)}."
-      )
-  elif task.given_dims:
-    raise ValueError(f"given_dims={task.given_dims} makes sense only for kind='conditional'.")
-  return _Signature(task.kind, target, given, shape)
-
-
-def _task_distribution(gmm: GMM, sig: _Signature, transform, noise_var, given_values) -> GMM:
-  """The distribution a task matches, for one mixture (model or data)."""
-  y = gmm_lib.add_noise(gmm_lib.transform(gmm, transform), noise_var)
-  if sig.kind == "joint":
-    return y
-  if sig.kind == "marginal":
-    return gmm_lib.marginal(y, sig.target_dims)
-  cond = gmm_lib.conditional(y, sig.given_dims, given_values)
-  rest = [d for d in range(y.dim) if d not in sig.given_dims]
-  positions = tuple(rest.index(d) for d in sig.target_dims)
-  return cond if positions == tuple(range(cond.dim)) else gmm_lib.marginal(cond, positions)
-
-
-def _divergence(p: GMM, q: GMM, divergence: str, **kwargs) -> jax.Array:
-  if divergence == "reverse_kl":
-    return divergences.kl(p, q, **kwargs)
-  if divergence == "forward_kl":
-    return divergences.kl(q, p, **kwargs)
-  kwargs.pop("stick_the_landing", None)
-  return divergences.js(p, q, **kwargs)
-
-
-def _task_divergence(
-    model: GMM,
-    target: GMM,
-    sig: _Signature,
-    transform,
-    noise_var,
-    given_values,
-    divergence: str,
-    **kwargs,
-) -> jax.Array:
-  """The divergence between the model's and the data's distributions of one task."""
-  p = _task_distribution(model, sig, transform, noise_var, given_values)
-  q = _task_distribution(target, sig, transform, noise_var, given_values)
-  return _divergence(p, q, divergence, **kwargs)
-
-
-def _stack_conditions(tasks: Sequence[MatchingTask], sig: _Signature, dim: int, dtype):
-  """The dynamic parts of tasks that share `sig`: transforms, noise variances, given values."""
-  noise = np.asarray([t.noise_var for t in tasks], np.float64)
-  if np.any(noise < 0) or not np.all(np.isfinite(noise)):
-    raise ValueError(f"noise_var must be finite and >= 0, got {noise}.")
-  transforms = np.stack(
-      [np.eye(dim) if t.transform is None else np.asarray(t.transform) for t in tasks]
-  )
-  values = np.stack(
-      [np.asarray(t.given_values, np.float64).reshape(len(sig.given_dims)) for t in tasks]
-  )
-  return (jnp.asarray(transforms, dtype), jnp.asarray(noise, dtype), jnp.asarray(values, dtype))
-
-
-def _check_divergence(divergence: str):
-  if divergence not in DIVERGENCES:
-    raise ValueError(f"divergence={divergence!r} is unknown; choose one of {DIVERGENCES}.")
-
-
-def matching_loss(
-    model: GMM,
-    target: GMM,
-    task: MatchingTask,
-    *,
-    divergence: str = "reverse_kl",
-    method: str = "quadrature",
-    num_points: int | None = None,
-    rng: jax.Array | None = None,
-    num_samples: int | None = None,
-    stick_the_landing: bool = False,
-) -> jax.Array:
-  """The loss of one matching task, e.g. KL[p_theta(y_T | y_S) || q(y_T | y_S)] (Eq. (6)).
-
-  Differentiable in the model's parameters (with quadrature, or "mc" with explicit `rng`).
-
-  Args:
-    model: the model mixture p_theta (batch shape `B`).
-    target: the data mixture q.
-    task: the `MatchingTask`.
-    divergence: "reverse_kl" (KL[p || q], the paper's choice), "forward_kl" or "js".
-    method, num_points, rng, num_samples, stick_the_landing: see `divergences.kl`.
-
-  Returns:
-    `[*B]` losses.
-  """
-  _check_divergence(divergence)
-  if model.dim != target.dim:
-    raise ValueError(f"model is {model.dim}-D but target is {target.dim}-D.")
-  sig = _signature(task, target.dim)
-  transform = jnp.eye(target.dim) if task.transform is None else task.transform
-  values = jnp.asarray(task.given_values, target.means.dtype).reshape(len(sig.given_dims))
-  return _task_divergence(
-      model,
-      target,
-      sig,
-      transform,
-      task.noise_var,
-      values,
-      divergence,
-      method=method,
-      num_points=num_points,
-      rng=rng,
-      num_samples=num_samples,
-      stick_the_landing=stick_the_landing,
-  )
+__all__ = [
+    "DIVERGENCES",
+    "KINDS",
+    "MatchingTask",
+    "grid_2d",
+    "loss_surfaces",
+    "matching_loss",
+    "sgd_trajectories",
+]
 
 
 def grid_2d(axis1, axis2) -> jax.Array:
@@ -213,7 +62,7 @@ def grid_2d(axis1, axis2) -> jax.Array:
 
 
 def _bytes_per_item(
-    sig: _Signature,
+    sig: Signature,
     target: GMM,
     model_components: int,
     method: str,
@@ -282,7 +131,7 @@ def _surfaces_jit(
       item_rng = (
           None if rng is None else jax.random.fold_in(jax.random.fold_in(rng, task_ids[c]), g)
       )
-      return _task_divergence(
+      return task_divergence(
           model,
           target,
           sig,
@@ -341,7 +190,7 @@ def loss_surfaces(
   Returns:
     `[len(tasks), G]` losses, in the order of `tasks`.
   """
-  _check_divergence(divergence)
+  check_divergence(divergence)
   divergences._check_method(method, rng, num_samples)
   if not tasks:
     raise ValueError("tasks is empty: give at least one MatchingTask.")
@@ -361,13 +210,13 @@ def loss_surfaces(
         f"{target.dim}]), got means of shape {model0.means.shape}."
     )
   dtype = target.means.dtype
-  groups: dict[_Signature, list[int]] = {}
+  groups: dict[Signature, list[int]] = {}
   for i, task in enumerate(tasks):
-    groups.setdefault(_signature(task, target.dim), []).append(i)
+    groups.setdefault(signature(task, target.dim), []).append(i)
   signatures, conditions, chunk_sizes, order = [], [], [], []
   for sig, idx in groups.items():
     conditions.append(
-        _stack_conditions([tasks[i] for i in idx], sig, target.dim, dtype)
+        stack_conditions([tasks[i] for i in idx], sig, target.dim, dtype)
         + (jnp.asarray(idx, jnp.int32),)
     )
     per_item = _bytes_per_item(
@@ -398,109 +247,3 @@ def loss_surfaces(
   )
   stacked = jnp.concatenate(outputs, axis=0)
   return stacked[jnp.argsort(jnp.asarray(order))]
-
-
-def sgd_trajectories(
-    target: GMM,
-    model_fn: Callable[[Any], GMM],
-    theta0,
-    tasks: Sequence[MatchingTask],
-    *,
-    rng: jax.Array,
-    num_steps: int,
-    learning_rate: float,
-    inner_steps: int = 1,
-    divergence: str = "reverse_kl",
-    num_points: int | None = None,
-):
-  """SGD on theta that samples one task at a time (paper Fig. 8b, 9b).
-
-  Each outer step draws a task uniformly at random and takes `inner_steps` gradient steps on
-  its (quadrature) loss: `inner_steps=1` is single-level optimisation, more is bi-level.
-
-  Args:
-    target, model_fn: as for `loss_surfaces`.
-    theta0: `[R, P]` starting points (one trajectory each).
-    tasks: matching tasks that share kind, index sets and transform shape.
-    rng: PRNG key for the task draws (all trajectories see the same task sequence).
-    num_steps: total gradient steps (a multiple of `inner_steps`).
-    learning_rate: SGD step size.
-
-  Returns:
-    `(thetas [R, num_steps + 1, P], task_index [num_steps])`.
-  """
-  _check_divergence(divergence)
-  if num_steps % inner_steps:
-    raise ValueError(f"num_steps={num_steps} must be a multiple of inner_steps={inner_steps}.")
-  sigs = {_signature(t, target.dim) for t in tasks}
-  if len(sigs) != 1:
-    raise ValueError(
-        "sgd_trajectories needs tasks of one kind with the same index sets and "
-        f"transform shape; got {len(sigs)} different structures."
-    )
-  sig = sigs.pop()
-  dtype = target.means.dtype
-  transforms, noise, values = _stack_conditions(tasks, sig, target.dim, dtype)
-  num_outer = num_steps // inner_steps
-  task_index = jax.random.randint(rng, (num_outer,), 0, len(tasks))
-  return _trajectories_jit(
-      target,
-      jnp.asarray(theta0, dtype),
-      transforms,
-      noise,
-      values,
-      task_index,
-      model_fn=model_fn,
-      sig=sig,
-      inner_steps=inner_steps,
-      learning_rate=learning_rate,
-      divergence=divergence,
-      num_points=num_points,
-  )
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=("model_fn", "sig", "inner_steps", "learning_rate", "divergence", "num_points"),
-)
-def _trajectories_jit(
-    target,
-    theta0,
-    transforms,
-    noise,
-    values,
-    task_index,
-    *,
-    model_fn,
-    sig,
-    inner_steps,
-    learning_rate,
-    divergence,
-    num_points,
-):
-  def loss(theta, c):
-    return _task_divergence(
-        model_fn(theta),
-        target,
-        sig,
-        transforms[c],
-        noise[c],
-        values[c],
-        divergence,
-        num_points=num_points,
-    )
-
-  grad = jax.grad(loss)
-
-  def outer(theta, c):
-    def inner(th, _):
-      th = th - learning_rate * grad(th, c)
-      return th, th
-
-    return jax.lax.scan(inner, theta, None, length=inner_steps)
-
-  def run(theta):
-    _, path = jax.lax.scan(outer, theta, task_index)
-    return jnp.concatenate([theta[None], path.reshape(-1, theta.shape[-1])], 0)
-
-  return jax.vmap(run)(theta0), jnp.repeat(task_index, inner_steps)
