@@ -81,6 +81,99 @@ def test_longest_first_truncation_is_counted(tokenizer):
   assert abs(np.sum(segments == 0) - np.sum(segments == 1)) <= 1
 
 
+def _hf_encode(tokenizer, first, second, max_length):
+  """What `encode` computed before issue 27: the fast tokenizer's own truncation and padding
+  (memory quadratic in a long pair's length), as the reference for short inputs."""
+  out = tokenizer(
+      first,
+      second,
+      max_length=max_length,
+      truncation="longest_first",
+      padding="max_length",
+      return_token_type_ids=True,
+      return_attention_mask=True,
+      return_tensors="np",
+  )
+  full = tokenizer(first, second, add_special_tokens=True, truncation=False)["input_ids"]
+  return (
+      out["input_ids"],
+      out["token_type_ids"],
+      out["attention_mask"],
+      sum(len(ids) > max_length for ids in full),
+  )
+
+
+def _odd_texts(n, seed):
+  """Sentences of 0 to ~60 words, with double spaces, tabs, accents, zero-width spaces and
+  repeated quotes, so cuts between words meet what the normaliser changes."""
+  rng = np.random.default_rng(seed)
+  extra = ["  ", "\t", "caf\u00e9", "\u200b", "``quoted''", "na\u0308ive", " \u3000", "x"]
+  texts = []
+  for _ in range(n):
+    words = list(rng.choice(WORDS + extra, rng.integers(0, 60)))
+    texts.append(" ".join(words))
+  return texts
+
+
+@pytest.mark.parametrize("chunk_chars", [None, 7, 30])
+def test_encode_equals_the_fast_tokenizers_truncation(tokenizer, monkeypatch, chunk_chars):
+  """Bit-identical to the tokenizer's own longest-first truncation, ties and odd budgets
+  included, whether a text is tokenised whole or in pieces (chunk_chars forces pieces)."""
+  if chunk_chars:
+    monkeypatch.setattr(xtok, "_CHUNK_CHARS", chunk_chars)
+  first, second = _odd_texts(40, seed=1), _odd_texts(40, seed=2)
+  second[:4] = first[:4]  # equal lengths: the tie rule
+  second[4] = ""
+  for max_length in (5, 6, 7, 24, 25, 128):
+    got = xtok.encode(tokenizer, first, second, max_length=max_length)
+    want = _hf_encode(tokenizer, first, second, max_length)
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+    single = xtok.encode(tokenizer, first, max_length=max_length)
+    for g, w in zip(single, _hf_encode(tokenizer, first, None, max_length)):
+      np.testing.assert_array_equal(g, w)
+
+
+_MEMORY_PROBE = """
+import resource, sys
+import numpy as np
+from bigjax.data import tokenizer as xtok
+
+tok = xtok.load_tokenizer(sys.argv[1])
+words = "the cat sees a small red bird near the old river".split()
+rng = np.random.default_rng(0)
+a, b = (" ".join(rng.choice(words, 200_000)) for _ in range(2))
+xtok.encode(tok, ["a warm up"], ["pair"], max_length=128)  # the tokenizer's threads and arenas
+vm = [l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]
+cap = int(vm) * 1024 + (2 << 30)  # what the quadratic path took for 200k words: > 14 GB
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = xtok.encode(tok, [a], [b], max_length=128)
+grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(grew_mb, out.num_truncated, int(out.attention_mask.sum()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_200000_word_pair_encodes_in_bounded_memory(spm_dir):
+  """Issue 27: the fast tokenizer's pair truncation held memory quadratic in the pair's length
+  (2,000 words: +327 MB; 200,000 words OOM at 14.5 GB). Now the peak grows by a few MB."""
+  import subprocess
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+      [sys.executable, "-c", _MEMORY_PROBE, spm_dir],
+      capture_output=True,
+      text=True,
+      cwd=root,
+      env={**os.environ, "PYTHONPATH": root},
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  grew_mb, truncated, tokens = done.stdout.split()
+  assert int(truncated) == 1 and int(tokens) == 128
+  assert float(grew_mb) < 100, f"encoding grew the peak RSS by {grew_mb} MB"
+
+
 def test_tokenizer_errors(tokenizer, tmp_path):
   with pytest.raises(ValueError, match="2 first sentences but 1 second"):
     xtok.encode(tokenizer, ["a", "b"], ["c"])

@@ -143,26 +143,113 @@ def encode(
   if not first:
     empty = np.zeros((0, max_length), np.int32)
     return Encoded(empty, empty.copy(), empty.copy(), 0)
-  lengths = [
-      len(ids)
-      for ids in tokenizer(first, second, add_special_tokens=True, truncation=False)["input_ids"]
-  ]
-  out = tokenizer(
-      first,
-      second,
-      max_length=max_length,
-      truncation="longest_first",
-      padding="max_length",
-      return_token_type_ids=True,
-      return_attention_mask=True,
-      return_tensors="np",
+  budget = max_length - specials  # text tokens a row holds
+  left = tokenizer.truncation_side == "left"
+  ids_a, len_a = _token_ids(tokenizer, first, keep=budget, from_end=left)
+  ids_b, len_b = (
+      _token_ids(tokenizer, second, keep=budget, from_end=left)
+      if second is not None
+      else ([[]] * len(first), [0] * len(first))
   )
-  return Encoded(
-      out["input_ids"].astype(np.int32),
-      out["token_type_ids"].astype(np.int32),
-      out["attention_mask"].astype(np.int32),
-      int(np.sum(np.asarray(lengths) > max_length)),
-  )
+  sep, cls, pad = tokenizer.sep_token_id, tokenizer.cls_token_id, tokenizer.pad_token_id
+  pad_type = tokenizer.pad_token_type_id
+  input_ids = np.full((len(first), max_length), pad, np.int32)
+  token_type_ids = np.full((len(first), max_length), pad_type, np.int32)
+  attention_mask = np.zeros((len(first), max_length), np.int32)
+  for row, (a, b, n_a, n_b) in enumerate(zip(ids_a, ids_b, len_a, len_b)):
+    keep_a, keep_b = _longest_first(n_a, n_b, budget)
+    a = a[len(a) - keep_a :] if left else a[:keep_a]
+    b = b[len(b) - keep_b :] if left else b[:keep_b]
+    if second is None:
+      ids, types = a + [sep, cls], [SEGMENT_A] * (keep_a + 1) + [SEGMENT_CLS]
+    else:
+      ids = a + [sep] + b + [sep, cls]
+      types = [SEGMENT_A] * (keep_a + 1) + [SEGMENT_B] * (keep_b + 1) + [SEGMENT_CLS]
+    cols = (
+        slice(max_length - len(ids), None) if tokenizer.padding_side == "left" else slice(len(ids))
+    )
+    input_ids[row, cols], token_type_ids[row, cols], attention_mask[row, cols] = ids, types, 1
+  truncated = np.asarray(len_a) + np.asarray(len_b) > budget
+  return Encoded(input_ids, token_type_ids, attention_mask, int(np.sum(truncated)))
+
+
+# A text longer than this is tokenised in pieces cut at single spaces between words, so the
+# fast tokenizer never holds a long text at once: memory stays linear in the text's length.
+_CHUNK_CHARS = 4096
+# Texts given to one call of the fast tokenizer, by total characters.
+_BATCH_CHARS = 1 << 20
+
+
+def _token_ids(
+    tokenizer, texts: Sequence[str], *, keep: int, from_end: bool
+) -> tuple[list[list[int]], list[int]]:
+  """The text tokens of each text (no special tokens), at most `keep` of them (its first, or its
+  last when `from_end`), and each text's full token count, in one tokenisation.
+
+  A text of more than _CHUNK_CHARS characters is tokenised in pieces, cut at a space with a
+  non-space character on each side. The tokenizer normalises character by character and then
+  splits words at whitespace (XLNet's: Replace, NFKD, StripAccents, a character map, then
+  WhitespaceSplit and Metaspace), so a word never spans such a cut and the pieces' tokens,
+  concatenated, are the whole text's tokens (the tests compare both on cut texts).
+  """
+  pieces, owner = [], []
+  for i, text in enumerate(texts):
+    for piece in _pieces(text):
+      pieces.append(piece)
+      owner.append(i)
+  ids = [[] for _ in texts]
+  counts = [0] * len(texts)
+  start = 0
+  while start < len(pieces):
+    stop, size = start, 0
+    while stop < len(pieces) and (stop == start or size + len(pieces[stop]) <= _BATCH_CHARS):
+      size += len(pieces[stop])
+      stop += 1
+    batch = tokenizer(pieces[start:stop], add_special_tokens=False)["input_ids"]
+    for i, piece_ids in zip(owner[start:stop], batch):
+      counts[i] += len(piece_ids)
+      if from_end:
+        ids[i] = (ids[i] + piece_ids)[-keep:]
+      elif len(ids[i]) < keep:
+        ids[i] += piece_ids[: keep - len(ids[i])]
+    start = stop
+  return ids, counts
+
+
+def _pieces(text: str) -> list[str]:
+  """`text` cut into pieces of about _CHUNK_CHARS characters at spaces between two words (one
+  piece when it is shorter, or has no such space)."""
+  good = lambda i: i > 0 and not text[i - 1].isspace() and not text[i + 1 : i + 2].isspace()
+  pieces, start = [], 0
+  while len(text) - start > _CHUNK_CHARS:
+    cut = text.rfind(" ", start + 1, start + _CHUNK_CHARS)
+    while cut > start and not good(cut):
+      cut = text.rfind(" ", start + 1, cut)
+    if cut <= start:  # no space in the window: the next one after it
+      cut = text.find(" ", start + _CHUNK_CHARS)
+      while cut > 0 and not good(cut):
+        cut = text.find(" ", cut + 1)
+      if cut < 0 or cut == len(text) - 1:
+        break
+    pieces.append(text[start:cut])
+    start = cut + 1
+  pieces.append(text[start:])
+  return pieces
+
+
+def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+  """Tokens kept of a pair of n_a and n_b text tokens in `budget`: the "longest_first" rule of
+  the tokenizers library (TruncationStrategy::LongestFirst), tie included (equal lengths:
+  the second sequence gets the odd token)."""
+  if n_a + n_b <= budget:
+    return n_a, n_b
+  short, long = sorted((n_a, n_b))
+  keep_short, keep_long = short, (short if short > budget else max(short, budget - short))
+  if keep_short + keep_long > budget:
+    keep_short = budget // 2
+    keep_long = keep_short + budget % 2
+  keep_a, keep_b = (keep_long, keep_short) if n_a > n_b else (keep_short, keep_long)
+  return min(n_a, keep_a), min(n_b, keep_b)
 
 
 def train_sentencepiece(
