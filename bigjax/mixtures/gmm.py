@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigjax.mixtures import checks
 from bigjax.mixtures import linalg
 from bigjax.mixtures.linalg import random_orthogonal, rotation  # noqa: F401 (public here too)
 
@@ -151,6 +152,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
   if not jnp.issubdtype(means.dtype, jnp.floating):
     means = means.astype(jnp.result_type(float))
   k, d = means.shape[-2:]
+  checks.check_dim(d)
   dtype = means.dtype
   if _is_concrete(means) and not np.all(np.isfinite(np.asarray(means))):
     raise ValueError("means contain NaN or inf.")
@@ -181,13 +183,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
       raise ValueError(
           f"scale_tril must have shape [..., {k}, {d}, {d}], got " f"{scale_tril.shape}."
       )
-    if _is_concrete(scale_tril):
-      diag = np.diagonal(np.asarray(scale_tril), axis1=-2, axis2=-1)
-      if not np.all(diag > 0):
-        raise ValueError(
-            "scale_tril must have a strictly positive diagonal (it is the "
-            "Cholesky factor of a positive definite covariance)."
-        )
+    checks.check_scale_tril(scale_tril)
     scale_tril = jnp.tril(scale_tril)
   if weights is not None and log_weights is not None:
     raise ValueError("Give at most one of `weights` and `log_weights`.")
@@ -423,6 +419,7 @@ def conditional(gmm: GMM, obs_dims, values) -> GMM:
         f"values must have shape [..., {len(obs_dims)}] to match "
         f"obs_dims={obs_dims}, got {values.shape}."
     )
+  checks.check_finite_values(values, "values")
   o = len(obs_dims)
   perm = obs_dims + rest
   rows = gmm.scale_tril[..., perm, :]
@@ -434,6 +431,7 @@ def conditional(gmm: GMM, obs_dims, values) -> GMM:
   cond_means = means[..., o:] + jnp.einsum("...ij,...j->...i", l21, w)
   log_evidence = -0.5 * jnp.sum(w * w, -1) - _half_log_det(l11) - 0.5 * o * _LOG_2PI
   log_weights = jax.nn.log_softmax(gmm.log_weights + log_evidence, axis=-1)
+  checks.check_responsibilities(log_weights, "values")
   k = gmm.num_components
   return GMM(
       log_weights,
