@@ -1,23 +1,46 @@
-"""The README's code runs as written."""
+"""The README and the pages in docs/: their code runs as written, and their links resolve."""
 
+from collections.abc import Iterator
 import os
 import re
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
+DOCS = os.path.join(REPO, "docs")
+
+# The marked blocks of each page and the test that runs them; a marked block no test runs fails
+# test_every_marked_block_is_run.
+MARKED_BLOCKS = {
+    "own_training_loop.md": ("embed-example",),
+    "xlnet.md": ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"),
+    "finetuning.md": ("finetune-glue", "finetune-wordnet"),
+}
 
 
-def _block(marker: str) -> str:
-  """The python block that follows `<!-- marker -->` in the README."""
-  with open(README) as f:
-    text = f.read()
-  match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
-  assert match, f"no python block after <!-- {marker} --> in README.md"
+def _read(path: str) -> str:
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _block(page: str, marker: str, language: str = "python") -> str:
+  """The `language` block that follows `<!-- marker -->` in docs/`page`."""
+  match = re.search(
+      rf"<!-- {marker} -->\s*```{language}\n(.*?)```", _read(os.path.join(DOCS, page)), re.S
+  )
+  assert match, f"no {language} block after <!-- {marker} --> in docs/{page}"
   return match.group(1)
 
 
 def test_the_embedding_example_trains_a_generator_for_every_task(capsys):
   namespace = {}
-  exec(compile(_block("embed-example"), "README.md:embed-example", "exec"), namespace)
+  exec(
+      compile(
+          _block("own_training_loop.md", "embed-example"),
+          "docs/own_training_loop.md:embed-example",
+          "exec",
+      ),
+      namespace,
+  )
   d_losses, g_losses = zip(*[(float(d), float(g)) for d, g in namespace["history"]])
   assert all(map(lambda v: v == v and abs(v) < 1e3, d_losses + g_losses))  # finite
   # Completions follow the given half's sign (zeros would be 0.57 off, the wrong sign 1.1).
@@ -53,8 +76,8 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   text._fake_download(monkeypatch, tmp_path / "glue_data")
 
   namespace = {}
-  for marker in ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"):
-    exec(compile(_block(marker), f"README.md:{marker}", "exec"), namespace)
+  for marker in MARKED_BLOCKS["xlnet.md"]:
+    exec(compile(_block("xlnet.md", marker), f"docs/xlnet.md:{marker}", "exec"), namespace)
   out = capsys.readouterr().out
   assert "0 of 1 pairs truncated" in out and "{'accuracy': " in out
   assert "(2, 128, 32) (2, 128, 70)" in out
@@ -81,16 +104,15 @@ def test_the_xlnet_blocks_run_on_a_tiny_model_and_glue_files(tmp_path, monkeypat
   assert np.abs(np.asarray(ours) - logits).max() < 1e-4
 
 
-def _bash_commands(marker: str) -> list[list[str]]:
-  """The `python -m ...` lines of the bash block after `<!-- marker -->`, split as a shell would."""
+def _bash_commands(page: str, marker: str) -> list[list[str]]:
+  """The `python -m ...` lines of the bash block after `<!-- marker -->` in docs/`page`, split as
+  a shell would."""
   import shlex
 
-  with open(README) as f:
-    text = f.read()
-  match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", text, re.S)
-  assert match, f"no bash block after <!-- {marker} --> in README.md"
   return [
-      shlex.split(line)[2:] for line in match.group(1).splitlines() if line.startswith("python -m ")
+      shlex.split(line)[2:]
+      for line in _block(page, marker, "bash").splitlines()
+      if line.startswith("python -m ")
   ]
 
 
@@ -98,7 +120,7 @@ def _flags(args: list[str]) -> dict[str, str]:
   out = {}
   i = 0
   while i < len(args):
-    assert args[i].startswith("--"), f"README command argument {args[i]!r} is not a flag"
+    assert args[i].startswith("--"), f"documented command argument {args[i]!r} is not a flag"
     key, sep, value = args[i][2:].partition("=")
     if not sep:
       value, i = args[i + 1], i + 1
@@ -121,7 +143,7 @@ def _config_from(flags: dict[str, str], extra: dict[str, object]):
     node = config
     for g in groups:
       node = node[g]
-    assert name in node, f"README flag --config.{key} names no config field"
+    assert name in node, f"documented flag --config.{key} names no config field"
     node[name] = value
 
   for key, value in flags.items():
@@ -139,8 +161,8 @@ def _config_from(flags: dict[str, str], extra: dict[str, object]):
 def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monkeypatch):
   """The "Big learning as a fine-tuning strategy" GLUE commands, in-process, on a tiny random HF
   XLNet saved by transformers (standing in for xlnet-base-cased) and GLUE-layout files: each
-  sweep on a two-run grid (FT and beta 0.4, the other grid fields at the README run's values),
-  then the scorer on the run the README names."""
+  sweep on a two-run grid (FT and beta 0.4, the other grid fields at the documented run's values),
+  then the scorer on the run docs/finetuning.md names."""
   import pytest
 
   torch = pytest.importorskip("torch")
@@ -167,7 +189,7 @@ def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monke
     (tmp_path / "glue_data" / task / "train.tsv").write_text(head + "\n".join(rows[:16]) + "\n")
     (tmp_path / "glue_data" / task / "dev.tsv").write_text(head + "\n".join(rows[16:]) + "\n")
 
-  commands = _bash_commands("finetune-glue")
+  commands = _bash_commands("finetuning.md", "finetune-glue")
   assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 3 + [
       "experiments.finetune_eval"
   ]
@@ -209,7 +231,7 @@ def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
         f'00001740 03 n 01 thing 0 000 | a {pos} thing; "an example"\n'
         f'00001741 03 n 01 held 0 000 | {held_out}; "left out"\n'
     )
-  commands = _bash_commands("finetune-wordnet")
+  commands = _bash_commands("finetuning.md", "finetune-wordnet")
   assert commands[0][0] == "bigjax.data.wordnet_corpus"
   flags = _flags(commands[0][1:])
   os.chdir(tmp_path)
@@ -221,3 +243,69 @@ def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
     importlib.import_module(args[0])
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     _config_from(_flags(args[1:]), {})
+
+
+def test_the_quickstart_runs_what_ci_runs():
+  """The README's Quickstart: its test command is the one .ci/run runs, and its first command
+  names the loss-surface experiment."""
+  import importlib.util
+
+  match = re.search(r"^## Quickstart[^\n]*\n\s*```bash\n(.*?)```", _read(README), re.S | re.M)
+  assert match, "README.md has no Quickstart section starting with a bash block"
+  first, second = match.group(1).strip().splitlines()
+  ci = [
+      line.strip()
+      for line in _read(os.path.join(REPO, ".ci", "run")).splitlines()
+      if line.strip() and not line.lstrip().startswith("#")
+  ]
+  assert second.split(" && ")[-1] == ci[-1] == "python -m pytest -q -n 2 --dist loadfile"
+  module = first.split(" && ")[-1].split()[2]
+  assert module == "experiments.loss_surfaces" and importlib.util.find_spec(module)
+
+
+def _outside_code(text: str) -> str:
+  """`text` without its fenced code blocks and inline code spans."""
+  text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+  return re.sub(r"`[^`\n]*`", "", text)
+
+
+def _anchors(text: str) -> Iterator[str]:
+  """GitHub's anchors for the headings of a Markdown text (lower case, punctuation dropped,
+  spaces as hyphens, repeats numbered)."""
+  seen: dict[str, int] = {}
+  for heading in re.findall(r"^#{1,6} +(.+?) *$", _outside_code(text), re.M):
+    slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").lower()).replace(" ", "-")
+    count = seen.get(slug, 0)
+    seen[slug] = count + 1
+    yield slug if not count else f"{slug}-{count}"
+
+
+def _pages() -> list[str]:
+  return [README, os.path.join(REPO, "CHANGELOG.md")] + sorted(
+      os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md")
+  )
+
+
+def test_every_link_of_the_readme_and_the_pages_resolves():
+  broken = []
+  for page in _pages():
+    for target in re.findall(r"\]\(([^)\s]+)\)", _outside_code(_read(page))):
+      if re.match(r"[a-z]+:", target):  # http(s), mailto: not checked here
+        continue
+      path, _, anchor = target.partition("#")
+      path = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+      where = f"{os.path.relpath(page, REPO)}: ({target})"
+      if not os.path.exists(path):
+        broken.append(f"{where}: no file {os.path.relpath(path, REPO)}")
+      elif anchor and anchor not in set(_anchors(_read(path))):
+        broken.append(f"{where}: no heading with anchor #{anchor}")
+  assert broken == []
+
+
+def test_every_marked_block_is_run():
+  found = {}
+  for page in _pages():
+    markers = re.findall(r"<!-- ([\w-]+) -->", _outside_code(_read(page)))
+    if markers:
+      found[os.path.relpath(page, DOCS)] = tuple(markers)
+  assert found == MARKED_BLOCKS
