@@ -1,31 +1,29 @@
-r"""Every GPU measurement of issue 19, one process each, in one call: JSON per measurement + table.
+r"""Every GPU measurement, one process each, in one call: JSON per measurement + table.
 
   python -m benchmarks.gpu_suite --list                         # what runs, GPU and tiny
   python -m benchmarks.gpu_suite --out /tmp/suite               # the GPU suite
   python -m benchmarks.gpu_suite --tiny --out /tmp/suite_tiny   # tiny CPU shapes (a test)
   python -m benchmarks.gpu_suite --out /tmp/suite --only gan_mnist_paper_bf16_b256 matmul_bf16
 
-On a lent GPU (the device tool; KINDS.md: no ml_collections there, no network), from this
-machine's repository root, with the wheels downloaded into the ignored folder .whl/
-(`/.whl/` in .git/info/exclude, see /work/.library/device/README.md's nvidia-h200 note):
+On a machine with an NVIDIA GPU, after `pip install -e .` and JAX's CUDA build (e.g.
+`pip install "jax[cuda12]"`), from the repository root:
 
-  run(command="bash benchmarks/gpu_suite.sh", carry=[".whl"], timeout_s=420)
+  python -m benchmarks.gpu_suite --out /tmp/gpu_suite
+  bash benchmarks/gpu_suite.sh          # the same, plus nvidia-smi's report, the log, an archive
 
 benchmarks/gpu_suite.sh runs this module with `--out /tmp/gpu_suite --archive
-$OUT/gpu_suite.tar.gz --budget_s 380 --resume` and copies summary.md and environment.json to
-$OUT (the tool returns at most 8 files, so the per-measurement files travel as one archive,
-rewritten after every measurement: a run stopped at its limit still returns what finished).
-380 s of measurements plus the machine's start (1-2 minutes) leave about 5 minutes of the
-15-minute device budget for one rerun, which `--resume` makes cheap on a still-warm machine
-(measurements with a result are kept):
-
-  run(command="bash benchmarks/gpu_suite.sh --budget_s 240", carry=[".whl"], timeout_s=280)
+$OUT/gpu_suite.tar.gz --resume` and copies summary.md and environment.json to $OUT (default
+/tmp/gpu_suite_results). The archive holds every per-measurement file in one .tar.gz, rewritten
+after every measurement, so a run stopped part-way still leaves what finished. `--budget_s`
+bounds the whole suite; `--resume` makes a second run cheap (measurements with a result are
+kept), so a suite cut short by its budget is finished by running it again with `--resume`.
 
 What it does:
-  * If `ml_collections` cannot be imported and REPO/.whl holds wheels, installs them with the
-    device README's command (`pip install --no-index --no-deps --target SITE .whl/*.whl`) and
-    puts SITE on the measurements' PYTHONPATH; with no wheels it stops and prints the command
-    that downloads them.
+  * If `ml_collections` cannot be imported (a GPU machine without network access, set up
+    without `pip install -e .`) and REPO/.whl holds wheels, installs them (`pip install
+    --no-index --no-deps --target SITE .whl/*.whl`) and puts SITE on the measurements'
+    PYTHONPATH; with no wheels it stops and prints the `pip download` command to run on a
+    machine with network access.
   * environment.json: the device (jax's device kind and count, memory), driver and CUDA version
     (nvidia-smi, where present), jax/jaxlib/flax/optax/... versions, Python, platform, the git
     commit, this command line.
@@ -77,8 +75,8 @@ WHEELS = os.path.join(REPO, ".whl")
 SITE = os.path.join(tempfile.gettempdir(), "bigjax_gpu_suite_site")
 MIN_START_S = 30  # a measurement needs at least this much of the budget to start
 TINY_TIMEOUT_S = 600  # per tiny measurement (a loaded 2-core CPU compiles slowly)
-ARCHIVE_LIMIT_BYTES = 15 * 2**20  # the device tool returns files of up to 16 MiB
-NEEDED_MODULES = ("ml_collections",)  # imported by the configs, not on the GPU image
+ARCHIVE_LIMIT_BYTES = 15 * 2**20  # small enough to copy off the machine or attach
+NEEDED_MODULES = ("ml_collections",)  # imported by the configs; absent from some GPU images
 PACKAGES = (
     "jax",
     "jaxlib",
@@ -410,12 +408,14 @@ def _missing_modules(pythonpath: str) -> list[str]:
 
 
 def download_command() -> str:
-  """The command (device README, nvidia-h200 note) that fetches the missing wheels here."""
+  """The command that downloads the missing wheels (for this interpreter's Python version, x86_64
+  Linux) into .whl/ on a machine with network access."""
+  version = f"{sys.version_info.major}.{sys.version_info.minor}"
   return (
-      "python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 "
+      f"python3 -m pip download --no-deps --only-binary=:all: --python-version {version} "
       "--implementation cp --platform manylinux_2_28_x86_64 --platform "
       "manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl ml_collections==1.1.0 "
-      "tensorboardX==2.6.5   # in the repository root; /.whl/ in .git/info/exclude"
+      "tensorboardX==2.6.5   # in the repository root"
   )
 
 
@@ -433,7 +433,8 @@ def ensure_packages(pythonpath: str, log=print) -> tuple[str, str]:
     raise SystemExit(
         f"gpu_suite: {', '.join(missing)} cannot be imported and {WHEELS} holds no "
         f"wheels. Download them on a machine with pip access:\n  "
-        f"{download_command()}\nand carry .whl to this machine."
+        f"{download_command()}\nand copy the .whl folder into this repository, or run "
+        f"`pip install -e .` here."
     )
   command = [
       sys.executable,
