@@ -32,6 +32,9 @@ embeddings, a query stream that never sees its own position whatever the mask), 
 weights cannot go into it; making it a configuration of this module would change its numerics,
 on which its measured 97% accuracy and bit-identical smoke runs depend. The two share the mask
 convention (`bigjax.permutation`), not code.
+
+The layer (relative positions, two-stream relative attention, feed-forward) is
+`bigjax.models.xlnet_layers`; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -41,14 +44,24 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bigjax.models.xlnet_inputs import check_inputs, is_concrete
+from bigjax.models.xlnet_layers import (
+    ACTIVATIONS,
+    INIT,
+    XLNetFeedForward,
+    XLNetLayer,
+    XLNetRelativeAttention,
+    rel_shift,
+    relative_positional_encoding,
+)
 
 __all__ = [
     "XLNet",
     "XLNetModel",
     "XLNetLayer",
+    "XLNetRelativeAttention",
+    "XLNetFeedForward",
     "XLNetLMHead",
     "XLNetSequenceSummary",
     "init_heads",
@@ -57,181 +70,6 @@ __all__ = [
     "check_inputs",
     "ACTIVATIONS",
 ]
-
-_INIT = nn.initializers.normal(0.02)  # HF's initializer_range for every weight
-# HF's ACT2FN names; "gelu" is the exact erf form (torch.nn.functional.gelu's default).
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-}
-_MASKED = -1e30  # HF subtracts 1e30: a fully masked row then gets uniform weights, as in HF
-
-
-def relative_positional_encoding(
-    qlen: int, klen: int, d_model: int, *, bi_data: bool = False, clamp_len: int = -1
-) -> jax.Array:
-  """XLNet's sinusoidal encoding of relative distances, attn_type "bi" (HF's
-  `XLNetModel.relative_positional_encoding`).
-
-  Args:
-    qlen, klen: query and key lengths (equal here: no memory).
-    d_model: D (even).
-    bi_data: also the backward distances, for the second half of the batch.
-    clamp_len: if > 0, distances are clamped to [-clamp_len, clamp_len].
-
-  Returns:
-    float32 [G, klen + qlen, D], G = 2 with bi_data (forward, backward) else 1; row p encodes
-    the distance klen - p (forward) or p - klen (backward).
-  """
-  freq_seq = jnp.arange(0, d_model, 2, dtype=jnp.float32)
-  inv_freq = 1.0 / jnp.power(10000.0, freq_seq / d_model)
-  seqs = [jnp.arange(klen, -qlen, -1, dtype=jnp.float32)]
-  if bi_data:
-    seqs.append(jnp.arange(-klen, qlen, 1, dtype=jnp.float32))
-  out = []
-  for pos_seq in seqs:
-    if clamp_len > 0:
-      pos_seq = jnp.clip(pos_seq, -clamp_len, clamp_len)
-    sinusoid = pos_seq[:, None] * inv_freq
-    out.append(jnp.concatenate([jnp.sin(sinusoid), jnp.cos(sinusoid)], axis=-1))
-  return jnp.stack(out)
-
-
-def rel_shift(x: jax.Array, klen: int) -> jax.Array:
-  """Transformer-XL's relative shift (HF's `rel_shift_bnij`): two reshapes and slices.
-
-  Args:
-    x: [B, N, I, P] scores of query i against relative-position row p (P = klen + I).
-    klen: number of keys.
-
-  Returns:
-    [B, N, I, klen], out[..., i, j] = x[..., i, I - i + j] (row of distance i - j).
-  """
-  b, n, i, p = x.shape
-  x = x.reshape(b, n, p, i)[:, :, 1:, :]
-  return x.reshape(b, n, i, p - 1)[..., :klen]
-
-
-class _Sublayer(nn.Module):
-  """What every part of a layer takes: LayerNorm epsilon, dropout rate and switch, dtype."""
-
-  layer_norm_eps: float = 1e-12
-  dropout: float = 0.0
-  deterministic: bool = True
-  dtype: Any = jnp.float32
-
-  def sublayer_kwargs(self) -> dict:
-    return dict(
-        layer_norm_eps=self.layer_norm_eps,
-        dropout=self.dropout,
-        deterministic=self.deterministic,
-        dtype=self.dtype,
-    )
-
-
-class XLNetRelativeAttention(_Sublayer):
-  """Two-stream relative attention with post-LayerNorm (HF's `XLNetRelativeAttention`).
-
-  Parameters keep HF's names and shapes: q, k, v, o, r [D, N, d_head]; r_w_bias, r_r_bias,
-  r_s_bias [N, d_head]; seg_embed [2, N, d_head] (0: same segment, 1: different).
-  """
-
-  n_head: int = 12
-
-  @nn.compact
-  def __call__(self, h, g, pos_emb, same_segment, mask_h, mask_g, target_mapping):
-    """Args: h [B, L, D]; g [B, M, D] or None; pos_emb [G, 2L, D]; same_segment bool [B, L, L]
-    or None; mask_h, mask_g bool [B, L, L] or None (True: may not attend); target_mapping
-    [B, M, L] or None. Returns (h [B, L, D], g [B, M, D] or None)."""
-    d_model = h.shape[-1]
-    if d_model % self.n_head:
-      raise ValueError(f"d_model={d_model} is not a multiple of n_head={self.n_head}.")
-    d_head = d_model // self.n_head
-    dt = self.dtype
-    param = lambda name, shape: jnp.asarray(self.param(name, _INIT, shape), dt)
-    w_q, w_k, w_v, w_o, w_r = (
-        param(name, (d_model, self.n_head, d_head)) for name in ("q", "k", "v", "o", "r")
-    )
-    r_r_bias, r_s_bias, r_w_bias = (
-        param(name, (self.n_head, d_head)) for name in ("r_r_bias", "r_s_bias", "r_w_bias")
-    )
-    seg_embed = param("seg_embed", (2, self.n_head, d_head))
-    layer_norm = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=dt, name="layer_norm")
-    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
-    wide = jnp.promote_types(dt, jnp.float32)
-    scale = 1.0 / np.sqrt(d_head)
-    b, klen = h.shape[:2]
-
-    k_head_h = jnp.einsum("bjD,Dnd->bjnd", h, w_k)
-    v_head_h = jnp.einsum("bjD,Dnd->bjnd", h, w_v)
-    k_head_r = jnp.einsum("gpD,Dnd->gpnd", pos_emb.astype(dt), w_r)
-    groups = k_head_r.shape[0]
-
-    def core(q_head, mask):
-      ac = jnp.einsum("bind,bjnd->bnij", q_head + r_w_bias, k_head_h)
-      q_r = (q_head + r_r_bias).reshape(groups, b // groups, *q_head.shape[1:])
-      bd = jnp.einsum("gbind,gpnd->gbnip", q_r, k_head_r).reshape(b, self.n_head, klen, -1)
-      score = ac + rel_shift(bd, klen)
-      if same_segment is not None:
-        ef = jnp.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed)
-        score = score + jnp.where(same_segment[:, None], ef[..., :1], ef[..., 1:])
-      score = score.astype(wide) * scale
-      if mask is not None:
-        score = jnp.where(mask[:, None], _MASKED, score)
-      prob = drop(jax.nn.softmax(score, axis=-1).astype(dt))
-      return jnp.einsum("bnij,bjnd->bind", prob, v_head_h)
-
-    def post_attention(x, attn_vec):
-      out = drop(jnp.einsum("bind,Dnd->biD", attn_vec, w_o))
-      return layer_norm(out + x)
-
-    q_head_h = jnp.einsum("biD,Dnd->bind", h, w_q)
-    out_h = post_attention(h, core(q_head_h, mask_h))
-    if g is None:
-      return out_h, None
-    q_head_g = jnp.einsum("bmD,Dnd->bmnd", g, w_q)
-    # Each prediction's query goes to its position, attends there, and comes back (HF's einsums).
-    q_head_g = jnp.einsum("bmnd,bml->blnd", q_head_g, target_mapping)
-    attn_vec_g = jnp.einsum("blnd,bml->bmnd", core(q_head_g, mask_g), target_mapping)
-    return out_h, post_attention(g, attn_vec_g)
-
-
-class XLNetFeedForward(_Sublayer):
-  """layer_norm(x + dropout(layer_2(dropout(act(layer_1(x)))))) (HF's `XLNetFeedForward`)."""
-
-  d_inner: int = 3072
-  ff_activation: str = "gelu"
-
-  @nn.compact
-  def __call__(self, x):
-    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
-    y = nn.Dense(self.d_inner, kernel_init=_INIT, dtype=self.dtype, name="layer_1")(x)
-    y = drop(ACTIVATIONS[self.ff_activation](y))
-    y = drop(nn.Dense(x.shape[-1], kernel_init=_INIT, dtype=self.dtype, name="layer_2")(y))
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="layer_norm")(y + x)
-
-
-class XLNetLayer(_Sublayer):
-  """One XLNet layer on both streams (HF's `XLNetLayer`), in `nn.scan` form: carry (h, g)."""
-
-  n_head: int = 12
-  d_inner: int = 3072
-  ff_activation: str = "gelu"
-
-  @nn.compact
-  def __call__(self, carry, pos_emb, same_segment, mask_h, mask_g, target_mapping):
-    """carry (h [B, L, D], g [B, M, D] or None), the rest as `XLNetRelativeAttention`; returns
-    (the new carry, None)."""
-    kw = self.sublayer_kwargs()
-    h, g = XLNetRelativeAttention(n_head=self.n_head, name="rel_attn", **kw)(
-        *carry, pos_emb, same_segment, mask_h, mask_g, target_mapping
-    )
-    ff = XLNetFeedForward(d_inner=self.d_inner, ff_activation=self.ff_activation, name="ff", **kw)
-    return (ff(h), None if g is None else ff(g)), None
 
 
 class _Transformer(nn.Module):
@@ -291,9 +129,9 @@ class XLNetModel(_Transformer):
     deterministic = not train
     drop = nn.Dropout(self.dropout, deterministic=deterministic)
     embed = nn.Embed(
-        self.vocab_size, self.d_model, embedding_init=_INIT, dtype=self.dtype, name="word_embedding"
+        self.vocab_size, self.d_model, embedding_init=INIT, dtype=self.dtype, name="word_embedding"
     )
-    mask_emb = self.param("mask_emb", _INIT, (1, 1, self.d_model))
+    mask_emb = self.param("mask_emb", INIT, (1, 1, self.d_model))
     word_emb = embed(input_ids) if inputs_embeds is None else inputs_embeds
     h = drop(jnp.asarray(word_emb, self.dtype))
     b, length = h.shape[:2]
@@ -470,7 +308,7 @@ def _sequence_summary(model, deterministic, **kw):
 
 
 def _logits_proj(model, **kw):
-  return nn.Dense(model.num_labels, kernel_init=_INIT, dtype=model.dtype, **kw)
+  return nn.Dense(model.num_labels, kernel_init=INIT, dtype=model.dtype, **kw)
 
 
 def init_heads(model: XLNet, rng) -> dict:
@@ -532,7 +370,7 @@ class XLNetSequenceSummary(nn.Module):
     summary = pick[self.summary_type](output)
     summary = nn.Dropout(self.summary_first_dropout, deterministic=self.deterministic)(summary)
     if self.summary_use_proj:
-      summary = nn.Dense(self.d_model, kernel_init=_INIT, dtype=self.dtype, name="summary")(summary)
+      summary = nn.Dense(self.d_model, kernel_init=INIT, dtype=self.dtype, name="summary")(summary)
     if self.summary_activation:
       if self.summary_activation not in ACTIVATIONS:
         raise ValueError(
