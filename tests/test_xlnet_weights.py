@@ -257,3 +257,96 @@ def test_safetensors_are_read_without_torch(hf, tmp_path, monkeypatch):
   xlnet_weights.save_pretrained(model, params, str(tmp_path))
   model, params = xlnet_weights.load_pretrained(str(tmp_path))
   np.testing.assert_allclose(_ours(model, params, inputs, "logits"), want, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- issue 27
+
+
+def _write(path, text, mode="w"):
+  with open(path, mode) as f:
+    f.write(text)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"model_type": "xlnet", "d_model": 32,', r"config.json is not valid JSON \(line 1"),
+        ('["xlnet"]', r"config.json holds a JSON list, not an object"),
+        ('{"model_type": "xlnet", "n_layer": "two"}', r"config.json: field 'n_layer' is 'two'"),
+        ('{"model_type": "xlnet", "d_model": 32.5}', r"config.json: field 'd_model' is 32.5"),
+        ('{"model_type": "xlnet", "vocab_size": 0}', r"field 'vocab_size' is 0; .* >= 1"),
+    ],
+)
+def test_a_broken_config_json_is_named(hf, tmp_path, text, match):
+  folder = _copy(hf[0]["lm"], tmp_path / "m")
+  _write(os.path.join(folder, "config.json"), text)
+  with pytest.raises(ValueError, match=match):
+    xlnet_weights.load_pretrained(folder)
+
+
+def test_an_integral_float_field_reads_as_before(hf, tmp_path):
+  folder = _copy(hf[0]["lm"], tmp_path / "m", config=dict(d_model=32.0, clamp_len=-1))
+  assert xlnet_weights.model_kwargs(xlnet_weights.read_config(folder))["d_model"] == 32
+
+
+def test_truncated_and_unindexed_safetensors_are_named(hf, tmp_path):
+  folder = _copy(hf[0]["lm"], tmp_path / "m")
+  path = os.path.join(folder, "model.safetensors")
+  with open(path, "rb") as f:
+    data = f.read()
+  _write(path, data[: len(data) // 2], "wb")
+  with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file"):
+    xlnet_weights.read_state_dict(folder)
+  sharded = tmp_path / "sharded"
+  hf[1]["cls"].save_pretrained(str(sharded), max_shard_size="20KB")
+  index = sharded / "model.safetensors.index.json"
+  _write(index, '{"metadata": {}}')
+  with pytest.raises(ValueError, match=r"index.json has no 'weight_map'"):
+    xlnet_weights.read_state_dict(str(sharded))
+  _write(index, '{"weight_map": {"a": "model-00009-of-00009.safetensors"}}')
+  with pytest.raises(FileNotFoundError, match=r"names the shard 'model-00009"):
+    xlnet_weights.read_state_dict(str(sharded))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused_at_load(hf, tmp_path, bad):
+  source = load_file(os.path.join(hf[0]["lm"], "model.safetensors"))
+  name = "transformer.layer.1.ff.layer_1.weight"
+  damaged = source[name].copy()
+  damaged[3, 5] = bad
+  folder = _copy(hf[0]["lm"], tmp_path / "m", add={name: damaged})
+  with pytest.raises(ValueError, match=rf"model.safetensors: tensor '{name}' holds 1 NaN or inf"):
+    xlnet_weights.load_pretrained(folder)
+
+
+def test_a_failed_save_leaves_the_directory_as_it_was(hf, tmp_path, monkeypatch):
+  """A fault between the weights and config.json used to leave new weights beside the old
+  config (a directory of mixed shapes that no longer loads)."""
+  dirs, models, inputs = hf
+  model, params = xlnet_weights.load_pretrained(dirs["lm"])
+  target = str(tmp_path / "model")
+  xlnet_weights.save_pretrained(model, params, target)
+  _write(os.path.join(target, "spiece.model"), "the run's tokenizer")
+  small = transformers.XLNetConfig(**{**CONFIG, "d_model": 16, "d_inner": 24})
+  other_dir = str(tmp_path / "other")
+  transformers.XLNetLMHeadModel(small).save_pretrained(other_dir)
+  other, other_params = xlnet_weights.load_pretrained(other_dir)
+
+  def fail(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(xlnet_weights.json, "dump", fail)
+  with pytest.raises(OSError, match="No space left"):
+    xlnet_weights.save_pretrained(other, other_params, target)
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path)) == ["model", "other"]  # no scratch left behind
+  again, again_params = xlnet_weights.load_pretrained(target)
+  assert again.d_model == 32
+  np.testing.assert_allclose(
+      _ours(again, again_params, inputs, "lm_logits"), _hf_out(models["lm"], inputs), atol=1e-5
+  )
+  xlnet_weights.save_pretrained(other, other_params, target)  # a save that succeeds
+  assert xlnet_weights.load_pretrained(target)[0].d_model == 16
+  assert sorted(os.listdir(target)) == ["config.json", "model.safetensors", "spiece.model"]
+  with open(os.path.join(target, "spiece.model")) as f:
+    assert f.read() == "the run's tokenizer"

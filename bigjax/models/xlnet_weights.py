@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 
 import flax
 import jax
@@ -98,15 +100,45 @@ def read_config(model_dir: str) -> dict:
     raise FileNotFoundError(f"no model directory {model_dir!r}; expected {_FORMAT_HINT}.")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{model_dir!r} has no config.json; expected {_FORMAT_HINT}.")
-  with open(path, encoding="utf-8") as f:
-    config = json.load(f)
+  config = _read_json(path, "restore it from the model's source, or write it with save_pretrained")
+  if not isinstance(config, dict):
+    raise ValueError(
+        f"{path} holds a JSON {type(config).__name__}, not an object of config fields; "
+        f"expected {_FORMAT_HINT}."
+    )
   if config.get("model_type") != "xlnet":
     raise ValueError(
         f"{path} is model_type={config.get('model_type')!r}, not 'xlnet': this "
         "loader reads XLNet checkpoints only (e.g. xlnet-base-cased)."
     )
-  model_kwargs(config)  # refuses unsupported settings now, with the reason
+  try:
+    model_kwargs(config)  # refuses unsupported settings now, with the reason
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
   return config
+
+
+def _read_json(path: str, fix: str):
+  """A JSON file, or ValueError naming it (and the line of a syntax error) with `fix`."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); {fix}.") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(
+        f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {fix}."
+    ) from None
+
+
+def _integer(config: dict, key: str, default: int, minimum: int | None = 1) -> int:
+  """config[key] (default when absent or null) as an int: an integer, or a float holding one."""
+  value = default if config.get(key) is None else config[key]
+  whole = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
+  if not whole or (minimum is not None and value < minimum):
+    want = "an integer" + ("" if minimum is None else f" >= {minimum}")
+    raise ValueError(f"field {key!r} is {value!r}; it must be {want} (HF XLNet's config).")
+  return int(value)
 
 
 def model_kwargs(
@@ -119,13 +151,13 @@ def model_kwargs(
       or summary setting the port does not implement.
   """
   get = lambda key, default: default if config.get(key) is None else config[key]
-  d_model, n_head = int(get("d_model", 1024)), int(get("n_head", 16))
+  d_model, n_head = _integer(config, "d_model", 1024), _integer(config, "n_head", 16)
   problems = []
   if get("attn_type", "bi") != "bi":
     problems.append(f"attn_type={config['attn_type']!r} (only 'bi' is implemented)")
   if not get("tie_word_embeddings", True):
     problems.append("tie_word_embeddings=False (the LM head is tied to the embedding)")
-  if d_model % n_head or int(get("d_head", d_model // n_head)) != d_model // n_head:
+  if d_model % n_head or _integer(config, "d_head", d_model // n_head) != d_model // n_head:
     problems.append(f"d_head={config.get('d_head')} with d_model={d_model}, n_head={n_head}")
   if get("ff_activation", "gelu") not in xlnet.ACTIVATIONS:
     problems.append(f"ff_activation={config['ff_activation']!r}")
@@ -143,16 +175,20 @@ def model_kwargs(
         + "."
     )
   return dict(
-      vocab_size=int(get("vocab_size", get("n_token", 32000))),
+      vocab_size=(
+          _integer(config, "vocab_size", 32000)
+          if config.get("vocab_size") is not None
+          else _integer(config, "n_token", 32000)
+      ),
       d_model=d_model,
-      n_layer=int(get("n_layer", 24)),
+      n_layer=_integer(config, "n_layer", 24),
       n_head=n_head,
-      d_inner=int(get("d_inner", 4096)),
+      d_inner=_integer(config, "d_inner", 4096),
       ff_activation=get("ff_activation", "gelu"),
       layer_norm_eps=float(get("layer_norm_eps", 1e-12)),
       dropout=float(get("dropout", 0.1)),
       bi_data=bool(get("bi_data", False)),
-      clamp_len=int(get("clamp_len", -1)),
+      clamp_len=_integer(config, "clamp_len", -1, minimum=None),
       lm_head=bool(lm_head),
       num_labels=int(num_labels),
       summary_type=get("summary_type", "last"),
@@ -177,11 +213,24 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
     if "model.safetensors" in files:
       shards = ["model.safetensors"]
     else:
-      with open(os.path.join(model_dir, "model.safetensors.index.json"), encoding="utf-8") as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
+      shards = _shards(os.path.join(model_dir, "model.safetensors.index.json"))
     state = {}
     for shard in shards:
-      state.update(load_file(os.path.join(model_dir, shard)))
+      path = os.path.join(model_dir, shard)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{model_dir}/model.safetensors.index.json names the shard {shard!r}, which is not "
+            "there; copy the whole checkpoint directory again."
+        )
+      try:
+        tensors = load_file(path)
+      except Exception as e:  # safetensors' SafetensorError, a truncated or foreign file
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated or damaged: "
+            "download or save the checkpoint again."
+        ) from None
+      _check_finite(tensors, path)
+      state.update(tensors)
   elif "pytorch_model.bin" in files:
     try:
       import torch
@@ -190,13 +239,45 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
           f"{model_dir}/pytorch_model.bin needs torch to read (pip install "
           "torch==2.13.0), or convert it once to model.safetensors."
       ) from None
-    loaded = torch.load(
-        os.path.join(model_dir, "pytorch_model.bin"), map_location="cpu", weights_only=True
-    )
+    path = os.path.join(model_dir, "pytorch_model.bin")
+    try:
+      loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors of a truncated or foreign file
+      raise ValueError(
+          f"{path} could not be read by torch.load ({type(e).__name__}: {e}); it may be "
+          "truncated or damaged: download or save the checkpoint again."
+      ) from None
     state = {k: v.detach().float().numpy() for k, v in loaded.items()}
+    _check_finite(state, path)
   else:
     raise FileNotFoundError(f"no weights in {model_dir!r}; expected {_FORMAT_HINT}.")
   return {k: np.asarray(v, np.float32) for k, v in state.items()}
+
+
+def _shards(index_path: str) -> list[str]:
+  index = _read_json(index_path, "copy the checkpoint directory again")
+  weight_map = index.get("weight_map") if isinstance(index, dict) else None
+  if not isinstance(weight_map, dict) or not weight_map:
+    raise ValueError(
+        f"{index_path} has no 'weight_map' (tensor name -> shard file); it is not a "
+        "safetensors index as save_pretrained writes it: copy the checkpoint directory again."
+    )
+  return sorted(set(weight_map.values()))
+
+
+def _check_finite(tensors: dict, path: str) -> None:
+  """Refuses NaN/inf weights at load, naming the file and tensor (the loss would be NaN at the
+  first step)."""
+  for name, value in tensors.items():
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
+      finite = np.isfinite(value.astype(np.float32))
+      if not finite.all():
+        raise ValueError(
+            f"{path}: tensor {name!r} holds {int(value.size - finite.sum())} NaN or inf "
+            f"values (first at index {tuple(int(i) for i in np.argwhere(~finite)[0])}); the "
+            "checkpoint is damaged or was saved after training diverged: use another one."
+        )
 
 
 def _rows(n_layer: int):
@@ -342,6 +423,10 @@ def save_pretrained(
 ) -> None:
   """Writes config.json and model.safetensors that transformers' `from_pretrained` loads.
 
+  Atomic: the directory is written whole into a temporary sibling (with model_dir's other
+  files, e.g. spiece.model, copied; its old weights and config left out) and swapped in by
+  renames, so a failure leaves model_dir as it was, never new weights beside an old config.
+
   Args:
     model: the XLNet module of `params`.
     params: its params.
@@ -391,10 +476,41 @@ def save_pretrained(
     out["id2label"] = {str(i): n for i, n in enumerate(names)}
     out["label2id"] = {n: i for i, n in enumerate(names)}
   state = params_to_state_dict(params, model)
-  os.makedirs(model_dir, exist_ok=True)
-  save_file(state, os.path.join(model_dir, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=2, sort_keys=True)
+  model_dir = os.path.abspath(model_dir)
+  os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+  scratch = f"{model_dir}.partial-{secrets.token_hex(4)}"
+  os.mkdir(scratch)
+  try:
+    for name in os.listdir(model_dir) if os.path.isdir(model_dir) else []:
+      source = os.path.join(model_dir, name)
+      if name == "config.json" or name.endswith((".safetensors", ".bin", ".index.json")):
+        continue  # the old weights and config: replaced whole
+      if os.path.isdir(source):
+        shutil.copytree(source, os.path.join(scratch, name), symlinks=True)
+      else:
+        shutil.copy2(source, os.path.join(scratch, name), follow_symlinks=False)
+    save_file(state, os.path.join(scratch, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(out, f, indent=2, sort_keys=True)
+    _swap_in(scratch, model_dir)
+  except BaseException:
+    shutil.rmtree(scratch, ignore_errors=True)
+    raise
+
+
+def _swap_in(new: str, target: str) -> None:
+  """Replaces the directory `target` by `new` with two renames (the old one removed after)."""
+  if not os.path.exists(target):
+    os.rename(new, target)
+    return
+  old = f"{target}.old-{secrets.token_hex(4)}"
+  os.rename(target, old)
+  try:
+    os.rename(new, target)
+  except BaseException:
+    os.rename(old, target)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def _abstract_params(model: xlnet.XLNet):
