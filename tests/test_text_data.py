@@ -401,3 +401,23 @@ def test_tfds_array_record_route(glue_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, name, None)
   with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
     glue.load_tfds("rte", "train", data_dir=data_dir)
+
+
+def test_a_corrupt_spiece_model_is_named(tmp_path):
+  """Was: transformers fell back to tiktoken and said "tiktoken is required"."""
+  (tmp_path / "spiece.model").write_bytes(b"\x08\x01garbage, not a SentencePiece model" * 4)
+  with pytest.raises(ValueError, match=r"spiece.model is not a SentencePiece model.*retrain"):
+    xtok.load_tokenizer(str(tmp_path))
+
+
+def test_a_non_utf8_tsv_is_named_with_its_line(tmp_path):
+  """Was: a raw UnicodeDecodeError naming neither the file nor the line."""
+  path = tmp_path / "train.tsv"
+  path.write_bytes(
+      b"index\tsentence1\tsentence2\tlabel\n0\tIt rains.\tIt is wet.\tentailment\n"
+      b"1\tCaf\xe9 noir.\tA drink.\tentailment\n"
+  )
+  with pytest.raises(
+      ValueError, match=r"train.tsv: line 3 is not UTF-8 \(byte b'\\xe9' at column 6"
+  ):
+    glue.read_tsv("rte", str(path))

@@ -38,6 +38,7 @@ __all__ = [
     "wordnet_dir",
     "load_tsv",
     "read_tsv",
+    "require_utf8",
     "prepare_tfds",
     "load_tfds",
     "accuracy",
@@ -180,6 +181,20 @@ def load_tsv(task: str | Task, task_dir: str, split: str) -> Examples:
   return read_tsv(task, path, labelled=split != "test")
 
 
+def require_utf8(path: str, fix: str) -> None:
+  """Raises ValueError naming the first line of `path` that is not UTF-8 (its byte too), and
+  `fix`; returns when the whole file decodes."""
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, start=1):
+      try:
+        line.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: line {number} is not UTF-8 (byte {line[e.start:e.start + 1]!r} at column "
+            f"{e.start + 1}); {fix}, e.g. iconv -f latin1 -t utf-8."
+        ) from None
+
+
 def read_tsv(task: str | Task, path: str, *, labelled: bool = True) -> Examples:
   """Reads any TSV file in the task's GLUE layout (`load_tsv` reads a split's).
 
@@ -197,8 +212,12 @@ def read_tsv(task: str | Task, path: str, *, labelled: bool = True) -> Examples:
     raise FileNotFoundError(f"{task.name}: no file {path!r}.")
   csv.field_size_limit(sys.maxsize)
   # utf-8-sig: GLUE's MRPC files start with a byte-order mark; QUOTE_NONE: quotes are text.
-  with open(path, encoding="utf-8-sig", newline="") as f:
-    rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  try:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+      rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  except UnicodeDecodeError:
+    require_utf8(path, "save the TSV file as UTF-8 (GLUE's files are)")
+    raise
   if not rows:
     raise ValueError(f"{path} is empty; expected a header row {list(task.text_columns)}.")
   header = rows[0]

@@ -33,6 +33,7 @@ __all__ = [
     "SEGMENT_CLS",
     "Encoded",
     "load_tokenizer",
+    "check_sentencepiece_file",
     "encode",
     "train_sentencepiece",
 ]
@@ -93,7 +94,17 @@ def load_tokenizer(model_dir: str, *, check_special_tokens: bool = True):
     from transformers import XLNetTokenizer
   except ImportError:
     raise ImportError(_MISSING) from None
-  tokenizer = XLNetTokenizer.from_pretrained(model_dir, local_files_only=True)
+  spm_file = os.path.join(model_dir, "spiece.model")
+  if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
+    check_sentencepiece_file(spm_file)
+  try:
+    tokenizer = XLNetTokenizer.from_pretrained(model_dir, local_files_only=True)
+  except (ValueError, OSError, RuntimeError) as e:
+    raise ValueError(
+        f"{model_dir}: transformers could not read its tokenizer files ({e}); copy spiece.model "
+        "(or tokenizer.json) again from the model's source, or retrain it with "
+        "train_sentencepiece."
+    ) from None
   if check_special_tokens:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     if ids != SPECIAL_TOKENS:
@@ -108,6 +119,22 @@ def load_tokenizer(model_dir: str, *, check_special_tokens: bool = True):
         "left (its tokenizer_config.json must not override padding_side)."
     )
   return tokenizer
+
+
+def check_sentencepiece_file(path: str) -> None:
+  """Raises ValueError naming `path` when it is not a SentencePiece model (transformers would
+  fall back to reading it as tiktoken and say "tiktoken is required")."""
+  try:
+    import sentencepiece as spm
+  except ImportError:
+    raise ImportError(_MISSING) from None
+  try:
+    spm.SentencePieceProcessor(model_file=path)
+  except (RuntimeError, OSError) as e:
+    raise ValueError(
+        f"{path} is not a SentencePiece model ({e}); it is damaged or another kind of file: "
+        "copy it again from the model's source, or retrain it with train_sentencepiece."
+    ) from None
 
 
 def encode(
