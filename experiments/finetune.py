@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -252,22 +251,11 @@ def completions(
 
 
 def _tokenizer_dir(config, workdir: str) -> str:
-  """Fine-tuning: model_dir; pretraining: <workdir>/model, the vocabulary trained there once."""
+  """Fine-tuning: model_dir; pretraining: <workdir>/model, its vocabulary trained on the corpus
+  (setup.pretraining_tokenizer: atomic, never a leftover of another corpus or vocab_size)."""
   if config.mode != "pretrain":
     return os.path.abspath(config.model_dir)
-  model_dir = os.path.join(workdir, "model")
-  if not os.path.isfile(os.path.join(model_dir, setup.TOKENIZER_FILE)):
-    scratch = model_dir + ".partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    tokenizer_lib.train_sentencepiece(
-        config.data.corpus, scratch, vocab_size=int(config.data.vocab_size), seed=0
-    )
-    os.makedirs(model_dir, exist_ok=True)
-    os.replace(
-        os.path.join(scratch, setup.TOKENIZER_FILE), os.path.join(model_dir, setup.TOKENIZER_FILE)
-    )
-    shutil.rmtree(scratch, ignore_errors=True)
-  return model_dir
+  return setup.pretraining_tokenizer(config, workdir)
 
 
 def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import filecmp
 import functools
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from typing import Any, NamedTuple
 
 import jax
@@ -220,8 +222,25 @@ def load_split(
 
 
 def hf_config_of(config) -> dict:
-  """The Hugging Face config of a fine-tuning run's model (model_dir's config.json, checked)."""
-  return xlnet_weights.read_config(config.model_dir)
+  """The Hugging Face config of a fine-tuning run's model (model_dir's config.json, checked, and
+  its vocabulary against the tokenizer's: `check_vocabulary`)."""
+  hf_config = xlnet_weights.read_config(config.model_dir)
+  check_vocabulary(hf_config, config.model_dir, config.model_dir)
+  return hf_config
+
+
+def check_vocabulary(hf_config: dict, model_dir: str, tokenizer_dir: str) -> None:
+  """Refuses a model whose embedding has fewer rows than the tokenizer has pieces: the ids past
+  its vocab_size would index no row, and the first step's loss would be NaN."""
+  pieces = len(tokenizer_lib.load_tokenizer(tokenizer_dir))
+  rows = xlnet_weights.model_kwargs(hf_config)["vocab_size"]
+  if rows < pieces:
+    raise ValueError(
+        f"{os.path.join(model_dir, 'config.json')}: vocab_size={rows} is smaller than the "
+        f"tokenizer's {pieces} pieces ({os.path.join(tokenizer_dir, TOKENIZER_FILE)}): token ids "
+        f"{rows}..{pieces - 1} have no embedding row. Give the model's own spiece.model, or a "
+        f"model (config.json and weights) with vocab_size >= {pieces}."
+    )
 
 
 def build_models(hf_config: dict, num_labels: int) -> Models:
@@ -262,6 +281,64 @@ def pretrain_hf_config(config, vocab_size: int) -> dict:
       bos_token_id=1,
       eos_token_id=2,
   )
+
+
+TOKENIZER_SOURCE_FILE = "tokenizer_source.json"  # <workdir>/model: what spiece.model was trained on
+
+
+def pretraining_tokenizer(config, workdir: str) -> str:
+  """<workdir>/model holding the SentencePiece vocabulary of data.corpus and data.vocab_size.
+
+  It is trained into a temporary sibling and renamed into place, then recorded in
+  TOKENIZER_SOURCE_FILE (the corpus' SHA-256, vocab_size, seed). A vocabulary already there is
+  reused when its record matches; otherwise, when the run has no checkpoint yet, it is a failed
+  start's leftover and is trained again; a run with checkpoints trained on another one is refused.
+  """
+  corpus = config.data.corpus
+  glue.require_utf8(corpus, f"--config.data.corpus: save {corpus} as UTF-8 text")
+  digest = hashlib.sha256()
+  with open(corpus, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  source = dict(
+      corpus=os.path.abspath(corpus),
+      corpus_sha256=digest.hexdigest(),
+      vocab_size=int(config.data.vocab_size),
+      seed=0,
+  )
+  model_dir = os.path.join(workdir, "model")
+  spm_path = os.path.join(model_dir, TOKENIZER_FILE)
+  record_path = os.path.join(model_dir, TOKENIZER_SOURCE_FILE)
+  held = None
+  if os.path.isfile(record_path):
+    with open(record_path) as f:
+      held = json.load(f)
+  same = lambda a, b: {k: a[k] for k in a if k != "corpus"} == {k: b[k] for k in b if k != "corpus"}
+  if os.path.isfile(spm_path):
+    if held is not None and same(held, source):
+      return model_dir
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+      if held is None:  # a run written before the record existed: its own vocabulary
+        return model_dir
+      raise ckpt_lib.SignatureMismatchError(
+          f"{workdir} holds a run pretrained with the vocabulary of {held} ({record_path}), "
+          f"not this config's {source}; use a new --workdir, or that corpus and vocab_size."
+      )
+  os.makedirs(workdir, exist_ok=True)
+  scratch = tempfile.mkdtemp(prefix="model.partial-", dir=workdir)
+  try:
+    tokenizer_lib.train_sentencepiece(
+        corpus, scratch, vocab_size=source["vocab_size"], seed=source["seed"]
+    )
+    os.makedirs(model_dir, exist_ok=True)
+    if os.path.exists(record_path):
+      os.remove(record_path)  # no record beside a vocabulary it does not describe
+    os.replace(os.path.join(scratch, TOKENIZER_FILE), spm_path)
+    ckpt_lib.write_json(record_path, source)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return model_dir
 
 
 def num_labels_of(config) -> int:
