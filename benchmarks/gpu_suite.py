@@ -110,7 +110,6 @@ GMM25_SCHEMA: dict[str, tuple[type, ...]] = {
     "seconds_per_seed": NUMBER,
     "speedup_vs_reference": NUMBER + (type(None),),
 }
-STATUSES = ("ok", "failed", "out of memory", "timed out", "skipped", "not available")
 
 
 @dataclasses.dataclass(frozen=True)

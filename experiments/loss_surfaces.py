@@ -37,8 +37,6 @@ from bigjax.mixtures import two_gmm
 from bigjax.training import environment, write_json
 from experiments import cli
 
-PANEL_KINDS = surfaces.KINDS + ("average",)
-
 
 def panel_tasks(config) -> list[surfaces.MatchingTask]:
   """The matching tasks of the config's panels, with checked fields."""
