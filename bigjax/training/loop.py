@@ -7,9 +7,16 @@ spirit of flax's lm1b `train.py` and big_vision's `train.py`:
   1. restore: the newest restorable checkpoint in `workdir/checkpoints` (older steps when the
      newest is incomplete, `bigjax.training.checkpoint`), refusing another model's checkpoints
      (the `signature`); a fresh state only when there is none;
+  0. the workdir claimed (`bigjax.training.rundir`): refused when it is a file, a model
+     directory or a folder holding anything but a run; marked as a run; locked against a
+     second process;
   2. `config.json`, written once the restore succeeded (a refused resume leaves it as it was);
+     a finished run refuses another config (`ConfigMismatchError`) instead of describing a
+     training it did not do;
   3. the logs of a resumed run cut back to the restored step (`metrics.jsonl`, each hook's log,
-     TensorBoard events), so a resumed run's logs read as the uninterrupted run's;
+     TensorBoard events), so a resumed run's logs read as the uninterrupted run's; a hook row
+     of the restored step that a kill cut (between the checkpoint and the hook) is computed
+     again from the restored state;
   4. the steps, with a progress bar; metrics are fetched from the device once per window and
      every step of the window is checked before anything is saved (a NaN never reaches a
      checkpoint: `NonFiniteLossError`);
@@ -34,11 +41,14 @@ for TensorBoard (uint8 [H, W] or [H, W, C]); the rest (numbers, and nested dicts
 them) is a row of `log`, a JSON-lines file in the workdir, mirrored to TensorBoard under the
 file's stem. A hook whose `log` is "metrics.jsonl" runs before the step's metrics row is
 written and adds its values to that row (a held-out accuracy, say). Hooks with another log, or
-none, run after the checkpoint is saved.
+none, run after the checkpoint is saved; a kill between the save and such a hook's row is
+repaired on resume (the hook runs again on the restored state, which is the state it saw), so
+a hook must be a function of (step, state) alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -54,12 +64,17 @@ import tqdm
 
 from bigjax.training import checkpoint as ckpt_lib
 from bigjax.training import prefetch as prefetch_lib
+from bigjax.training import rundir
 from bigjax.training import writer as writer_lib
 
-__all__ = ["Hook", "METRICS_FILE", "environment", "train"]
+__all__ = ["ConfigMismatchError", "Hook", "METRICS_FILE", "environment", "train"]
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+
+
+class ConfigMismatchError(ValueError):
+  """A finished run was started again with another config."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +115,51 @@ def _abstract(init_state: Callable[[], Any], sharding) -> Any:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
+def _differences(held: Any, now: Any, prefix: str = "") -> list[str]:
+  """The fields of two JSON configs that both have and that differ ("name: held there, now")."""
+  if isinstance(held, dict) and isinstance(now, dict):
+    return [
+        d
+        for k in sorted(set(held) & set(now))
+        for d in _differences(held[k], now[k], f"{prefix}{k}.")
+    ]
+  return [] if held == now else [f"{prefix[:-1]}: {held!r} there, {now!r} now"]
+
+
+def _check_finished_config(path: str, config_json: Any, unchecked: Sequence[str]) -> None:
+  """Raises ConfigMismatchError when the config.json of a finished run differs from
+  `config_json` in a field both have (fields in `unchecked`, dotted, may differ)."""
+  try:
+    with open(path) as f:
+      held = json.load(f)
+  except (OSError, ValueError):
+    return  # absent or torn: the finished run is described again by this config
+  if not isinstance(held, dict) or not isinstance(config_json, dict):
+    return
+  diff = [
+      d for d in _differences(held, config_json) if not d.split(":")[0].startswith(tuple(unchecked))
+  ]
+  if diff:
+    raise ConfigMismatchError(
+        f"{os.path.dirname(path)} holds a finished run of another config ({'; '.join(diff[:6])}"
+        f"{'; ...' if len(diff) > 6 else ''}; {path} describes it): nothing would be trained, "
+        "yet its results would be described as this config's. Rerun with the config that "
+        "wrote it, or train the new config into a new --workdir (to start this one over, "
+        "delete it first)."
+    )
+
+
+def _logged_steps(path: str) -> set[int]:
+  """The steps of a JSON-lines log's rows (empty when the file is absent)."""
+  steps = set()
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+          steps.add(int(json.loads(line)["step"]))
+  return steps
+
+
 def _postfix(row: Mapping[str, float], names: Sequence[str]) -> dict[str, str]:
   return {name: f"{row[name]:.4g}" for name in names if name in row}
 
@@ -127,6 +187,9 @@ def train(
     description: str = "training",
     show: Sequence[str] = (),
     fix: str = "Lower the learning rate.",
+    experiment: str | None = None,
+    unchecked_config_fields: Sequence[str] = (),
+    on_start: Callable[[int | None], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
   """Trains (or resumes) a state in `workdir` for `num_steps` steps.
 
@@ -161,6 +224,13 @@ def train(
     description: the progress bar's label.
     show: metrics shown on the progress bar.
     fix: what to change when a metric becomes non-finite (for the error message).
+    experiment: the experiment's name, recorded in the run directory's marker
+      (`bigjax.training.rundir.claim`); a directory of another experiment is refused.
+    unchecked_config_fields: config fields (dotted prefixes) a finished run may be started
+      again with other values of (a sweep's grid, say); any other difference is refused.
+    on_start: (restored step or None) -> None, called once the state is restored or
+      initialised and before the loop writes anything: for the trainer's own files that only
+      a run that started should write (a model's config beside its weights, say).
 
   Returns:
     (state, summary): the final state and {step, resumed_from (the restored step or None),
@@ -168,6 +238,11 @@ def train(
     compilations (jit's count of compiled variants of step_fn, or None)}.
 
   Raises:
+    bigjax.training.rundir.NotARunDirectoryError: the workdir is a file, a model directory, a
+      folder holding anything but a run, or another experiment's run (nothing is changed).
+    bigjax.training.rundir.RunLockedError: another process is writing the workdir.
+    ConfigMismatchError: the workdir holds a finished run of another config (nothing is
+      changed).
     bigjax.training.checkpoint.SignatureMismatchError: the workdir holds another model's
       checkpoints (nothing in it is changed).
     bigjax.training.checkpoint.NonFiniteLossError: a metric became NaN or inf (nothing after
@@ -176,15 +251,72 @@ def train(
   t0 = time.perf_counter()
   workdir = os.path.abspath(os.fspath(workdir))
   main_process = jax.process_index() == 0
-  created = [d for d in (workdir, os.path.join(workdir, "checkpoints")) if not os.path.isdir(d)]
-  if main_process:
-    os.makedirs(workdir, exist_ok=True)
-    if not os.access(workdir, os.W_OK):
-      raise PermissionError(
-          f"{workdir} is not writable: a trainer writes its checkpoints, logs "
-          "and config.json there. Train into a writable --workdir (tools that "
-          "only read a run, such as evaluation, work on a read-only one)."
-      )
+  with contextlib.ExitStack() as claimed:
+    if main_process:  # one process writes the run's files (and holds its lock)
+      claimed.enter_context(rundir.claim(workdir, experiment=experiment))
+    return _train(
+        workdir,
+        t0=t0,
+        main_process=main_process,
+        config=config,
+        init_state=init_state,
+        step_fn=step_fn,
+        batch_fn=batch_fn,
+        num_steps=num_steps,
+        signature=signature,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        hooks=hooks,
+        signature_defaults=signature_defaults,
+        state_sharding=state_sharding,
+        prefetch=prefetch,
+        examples_per_step=examples_per_step,
+        examples_name=examples_name,
+        outdated_by_training=outdated_by_training,
+        progress=progress,
+        description=description,
+        show=show,
+        fix=fix,
+        unchecked_config_fields=unchecked_config_fields,
+        on_start=on_start,
+    )
+
+
+def _train(
+    workdir,
+    *,
+    t0,
+    main_process,
+    config,
+    init_state,
+    step_fn,
+    batch_fn,
+    num_steps,
+    signature,
+    log_every,
+    checkpoint_every,
+    keep_checkpoints,
+    hooks,
+    signature_defaults,
+    state_sharding,
+    prefetch,
+    examples_per_step,
+    examples_name,
+    outdated_by_training,
+    progress,
+    description,
+    show,
+    fix,
+    unchecked_config_fields,
+    on_start,
+):
+  """`train` inside the claim of its workdir."""
+  created = (
+      [os.path.join(workdir, "checkpoints")]
+      if not os.path.isdir(os.path.join(workdir, "checkpoints"))
+      else []
+  )
   sharding = state_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   checkpointer = ckpt_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"),
@@ -197,16 +329,22 @@ def train(
     restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding), prune=True)
     if state is None:
       state = jax.device_put(init_state(), sharding)
+    start = int(state.step)
+    config_json = json.loads(config.to_json()) if hasattr(config, "to_json") else config
+    if main_process and start >= num_steps:
+      _check_finished_config(
+          os.path.join(workdir, CONFIG_FILE), config_json, unchecked_config_fields
+      )
+    if on_start is not None:
+      on_start(restored_step)
   except Exception:
     checkpointer.close()
     for d in reversed(created):  # the folders this call made, if they are still empty
       if main_process and os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
     raise
-  start = int(state.step)
   logs = [METRICS_FILE] + sorted({h.log for h in hooks if h.log and h.log != METRICS_FILE})
   if main_process:
-    config_json = json.loads(config.to_json()) if hasattr(config, "to_json") else config
     ckpt_lib.write_json(os.path.join(workdir, CONFIG_FILE), config_json)
     if start < num_steps:
       for name in outdated_by_training:
@@ -236,6 +374,21 @@ def train(
   )
   batches = prefetch_lib.Prefetcher(batch_fn, stop=num_steps, size=prefetch)
   try:
+    if restored_step is not None:
+      # A kill between the restored step's checkpoint and its hooks cut their rows: the hooks
+      # run again on the restored state (the one they would have seen).
+      due = [h for h in hooks if h.log and h.log != METRICS_FILE]
+      due = [h for h in due if h.is_due(start, start == num_steps)]
+      due = [h for h in due if start not in _logged_steps(os.path.join(workdir, h.log))]
+      for hook, scalars in run_hooks(due, start):
+        logging.warning(
+            "bigjax.training: %s had no row of the restored step %d (a kill between its "
+            "checkpoint and the hook); computed it again.",
+            os.path.join(workdir, hook.log),
+            start,
+        )
+        if scalars:
+          writer.row(hook.log, dict(step=start, **scalars))
     for step in range(start, num_steps):
       first = compile_seconds is None
       if first:
@@ -281,11 +434,19 @@ def train(
       for hook, scalars in run_hooks([h for h in due if h.log != METRICS_FILE], done):
         if hook.log and scalars:
           writer.row(hook.log, dict(step=done, **scalars))
-  finally:
-    batches.close()
-    bar.close()
-    checkpointer.close()
-    writer.close()
+  except BaseException:
+    # The error that stopped the run is the one to report: a close failing after it (a full
+    # disk leaves Orbax's and TensorBoard's writers broken) must not replace it.
+    for close in (batches.close, bar.close, checkpointer.close, writer.close):
+      try:
+        close()
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("bigjax.training: closing after the error failed too: %r", e)
+    raise
+  batches.close()
+  bar.close()
+  checkpointer.close()
+  writer.close()
   cache_size = getattr(step_fn, "_cache_size", None)
   compilations = cache_size() if cache_size else None
   if compilations and compilations > 1:
