@@ -23,6 +23,8 @@ XLNet directory (`--config.model_dir` of a fine-tuning run; transformers loads i
 
 Writes into --workdir:
   config.json, checkpoints/, metrics.jsonl (and TensorBoard events)   the loop's
+  bigjax_run.json, .bigjax_run.lock   the run directory's marker and lock
+                       (bigjax.training.rundir: one process writes a run)
   xlnet_config.json, spiece.model     the run's model config and tokenizer (self-contained)
   dev.jsonl            fine-tuning: the dev metrics after each epoch
   heldout.jsonl        pretraining: the held-out loss every eval_every steps
@@ -50,6 +52,7 @@ from bigjax.data import tokenizer as tokenizer_lib
 from bigjax.models import xlnet_weights
 from bigjax.training import batch_fn, loop, sharding, write_json
 from bigjax.training import optimizers
+from bigjax.training import rundir
 from experiments import cli
 from experiments import finetune_setup as setup
 from experiments.finetune_setup import FTState
@@ -272,11 +275,21 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ValueError / FileNotFoundError: a bad config, a missing model directory or data, labels
       outside the task's list.
     bigjax.training.SignatureMismatchError: `workdir` holds another model's run.
+    bigjax.training.NotARunDirectoryError / RunLockedError / ConfigMismatchError: `workdir`
+      is no run directory, another process writes it, or it holds a finished run of another
+      config (bigjax.training.rundir, bigjax.training.train); nothing in it is changed.
     bigjax.training.NonFiniteLossError: the loss became NaN or inf (nothing saved after it).
   """
   setup.validate_config(config)
+  if config.mode != "pretrain":
+    setup.check_splits(config)
+  with rundir.claim(workdir, experiment="finetune") as workdir:
+    return _train(config, workdir, progress=progress)
+
+
+def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
+  """`train` in its claimed workdir."""
   t0 = time.perf_counter()
-  workdir = os.path.abspath(workdir)
   pretrain = config.mode == "pretrain"
   tokenizer_dir = _tokenizer_dir(config, workdir)
   if pretrain:
@@ -288,7 +301,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     hf_config = setup.hf_config_of(config)
   num_labels = setup.num_labels_of(config)
   models = setup.build_models(hf_config, num_labels)
-  setup.prepare_workdir(workdir, hf_config, os.path.join(tokenizer_dir, setup.TOKENIZER_FILE))
+  tokenizer_file = os.path.join(tokenizer_dir, setup.TOKENIZER_FILE)
+  setup.check_workdir(workdir, hf_config, tokenizer_file)
 
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -373,6 +387,10 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
       description=f"{config.task if not pretrain else 'pretrain'} {method}",
       show=("loss", "accuracy"),
       fix="Lower learning_rate (or beta).",
+      experiment="finetune",
+      unchecked_config_fields=("sweep",),  # a sweep's grid may grow around its finished runs
+      # The model's config and tokenizer are written only once its weights have loaded.
+      on_start=lambda _: setup.prepare_workdir(workdir, hf_config, tokenizer_file),
   )
 
   summary = dict(

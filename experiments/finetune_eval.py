@@ -41,20 +41,40 @@ def evaluate_file(
 
   Raises:
     FileNotFoundError: no run, an unfinished one, or no such data file.
-    ValueError: `out` inside the run directory, or a file not in the task's layout (missing
-      columns, labels outside the task's list).
+    IsADirectoryError: `data` is a directory.
+    ValueError: `out` inside the run directory (also through a link), a pretraining run, a
+      batch size below 1, or a file not in the task's layout (missing columns, labels outside
+      the task's list).
   """
   workdir, out = os.path.abspath(workdir), os.path.abspath(out)
-  if out == workdir or out.startswith(workdir + os.sep):
+  # Through links too: an --out that resolves into the run would write inside it.
+  real_run, real_out = os.path.realpath(workdir), os.path.realpath(out)
+  if real_out == real_run or real_out.startswith(real_run + os.sep):
     raise ValueError(
-        f"--out {out} is inside the run directory {workdir}, which this tool only "
+        f"--out {out} is inside the run directory {workdir}"
+        f"{f' (it resolves to {real_out})' if real_out != out else ''}, which this tool only "
         "reads; write the scores elsewhere."
+    )
+  if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+    raise ValueError(f"--batch_size must be a positive integer, got {batch_size}.")
+  if os.path.isdir(data):
+    raise IsADirectoryError(
+        f"--data {data!r} is a directory; give a TSV file in the run's task layout (e.g. "
+        f"{os.path.join(data, 'dev.tsv')})."
+    )
+  if not os.path.isfile(data):
+    raise FileNotFoundError(f"--data {data!r} does not exist.")
+  config = runs.read_config(workdir, setup.kind(workdir))
+  if config.get("mode") == "pretrain":
+    raise ValueError(
+        f"{workdir} is a pretraining run (config.json: mode 'pretrain'): it has no classifier "
+        "to score with. Fine-tune one from its model first, e.g. "
+        f"`{setup.train_command('DIR', None)}` with --config.model_dir={workdir}/model, and "
+        "score with that run."
     )
   run = runs.load(workdir, setup.kind(workdir))
   config = run.config
   task = glue.TASKS[config.task]
-  if not os.path.isfile(data):
-    raise FileNotFoundError(f"--data {data!r} does not exist.")
   hf_config = setup.read_hf_config(workdir)
   with tempfile.TemporaryDirectory() as tok_dir:  # the tokenizer alone, away from config.json
     shutil.copyfile(

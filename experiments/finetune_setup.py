@@ -43,6 +43,8 @@ __all__ = [
     "TextData",
     "abstract_state",
     "build_models",
+    "check_splits",
+    "check_workdir",
     "chunks",
     "compiled_scores",
     "dev_metrics",
@@ -115,7 +117,7 @@ def validate_config(config) -> None:
       "data.max_length",
   ):
     check.integer(name)
-  for name in ("warmup_steps", "eval_every", "plm.batch_size"):
+  for name in ("warmup_steps", "eval_every", "plm.batch_size", "seed"):
     check.integer(name, minimum=0)
   if config.plm.batch_size > config.batch_size:
     fail(f"plm.batch_size={config.plm.batch_size} exceeds batch_size={config.batch_size}.")
@@ -179,6 +181,31 @@ def validate_config(config) -> None:
     fail(
         f"task {config.task!r} needs --config.data.task_dir: the folder with its GLUE "
         "train.tsv and dev.tsv (e.g. glue_data/RTE)."
+    )
+
+
+def check_splits(config) -> None:
+  """Refuses, before anything is tokenised or trained, a dev split that holds no example or that
+  is the training file itself (the same file, a link to it, or a copy): its "dev" metrics
+  would be measured on training examples."""
+  folder = task_dir(config)
+  train_path = os.path.join(folder, f"{config.data.train_split}.tsv")
+  dev_path = os.path.join(folder, f"{config.data.dev_split}.tsv")
+  if not (os.path.isfile(train_path) and os.path.isfile(dev_path)):
+    return  # glue.load_tsv names the missing file
+  if os.path.samefile(train_path, dev_path) or filecmp.cmp(train_path, dev_path, shallow=False):
+    raise ValueError(
+        f"{dev_path} (data.dev_split={config.data.dev_split!r}) is the training file "
+        f"{train_path} (the same file, a link to it or an identical copy): its dev metrics "
+        "would be measured on training examples. Give the task's own dev split in "
+        "data.task_dir."
+    )
+  dev = glue.load_tsv(config.task, folder, config.data.dev_split)
+  if not len(dev.labels):
+    raise ValueError(
+        f"{dev_path} (data.dev_split={config.data.dev_split!r}) holds no example: the dev "
+        "metrics scored after each epoch need at least one labelled row. Fill it, or point "
+        "data.task_dir at the task's folder."
     )
 
 
@@ -406,10 +433,8 @@ def abstract_state(config, hf_config: dict) -> FTState:
   return jax.eval_shape(fresh, jax.random.key(0))
 
 
-def prepare_workdir(workdir: str, hf_config: dict, tokenizer_file: str) -> None:
-  """Writes the run's model config and tokenizer into `workdir` (once; a run directory that holds
-  another model's is refused, unchanged)."""
-  os.makedirs(workdir, exist_ok=True)
+def check_workdir(workdir: str, hf_config: dict, tokenizer_file: str) -> None:
+  """Refuses a run directory that holds another model's config or tokenizer (nothing changed)."""
   config_path = os.path.join(workdir, HF_CONFIG_FILE)
   spm_path = os.path.join(workdir, TOKENIZER_FILE)
   if os.path.isfile(config_path):
@@ -425,6 +450,16 @@ def prepare_workdir(workdir: str, hf_config: dict, tokenizer_file: str) -> None:
         f"{workdir} holds a run with another tokenizer ({spm_path} differs from "
         f"{tokenizer_file}); use a new --workdir."
     )
+
+
+def prepare_workdir(workdir: str, hf_config: dict, tokenizer_file: str) -> None:
+  """Writes the run's model config and tokenizer into `workdir` (once; a run directory that holds
+  another model's is refused, unchanged). The trainer calls it only once the model's state is
+  restored or initialised, so a start that fails to load its model claims nothing."""
+  check_workdir(workdir, hf_config, tokenizer_file)
+  os.makedirs(workdir, exist_ok=True)
+  config_path = os.path.join(workdir, HF_CONFIG_FILE)
+  spm_path = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.isfile(spm_path):
     shutil.copyfile(tokenizer_file, spm_path + ".tmp")
     os.replace(spm_path + ".tmp", spm_path)

@@ -96,13 +96,38 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def check_grid(config) -> None:
+  """Refuses, before anything is written, a grid with an empty or repeated list of values: an
+  empty one has no run (and would overwrite Table 4 with none), a repeated value would count
+  the same runs twice in Table 4."""
+  for _, name in GRID:
+    values = list(config.sweep[name])
+    if not values:
+      raise ValueError(
+          f"configs/finetune.py ({config.get('variant', '?')}): sweep.{name} is empty, so the "
+          f"grid has no run; give at least one value (e.g. --config.sweep.{name}='(...,)')."
+      )
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+      raise ValueError(
+          f"configs/finetune.py ({config.get('variant', '?')}): sweep.{name}={tuple(values)} "
+          f"repeats {', '.join(map(repr, repeated))}: Table 4 would count the same runs "
+          "twice. List each value once."
+      )
+
+
 def check_sweep_dir(config, workdir: str) -> None:
   """Writes sweep.json in a new sweep directory; refuses one written by another config."""
   path = os.path.join(workdir, SWEEP_FILE)
   shared = _shared(config)
   if os.path.isfile(path):
-    with open(path) as f:
-      held = json.load(f)
+    held = _read_json(path)
+    if held is None:
+      raise SweepMismatchError(
+          f"{path} is unreadable (not a JSON object: a torn write?); it records the config of "
+          f"the sweep in {workdir}. Delete {path} to record this config again (each run in "
+          "runs/ is still checked against its own config.json), or use a new --workdir."
+      )
     diff = _differences(held.get("shared", {}), shared)
     if diff:
       raise SweepMismatchError(
@@ -344,6 +369,7 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
         "a sweep fine-tunes: use a fine-tuning variant (e.g. "
         "configs/finetune.py:lexname), not mode=pretrain."
     )
+  check_grid(config)
   t0 = time.perf_counter()
   workdir = os.path.abspath(workdir)
   os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)

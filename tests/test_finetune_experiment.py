@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 from bigjax.models import xlnet_weights
+from bigjax import training
 from bigjax.training import SignatureMismatchError
 from configs import finetune as finetune_config
 from experiments import finetune, finetune_eval, finetune_sweep
@@ -114,6 +115,13 @@ def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte
   # Resumed: nothing trained again, the same numbers.
   again = finetune.train(config, workdir, progress=False)
   assert again["resumed_from"] == 4 and again["dev"] == result["dev"]
+  # Issue 27.3: the finished run with another config used to rewrite config.json and
+  # result.json to claim FT, lr 0.5, seed 7 without training anything.
+  before = _tree_state(workdir)
+  other = _smoke(model_dir, rte_dir, num_epochs=2, beta=0.0, learning_rate=0.5, seed=7)
+  with pytest.raises(training.ConfigMismatchError, match="beta: 0.5 there, 0.0 now"):
+    finetune.train(other, workdir, progress=False)
+  assert _tree_state(workdir) == before
 
   before = _tree_state(workdir)
   scores = finetune_eval.evaluate_file(
@@ -132,6 +140,18 @@ def test_a_run_scores_dev_each_epoch_resumes_and_scores_any_file(pretrained, rte
   with pytest.raises(ValueError, match="only reads"):
     finetune_eval.evaluate_file(
         workdir, os.path.join(rte_dir, "dev.tsv"), os.path.join(workdir, "scores")
+    )
+  # Issue 27.13: --out through a link into the run, a directory as --data, a batch below 1.
+  os.symlink(workdir, tmp_path / "link")
+  with pytest.raises(ValueError, match="only reads"):
+    finetune_eval.evaluate_file(
+        workdir, os.path.join(rte_dir, "dev.tsv"), str(tmp_path / "link" / "scores")
+    )
+  with pytest.raises(IsADirectoryError, match="--data .* is a directory"):
+    finetune_eval.evaluate_file(workdir, rte_dir, str(tmp_path / "s2"))
+  with pytest.raises(ValueError, match="--batch_size must be a positive integer"):
+    finetune_eval.evaluate_file(
+        workdir, os.path.join(rte_dir, "dev.tsv"), str(tmp_path / "s3"), batch_size=-4
     )
   assert _tree_state(workdir) == before  # the scorer only read the run
 
@@ -163,6 +183,18 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
   runs = sorted(os.listdir(os.path.join(workdir, "runs")))
   assert runs == sorted(finetune_sweep.run_name(p) for p in finetune_sweep.points(config))
 
+  # Issue 27.1's reproduction: a kill between a run's last checkpoint and its dev row left
+  # neither dev.jsonl nor result.json, and every rerun failed with FileNotFoundError.
+  cut = os.path.join(workdir, "runs", runs[2])
+  with open(os.path.join(cut, "result.json")) as f:
+    finished = json.load(f)
+  os.remove(os.path.join(cut, "dev.jsonl"))
+  os.remove(os.path.join(cut, "result.json"))
+  assert finetune_sweep.sweep(config, workdir, progress=False)["methods"] == table["methods"]
+  with open(os.path.join(cut, "result.json")) as f:
+    repaired = json.load(f)
+  assert repaired["epochs"] == finished["epochs"] and repaired["dev"] == finished["dev"]
+
   # Again: nothing is trained or rewritten; a torn result.json is finished from its checkpoint.
   results = {r: os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns for r in runs}
   with open(os.path.join(workdir, "runs", runs[0], "result.json"), "w") as f:
@@ -191,6 +223,22 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
   with pytest.raises(finetune_sweep.SweepMismatchError, match="another config"):
     finetune_sweep.sweep(config, workdir, progress=False)
   assert _tree_state(workdir) == before
+
+  # Issue 27.9: repeated or empty grid values, refused before anything is written.
+  for field, values, match in (
+      ("seeds", (0, 0), r"sweep.seeds=\(0, 0\) repeats 0"),
+      ("learning_rates", (), "sweep.learning_rates is empty"),
+  ):
+    bad = _smoke(model_dir, rte_dir)
+    bad.sweep[field] = values
+    with pytest.raises(ValueError, match=match):
+      finetune_sweep.sweep(bad, str(tmp_path / "bad_grid"), progress=False)
+    assert not os.path.exists(tmp_path / "bad_grid")
+  # Issue 27.13: a truncated sweep.json.
+  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+    f.write('{"shared": ')
+  with pytest.raises(finetune_sweep.SweepMismatchError, match="sweep.json is unreadable"):
+    finetune_sweep.sweep(config, workdir, progress=False)
 
 
 def test_bad_input_gets_clear_errors(pretrained, rte_dir, tmp_path):
@@ -250,3 +298,60 @@ def _with(config, key, value):
     node = node[g]
   node[name] = value
   return config
+
+
+def test_run_directory_refusals(pretrained, rte_dir, tmp_path):
+  """Issue 27.4, 27.7 and 27.13: a workdir that is the model directory or a file, a failed start
+  (it used to leave xlnet_config.json and spiece.model, refusing the next start), a pretraining
+  run given to the scorer."""
+  model_dir = pretrained[1]["model_dir"]
+  before = _tree_state(model_dir)
+  with pytest.raises(training.NotARunDirectoryError, match="is a model directory"):
+    finetune.train(_smoke(model_dir, rte_dir), model_dir, progress=False)
+  assert _tree_state(model_dir) == before
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(training.NotARunDirectoryError, match="is a file"):
+    finetune.train(_smoke(model_dir, rte_dir), str(tmp_path / "file"), progress=False)
+  # A model directory whose weights do not load: the start fails and claims nothing.
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  for name in os.listdir(model_dir):
+    (broken / name).write_bytes((open(os.path.join(model_dir, name), "rb")).read())
+  data = (broken / "model.safetensors").read_bytes()
+  (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+  workdir = tmp_path / "run"
+  with pytest.raises(Exception):  # noqa: B017 (the weights module names the file)
+    finetune.train(_smoke(str(broken), rte_dir), str(workdir), progress=False)
+  assert not os.path.exists(workdir)
+  result = finetune.train(_smoke(model_dir, rte_dir, beta=0.0), str(workdir), progress=False)
+  assert result["method"] == "FT"
+  with pytest.raises(ValueError, match="is a pretraining run"):
+    finetune_eval.evaluate_file(
+        pretrained[0], os.path.join(rte_dir, "dev.tsv"), str(tmp_path / "s")
+    )
+
+
+def test_dev_splits_that_measure_nothing_are_refused_before_training(pretrained, tmp_path):
+  """Issue 27.8: an empty dev split failed only after epoch 1 trained and saved; a dev file that
+  is the training file (or a link to it) was reported as dev accuracy. And seed=-1 failed only
+  after compilation."""
+  model_dir = pretrained[1]["model_dir"]
+  task = _write_rte(tmp_path / "RTE")
+  dev = os.path.join(task, "dev.tsv")
+  header = open(dev).readline()
+  with open(dev, "w") as f:
+    f.write(header)
+  with pytest.raises(ValueError, match=r"dev.tsv \(data.dev_split='dev'\) holds no example"):
+    finetune.train(_smoke(model_dir, task), str(tmp_path / "a"), progress=False)
+  os.remove(dev)
+  os.symlink(os.path.join(task, "train.tsv"), dev)
+  with pytest.raises(ValueError, match="is the training file"):
+    finetune.train(_smoke(model_dir, task), str(tmp_path / "a"), progress=False)
+  os.remove(dev)
+  with open(os.path.join(task, "train.tsv")) as f, open(dev, "w") as g:
+    g.write(f.read())
+  with pytest.raises(ValueError, match="is the training file"):
+    finetune.train(_smoke(model_dir, task), str(tmp_path / "a"), progress=False)
+  with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+    finetune.train(_smoke(model_dir, task, seed=-1), str(tmp_path / "a"), progress=False)
+  assert not os.path.exists(tmp_path / "a")
