@@ -146,6 +146,10 @@ def test_a_run_directory_is_marked_and_old_unmarked_runs_are_accepted(tmp_path):
   _train(old, 4)
   os.remove(old / rundir.MARKER_FILE)
   (old / "reference.json").write_text("{}")
+  before = _files(old)
+  with pytest.raises(training.SignatureMismatchError):  # refused: left unmarked, unchanged
+    _train(old, 8, signature=dict(dim=4), experiment="other")
+  assert _files(old) == before
   _, summary = _train(old, 8)
   assert summary["resumed_from"] == 4 and rundir.is_run(str(old))
 

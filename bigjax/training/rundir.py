@@ -191,16 +191,24 @@ def claim(workdir: str, *, experiment: str | None = None) -> Iterator[str]:
     _remove_if_bare(workdir, created)
     raise
   _HELD[key] = [lock, 1]
+  old_run = False
   try:
     _check(workdir, experiment)  # again, now that no other process can change it
-    marked = os.path.isfile(os.path.join(workdir, MARKER_FILE))
-    if not marked or experiment and not _marker(workdir).get("experiment"):
+    marker = _marker(workdir)
+    # An older run, unmarked: marked only once this start succeeds in it (a start refused
+    # there, by its checkpoints' signature say, leaves it as it was).
+    old_run = marker is None and is_run(workdir)
+    if marker is None or experiment and marker.get("experiment") != experiment:
+      # (another experiment's marker gets here only alone: what a failed start left)
       tmp = os.path.join(workdir, MARKER_FILE + ".tmp")
       with open(tmp, "w") as f:
         json.dump(dict(experiment=experiment or "run"), f)
       os.replace(tmp, os.path.join(workdir, MARKER_FILE))
     yield workdir
   except BaseException:
+    if old_run:
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(workdir, MARKER_FILE))
     _remove_if_bare(workdir, created)
     raise
   finally:
