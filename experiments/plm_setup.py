@@ -7,6 +7,7 @@ the run's kind for `bigjax.training.runs` (older runs load through `migrate`).
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, NamedTuple
 
@@ -115,6 +116,35 @@ def validate_config(config) -> None:
     fail(f"eval.temperature must be > 0, got {e.temperature}.")
   if not e.guidance >= 0:
     fail(f"eval.guidance must be >= 0, got {e.guidance}.")
+
+
+QUANTISER_DATA = ("source", "train_split", "test_split")  # vq.data follows the run's data
+
+
+def with_run_data(config) -> ml_collections.ConfigDict:
+  """The config with its nested quantiser's data.source, train_split and test_split set to the
+  run's, so the quantiser trains on the run's training digits only: with
+  `--config.data.source=X.npz` it used to train on the bundled digits, the .npz's held-out rows
+  among them. A config whose vq.data already matches is returned as is."""
+  if all(config.vq.data[k] == config.data[k] for k in QUANTISER_DATA):
+    return config
+  config = copy.deepcopy(config)
+  for k in QUANTISER_DATA:
+    config.vq.data[k] = config.data[k]
+  return config
+
+
+def check_shared_quantiser(config, quantiser_config) -> None:
+  """Refuses a quantiser (--config.vq_dir) trained on other digits than the run's training ones:
+  the run's held-out digits could be among them."""
+  theirs = {k: quantiser_config.data[k] for k in ("source", "train_split")}
+  ours = {k: config.data[k] for k in ("source", "train_split")}
+  if theirs != ours:
+    raise ValueError(
+        f"the quantiser in {config.vq_dir} was trained on data {theirs}, this run trains on "
+        f"{ours}: its training digits may hold this run's held-out ones. Give a quantiser "
+        "trained on the run's data, or leave --config.vq_dir empty to train one in the workdir."
+    )
 
 
 def vq_dir(config, workdir: str) -> str:

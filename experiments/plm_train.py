@@ -59,9 +59,13 @@ DATA_STREAM = 2  # bigjax.training.data_order: the permutation model's order of 
 
 
 def prepare_quantiser(config, workdir: str, *, progress: bool = True) -> Quantiser:
-  """The run's quantiser: the finished one in `config.vq_dir`, or the one in <workdir>/vq,
-  trained (or finished) there first with `config.vq` when needed."""
+  """The run's quantiser: the finished one in `config.vq_dir` (trained on the run's data), or
+  the one in <workdir>/vq, trained (or finished) there first with `config.vq` on the run's
+  data (`plm_setup.with_run_data`) when needed."""
   directory = plm_setup.vq_dir(config, workdir)
+  config = plm_setup.with_run_data(config)
+  if config.vq_dir and os.path.isfile(os.path.join(directory, "config.json")):
+    plm_setup.check_shared_quantiser(config, runs.read_config(directory, vq_setup.KIND))
   if not config.vq_dir and os.path.isfile(os.path.join(directory, "config.json")):
     # A resumed run must not pair the old quantiser with a config.json describing another.
     trained = _flat(json.loads(runs.read_config(directory, vq_setup.KIND).to_json()))
@@ -173,6 +177,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
     the run summary (also run.json) with the evaluation (also eval.json) under "eval".
   """
   plm_setup.validate_config(config)
+  config = plm_setup.with_run_data(config)  # the nested quantiser trains on the run's digits
   if config.distributed:
     jax.distributed.initialize()
   workdir = os.path.abspath(workdir)

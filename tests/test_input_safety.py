@@ -154,3 +154,50 @@ def test_a_model_with_fewer_rows_than_the_tokenizer_has_pieces_is_refused(tmp_pa
       r"tokenizer's 40 pieces .*token ids 30..39",
   ):
     setup.hf_config_of(run)
+
+
+# ----------------------------------------------------------------------------- plm_mnist
+
+
+class _Trained(Exception):
+  pass
+
+
+def test_the_nested_quantiser_trains_on_the_runs_digits(tmp_path, monkeypatch):
+  """Issue 27: with --config.data.source=X.npz the nested quantiser still trained on the bundled
+  digits, the .npz's held-out rows among them."""
+  from configs import plm_mnist as plm_config
+  from experiments import plm_setup, plm_train, vq_mnist
+
+  seen = {}
+
+  def record(vq_config, directory, **kwargs):
+    seen.update(vq_config.data.to_dict(), directory=directory)
+    raise _Trained
+
+  monkeypatch.setattr(vq_mnist, "train", record)
+  config = plm_config.get_config("smoke")
+  config.data.source = str(tmp_path / "digits.npz")
+  config.data.train_split, config.data.test_split = "test", "train"
+  with pytest.raises(_Trained):
+    plm_train.prepare_quantiser(config, str(tmp_path / "run"), progress=False)
+  assert (seen["source"], seen["train_split"], seen["test_split"]) == (
+      config.data.source,
+      "test",
+      "train",
+  )
+  assert config.vq.data.source == "bundled"  # the caller's config is left alone
+  default = plm_config.get_config("smoke")
+  assert plm_setup.with_run_data(default) is default  # matching data: nothing changes
+
+
+def test_a_shared_quantiser_of_other_digits_is_refused(tmp_path):
+  from configs import plm_mnist as plm_config
+  from experiments import plm_setup
+
+  config = plm_config.get_config("smoke")
+  config.vq_dir = str(tmp_path / "vq")
+  config.data.source = str(tmp_path / "digits.npz")
+  with pytest.raises(ValueError, match=r"trained on data \{'source': 'bundled'"):
+    plm_setup.check_shared_quantiser(config, plm_config.get_config("smoke").vq)
+  plm_setup.check_shared_quantiser(config, plm_setup.with_run_data(config).vq)
