@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -99,6 +100,12 @@ def plm_tasks(
   """
   if not 0.0 < float(target_fraction) <= 1.0:
     raise ValueError(f"target_fraction must be in (0, 1], got {target_fraction}.")
+  input_ids, attention_mask = jnp.asarray(input_ids), jnp.asarray(attention_mask)
+  chex.assert_rank(input_ids, 2, custom_message="plm_tasks: input_ids must be int [B, L]")
+  chex.assert_equal_shape(
+      [input_ids, attention_mask],
+      custom_message="plm_tasks: input_ids and attention_mask must have the same shape [B, L]",
+  )
   b, length = jnp.shape(input_ids)
   candidates = text_mask(input_ids, attention_mask)
   if with_label:
@@ -117,6 +124,26 @@ def plm_tasks(
   num_targets = jnp.maximum(jnp.ceil(float(target_fraction) * count), 1.0)
   target = candidates & (place >= count - num_targets)
   return ranks, target, permutation.permutation_mask(ranks, target)
+
+
+def _check_batch(name: str, batch: dict) -> None:
+  """Shape checks of a classification batch (at trace time, so also under jit): without them a
+  mismatch fails deep inside the model with a broadcasting error that names no field."""
+  ids = batch["input_ids"]
+  chex.assert_rank(ids, 2, custom_message=f"{name}: batch['input_ids'] must be int [B, L]")
+  chex.assert_equal_shape(
+      [ids, batch["token_type_ids"], batch["attention_mask"]],
+      custom_message=(
+          f"{name}: batch['input_ids'], batch['token_type_ids'] and batch['attention_mask'] must "
+          "all be int [B, L]"
+      ),
+  )
+  if batch.get("labels") is not None:
+    chex.assert_shape(
+        batch["labels"],
+        ids.shape[:1],
+        custom_message=f"{name}: batch['labels'] must be int [B], one label per row of input_ids",
+    )
 
 
 def _every_position(perm_mask):
@@ -171,6 +198,13 @@ def permutation_loss(
   labels = batch.get("labels")
   if labels is not None and label_embedding is None:
     raise ValueError("a batch with labels needs label_embedding [C, D] (init_label_embedding).")
+  _check_batch("permutation_loss", batch)
+  if labels is not None:
+    chex.assert_rank(
+        label_embedding,
+        2,
+        custom_message="permutation_loss: label_embedding must be [C, D] (init_label_embedding)",
+    )
   k_order, k_drop = jax.random.split(rng)
   ids, mask = batch["input_ids"], batch["attention_mask"]
   b, length = ids.shape
@@ -219,6 +253,7 @@ def classification_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Eq. (16): the mean cross-entropy of p(y | x') read by `classify`'s path (the content stream,
   `<cls>` in the slot, the summary head). Returns (loss, {"accuracy"})."""
+  _check_batch("classification_loss", batch)
   out = model.apply(
       params,
       batch["input_ids"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -42,6 +43,12 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Ar
   Returns:
     [B] per-example losses (>= 0; 2 log 2 when both logits are 0).
   """
+  real_logits, fake_logits = jnp.asarray(real_logits), jnp.asarray(fake_logits)
+  # [B] against [B, 1] would broadcast to a silent [B, B] loss.
+  chex.assert_equal_shape(
+      [real_logits, fake_logits],
+      custom_message="discriminator_loss: real_logits and fake_logits must have the same shape [B]",
+  )
   return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
 
 
@@ -88,9 +95,26 @@ def r1_penalty(
     the same forward pass so that the caller does not recompute them.
   """
   logits, vjp = jax.vjp(logits_fn, real_inputs)
+  # A summed (scalar) logit would still give gradients, but a penalty of the whole batch's sum.
+  chex.assert_shape(
+      logits,
+      (real_inputs.shape[0],),
+      custom_message="r1_penalty: logits_fn must map real_inputs [B, ...] to per-example logits [B]",
+  )
   (grads,) = vjp(jnp.ones_like(logits))
   sq_norm = jnp.sum(jnp.square(grads).reshape(grads.shape[0], -1), axis=-1)
   return 0.5 * weight * sq_norm, logits
+
+
+def _check_communication_logits(name, *logits):
+  # The four must be the same [B]: a [B, 1] among [B] ones broadcasts to a silent [B, B] loss.
+  chex.assert_equal_shape(
+      [jnp.asarray(x) for x in logits],
+      custom_message=(
+          f"{name}: own_logits_1, other_logits_1, own_logits_2 and other_logits_2 must have the "
+          "same shape [B]"
+      ),
+  )
 
 
 def communication_discriminator_loss(
@@ -115,6 +139,9 @@ def communication_discriminator_loss(
   Returns:
     [B] softplus(own_1 - other_1) + softplus(own_2 - other_2) (minus the Eq. (12) value).
   """
+  _check_communication_logits(
+      "communication_discriminator_loss", own_logits_1, other_logits_1, own_logits_2, other_logits_2
+  )
   return jax.nn.softplus(own_logits_1 - other_logits_1) + jax.nn.softplus(
       own_logits_2 - other_logits_2
   )
@@ -138,6 +165,9 @@ def communication_generator_loss(
   Returns:
     [B] per-example losses.
   """
+  _check_communication_logits(
+      "communication_generator_loss", own_logits_1, other_logits_1, own_logits_2, other_logits_2
+  )
   if saturating:
     return -communication_discriminator_loss(
         own_logits_1, other_logits_1, own_logits_2, other_logits_2
@@ -179,6 +209,26 @@ def mode_seeking_loss(
   Returns:
     scalar loss (>= 0).
   """
+  samples_a, samples_b, z_a, z_b = map(jnp.asarray, (samples_a, samples_b, z_a, z_b))
+  chex.assert_equal_shape(
+      [samples_a, samples_b],
+      custom_message="mode_seeking_loss: samples_a and samples_b must have the same shape [B, ...]",
+  )
+  # Noises of another batch would give a d_z that does not belong to these samples.
+  chex.assert_equal_shape(
+      [z_a, z_b], custom_message="mode_seeking_loss: z_a and z_b must have the same shape [B, Z]"
+  )
+  chex.assert_equal_shape_prefix(
+      [samples_a, z_a],
+      1,
+      custom_message="mode_seeking_loss: samples_a [B, ...] and z_a [B, Z] must have the same B",
+  )
+  if mask is not None:
+    chex.assert_shape(
+        mask,
+        samples_a.shape[:-1],
+        custom_message="mode_seeking_loss: mask must be [B, L] for samples [B, L, P]",
+    )
   diff = jnp.abs(samples_a - samples_b)
   if mask is not None:
     m = jnp.broadcast_to(mask[..., None], diff.shape).astype(diff.dtype)
@@ -223,6 +273,7 @@ def _counted(source: jax.Array) -> jax.Array:
 def reconstruction_counts(source: jax.Array) -> jax.Array:
   """int32 [B]: how many patches `reconstruction_loss` counts per example (the patches
   outside S where S is non-empty; 0 for joint generation)."""
+  chex.assert_rank(source, 2, custom_message="reconstruction_counts: source must be bool [B, L]")
   return jnp.sum(_counted(source), axis=-1, dtype=jnp.int32)
 
 
@@ -253,7 +304,23 @@ def permutation_lm(
     [B] (float32, or float64 for float64 logits): the summed negative log-likelihood over each example's targets (nats; 0 for an
     example without targets). Divide by `target_mask.sum(-1)` for a per-token mean.
   """
-  logits = jnp.asarray(logits)
+  logits, tokens, target_mask = map(jnp.asarray, (logits, tokens, target_mask))
+  chex.assert_shape(
+      tokens,
+      logits.shape[:-1],
+      custom_message="permutation_lm: tokens must be int [B, L] for logits [B, L, V]",
+  )
+  # A [L] target_mask would broadcast over the batch without a word.
+  chex.assert_equal_shape(
+      [tokens, target_mask],
+      custom_message="permutation_lm: target_mask must be bool [B, L], the shape of tokens",
+  )
+  if vocab_mask is not None:
+    chex.assert_is_broadcastable(
+        jnp.shape(vocab_mask),
+        logits.shape,
+        custom_message="permutation_lm: vocab_mask must be bool [L, V] or [B, L, V]",
+    )
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bfloat16 -> float32
   if vocab_mask is not None:
     logits = jnp.where(vocab_mask, logits, -jnp.inf)

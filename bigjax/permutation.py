@@ -22,6 +22,7 @@ host-side check for masks a user builds.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,12 +171,26 @@ def permutation_mask(ranks, target_mask, *, hidden_mask=None) -> jax.Array:
   """
   ranks = jnp.asarray(ranks)
   target_mask = jnp.asarray(target_mask, bool)
+  chex.assert_rank(
+      ranks, 2, custom_message="permutation_mask: ranks must be int [B, L] (vmap for one example)"
+  )
+  chex.assert_equal_shape(
+      [ranks, target_mask],
+      custom_message="permutation_mask: target_mask must be bool [B, L], the shape of ranks",
+  )
+  if hidden_mask is not None:
+    hidden_mask = jnp.asarray(hidden_mask, bool)
+    chex.assert_shape(
+        hidden_mask,
+        ranks.shape,
+        custom_message="permutation_mask: hidden_mask must be bool [B, L], the shape of ranks",
+    )
   later = ranks[:, :, None] <= ranks[:, None, :]
   # A context position never sees a target, even one earlier in the order (XLNet puts the
   # targets last, where the two rules agree); otherwise a target could read itself through it.
   mask = target_mask[:, None, :] & (later | ~target_mask[:, :, None])
   if hidden_mask is not None:
-    mask = mask | jnp.asarray(hidden_mask, bool)[:, None, :]
+    mask = mask | hidden_mask[:, None, :]
   return mask
 
 
@@ -195,6 +210,11 @@ def task_ranks(rng, source_mask, target_mask) -> jax.Array:
   """
   source_mask = jnp.asarray(source_mask, bool)
   target_mask = jnp.asarray(target_mask, bool)
+  # Masks of different shapes would broadcast into an order over positions that do not exist.
+  chex.assert_equal_shape(
+      [source_mask, target_mask],
+      custom_message="task_ranks: source_mask and target_mask must have the same shape [B, L]",
+  )
   group = jnp.where(source_mask, 0.0, jnp.where(target_mask, 1.0, 2.0))
   scores = group + jax.random.uniform(rng, source_mask.shape)
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1).astype(jnp.int32)
@@ -215,6 +235,11 @@ def task_permutation_mask(rng, source_mask, target_mask) -> tuple[jax.Array, jax
   """
   source_mask = jnp.asarray(source_mask, bool)
   target_mask = jnp.asarray(target_mask, bool)
+  chex.assert_rank(
+      [source_mask, target_mask],
+      2,
+      custom_message="task_permutation_mask: source_mask and target_mask must be bool [B, L]",
+  )
   ranks = task_ranks(rng, source_mask, target_mask)
   return ranks, permutation_mask(ranks, target_mask, hidden_mask=~(source_mask | target_mask))
 

@@ -29,6 +29,7 @@ matchings of Eq. (12).
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,6 +207,12 @@ def source_sets(
   _check_sizes(batch_size, length)
   if isinstance(num_source, (int, np.integer)) and not 0 <= int(num_source) <= length:
     raise ValueError(f"num_source must be in [0, {length}], got {num_source}.")
+  for name, value in (("num_source", num_source), ("initial_portion", initial_portion)):
+    chex.assert_is_broadcastable(
+        jnp.shape(value),
+        (batch_size,),
+        custom_message=f"source_sets: {name} must be a scalar or [B] = [{batch_size}]",
+    )
   ranks = _random_ranks(rng, batch_size, length)
   initial = jnp.broadcast_to(jnp.asarray(initial_portion, bool), (batch_size,))
   ranks = jnp.where(initial[:, None], jnp.arange(length)[None], ranks)
@@ -297,6 +304,16 @@ def resplit(
     (source_mask_2, target_mask_2), bool [B, L].
   """
   _check_beta("source", source_alpha, source_beta)
+  source_mask, target_mask = jnp.asarray(source_mask), jnp.asarray(target_mask)
+  chex.assert_rank(
+      [source_mask, target_mask],
+      2,
+      custom_message="resplit: source_mask and target_mask must be bool [B, L] (vmap for one row)",
+  )
+  chex.assert_equal_shape(
+      [source_mask, target_mask],
+      custom_message="resplit: source_mask and target_mask must have the same shape [B, L]",
+  )
   union = source_mask | target_mask
   batch_size, length = union.shape
   k_order, k_s = jax.random.split(rng)

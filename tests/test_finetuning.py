@@ -1,5 +1,8 @@
 """bigjax.finetuning (Eq. (15)-(17) for XLNet) and the rate-as-argument AdamW it trains with."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,8 +37,8 @@ def _batch(b=4, seed=0):
   )
 
 
-@pytest.fixture(scope="module")
-def model_and_params():
+@functools.cache
+def _model_and_params():
   lm = xlnet.XLNet(**KW, lm_head=True, num_labels=C)
   classifier = xlnet.XLNet(**KW, lm_head=False, num_labels=C)
   params = jax.jit(lm.init)(jax.random.key(0), _batch()["input_ids"][:2])
@@ -45,21 +48,45 @@ def model_and_params():
   return lm, classifier, params, label_embedding
 
 
-def test_plm_tasks_targets_are_text_and_label_only_and_hidden_from_themselves():
-  batch = _batch(6)
-  ids, mask = batch["input_ids"], batch["attention_mask"]
-  ranks, target, perm = jax.jit(lambda k: finetuning.plm_tasks(k, ids, mask, with_label=True))(
-      jax.random.key(3)
-  )
-  text = (mask > 0) & (ids >= 9)
-  np.testing.assert_array_equal(np.asarray(target), text | (np.arange(L) == L - 1))
-  assert np.all(np.diagonal(np.asarray(perm), axis1=1, axis2=2)[np.asarray(target)])
-  permutation.check_permutation_mask(perm, target)
-  # <sep> (context) is visible to every position: no query row is fully masked.
-  assert not np.asarray(perm)[:, :, L - 2].any()
-  # Without the label the <cls> slot is context too.
-  _, no_label, _ = finetuning.plm_tasks(jax.random.key(3), ids, mask, with_label=False)
-  np.testing.assert_array_equal(np.asarray(no_label), text)
+@pytest.fixture(scope="module")
+def model_and_params():
+  return _model_and_params()
+
+
+class FinetuningVariantsTest(chex.TestCase):
+  """q(z) and Eq. (16) against their references, eager and jitted."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_plm_tasks_targets_are_text_and_label_only_and_hidden_from_themselves(self):
+    batch = _batch(6)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    ranks, target, perm = self.variant(
+        lambda k: finetuning.plm_tasks(k, ids, mask, with_label=True)
+    )(jax.random.key(3))
+    text = (mask > 0) & (ids >= 9)
+    np.testing.assert_array_equal(np.asarray(target), text | (np.arange(L) == L - 1))
+    assert np.all(np.diagonal(np.asarray(perm), axis1=1, axis2=2)[np.asarray(target)])
+    permutation.check_permutation_mask(perm, target)
+    # <sep> (context) is visible to every position: no query row is fully masked.
+    assert not np.asarray(perm)[:, :, L - 2].any()
+    # Without the label the <cls> slot is context too.
+    _, no_label, _ = finetuning.plm_tasks(jax.random.key(3), ids, mask, with_label=False)
+    np.testing.assert_array_equal(np.asarray(no_label), text)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_classification_loss_is_the_cross_entropy_of_classify(self):
+    """Eq. (16) without dropout: the mean of -log p(y | x') read by `classify`."""
+    _, classifier, params, _ = _model_and_params()
+    batch = _batch(seed=3)
+    loss, aux = self.variant(
+        lambda p, b: finetuning.classification_loss(classifier, p, b, None, train=False)
+    )(params, batch)
+    log_p = np.asarray(finetuning.classify(classifier, params, batch))
+    labels = batch["labels"]
+    np.testing.assert_allclose(
+        float(loss), -np.mean(log_p[np.arange(len(labels)), labels]), rtol=1e-5
+    )
+    np.testing.assert_allclose(float(aux["accuracy"]), np.mean(log_p.argmax(-1) == labels))
 
 
 def test_plm_tasks_target_fraction_takes_the_last_candidates_of_the_order():
@@ -95,7 +122,7 @@ def test_beta_zero_is_ft_exactly_and_beta_adds_the_permutation_loss(model_and_pa
       lambda p: (jax.value_and_grad(ft)(p), jax.value_and_grad(lambda q: big(q, 0.0))(p))
   )(params)
   assert float(v_zero) == float(v_ft)
-  jax.tree.map(np.testing.assert_array_equal, g_ft, g_zero)
+  chex.assert_trees_all_equal(g_ft, g_zero)
   # A traced beta (runs of different betas share one compiled step): FT + beta * Eq. (15).
   v_big, plm = jax.jit(
       lambda p, beta: (
@@ -254,3 +281,83 @@ def test_adamw_direction_times_the_rate_is_optax_adamw():
       d, s_ours = ours.update(g, s_ours, p_ours)
       p_ours = jax.tree.map(lambda p, x: p - 1e-2 * x, p_ours, d)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), p_ref, p_ours)
+
+
+def _with(batch, **fields):
+  return dict(batch, **fields)
+
+
+_BATCH = _batch()
+
+
+@pytest.mark.parametrize(
+    "loss, batch, match",
+    [
+        # Before: ValueError "Cannot broadcast to shape with fewer dimensions: arr_shape=(4, 1,
+        # 16) shape=(4, 16)".
+        (
+            "permutation",
+            _with(_BATCH, labels=_BATCH["labels"][:, None]),
+            r"permutation_loss: batch\['labels'\] must be int \[B\]",
+        ),
+        # Before: ValueError "not enough values to unpack (expected 2, got 1)".
+        (
+            "permutation",
+            {k: v[0] for k, v in _BATCH.items()},
+            r"permutation_loss: batch\['input_ids'\] must be int \[B, L\]",
+        ),
+        # Before: TypeError "and got incompatible shapes for broadcasting: (4, 9), (4, 10)".
+        (
+            "permutation",
+            _with(_BATCH, attention_mask=_BATCH["attention_mask"][:, 1:]),
+            r"permutation_loss: batch\['input_ids'\], batch\['token_type_ids'\] and",
+        ),
+        # Before: ValueError "Incompatible shapes for broadcasting: shapes=[(3, 1), (4, 1)]".
+        (
+            "classification",
+            _with(_BATCH, labels=_BATCH["labels"][:3]),
+            r"classification_loss: batch\['labels'\] must be int \[B\], one label per row",
+        ),
+        # Before: ValueError "indices and arr must have the same number of dimensions; 3 vs. 2".
+        (
+            "biglearn",
+            _with(_BATCH, labels=_BATCH["labels"][:, None]),
+            r"classification_loss: batch\['labels'\] must be int \[B\]",
+        ),
+    ],
+)
+def test_wrong_batch_shapes_fail_at_the_entry_point_with_a_clear_message(
+    model_and_params, loss, batch, match
+):
+  lm, classifier, params, label_embedding = model_and_params
+  key = jax.random.key(0)
+  call = {
+      "permutation": lambda: finetuning.permutation_loss(
+          lm, params, batch, key, label_embedding=label_embedding
+      ),
+      "classification": lambda: finetuning.classification_loss(classifier, params, batch, key),
+      "biglearn": lambda: jax.jit(
+          lambda p: finetuning.biglearn_loss(
+              classifier, lm, p, batch, key, beta=0.5, label_embedding=label_embedding
+          )
+      )(params),
+  }[loss]
+  with pytest.raises(AssertionError, match=match):
+    call()
+
+
+def test_wrong_label_embedding_and_plm_task_shapes_fail_with_a_clear_message(model_and_params):
+  lm, _, params, label_embedding = model_and_params
+  # Before: ValueError "Incompatible types for broadcasting: input type=float32[4] and requested
+  # type=float32[4,16]".
+  with pytest.raises(AssertionError, match=r"label_embedding must be \[C, D\]"):
+    finetuning.permutation_loss(
+        lm, params, _BATCH, jax.random.key(0), label_embedding=label_embedding[0]
+    )
+  ids, mask = _BATCH["input_ids"], _BATCH["attention_mask"]
+  # Before: TypeError "and got incompatible shapes for broadcasting: (4, 9), (4, 10)".
+  with pytest.raises(AssertionError, match=r"plm_tasks: input_ids and attention_mask must have"):
+    finetuning.plm_tasks(jax.random.key(0), ids, mask[:, 1:], with_label=True)
+  # Before: ValueError "not enough values to unpack (expected 2, got 1)".
+  with pytest.raises(AssertionError, match=r"plm_tasks: input_ids must be int \[B, L\]"):
+    finetuning.plm_tasks(jax.random.key(0), ids[0], mask[0], with_label=True)

@@ -5,6 +5,7 @@ the communication losses of Eq. (12)."""
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +118,7 @@ def test_losses_are_finite_for_huge_logits_in_float32():
           argnums=(0, 1),
       )
   )(big, other)
-  for g in grads:
-    assert np.all(np.isfinite(np.asarray(g)))
+  chex.assert_tree_all_finite(grads)
   np.testing.assert_allclose(np.asarray(grads[0]), [0.0, -1.0, 0.0, -1.0], atol=1e-6)
 
 
@@ -356,8 +356,8 @@ def test_r1_penalty_parameter_gradient_matches_finite_difference():
   through attention) is finite and matches a central difference along a random direction."""
   params, x, _, _, r1, _ = _disc_problem()
   grads = jax.jit(jax.grad(lambda p, x: r1(p, x, 10.0)[0].mean()))(params, x)
+  chex.assert_tree_all_finite(grads)
   leaves = jax.tree_util.tree_leaves(grads)
-  assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
   # Every parameter receives a gradient but the two biases that only shift f by a constant
   # (the head's and the final LayerNorm's, which feeds the head linearly): d f / d x ignores them.
   for g in (grads["params"]["head"]["bias"], grads["params"]["encoder"]["ln_final"]["bias"]):
@@ -423,3 +423,158 @@ def test_mode_seeking_loss_matches_hand_computed_values():
   # The gradient pushes the two draws apart.
   g = jax.grad(lambda x: losses.mode_seeking_loss(x, b, z_a, z_b))(a + 0.5)
   assert np.all(np.asarray(g)[np.asarray(b > a + 0.5)] > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-example losses under chex's variants: the same hand-computed references, eager and
+# jitted, and vmapped over the batch where a loss is per example (chex's variants have no vmap
+# of their own, so the vmapped function is what each variant wraps).
+
+
+class LossVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_eq8_losses_match_hand_computed_values(self):
+    real = np.array(_LOGITS, np.float32)
+    fake = np.array(_LOGITS[::-1], np.float32)
+    want_d = [_softplus(-r) + _softplus(f) for r, f in zip(_LOGITS, _LOGITS[::-1])]
+    want_sat = [-_softplus(f) for f in _LOGITS[::-1]]
+    want_non_sat = [_softplus(-f) for f in _LOGITS[::-1]]
+    saturating = functools.partial(losses.generator_loss, saturating=True)
+    for vmap in (False, True):
+      wrap = jax.vmap if vmap else (lambda fn: fn)
+      d_loss = self.variant(wrap(losses.discriminator_loss))
+      np.testing.assert_allclose(d_loss(real, fake), want_d, rtol=1e-6)
+      np.testing.assert_allclose(self.variant(wrap(saturating))(fake), want_sat, rtol=1e-6)
+      g_loss = self.variant(wrap(losses.generator_loss))
+      np.testing.assert_allclose(g_loss(fake), want_non_sat, rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_communication_losses_match_hand_computed_values(self):
+    own1, other1, own2, other2 = 0.5, -1.0, 2.0, 0.25
+    args = [jnp.array([v, 0.7]) for v in (own1, other1, own2, other2)]
+    for vmap in (False, True):
+      wrap = jax.vmap if vmap else (lambda fn: fn)
+      comm_d = self.variant(wrap(losses.communication_discriminator_loss))
+      np.testing.assert_allclose(
+          comm_d(*args), [_softplus(own1 - other1) + _softplus(own2 - other2), 2 * math.log(2)]
+      )
+      comm_g = self.variant(wrap(losses.communication_generator_loss))
+      np.testing.assert_allclose(
+          comm_g(*args),
+          [_softplus(other1 - own1) + _softplus(other2 - own2), 2 * math.log(2)],
+          rtol=1e-6,
+      )
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_reconstruction_and_mode_seeking_match_hand_computed_values(self):
+    rng = np.random.default_rng(0)
+    fake, real = rng.normal(size=(2, 2, 3, 2)).astype(np.float32)
+    source = np.array([[True, False, False], [False, False, False]])
+    err = np.abs(fake - real).mean(-1)
+    chex.assert_shape(err, (2, 3))
+    per_example = self.variant(losses.reconstruction_loss)(fake, real, source)
+    np.testing.assert_allclose(per_example, [err[0, 1] + err[0, 2], 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(self.variant(losses.reconstruction_counts)(source), [2, 0])
+    a = jnp.zeros((2, 3, 2))
+    b = jnp.ones((2, 3, 2)).at[:, 0].set(3.0)
+    z_a, z_b = jnp.zeros((2, 4)), jnp.full((2, 4), 2.0)
+    ms = self.variant(losses.mode_seeking_loss)
+    np.testing.assert_allclose(ms(a, b, z_a, z_b), 1 / ((10 / 6) / 2 + 1e-5), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape checks at the entry points: a wrong shape fails at once (at trace time under jit) with
+# a message that names the function and the argument, instead of broadcasting silently or
+# failing deep inside.
+
+_B4, _B4x1, _B3 = jnp.zeros(4), jnp.zeros((4, 1)), jnp.zeros(3)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        # Before: a silent [4, 4] loss.
+        (lambda: losses.discriminator_loss(_B4, _B4x1), r"discriminator_loss: real_logits and"),
+        # Before: TypeError "add got incompatible shapes for broadcasting: (4,), (3,)".
+        (lambda: losses.discriminator_loss(_B4, _B3), r"discriminator_loss: .*same shape \[B\]"),
+        (
+            lambda: losses.communication_discriminator_loss(_B4, _B4x1, _B4, _B4),
+            r"communication_discriminator_loss: own_logits_1, other_logits_1",
+        ),
+        (
+            lambda: losses.communication_generator_loss(_B4, _B4, _B3, _B4, saturating=True),
+            r"communication_generator_loss: own_logits_1",
+        ),
+        # Before: a silent penalty of the whole batch's summed logit.
+        (
+            lambda: losses.r1_penalty(jnp.sum, jnp.ones((3, 2)), weight=1.0),
+            r"r1_penalty: logits_fn must map real_inputs \[B, ...\] to per-example logits \[B\]",
+        ),
+        (
+            lambda: losses.mode_seeking_loss(
+                jnp.ones((3, 4, 2)), jnp.ones((3, 4)), jnp.ones((3, 5)), jnp.zeros((3, 5))
+            ),
+            r"mode_seeking_loss: samples_a and samples_b must have the same shape",
+        ),
+        (
+            lambda: losses.mode_seeking_loss(
+                jnp.ones((3, 4, 2)), jnp.ones((3, 4, 2)), jnp.ones((3, 5)), jnp.zeros((3, 6))
+            ),
+            r"mode_seeking_loss: z_a and z_b must have the same shape",
+        ),
+        # Before: a silent loss with noises of another batch.
+        (
+            lambda: losses.mode_seeking_loss(
+                jnp.ones((3, 4, 2)), jnp.ones((3, 4, 2)), jnp.ones((2, 5)), jnp.zeros((2, 5))
+            ),
+            r"mode_seeking_loss: samples_a \[B, ...\] and z_a \[B, Z\] must have the same B",
+        ),
+        (
+            lambda: losses.mode_seeking_loss(
+                jnp.ones((3, 4, 2)),
+                jnp.ones((3, 4, 2)),
+                jnp.ones((3, 5)),
+                jnp.zeros((3, 5)),
+                mask=jnp.ones((3, 2), bool),
+            ),
+            r"mode_seeking_loss: mask must be \[B, L\] for samples \[B, L, P\]",
+        ),
+        # Before: ValueError "axis 1 is out of bounds for array of dimension 1".
+        (
+            lambda: losses.reconstruction_counts(jnp.ones(3, bool)),
+            r"reconstruction_counts: source must be bool \[B, L\]",
+        ),
+        # Before: ValueError "indices and arr must have the same number of dimensions; 4 vs. 3".
+        (
+            lambda: losses.permutation_lm(
+                jnp.zeros((2, 3, 5)), jnp.zeros((2, 3, 1), int), jnp.ones((2, 3), bool)
+            ),
+            r"permutation_lm: tokens must be int \[B, L\] for logits \[B, L, V\]",
+        ),
+        # Before: a silent broadcast of one mask over the batch.
+        (
+            lambda: losses.permutation_lm(
+                jnp.zeros((2, 3, 5)), jnp.zeros((2, 3), int), jnp.ones(3, bool)
+            ),
+            r"permutation_lm: target_mask must be bool \[B, L\], the shape of tokens",
+        ),
+        (
+            lambda: losses.permutation_lm(
+                jnp.zeros((2, 3, 5)),
+                jnp.zeros((2, 3), int),
+                jnp.ones((2, 3), bool),
+                vocab_mask=jnp.ones((3, 4), bool),
+            ),
+            r"permutation_lm: vocab_mask must be bool \[L, V\] or \[B, L, V\]",
+        ),
+        # The checks hold at trace time, under jit too.
+        (
+            lambda: jax.jit(losses.discriminator_loss)(_B4, _B4x1),
+            r"Arrays have different shapes: \[\(4,\), \(4, 1\)\]",
+        ),
+    ],
+)
+def test_wrong_shapes_fail_at_the_entry_point_with_a_clear_message(call, match):
+  with pytest.raises(AssertionError, match=match):
+    call()

@@ -1,6 +1,9 @@
 """bigjax.permutation (orders, XLNet masks), losses.permutation_lm (Eq. (15)) and
 bigjax.multimodal (image tokens + label, classification and sampling with one model)."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,23 +42,96 @@ def test_order_and_ranks_are_inverse():
   np.testing.assert_array_equal(np.asarray(permutation.order_from_ranks(ranks)), order)
 
 
-def test_permutation_mask_by_hand():
-  # order z = (2, 0, 3, 1); targets {0, 3, 1} (2 is context)
-  ranks = np.array([[1, 3, 0, 2]])
-  target = np.array([[True, True, False, True]])
-  got = np.asarray(permutation.permutation_mask(ranks, target))[0].astype(int)
-  expected = np.array(
-      [
-          [1, 1, 0, 1],  # 0 sees the context 2 only
-          [0, 1, 0, 0],  # 1 (last) sees 2, 0, 3
-          [1, 1, 0, 1],  # context sees no target
-          [0, 1, 0, 1],
-      ]
-  )  # 3 sees 2, 0
-  np.testing.assert_array_equal(got, expected)
-  hidden = np.array([[False, False, False, True]])
-  got = np.asarray(permutation.permutation_mask(ranks, target, hidden_mask=hidden))[0]
-  assert np.all(got[:, 3])
+class PermutationVariantsTest(chex.TestCase):
+  """The masks and Eq. (15)'s loss against hand-computed values, eager and jitted
+  (permutation_lm also vmapped over the batch: it is per example)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_permutation_mask_by_hand(self):
+    mask_fn = self.variant(permutation.permutation_mask)
+    # order z = (2, 0, 3, 1); targets {0, 3, 1} (2 is context)
+    ranks = np.array([[1, 3, 0, 2]])
+    target = np.array([[True, True, False, True]])
+    got = np.asarray(mask_fn(ranks, target))[0].astype(int)
+    expected = np.array(
+        [
+            [1, 1, 0, 1],  # 0 sees the context 2 only
+            [0, 1, 0, 0],  # 1 (last) sees 2, 0, 3
+            [1, 1, 0, 1],  # context sees no target
+            [0, 1, 0, 1],
+        ]
+    )  # 3 sees 2, 0
+    np.testing.assert_array_equal(got, expected)
+    hidden = np.array([[False, False, False, True]])
+    got = np.asarray(mask_fn(ranks, target, hidden_mask=hidden))[0]
+    assert np.all(got[:, 3])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_permutation_lm_hand_value(self):
+    logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]]))
+    tokens = np.array([[1, 2]])
+    for vmap in (False, True):
+      plm = self.variant(jax.vmap(losses.permutation_lm) if vmap else losses.permutation_lm)
+      both = plm(logits, tokens, np.array([[True, True]]))
+      np.testing.assert_allclose(np.asarray(both), [-np.log(0.25) - np.log(0.3)], rtol=1e-6)
+      only_second = plm(logits, tokens, np.array([[False, True]]))
+      np.testing.assert_allclose(np.asarray(only_second), [-np.log(0.3)], rtol=1e-6)
+    # the vocabulary mask renormalises over the allowed ids: position 1 may take {1, 2}
+    vocab = np.array([[True, True, True], [False, True, True]])
+    masked = self.variant(functools.partial(losses.permutation_lm, vocab_mask=vocab))(
+        logits, tokens, np.array([[True, True]])
+    )
+    np.testing.assert_allclose(np.asarray(masked), [-np.log(0.25) - np.log(0.3 / 0.9)], rtol=1e-6)
+    grads = jax.grad(
+        lambda l: losses.permutation_lm(l, tokens, np.array([[True, True]]), vocab_mask=vocab).sum()
+    )(jnp.asarray(logits))
+    assert np.all(np.isfinite(np.asarray(grads))) and np.asarray(grads)[0, 1, 0] == 0.0
+
+
+_RANKS = np.array([[1, 3, 0, 2], [0, 1, 2, 3]])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        # Before: IndexError "Too many indices: array is 1-dimensional, but 2 were indexed".
+        (
+            lambda: permutation.permutation_mask(_RANKS[0], np.ones(4, bool)),
+            r"permutation_mask: ranks must be int \[B, L\]",
+        ),
+        # Before: TypeError "or got incompatible shapes for broadcasting: (2, 4, 4), (2, 5, 1)".
+        (
+            lambda: permutation.permutation_mask(_RANKS, np.ones((2, 5), bool)),
+            r"permutation_mask: target_mask must be bool \[B, L\], the shape of ranks",
+        ),
+        (
+            lambda: permutation.permutation_mask(
+                _RANKS, np.ones((2, 4), bool), hidden_mask=np.ones((2, 3), bool)
+            ),
+            r"permutation_mask: hidden_mask must be bool \[B, L\], the shape of ranks",
+        ),
+        # Before: ValueError "Incompatible shapes for broadcasting: shapes=[(2, 4), (), (2, 5)]".
+        (
+            lambda: permutation.task_ranks(
+                jax.random.key(0), np.ones((2, 4), bool), np.ones((2, 5), bool)
+            ),
+            r"task_ranks: source_mask and target_mask must have the same shape",
+        ),
+        (
+            lambda: permutation.task_permutation_mask(
+                jax.random.key(0), np.zeros(4, bool), np.ones(4, bool)
+            ),
+            r"task_permutation_mask: source_mask and target_mask must be bool \[B, L\]",
+        ),
+        (
+            lambda: jax.jit(permutation.permutation_mask)(_RANKS, np.ones((2, 5), bool)),
+            r"Arrays have different shapes: \[\(2, 4\), \(2, 5\)\]",
+        ),
+    ],
+)
+def test_wrong_shapes_fail_at_the_entry_point_with_a_clear_message(call, match):
+  with pytest.raises(AssertionError, match=match):
+    call()
 
 
 def test_check_permutation_mask():
@@ -74,25 +150,6 @@ def test_check_permutation_mask():
     permutation.check_permutation_mask(good * 2, target)
   with pytest.raises(ValueError, match="expects 5"):
     permutation.check_permutation_mask(good, target, length=5)
-
-
-def test_permutation_lm_hand_value():
-  logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]]))
-  tokens = np.array([[1, 2]])
-  both = losses.permutation_lm(logits, tokens, np.array([[True, True]]))
-  np.testing.assert_allclose(np.asarray(both), [-np.log(0.25) - np.log(0.3)], rtol=1e-6)
-  only_second = losses.permutation_lm(logits, tokens, np.array([[False, True]]))
-  np.testing.assert_allclose(np.asarray(only_second), [-np.log(0.3)], rtol=1e-6)
-  # the vocabulary mask renormalises over the allowed ids: position 1 may take {1, 2}
-  vocab = np.array([[True, True, True], [False, True, True]])
-  masked = jax.jit(lambda *a: losses.permutation_lm(*a, vocab_mask=vocab))(
-      logits, tokens, np.array([[True, True]])
-  )
-  np.testing.assert_allclose(np.asarray(masked), [-np.log(0.25) - np.log(0.3 / 0.9)], rtol=1e-6)
-  grads = jax.grad(
-      lambda l: losses.permutation_lm(l, tokens, np.array([[True, True]]), vocab_mask=vocab).sum()
-  )(jnp.asarray(logits))
-  assert np.all(np.isfinite(np.asarray(grads))) and np.asarray(grads)[0, 1, 0] == 0.0
 
 
 def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):

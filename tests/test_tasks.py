@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,8 +33,8 @@ def _np(masks):
 
 def _assert_valid(source, target, batch_size, length):
   """bool [B, L], disjoint, T non-empty in every row."""
-  for m in (source, target):
-    assert m.dtype == np.bool_ and m.shape == (batch_size, length)
+  chex.assert_type((source, target), bool)
+  chex.assert_shape((source, target), (batch_size, length))
   assert not np.any(source & target)
   assert np.all(target.any(-1))
 
@@ -110,16 +111,14 @@ def test_sampler_jit_matches_eager(name):
   key = _key(3)
   eager = _np(tasks.SAMPLERS[name](key, _BIG_B, _BIG_L))
   jitted = _np(_JITTED[name](key, _BIG_B, _BIG_L))
-  for a, b in zip(eager, jitted):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(eager, jitted)
 
 
 @pytest.mark.parametrize("name", ["next_token", "mask_and_predict"])
 def test_sampler_jit_with_partial_bound_sizes(name):
   """batch_size and length bound by functools.partial are static as well."""
   bound = jax.jit(functools.partial(tasks.SAMPLERS[name], batch_size=_BIG_B, length=_BIG_L))
-  for a, b in zip(_np(_JITTED[name](_key(3), _BIG_B, _BIG_L)), _np(bound(_key(3)))):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(_np(_JITTED[name](_key(3), _BIG_B, _BIG_L)), _np(bound(_key(3))))
 
 
 @pytest.mark.parametrize("name", _RANDOM_SAMPLERS)
@@ -128,8 +127,7 @@ def test_sampler_keys_determine_masks(name):
   a = _np(_JITTED[name](_key(0), _BIG_B, _BIG_L))
   b = _np(_JITTED[name](_key(0), _BIG_B, _BIG_L))
   c = _np(_JITTED[name](_key(1), _BIG_B, _BIG_L))
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(a, b)
   assert any(not np.array_equal(x, y) for x, y in zip(a, c))
   # Rows of one batch are different tasks, not copies of one.
   assert any(len(np.unique(m, axis=0)) > 1 for m in a)
@@ -146,10 +144,9 @@ def test_samplers_work_under_vmap():
   (threefry keys: the "rbg" implementation does not promise vmap-invariant bits)."""
   keys = jax.random.split(jax.random.key(4), 3)
   batched = _np(jax.jit(jax.vmap(lambda k: tasks.next_token(k, 5, 16)))(keys))
-  assert batched[0].shape == (3, 5, 16)
+  chex.assert_shape(batched, (3, 5, 16))
   for i, k in enumerate(keys):
-    for got, want in zip(batched, _np(_JITTED["next_token"](k, 5, 16))):
-      np.testing.assert_array_equal(got[i], want)
+    chex.assert_trees_all_equal(tuple(m[i] for m in batched), _np(_JITTED["next_token"](k, 5, 16)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,16 +547,6 @@ def test_user_masks_rejects_float_source_with_default_target():
 
 
 def test_source_sets_have_the_asked_sizes_random_or_initial():
-  counts = jnp.array([0, 3, 8, 5])
-  initial = jnp.array([False, True, False, False])
-  s = np.asarray(
-      jax.jit(tasks.source_sets, static_argnums=(1, 2))(
-          _key(0), 4, 8, counts, initial_portion=initial
-      )
-  )
-  assert s.dtype == bool and s.shape == (4, 8)
-  np.testing.assert_array_equal(s.sum(1), counts)
-  np.testing.assert_array_equal(s[1], np.arange(8) < 3)  # the initial portion
   # Random sets: every position equally likely (2,000 rows of 3 given out of 8).
   many = np.asarray(tasks.source_sets(_key(1), 2000, 8, 3))
   assert (many.sum(1) == 3).all()
@@ -567,3 +554,80 @@ def test_source_sets_have_the_asked_sizes_random_or_initial():
   assert len({r.tobytes() for r in many}) > 40  # of the 56 possible sets
   with pytest.raises(ValueError, match=r"num_source must be in \[0, 8\], got 9"):
     tasks.source_sets(_key(0), 2, 8, 9)
+
+
+# ----------------------------------------------------------------------------------------------
+# chex variants: the samplers whose masks are fixed by their arguments give the same masks eager
+# and jitted (B, L static), at tiny shapes. They make batches, so there is no per-example vmap;
+# vmap over keys is test_samplers_work_under_vmap. The Beta samplers (biglearn, resplit) are left
+# out: compiling jax.random.beta costs seconds per shape (see _BIG_B above).
+
+
+class SamplerVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_source_sets_have_the_asked_sizes(self):
+    counts = jnp.array([0, 3, 8, 5])
+    initial = jnp.array([False, True, False, False])
+    s = np.asarray(
+        self.variant(tasks.source_sets, static_argnums=(1, 2))(
+            _key(0), 4, 8, counts, initial_portion=initial
+        )
+    )
+    assert s.dtype == bool and s.shape == (4, 8)
+    np.testing.assert_array_equal(s.sum(1), counts)
+    np.testing.assert_array_equal(s[1], np.arange(8) < 3)  # the initial portion
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_samplers_with_fixed_laws(self):
+    """joint: S empty, T all; next_token: S = {< t}, T = {t}; initial_portion at r = 0.5: the
+    first 3 of 6 positions; mask_and_predict at 0.5: 3 targets, S their complement."""
+    source, target = _np(self.variant(tasks.joint, static_argnums=(1, 2))(_key(1), 3, 6))
+    chex.assert_trees_all_equal((source, target), (np.zeros((3, 6), bool), np.ones((3, 6), bool)))
+    source, target = _np(self.variant(tasks.next_token, static_argnums=(1, 2))(_key(2), 3, 6))
+    _assert_valid(source, target, 3, 6)
+    t = np.argmax(target, -1)
+    np.testing.assert_array_equal(target.sum(-1), 1)
+    np.testing.assert_array_equal(source, np.arange(6)[None] < t[:, None])
+    initial = functools.partial(tasks.initial_portion, source_ratio=0.5)
+    source, target = _np(self.variant(initial, static_argnums=(1, 2))(_key(3), 3, 6))
+    np.testing.assert_array_equal(source, np.broadcast_to(np.arange(6) < 3, (3, 6)))
+    np.testing.assert_array_equal(target, ~source)
+    masked = functools.partial(tasks.mask_and_predict, mask_ratio=0.5)
+    source, target = _np(self.variant(masked, static_argnums=(1, 2))(_key(4), 3, 6))
+    np.testing.assert_array_equal(target.sum(-1), 3)
+    np.testing.assert_array_equal(source, ~target)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        # Before: ValueError "not enough values to unpack (expected 2, got 1)".
+        (
+            lambda: tasks.resplit(_key(0), np.zeros(4, bool), np.ones(4, bool)),
+            r"resplit: source_mask and target_mask must be bool \[B, L\]",
+        ),
+        # Before: TypeError "or got incompatible shapes for broadcasting: (2, 4), (2, 5)".
+        (
+            lambda: tasks.resplit(_key(0), np.zeros((2, 4), bool), np.ones((2, 5), bool)),
+            r"resplit: source_mask and target_mask must have the same shape \[B, L\]",
+        ),
+        # Before: ValueError "Incompatible types for broadcasting: input type=int32[4] and
+        # requested type=int32[3]".
+        (
+            lambda: tasks.source_sets(_key(0), 3, 4, jnp.array([1, 2, 3, 1])),
+            r"source_sets: num_source must be a scalar or \[B\] = \[3\]",
+        ),
+        (
+            lambda: tasks.source_sets(_key(0), 3, 4, 1, initial_portion=jnp.array([True, False])),
+            r"source_sets: initial_portion must be a scalar or \[B\] = \[3\]",
+        ),
+        (
+            lambda: jax.jit(tasks.resplit)(_key(0), np.zeros((2, 4), bool), np.ones((2, 5), bool)),
+            r"Arrays have different shapes: \[\(2, 4\), \(2, 5\)\]",
+        ),
+    ],
+)
+def test_wrong_shapes_fail_at_the_entry_point_with_a_clear_message(call, match):
+  with pytest.raises(AssertionError, match=match):
+    call()
