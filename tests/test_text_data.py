@@ -421,3 +421,25 @@ def test_a_non_utf8_tsv_is_named_with_its_line(tmp_path):
       ValueError, match=r"train.tsv: line 3 is not UTF-8 \(byte b'\\xe9' at column 6"
   ):
     glue.read_tsv("rte", str(path))
+
+
+def test_a_failed_training_leaves_the_previous_vocabulary(spm_dir, tmp_path, monkeypatch):
+  """Issue 27, item 6: SentencePiece wrote into model_dir/spiece.model directly, so a failed
+  or killed training left a partial model where the previous one was."""
+  import sentencepiece as spm
+
+  folder = tmp_path / "vocab"
+  folder.mkdir()
+  before = open(os.path.join(spm_dir, "spiece.model"), "rb").read()
+  (folder / "spiece.model").write_bytes(before)
+
+  def killed(*, model_prefix, **kwargs):
+    with open(model_prefix + ".model", "wb") as f:
+      f.write(b"half a model")
+    raise RuntimeError("killed mid-write")
+
+  monkeypatch.setattr(spm.SentencePieceTrainer, "train", killed)
+  with pytest.raises(ValueError, match="killed mid-write"):
+    xtok.train_sentencepiece(_sentences(50), str(folder), vocab_size=40)
+  assert os.listdir(folder) == ["spiece.model"]
+  assert (folder / "spiece.model").read_bytes() == before

@@ -21,6 +21,8 @@ Needs `transformers`, `sentencepiece` and `protobuf` (imported inside the functi
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import NamedTuple
 from collections.abc import Iterable, Sequence
 
@@ -292,6 +294,9 @@ def train_sentencepiece(
 ) -> str:
   """Trains a SentencePiece model with XLNet's special-token layout, into model_dir/spiece.model.
 
+  Atomic: trained in a temporary directory inside model_dir and renamed into place, so a
+  failed or killed training leaves model_dir's previous files (or none), never a partial model.
+
   As the original XLNet vocabulary: `<unk>`, `<s>`, `</s>` are ids 0-2, the control symbols
   `<cls> <sep> <pad> <mask> <eod>` ids 3-7, the user-defined `<eop>` id 8 (SPECIAL_TOKENS), then
   `user_defined_symbols`, then the learned pieces.
@@ -314,15 +319,48 @@ def train_sentencepiece(
     import sentencepiece as spm
   except ImportError:
     raise ImportError(_MISSING) from None
-  os.makedirs(model_dir, exist_ok=True)
   kwargs = dict(input=corpus) if isinstance(corpus, str) else dict(sentence_iterator=iter(corpus))
   if isinstance(corpus, str) and not os.path.isfile(corpus):
     raise FileNotFoundError(f"no corpus file {corpus!r}.")
+  os.makedirs(model_dir, exist_ok=True)
+  scratch = tempfile.mkdtemp(prefix=".spiece-", dir=model_dir)
+  try:
+    _train_into(
+        spm,
+        kwargs,
+        scratch,
+        seed,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        user_defined_symbols=user_defined_symbols,
+        input_sentence_size=input_sentence_size,
+    )
+    for name in ("spiece.vocab", "spiece.model"):  # the model last: it marks a finished one
+      os.replace(os.path.join(scratch, name), os.path.join(model_dir, name))
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return model_dir
+
+
+def _train_into(
+    spm,
+    kwargs,
+    directory,
+    seed,
+    *,
+    vocab_size,
+    model_type,
+    character_coverage,
+    user_defined_symbols,
+    input_sentence_size,
+) -> None:
+  """SentencePiece's trainer, writing directory/spiece.{model,vocab}, and its special ids checked."""
   spm.set_random_generator_seed(seed)
   try:
     spm.SentencePieceTrainer.train(
         **kwargs,
-        model_prefix=os.path.join(model_dir, "spiece"),
+        model_prefix=os.path.join(directory, "spiece"),
         vocab_size=int(vocab_size),
         model_type=model_type,
         character_coverage=character_coverage,
@@ -340,8 +378,7 @@ def train_sentencepiece(
     raise ValueError(
         f"SentencePiece could not train a {vocab_size}-piece vocabulary on this " f"corpus: {e}"
     ) from None
-  processor = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "spiece.model"))
+  processor = spm.SentencePieceProcessor(model_file=os.path.join(directory, "spiece.model"))
   got = {processor.id_to_piece(i): i for i in range(len(SPECIAL_TOKENS))}
   if got != SPECIAL_TOKENS:  # a guard on SentencePiece's own id assignment
     raise RuntimeError(f"SentencePiece placed the special tokens as {got}, not {SPECIAL_TOKENS}.")
-  return model_dir
