@@ -64,69 +64,6 @@ class GMM(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# Argument checking.
-
-
-def _is_concrete(*xs) -> bool:
-  return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def _check_dims(dims, dim: int, name: str) -> tuple[int, ...]:
-  """Validates a static index set into a mixture of dimension `dim`."""
-  if isinstance(dims, (int, np.integer)):
-    dims = (dims,)
-  try:
-    dims = tuple(dims)
-  except TypeError as e:
-    raise TypeError(f"{name} must be a sequence of ints, got {dims!r}.") from e
-  if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
-    raise TypeError(f"{name} must hold integer dimensions (0.5 names none), got {dims!r}.")
-  dims = tuple(int(d) for d in dims)
-  if not dims:
-    raise ValueError(f"{name} is empty: name at least one dimension of the {dim}-D mixture.")
-  if len(set(dims)) != len(dims):
-    raise ValueError(f"{name}={dims} repeats a dimension; each dimension may appear once.")
-  bad = [d for d in dims if not 0 <= d < dim]
-  if bad:
-    raise ValueError(
-        f"{name}={dims} has dimensions {bad} outside the mixture's range " f"0..{dim - 1}."
-    )
-  return dims
-
-
-_PD_HINT = (
-    "Covariances must be symmetric positive definite (add a small multiple of the "
-    "identity, or pass `scale_tril` with a positive diagonal)."
-)
-
-
-def _check_positive_definite(covariances, name: str, hint: str = _PD_HINT):
-  if not _is_concrete(covariances):
-    return
-  dtype = np.asarray(covariances).dtype
-  eps = np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps
-  cov = np.asarray(covariances, dtype=np.float64)
-  if not np.all(np.isfinite(cov)):
-    raise ValueError(f"{name} contains NaN or inf.")
-  if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-5, atol=1e-8):
-    raise ValueError(f"{name} is not symmetric; pass symmetric covariance matrices.")
-  if not cov.size:
-    return
-  eigs = np.linalg.eigvalsh(cov.reshape((-1,) + cov.shape[-2:]))  # [M, D], M >= 1
-  eig_min, eig_max = eigs.min(axis=-1), np.abs(eigs).max(axis=-1)
-  # Relative to the largest eigenvalue and the input's precision: a matrix that is singular
-  # up to rounding would give a Cholesky factor of noise (or NaN) in that precision.
-  bad = np.flatnonzero(eig_min <= cov.shape[-1] * eps * eig_max)
-  if bad.size:
-    idx = np.unravel_index(bad[0], cov.shape[:-2]) if cov.ndim > 2 else ()
-    raise ValueError(
-        f"{name} is not positive definite: matrix {tuple(int(i) for i in idx)} has smallest "
-        f"eigenvalue {eig_min[bad[0]]:.3g} against largest {eig_max[bad[0]]:.3g} (singular in "
-        f"{np.dtype(dtype).name} precision). {hint}"
-    )
-
-
-# ----------------------------------------------------------------------------------------------
 # Construction.
 
 
@@ -154,7 +91,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
   k, d = means.shape[-2:]
   checks.check_dim(d)
   dtype = means.dtype
-  if _is_concrete(means) and not np.all(np.isfinite(np.asarray(means))):
+  if checks.is_concrete(means) and not np.all(np.isfinite(np.asarray(means))):
     raise ValueError("means contain NaN or inf.")
   if (covariances is None) == (scale_tril is None):
     raise ValueError("Give exactly one of `covariances` and `scale_tril`.")
@@ -175,7 +112,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
           f"{means.shape}: expected [..., {k}, {d}, {d}] (full), [..., {k}, {d}] "
           f"(diagonal), [..., {k}] (isotropic) or a scalar."
       )
-    _check_positive_definite(cov, "covariances")
+    checks.check_positive_definite(cov, "covariances")
     scale_tril = _cholesky(cov)
   else:
     scale_tril = jnp.asarray(scale_tril, dtype)
@@ -192,7 +129,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
       log_weights = jnp.zeros(means.shape[:-1], dtype)
     else:
       weights = jnp.asarray(weights, dtype)
-      if _is_concrete(weights) and (
+      if checks.is_concrete(weights) and (
           np.any(np.asarray(weights) < 0)
           or not np.all(np.isfinite(np.asarray(weights)))
           or np.any(np.asarray(weights).sum(-1) <= 0)
@@ -207,7 +144,7 @@ def create(means, covariances=None, *, weights=None, log_weights=None, scale_tri
         f"weights must have shape [..., {k}] to match means {means.shape}, got "
         f"{log_weights.shape}."
     )
-  if _is_concrete(log_weights):
+  if checks.is_concrete(log_weights):
     lw = np.asarray(log_weights)
     if np.any(np.isnan(lw) | (lw == np.inf)) or np.any(np.all(lw == -np.inf, axis=-1)):
       raise ValueError(
@@ -378,7 +315,7 @@ def marginal(gmm: GMM, dims) -> GMM:
   Returns:
     A `len(dims)`-D mixture with the same batch shape and weights.
   """
-  dims = _check_dims(dims, gmm.dim, "dims")
+  dims = checks.check_dims(dims, gmm.dim, "dims")
   if dims == tuple(range(len(dims))):
     # The leading block of a Cholesky factor is the Cholesky factor of the leading block.
     tril = gmm.scale_tril[..., : len(dims), : len(dims)]
@@ -406,7 +343,7 @@ def conditional(gmm: GMM, obs_dims, values) -> GMM:
     A mixture over the remaining dimensions, in increasing order, with batch shape
     `broadcast(B', B)`.
   """
-  obs_dims = _check_dims(obs_dims, gmm.dim, "obs_dims")
+  obs_dims = checks.check_dims(obs_dims, gmm.dim, "obs_dims")
   rest = tuple(d for d in range(gmm.dim) if d not in obs_dims)
   if not rest:
     raise ValueError(
@@ -465,7 +402,7 @@ def transform(gmm: GMM, A, b=None) -> GMM:
         f"A has shape {A.shape}: it maps R^{d} into R^{m} with M > D, which "
         "gives a degenerate (singular) mixture; use M <= D."
     )
-  if _is_concrete(A) and not np.all(np.isfinite(np.asarray(A))):
+  if checks.is_concrete(A) and not np.all(np.isfinite(np.asarray(A))):
     raise ValueError("A contains NaN or inf.")
   means = jnp.einsum("...ij,...kj->...ki", A, gmm.means)
   if b is not None:
@@ -475,8 +412,8 @@ def transform(gmm: GMM, A, b=None) -> GMM:
     means = means + b[..., None, :]
   factor = A[..., None, :, :] @ gmm.scale_tril  # [*b, K, M, D]
   cov = factor @ jnp.swapaxes(factor, -1, -2)
-  if _is_concrete(cov):
-    _check_positive_definite(
+  if checks.is_concrete(cov):
+    checks.check_positive_definite(
         cov,
         "A Sigma A^T",
         f"A of shape {A.shape} must have full row "
@@ -497,7 +434,7 @@ def add_noise(gmm: GMM, variance) -> GMM:
     variance: scalar or `[*B']` non-negative noise variance, `B'` broadcasting against `B`.
   """
   variance = jnp.asarray(variance, gmm.means.dtype)
-  if _is_concrete(variance):
+  if checks.is_concrete(variance):
     v = np.asarray(variance)
     if not np.all(np.isfinite(v)) or np.any(v < 0):
       raise ValueError(f"noise variance must be finite and >= 0, got {v}.")

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from bigjax.mixtures import checks
 from bigjax.mixtures import divergences
 from bigjax.mixtures import gmm as gmm_lib
 from bigjax.mixtures.gmm import GMM
@@ -167,7 +168,7 @@ def marginal_loss(
   Returns:
     `[*B]` losses in nats.
   """
-  dims = gmm_lib._check_dims(dims, model.dim, "dims")
+  dims = checks.check_dims(dims, model.dim, "dims")
   model, data = _noised(model, data, noise_var)
   rows = jnp.asarray(transform)[..., dims, :]
   return _kl(
@@ -213,11 +214,11 @@ def conditional_loss(
   Returns:
     `[*broadcast(B, B')]` losses in nats.
   """
-  given_dims = gmm_lib._check_dims(given_dims, model.dim, "given_dims")
+  given_dims = checks.check_dims(given_dims, model.dim, "given_dims")
   rest = tuple(d for d in range(model.dim) if d not in given_dims)
   if target_dims is None:
     target_dims = rest
-  target_dims = gmm_lib._check_dims(target_dims, model.dim, "target_dims")
+  target_dims = checks.check_dims(target_dims, model.dim, "target_dims")
   if any(d not in rest for d in target_dims):
     raise ValueError(f"target_dims={target_dims} overlaps given_dims={given_dims}.")
   model, data = _noised(model, data, noise_var)
@@ -250,7 +251,7 @@ def draw_given_values(
   Returns:
     `[*B, len(given_dims)]` values.
   """
-  given_dims = gmm_lib._check_dims(given_dims, source.dim, "given_dims")
+  given_dims = checks.check_dims(given_dims, source.dim, "given_dims")
   source = jax.tree.map(jax.lax.stop_gradient, source)
   if noise_var is not None:
     source = gmm_lib.add_noise(source, noise_var)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigjax.mixtures import checks
 from bigjax.mixtures import divergences
 from bigjax.mixtures import gmm as gmm_lib
 from bigjax.mixtures.gmm import GMM
@@ -72,13 +73,13 @@ def signature(task: MatchingTask, dim: int) -> Signature:
   if task.kind == "joint":
     return Signature("joint", tuple(range(out_dim)), (), shape)
   target = (
-      gmm_lib._check_dims(task.target_dims, out_dim, "target_dims")
+      checks.check_dims(task.target_dims, out_dim, "target_dims")
       if (task.kind == "marginal" or len(task.target_dims))
       else ()
   )
   given = ()
   if task.kind == "conditional":
-    given = gmm_lib._check_dims(task.given_dims, out_dim, "given_dims")
+    given = checks.check_dims(task.given_dims, out_dim, "given_dims")
     if set(given) & set(target):
       raise ValueError(
           f"target_dims={target} and given_dims={given} overlap; a conditional "
