@@ -1,7 +1,9 @@
 """Tests for bigjax.mixtures.divergences against adaptive scipy integration and closed forms."""
 
+import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -438,3 +440,19 @@ def test_kl_quadrature_gradient_matches_quad_1d():
       - _kl_quad_1d(_two_gmm_1d(theta[0] - h, theta[1], sigma2), q)
   ) / (2 * h)
   np.testing.assert_allclose(g[0, 0], fd, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# chex variants: the quadrature KL of single Gaussians against the closed form, eager and jitted.
+
+
+class DivergenceVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_kl_of_single_gaussians_is_exact(self):
+    p, q = _random_params(52, 1, 2), _random_params(62, 1, 2)
+    kl = self.variant(functools.partial(divergences.kl, num_points=2))
+    np.testing.assert_allclose(
+        float(kl(_gmm(*p), _gmm(*q))), _gauss_kl(p[1][0], p[2][0], q[1][0], q[2][0]), rtol=1e-10
+    )
+    np.testing.assert_allclose(float(kl(_gmm(*p), _gmm(*p))), 0.0, atol=1e-12)

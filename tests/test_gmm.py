@@ -3,6 +3,7 @@ sampling."""
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -230,8 +231,7 @@ def test_create_covariance_forms_are_equal():
       log_weights=np.log([2.0, 6.0]),
   )
   for other in (diag, full, tril):
-    for a, b in zip(iso, other):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    chex.assert_trees_all_close(iso, other, rtol=1e-12, atol=1e-12)
   np.testing.assert_allclose(np.asarray(iso.weights), [0.25, 0.75], rtol=1e-12)
   scalar = gmm.create(means, 0.5)
   np.testing.assert_allclose(
@@ -739,3 +739,21 @@ def test_conditional_gradients_wrt_values():
     np.testing.assert_allclose(jac[k], slope, rtol=1e-10)
   fn_w = jax.jit(lambda v: gmm.conditional(g, (0, 2), v).log_weights)
   test_util.check_grads(fn_w, (values,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# chex variants: log_prob (per point, so also vmapped over points) against scipy, eager and
+# jitted, on a tiny 2-D mixture (one test: eager GMM code dispatches op by op and costs seconds).
+
+
+class GmmVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_log_prob_matches_scipy(self):
+    g, (w, m, c) = _create(12, 3, 2)
+    x = np.random.default_rng(2).standard_normal((5, 2)) * 2.0
+    expected = _scipy_logpdf(x, w, m, c)
+    for fn in (gmm.log_prob, jax.vmap(gmm.log_prob, in_axes=(None, 0))):
+      out = self.variant(fn)(g, jnp.asarray(x))
+      chex.assert_shape(out, (5,))
+      np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-10, atol=1e-10)

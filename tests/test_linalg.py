@@ -1,6 +1,7 @@
 """Tests for bigjax.mixtures.linalg against numpy, on the unrolled (D <= 8) and fori_loop
 (D > 8) paths."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +123,21 @@ def test_solve_lower_gradients(d):
   test_util.check_grads(
       jax.jit(linalg.solve_lower), (l, b), order=1, modes=["rev"], atol=1e-6, rtol=1e-6
   )
+
+
+# ----------------------------------------------------------------------------------------------
+# chex variants: per-matrix functions, so also vmapped over a batch of matrices, against numpy.
+
+
+class LinalgVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_cholesky_and_solve_lower_match_numpy(self):
+    rng = np.random.default_rng(3)
+    a, b = _spd(rng, (2,), 3), rng.standard_normal((2, 3, 2))
+    for vmap in (False, True):
+      wrap = jax.vmap if vmap else (lambda fn: fn)
+      l = np.asarray(self.variant(wrap(linalg.cholesky))(jnp.asarray(a)))
+      np.testing.assert_allclose(l, np.linalg.cholesky(a), rtol=1e-10, atol=1e-10)
+      x = self.variant(wrap(linalg.solve_lower))(jnp.asarray(l), jnp.asarray(b))
+      np.testing.assert_allclose(np.asarray(x), np.linalg.solve(l, b), rtol=1e-10, atol=1e-10)

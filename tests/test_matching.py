@@ -3,6 +3,7 @@ layouts."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,13 +126,17 @@ def test_rotation_leaves_joint_loss_unchanged():
   )
 
 
-def test_dense_log_prob_equals_gmm_log_prob():
-  model, data = _mixtures()
-  x = jax.random.normal(jax.random.key(1), (50, 2)) * 2
-  for g in (model, data):
-    np.testing.assert_allclose(
-        jax.jit(matching.dense_log_prob)(g, x), gmm.log_prob(g, x), rtol=1e-5, atol=1e-5
-    )
+class MatchingVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dense_log_prob_equals_gmm_log_prob(self):
+    """Eager and jitted (dense_log_prob takes the points [N, D] as one batch: no vmap)."""
+    model, data = _mixtures()
+    x = jax.random.normal(jax.random.key(1), (50, 2)) * 2
+    for g in (model, data):
+      np.testing.assert_allclose(
+          self.variant(matching.dense_log_prob)(g, x), gmm.log_prob(g, x), rtol=1e-5, atol=1e-5
+      )
 
 
 def test_dense_kl_mc_component_frequencies_follow_weights():

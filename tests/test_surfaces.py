@@ -3,6 +3,7 @@
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
+from bigjax.mixtures import gmm
 from bigjax.mixtures import surfaces
 from bigjax.mixtures import two_gmm
 from bigjax.mixtures.surfaces import MatchingTask
@@ -208,6 +210,34 @@ def test_grid_2d_is_row_major():
   for i in range(3):
     for j in range(2):
       np.testing.assert_array_equal(grid[i * 2 + j], [a[i], b[j]])
+
+
+class SurfaceVariantsTest(chex.TestCase):
+  """grid_2d, Eq. (7)'s model (per theta, so also vmapped over the grid) and one task's loss,
+  eager and jitted, against numpy and the global optimum."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_grid_model_and_joint_loss(self):
+    a, b = np.array([-1.0, 1.0]), np.array([1.0, 0.0])
+    grid = self.variant(surfaces.grid_2d)(a, b)
+    np.testing.assert_array_equal(
+        np.asarray(grid), [[-1.0, 1.0], [-1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]
+    )
+    models = self.variant(jax.vmap(two_gmm.model_fn(SIGMA2)))(grid)
+    w, m, c = _np_mixture((-1.0, 1.0), SIGMA2)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda t: t[0], models),
+        gmm.GMM(np.log(w), m, np.linalg.cholesky(c)),
+        rtol=1e-12,
+    )
+    loss = self.variant(
+        lambda theta: surfaces.matching_loss(
+            two_gmm.model_fn(SIGMA2)(theta), two_gmm.target(SIGMA2), MatchingTask("joint")
+        )
+    )
+    # (-1, 1) is the data itself; (1, 0) is not.
+    np.testing.assert_allclose(float(loss(grid[0])), 0.0, atol=1e-8)
+    assert float(loss(grid[3])) > 1e-2
 
 
 @pytest.fixture(scope="module")

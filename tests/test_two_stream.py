@@ -5,6 +5,7 @@ for an order and a target set), gathering the visible keys position by position 
 reading perm_mask, so it checks the masks and the attention code at once.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,7 +246,7 @@ def test_shapes_determinism_and_dropout():
   perm_mask = permutation.permutation_mask(ranks, target)
   params = model.init(rbg_key(0), tokens, segments, perm_mask)
   again = model.init(rbg_key(0), tokens, segments, perm_mask)
-  jax.tree.map(np.testing.assert_array_equal, params, again)
+  chex.assert_trees_all_equal(params, again)
   logits, out = model.apply(params, tokens, segments, perm_mask)
   assert logits.shape == (B, L, V) and logits.dtype == jnp.float32
   assert out["content"].shape == out["query"].shape == (B, L, 16)
