@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigjax.models import xlnet
+from bigjax.models import xlnet_files
+from bigjax.models.xlnet_files import read_state_dict
 
 __all__ = [
     "PARAMETER_TABLE",
@@ -82,10 +84,6 @@ PARAMETER_TABLE = (
 )
 _TIED = "lm_loss.weight"  # HF ties it to transformer.word_embedding.weight
 _HEADS = {"lm_loss": "lm_head", "sequence_summary": "classifier", "logits_proj": "classifier"}
-_FORMAT_HINT = (
-    "a directory as transformers' save_pretrained writes it: config.json and "
-    "model.safetensors (or model.safetensors.index.json, or pytorch_model.bin)"
-)
 
 
 def read_config(model_dir: str) -> dict:
@@ -97,14 +95,20 @@ def read_config(model_dir: str) -> dict:
   """
   path = os.path.join(model_dir, "config.json")
   if not os.path.isdir(model_dir):
-    raise FileNotFoundError(f"no model directory {model_dir!r}; expected {_FORMAT_HINT}.")
+    raise FileNotFoundError(
+        f"no model directory {model_dir!r}; expected {xlnet_files.FORMAT_HINT}."
+    )
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{model_dir!r} has no config.json; expected {_FORMAT_HINT}.")
-  config = _read_json(path, "restore it from the model's source, or write it with save_pretrained")
+    raise FileNotFoundError(
+        f"{model_dir!r} has no config.json; expected {xlnet_files.FORMAT_HINT}."
+    )
+  config = xlnet_files.read_json(
+      path, "restore it from the model's source, or write it with save_pretrained"
+  )
   if not isinstance(config, dict):
     raise ValueError(
         f"{path} holds a JSON {type(config).__name__}, not an object of config fields; "
-        f"expected {_FORMAT_HINT}."
+        f"expected {xlnet_files.FORMAT_HINT}."
     )
   if config.get("model_type") != "xlnet":
     raise ValueError(
@@ -116,19 +120,6 @@ def read_config(model_dir: str) -> dict:
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
   return config
-
-
-def _read_json(path: str, fix: str):
-  """A JSON file, or ValueError naming it (and the line of a syntax error) with `fix`."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except UnicodeDecodeError as e:
-    raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); {fix}.") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(
-        f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {fix}."
-    ) from None
 
 
 def _integer(config: dict, key: str, default: int, minimum: int | None = 1) -> int:
@@ -198,86 +189,6 @@ def model_kwargs(
       summary_last_dropout=float(get("summary_last_dropout", 0.1)),
       dtype=dtype,
   )
-
-
-def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
-  """All tensors of an HF checkpoint as float32 numpy arrays, by HF name.
-
-  Reads model.safetensors (or its shards, via model.safetensors.index.json) with
-  `safetensors.numpy`, no torch; pytorch_model.bin needs torch.
-  """
-  files = os.listdir(model_dir) if os.path.isdir(model_dir) else []
-  if "model.safetensors" in files or "model.safetensors.index.json" in files:
-    from safetensors.numpy import load_file
-
-    if "model.safetensors" in files:
-      shards = ["model.safetensors"]
-    else:
-      shards = _shards(os.path.join(model_dir, "model.safetensors.index.json"))
-    state = {}
-    for shard in shards:
-      path = os.path.join(model_dir, shard)
-      if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{model_dir}/model.safetensors.index.json names the shard {shard!r}, which is not "
-            "there; copy the whole checkpoint directory again."
-        )
-      try:
-        tensors = load_file(path)
-      except Exception as e:  # safetensors' SafetensorError, a truncated or foreign file
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({e}); it may be truncated or damaged: "
-            "download or save the checkpoint again."
-        ) from None
-      _check_finite(tensors, path)
-      state.update(tensors)
-  elif "pytorch_model.bin" in files:
-    try:
-      import torch
-    except ImportError:
-      raise ImportError(
-          f"{model_dir}/pytorch_model.bin needs torch to read (pip install "
-          "torch==2.13.0), or convert it once to model.safetensors."
-      ) from None
-    path = os.path.join(model_dir, "pytorch_model.bin")
-    try:
-      loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip errors of a truncated or foreign file
-      raise ValueError(
-          f"{path} could not be read by torch.load ({type(e).__name__}: {e}); it may be "
-          "truncated or damaged: download or save the checkpoint again."
-      ) from None
-    state = {k: v.detach().float().numpy() for k, v in loaded.items()}
-    _check_finite(state, path)
-  else:
-    raise FileNotFoundError(f"no weights in {model_dir!r}; expected {_FORMAT_HINT}.")
-  return {k: np.asarray(v, np.float32) for k, v in state.items()}
-
-
-def _shards(index_path: str) -> list[str]:
-  index = _read_json(index_path, "copy the checkpoint directory again")
-  weight_map = index.get("weight_map") if isinstance(index, dict) else None
-  if not isinstance(weight_map, dict) or not weight_map:
-    raise ValueError(
-        f"{index_path} has no 'weight_map' (tensor name -> shard file); it is not a "
-        "safetensors index as save_pretrained writes it: copy the checkpoint directory again."
-    )
-  return sorted(set(weight_map.values()))
-
-
-def _check_finite(tensors: dict, path: str) -> None:
-  """Refuses NaN/inf weights at load, naming the file and tensor (the loss would be NaN at the
-  first step)."""
-  for name, value in tensors.items():
-    value = np.asarray(value)
-    if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
-      finite = np.isfinite(value.astype(np.float32))
-      if not finite.all():
-        raise ValueError(
-            f"{path}: tensor {name!r} holds {int(value.size - finite.sum())} NaN or inf "
-            f"values (first at index {tuple(int(i) for i in np.argwhere(~finite)[0])}); the "
-            "checkpoint is damaged or was saved after training diverged: use another one."
-        )
 
 
 def _rows(n_layer: int):
