@@ -54,6 +54,7 @@ from bigjax.training import batch_fn, loop, sharding, write_json
 from bigjax.training import optimizers
 from bigjax.training import rundir
 from experiments import cli
+from experiments import finetune_runs
 from experiments import finetune_setup as setup
 from experiments.finetune_setup import FTState
 
@@ -302,7 +303,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
   num_labels = setup.num_labels_of(config)
   models = setup.build_models(hf_config, num_labels)
   tokenizer_file = os.path.join(tokenizer_dir, setup.TOKENIZER_FILE)
-  setup.check_workdir(workdir, hf_config, tokenizer_file)
+  finetune_runs.check_workdir(workdir, hf_config, tokenizer_file)
 
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -390,7 +391,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
       experiment="finetune",
       unchecked_config_fields=("sweep",),  # a sweep's grid may grow around its finished runs
       # The model's config and tokenizer are written only once its weights have loaded.
-      on_start=lambda _: setup.prepare_workdir(workdir, hf_config, tokenizer_file),
+      on_start=lambda _: finetune_runs.prepare_workdir(workdir, hf_config, tokenizer_file),
   )
 
   summary = dict(

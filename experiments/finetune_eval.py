@@ -30,6 +30,7 @@ import numpy as np
 
 from bigjax.data import glue
 from bigjax.training import runs, write_json
+from experiments import finetune_runs
 from experiments import finetune_setup as setup
 
 
@@ -64,18 +65,18 @@ def evaluate_file(
     )
   if not os.path.isfile(data):
     raise FileNotFoundError(f"--data {data!r} does not exist.")
-  config = runs.read_config(workdir, setup.kind(workdir))
+  config = runs.read_config(workdir, finetune_runs.kind(workdir))
   if config.get("mode") == "pretrain":
     raise ValueError(
         f"{workdir} is a pretraining run (config.json: mode 'pretrain'): it has no classifier "
         "to score with. Fine-tune one from its model first, e.g. "
-        f"`{setup.train_command('DIR', None)}` with --config.model_dir={workdir}/model, and "
+        f"`{finetune_runs.train_command('DIR', None)}` with --config.model_dir={workdir}/model, and "
         "score with that run."
     )
-  run = runs.load(workdir, setup.kind(workdir))
+  run = runs.load(workdir, finetune_runs.kind(workdir))
   config = run.config
   task = glue.TASKS[config.task]
-  hf_config = setup.read_hf_config(workdir)
+  hf_config = finetune_runs.read_hf_config(workdir)
   with tempfile.TemporaryDirectory() as tok_dir:  # the tokenizer alone, away from config.json
     shutil.copyfile(
         os.path.join(workdir, setup.TOKENIZER_FILE), os.path.join(tok_dir, setup.TOKENIZER_FILE)
