@@ -1,10 +1,80 @@
-"""Shared test helpers: float64 for the numerical checks, and cheap PRNG keys."""
+"""Shared test helpers and the suite's JAX settings.
+
+Compilation dominates the suite's time, so every test runs with
+
+- a persistent XLA compilation cache that outlives the session: `~/.cache/bigjax-tests/jax_cache`
+  ($XDG_CACHE_HOME is honoured), or the directory in $BIGJAX_TEST_JAX_CACHE (an empty value turns
+  the cache off). The key of an entry holds the program, the compile options and the jax/jaxlib
+  version, so a hit returns the executable a compile would have built: results do not change. A
+  size limit turns on the cache's file lock, which the xdist workers and the subprocesses share.
+- `jax_disable_most_optimizations` (XLA's optimisation level 0), as flax's examples' tests do: the
+  smoke programs compile in about half the time. A test whose numbers depend on optimised code (a
+  recorded digest, a tolerance that only the fused program meets) opts out with
+  `@pytest.mark.optimized` (or `pytestmark = pytest.mark.optimized` for a module).
+
+Both settings also reach the `python -m ...` subprocesses that tests start, through the JAX_*
+environment variables set here (jax reads JAX_<OPTION NAME> when it is imported).
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+_CACHE_MAX_BYTES = 4 << 30
+
+
+def _jax_cache_dir() -> str | None:
+  path = os.environ.get("BIGJAX_TEST_JAX_CACHE")
+  if path is None:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(root, "bigjax-tests", "jax_cache")
+  return path or None
+
+
+JAX_CACHE_DIR = _jax_cache_dir()
+_SUITE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+if JAX_CACHE_DIR:
+  _SUITE_ENV.update(
+      JAX_COMPILATION_CACHE_DIR=JAX_CACHE_DIR,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+      JAX_COMPILATION_CACHE_MAX_SIZE=str(_CACHE_MAX_BYTES),
+  )
+# In os.environ, so that subprocesses inherit them; in jax.config, for this process (jax may have
+# been imported before this file by a plugin).
+os.environ.update(_SUITE_ENV)
+jax.config.update("jax_disable_most_optimizations", True)
+if JAX_CACHE_DIR:
+  jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
+  compilation_cache.reset_cache()
+
+
+_optimized = {"on": False}  # whether XLA's optimisations are on now (see `optimized`)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  """Turns XLA's optimisations on for tests marked `optimized` and off for the others, before any
+  of the test's fixtures run (module-scoped ones included: mark the whole module when they
+  train). Jitted functions keep their executables in memory whatever the flag, so the in-memory
+  caches are cleared at each switch: an `optimized` test never runs a program compiled without
+  optimisations, nor the reverse."""
+  on = item.get_closest_marker("optimized") is not None
+  if on == _optimized["on"]:
+    return
+  jax.clear_caches()
+  jax.config.update("jax_disable_most_optimizations", not on)
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "0" if on else "1"
+  _optimized["on"] = on
 
 
 @pytest.fixture
@@ -14,21 +84,76 @@ def x64():
     yield
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A persistent XLA compilation cache, on for one test module (the options are restored
-  afterwards); returns its path. One directory per session, so modules that compile the same
-  smoke programs (the GAN and classifier steps) compile them once. Modules use it with
-  `pytestmark = pytest.mark.usefixtures("compile_cache")`."""
-  path = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
-  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield path
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+@pytest.fixture(scope="session")
+def compile_cache():
+  """The suite's persistent compilation cache directory (on for every test; see the module
+  docstring), or None when $BIGJAX_TEST_JAX_CACHE is empty. For the environment of a subprocess,
+  use `subprocess_env()`."""
+  return JAX_CACHE_DIR
+
+
+def subprocess_env(**extra) -> dict:
+  """os.environ for a `python -m ...` subprocess: the suite's JAX settings (already in os.environ),
+  the repository on PYTHONPATH, JAX on CPU, plus `extra`."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+  return dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", **extra)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def shared_dir(tmp_path_factory, name: str, build) -> str:
+  """A directory built once per test run and shared by the xdist workers (pytest-xdist's pattern
+  for session fixtures): `build(path)` fills `path` in the first worker to ask, under a file lock;
+  the others wait for it and reuse it. Without xdist the directory lives in the session's base
+  temporary directory. `path + ".done"` marks a finished build (in place: runs record their
+  paths); after a `build` that failed, the next caller starts again from an empty directory.
+
+  Tests must only read the directory: copy it (`copy_run`) to change it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the directory the workers' base temporary directories share
+  path = str(root / f"shared_{name}")
+  with _file_lock(path + ".lock"):
+    if not os.path.exists(path + ".done"):
+      shutil.rmtree(path, ignore_errors=True)
+      os.makedirs(path)
+      build(path)
+      open(path + ".done", "w").close()
+  return path
+
+
+def copy_run(src: str, dst) -> str:
+  """A copy of the run directory `src` at `dst` (which must not exist), for a test that changes
+  it; returns `dst` as a string."""
+  shutil.copytree(src, str(dst))
+  return str(dst)
+
+
+@pytest.fixture(scope="session")
+def smoke_classifier(tmp_path_factory):
+  """(workdir, summary) of one `experiments.mnist_classifier` run of the smoke config, trained
+  once per test run and shared by the modules (and xdist workers) that load it. Read it only:
+  `copy_run` it to resume, retrain or corrupt it."""
+  from configs import mnist_classifier as config_lib
+  from experiments import classifier_setup
+  from experiments import mnist_classifier
+
+  workdir = shared_dir(
+      tmp_path_factory,
+      "smoke_classifier",
+      lambda path: mnist_classifier.train(config_lib.get_config("smoke"), path, progress=False),
+  )
+  with open(os.path.join(workdir, classifier_setup.SUMMARY_FILE)) as f:
+    return workdir, json.load(f)
 
 
 def rbg_key(seed):

@@ -1,9 +1,9 @@
 """Tests of experiments/biglearn_gan.py and configs/gan_mnist.py (smoke variant: a few steps).
 
 Compiling the smoke train step is the expensive part (10-30 s on 2 CPU cores), so the runs
-share the module-scoped fixtures below and a persistent compilation cache in the session's
-temporary directory: only the first run compiles, later runs (and the `python -m` subprocess)
-load the same executable. That the resumed runs reproduce the uninterrupted ones bit for bit is
+share the module-scoped fixtures below and the suite's persistent compilation cache
+(conftest.py): only the first run compiles, later runs (and the `python -m` subprocess) load the
+same executable. That the resumed runs reproduce the uninterrupted ones bit for bit is
 therefore a property of the checkpointed state and of the data order, not of XLA compiling the
 same program twice to the same code.
 """
@@ -29,21 +29,10 @@ from bigjax import training
 from bigjax.training import data_order
 from experiments import biglearn_gan
 from experiments import gan_setup
+import conftest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_KEYS = ("d_loss", "g_loss", "r1", "real_logit", "fake_logit", "d_grad_norm", "g_grad_norm")
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
-
-def _env(cache_path):
-  """Environment of a `python -m experiments.biglearn_gan` subprocess sharing the cache."""
-  return dict(
-      os.environ,
-      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-      JAX_PLATFORMS="cpu",
-      JAX_COMPILATION_CACHE_DIR=cache_path,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
 
 
 def _smoke(**overrides):
@@ -212,7 +201,7 @@ def test_resume_is_exact(run_a, run_b, state_a):
   assert sorted(os.listdir(workdir_b / "samples")) == ["step_0000002.png", "step_0000004.png"]
 
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path, compile_cache):
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   """`python -m experiments.biglearn_gan` killed with SIGKILL once a checkpoint >= 4 exists
   (possibly in the middle of a save or of deleting an old step) resumes from a step > 0 and
   ends, K steps in, exactly where an uninterrupted run to K ends."""
@@ -232,7 +221,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, compile_cache):
   ]
   with open(log_path, "w") as log:
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=_env(compile_cache), stdout=log, stderr=subprocess.STDOUT
+        cmd, cwd=REPO, env=conftest.subprocess_env(), stdout=log, stderr=subprocess.STDOUT
     )
     try:
       deadline = time.monotonic() + 120
@@ -392,7 +381,7 @@ def test_every_variant_is_valid():
     gan_mnist.get_config("nope")
 
 
-def test_unknown_config_key_on_the_command_line(tmp_path, compile_cache):
+def test_unknown_config_key_on_the_command_line(tmp_path):
   """An override of a key the config does not have exits non-zero, naming the key, before a
   workdir is created (ml_collections raises AttributeError while the flags are parsed)."""
   result = subprocess.run(
@@ -407,7 +396,7 @@ def test_unknown_config_key_on_the_command_line(tmp_path, compile_cache):
           str(tmp_path / "run"),
       ],
       cwd=REPO,
-      env=_env(compile_cache),
+      env=conftest.subprocess_env(),
       capture_output=True,
       text=True,
       timeout=120,

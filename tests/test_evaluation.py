@@ -1,8 +1,8 @@
 """Tests of bigjax.evaluation: the sample metrics and the MNIST classifier (smoke variant).
 
-The classifier is trained once per module (a few seconds) and the other tests load, resume or
-copy that run. As in test_biglearn_gan_experiment.py, a persistent compilation cache in the
-session's temporary directory lets later train() calls and the `python -m` subprocess reuse the
+The classifier is trained once per test run (conftest's `smoke_classifier`, shared with
+test_gan_eval.py) and the tests load, resume or copy that run. The suite's persistent
+compilation cache (conftest.py) lets later train() calls and the `python -m` subprocess reuse the
 executables the first run compiled.
 """
 
@@ -28,7 +28,6 @@ from experiments import classifier_setup
 from experiments import mnist_classifier as train_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.usefixtures("compile_cache")
 # The smoke variant reaches 0.949 on the bundled 1,000 test digits (measured on 2 CPU cores);
 # the threshold leaves room for other platforms' floating-point differences.
 SMOKE_MIN_ACCURACY = 0.85
@@ -228,11 +227,10 @@ def test_diversity_errors():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(workdir, summary) of one smoke-variant training run."""
-  workdir = str(tmp_path_factory.mktemp("classifier") / "smoke")
-  summary = train_classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
-  return workdir, summary
+def trained(smoke_classifier):
+  """(workdir, summary) of one smoke-variant training run (the suite's shared one: tests that
+  change it work on a copy)."""
+  return smoke_classifier
 
 
 @pytest.fixture(scope="module")
@@ -385,15 +383,8 @@ def test_config_variants_and_validation():
     classifier_setup.validate_config(config)
 
 
-def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
+def test_command_line_prints_the_summary(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  env = dict(
-      os.environ,
-      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-      JAX_PLATFORMS="cpu",
-      JAX_COMPILATION_CACHE_DIR=compile_cache,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
   result = subprocess.run(
       [
           sys.executable,
@@ -405,7 +396,7 @@ def test_command_line_prints_the_summary(trained, tmp_path, compile_cache):
           workdir,
       ],
       cwd=REPO,
-      env=env,
+      env=conftest.subprocess_env(),
       capture_output=True,
       text=True,
       timeout=300,

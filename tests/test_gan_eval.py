@@ -18,8 +18,6 @@ from experiments import gan_samples
 from experiments import gan_setup
 from experiments import mnist_classifier as train_classifier
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 
 def _smoke_gan():
   c = gan_mnist.get_config("smoke")
@@ -163,10 +161,8 @@ def test_heldout_digits_need_a_run_trained_on_train():
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("clf"))
-  train_classifier.train(mnist_classifier.get_config("smoke"), workdir, progress=False)
-  return workdir
+def classifier_dir(smoke_classifier):
+  return smoke_classifier[0]  # the suite's shared smoke classifier: read only
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,6 @@ from bigjax import multimodal
 from configs import plm_mnist as plm_config
 from experiments import plm_run, plm_train
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,7 +1,9 @@
 """Tests of bigjax/training/sharding.py: the BigLearn-GAN step on 8 devices equals the step on one.
 
-Eight CPU devices need XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts, so
-the comparison runs in a subprocess (`_SCRIPT`) that prints one JSON line of facts.
+The comparison needs 8 CPU devices, which chex's `set_n_cpu_devices(8)` gives only before JAX
+starts its backends. It runs in a subprocess (`_SCRIPT`) that prints one JSON line of facts: the
+rest of the suite keeps one device, since the trainers build their mesh over `jax.devices()` and
+8 devices would split every test's training batch (other numbers, batch sizes that must divide 8).
 
 The comparison uses the smoke config with optim.eps = 1e-3 instead of 1e-8. Adam divides each
 gradient by its own RMS, and some gradients are zero in exact arithmetic (the key bias of
@@ -22,12 +24,17 @@ import numpy as np
 import pytest
 
 from bigjax.training import sharding
+import conftest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DEVICES = 8
 
 _SCRIPT = r"""
 import json
+
+import chex
+chex.set_n_cpu_devices(8)  # before JAX starts its backends
+
 import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
@@ -89,25 +96,13 @@ print("FACTS " + json.dumps(facts))
 
 
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory):
+def eight_devices():
   """Facts printed by `_SCRIPT` on 8 fake CPU devices: two smoke train steps on a 1-device mesh
   and on the 8-device mesh, from the same state and batch."""
-  cache = str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
-  env = dict(
-      os.environ,
-      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-      JAX_PLATFORMS="cpu",
-      JAX_COMPILATION_CACHE_DIR=cache,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-      XLA_FLAGS=(
-          os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-          f"{NUM_DEVICES}"
-      ).strip(),
-  )
   result = subprocess.run(
       [sys.executable, "-c", _SCRIPT],
       cwd=REPO,
-      env=env,
+      env=conftest.subprocess_env(),
       capture_output=True,
       text=True,
       timeout=400,

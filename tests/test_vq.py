@@ -23,7 +23,6 @@ from experiments import vq_setup
 
 from conftest import rbg_key as _key
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
 # The smoke variant reaches test MSE 0.256 (in [-1, 1]) with 31 of its 32 codes in use (measured
 # on 2 CPU cores); a blank (all -1) reconstruction has MSE 0.452 on the bundled test digits.
 SMOKE_MAX_MSE = 0.40
