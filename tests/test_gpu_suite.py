@@ -83,6 +83,9 @@ def tiny_run(tmp_path_factory):
   return proc, out, archive, rows
 
 
+# Slow: one fresh process per benchmark module, each importing JAX and compiling its program;
+# the tiny shapes are already the smallest the benchmarks take.
+@pytest.mark.slow
 def test_tiny_suite_runs_every_benchmark_end_to_end(tiny_run):
   proc, out, archive, rows = tiny_run
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
