@@ -7,45 +7,18 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 import pytest
 
 from bigjax import training
-from bigjax.training import data_order
 from bigjax.training import loop
 from bigjax.training import rundir
 
-_X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
-_Y = _X @ np.array([1.0, -2.0, 0.5], np.float32)
-_OPT = optax.sgd(0.1)
-
-
-class _State(NamedTuple):
-  step: jax.Array
-  w: jax.Array
-  opt: Any
-
-
-def _init():
-  w = jnp.zeros(3)
-  return _State(step=jnp.zeros((), jnp.int32), w=w, opt=_OPT.init(w))
-
-
-def _step(state, x, y):
-  loss, g = jax.value_and_grad(lambda w: jnp.mean((x @ w - y) ** 2))(state.w)
-  updates, opt = _OPT.update(g, state.opt)
-  return _State(state.step + 1, state.w + updates, opt), dict(loss=loss)
-
-
-def _batch(step):
-  idx = data_order.batch_indices(step, len(_X), 8, seed=0)
-  return _X[idx], _Y[idx]
+# The linear-regression toy of test_training: a state, a step and a batch function.
+from test_training import _batch, _init, _step
 
 
 def _train(workdir, num_steps, lr=0.1, **kwargs):
