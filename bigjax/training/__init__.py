@@ -10,6 +10,8 @@ rundir       `claim`: a run directory checked, marked and locked for the one pro
 runs         `load`: a finished run's migrated config and restored state (`RunKind`)
 writer       metrics rows as JSON lines and TensorBoard events
 sharding     a 1-D data-parallel mesh, replicated state, process-local batches
+distributed  `initialize`: the processes of a run joined (flags, JAX_* variables, or a cluster
+             JAX detects); `agree`, `main_first`, `barrier` across them
 prefetch     host-side batch prefetch in a background thread
 """
 

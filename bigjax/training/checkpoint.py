@@ -34,6 +34,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bigjax.training import sharding
+
 __all__ = [
     "Checkpointer",
     "CorruptCheckpointError",
@@ -60,9 +62,7 @@ class CorruptCheckpointError(RuntimeError):
 def _host(x) -> np.ndarray:
   """A host copy of an array; for an array other processes share (replicated across hosts),
   this process's own copy."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    x = x.addressable_data(0)
-  return np.asarray(x)
+  return np.asarray(sharding.local_view(x))
 
 
 def tree_digests(tree: Any) -> dict[str, str]:

@@ -24,8 +24,12 @@ spirit of flax's lm1b `train.py` and big_vision's `train.py`:
      (`metrics.jsonl` and TensorBoard), the checkpoint, and the hooks;
   6. the compile count of the step (`compilations`: 1 unless an input changed shape or dtype).
 
-Every file the loop writes is written by process 0 only; Orbax coordinates the checkpoints of
-all processes. Randomness is the trainer's: when its step draws from `fold_in(key, step)` and
+In a multi-process run (bigjax.training.distributed) every process runs the loop: process 0
+claims the workdir and writes every file, the others stop with it when it refuses one; Orbax
+writes and restores the checkpoints of all processes together; metrics rows are the means of
+the global batch's metrics; hooks see each process's own copy of the replicated state
+(`sharding.local_view`), so an evaluation or a sample grid needs no collective and cannot
+deadlock (a hook writes its files only in process 0: its rows go through the loop's writer). Randomness is the trainer's: when its step draws from `fold_in(key, step)` and
 `batch_fn` is a pure function of the step (`batch_indices`), a resumed run continues exactly as
 the uninterrupted one would.
 
@@ -63,8 +67,10 @@ import numpy as np
 import tqdm
 
 from bigjax.training import checkpoint as ckpt_lib
+from bigjax.training import distributed
 from bigjax.training import prefetch as prefetch_lib
 from bigjax.training import rundir
+from bigjax.training import sharding as sharding_lib
 from bigjax.training import writer as writer_lib
 
 __all__ = ["ConfigMismatchError", "Hook", "METRICS_FILE", "environment", "train"]
@@ -250,10 +256,10 @@ def train(
   """
   t0 = time.perf_counter()
   workdir = os.path.abspath(os.fspath(workdir))
-  main_process = jax.process_index() == 0
-  with contextlib.ExitStack() as claimed:
-    if main_process:  # one process writes the run's files (and holds its lock)
-      claimed.enter_context(rundir.claim(workdir, experiment=experiment))
+  # Process 0 writes the run's files (and holds its lock); every process takes part in the claim
+  # so that a refusal stops them all.
+  with rundir.claim(workdir, experiment=experiment):
+    main_process = jax.process_index() == 0
     return _train(
         workdir,
         t0=t0,
@@ -328,12 +334,23 @@ def _train(
     # The trainer owns the workdir: unreadable newer steps are pruned so it can save them again.
     restored_step, state = checkpointer.restore_latest(_abstract(init_state, sharding), prune=True)
     if state is None:
-      state = jax.device_put(init_state(), sharding)
-    start = int(state.step)
+      state = sharding_lib.put(init_state(), sharding)
+    start = int(sharding_lib.local_view(state.step))
     config_json = json.loads(config.to_json()) if hasattr(config, "to_json") else config
+    refusal = None
     if main_process and start >= num_steps:
-      _check_finished_config(
-          os.path.join(workdir, CONFIG_FILE), config_json, unchecked_config_fields
+      try:
+        _check_finished_config(  # (how the processes join is not what was trained)
+            os.path.join(workdir, CONFIG_FILE),
+            config_json,
+            ("distributed", *unchecked_config_fields),
+        )
+      except ConfigMismatchError as e:
+        refusal = e
+    if not distributed.agree(refusal is None):  # every process stops with process 0
+      raise refusal or ConfigMismatchError(
+          f"process 0 found a finished run of another config in {workdir} (its error says "
+          "which fields differ)."
       )
     if on_start is not None:
       on_start(restored_step)
@@ -356,7 +373,9 @@ def _train(
 
   def run_hooks(selected, done):
     for hook in selected:
-      result = hook.fn(done, state) or {}
+      # Each process's own copy of the (replicated) state: a hook evaluates or samples with no
+      # collective, so processes cannot deadlock in it.
+      result = hook.fn(done, sharding_lib.local_view(state)) or {}
       is_image = lambda v: isinstance(v, np.ndarray) and v.ndim >= 2
       writer.images(done, {k: v for k, v in result.items() if is_image(v)})
       scalars = {k: v for k, v in result.items() if not is_image(v)}
@@ -367,7 +386,7 @@ def _train(
   bar = tqdm.tqdm(
       total=num_steps,
       initial=min(start, num_steps),
-      disable=not progress,
+      disable=not progress or not main_process,  # one bar: process 0's
       desc=description,
       unit="step",
       dynamic_ncols=True,
@@ -408,7 +427,7 @@ def _train(
         continue
       # Every step since the last check is checked before anything is saved.
       means = ckpt_lib.average_metrics(
-          jax.device_get(pending),
+          jax.device_get(sharding_lib.local_view(pending)),
           last_step=done,
           last_saved=last_saved,
           directory=checkpointer.directory,
@@ -447,6 +466,8 @@ def _train(
   bar.close()
   checkpointer.close()
   writer.close()
+  # Every file process 0 wrote is complete before any process reads it (a summary of the logs).
+  distributed.barrier("bigjax.training.train: done")
   cache_size = getattr(step_fn, "_cache_size", None)
   compilations = cache_size() if cache_size else None
   if compilations and compilations > 1:
@@ -456,7 +477,7 @@ def _train(
         compilations,
     )
   return state, dict(
-      step=int(state.step),
+      step=int(sharding_lib.local_view(state.step)),
       resumed_from=restored_step,
       seconds=time.perf_counter() - t0,
       compile_seconds=compile_seconds,

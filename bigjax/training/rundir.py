@@ -33,7 +33,12 @@ import json
 import os
 from collections.abc import Iterator
 
+import jax
+
+from bigjax.training import distributed
+
 __all__ = [
+    "ClaimRefusedError",
     "LOCK_FILE",
     "MARKER_FILE",
     "NotARunDirectoryError",
@@ -61,6 +66,10 @@ class NotARunDirectoryError(ValueError):
 
 class RunLockedError(RuntimeError):
   """Another process is writing the run directory."""
+
+
+class ClaimRefusedError(RuntimeError):
+  """Process 0 of a multi-process run refused the run directory (its own error says why)."""
 
 
 # realpath -> [open lock file, nesting depth]: this process's claims.
@@ -157,6 +166,10 @@ def claim(workdir: str, *, experiment: str | None = None) -> Iterator[str]:
   """Checks, locks and marks `workdir` (created if needed) for the duration of the block;
   yields its absolute path.
 
+  In a multi-process run (bigjax.training.distributed) every process calls it: process 0 checks,
+  locks and marks the directory, and the others wait for its verdict and stop with it when it
+  refuses (they write nothing there themselves).
+
   Args:
     workdir: the run's directory.
     experiment: the experiment's name, recorded in MARKER_FILE; a directory marked with another
@@ -166,16 +179,45 @@ def claim(workdir: str, *, experiment: str | None = None) -> Iterator[str]:
     NotARunDirectoryError: a file, the root, a model directory, a directory holding anything
       but a run, or another experiment's run; nothing is created or changed.
     RunLockedError: another process holds the directory.
+    ClaimRefusedError: (processes other than 0 of a multi-process run) process 0 refused it.
   """
   workdir = os.path.abspath(os.fspath(workdir))
   key = os.path.realpath(workdir)
-  if key in _HELD:
+  if key in _HELD:  # nested in this process's claim: every process nests alike
     _HELD[key][1] += 1
     try:
       yield workdir
     finally:
       _HELD[key][1] -= 1
     return
+  if not jax.distributed.is_initialized() or jax.process_count() == 1:
+    with _claim_here(workdir, key, experiment):
+      yield workdir
+    return
+  if jax.process_index() != 0:
+    if not distributed.agree(False):
+      raise ClaimRefusedError(
+          f"process 0 refused to write {workdir} (its error says why); this process stops too."
+      )
+    _HELD[key] = [None, 1]
+    try:
+      yield workdir
+    finally:
+      del _HELD[key]
+    return
+  with contextlib.ExitStack() as stack:
+    try:
+      stack.enter_context(_claim_here(workdir, key, experiment))
+    except BaseException:
+      distributed.agree(False)
+      raise
+    distributed.agree(True)
+    yield workdir
+
+
+@contextlib.contextmanager
+def _claim_here(workdir: str, key: str, experiment: str | None) -> Iterator[None]:
+  """`claim` in the process that writes the run."""
   _check(workdir, experiment)
   created = not os.path.isdir(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -204,7 +246,7 @@ def claim(workdir: str, *, experiment: str | None = None) -> Iterator[str]:
       with open(tmp, "w") as f:
         json.dump(dict(experiment=experiment or "run"), f)
       os.replace(tmp, os.path.join(workdir, MARKER_FILE))
-    yield workdir
+    yield
   except BaseException:
     if old_run:
       with contextlib.suppress(OSError):

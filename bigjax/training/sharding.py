@@ -25,6 +25,8 @@ __all__ = [
     "check_batch_size",
     "process_slice",
     "global_batch",
+    "local_view",
+    "put",
 ]
 
 DATA_AXIS = "data"
@@ -68,3 +70,45 @@ def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
   """Assembles this process's rows (`process_slice` of the global batch) into a global array
   sharded along "data" (`jax.make_array_from_process_local_data`)."""
   return jax.make_array_from_process_local_data(batch_sharded(mesh), local_rows)
+
+
+def local_view(tree):
+  """`tree` with every array that spans other processes' devices replaced by this process's own
+  copy (its first addressable shard), for host-side work on a replicated state: metrics, hooks
+  that evaluate or sample without collectives, files. Arrays this process holds whole (every
+  array of a single-process run) are returned as they are.
+
+  Raises:
+    ValueError: an array spanning several processes is not replicated (its local shard would
+      be only part of it).
+  """
+
+  def local(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return x
+    if not x.sharding.is_fully_replicated:
+      raise ValueError(
+          f"an array of shape {x.shape} is split across processes ({x.sharding}); only "
+          "replicated arrays have a whole copy on each process. Gather it first "
+          "(jax.experimental.multihost_utils.process_allgather)."
+      )
+    return x.addressable_data(0)
+
+  return jax.tree.map(local, tree)
+
+
+def put(tree, target: jax.sharding.Sharding):
+  """`jax.device_put(tree, target)` that also works across processes: an array held by this
+  process's devices (a restored quantiser, a state loaded from files) goes to a `target` spanning
+  other processes' devices through the host (each process passes its own, equal copy), which JAX
+  does not do itself on backends without cross-host transfers (CPU). Within one process it is
+  `jax.device_put` itself."""
+  if target.is_fully_addressable:
+    return jax.device_put(tree, target)
+
+  def host(x):
+    if isinstance(x, jax.Array) and x.sharding != target:
+      return np.asarray(local_view(x))
+    return x
+
+  return jax.device_put(jax.tree.map(host, tree), target)
