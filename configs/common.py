@@ -38,4 +38,15 @@ def add_loop_fields(
   c.checkpoint_every = checkpoint_every  # save every N steps (and at the end); resume from the
   c.keep_checkpoints = 3  #   newest of the last N saved (Orbax max_to_keep)
   c.log_every = log_every  # metrics.jsonl row and progress-bar metrics every N steps
+  add_process_fields(c)
+  return c
+
+
+def add_process_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The multi-process field of every trainer's config; returns `c`."""
+  # True: join the processes of a cluster JAX detects (SLURM, Open MPI, Kubernetes, Cloud TPU).
+  # Processes started otherwise (`python -m bigjax.launch`, a job script) are joined from the
+  # --coordinator_address/--num_processes/--process_id flags or JAX_* variables instead
+  # (bigjax.training.distributed).
+  c.distributed = False
   return c

@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 1  # checkpoints kept (one per epoch is saved; the newest kept)
   c.log_every = 20  # metrics.jsonl row every N steps
   c.eval_batch_size = 64  # dev / scoring batch
+  common.add_process_fields(c)  # c.distributed
 
   c.plm = ml_collections.ConfigDict()
   # q(z) of Eq. (15) (bigjax.finetuning.plm_tasks): a uniformly random order over the positions;

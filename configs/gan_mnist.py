@@ -45,7 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c, num_steps=100_000, batch_size=256, checkpoint_every=2_000, log_every=100
   )
   c.sample_every = 2_000  # samples/step_XXXXXXX.png every N steps (and at the end)
-  c.distributed = False  # call jax.distributed.initialize() first (multi-host runs)
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "mnist"

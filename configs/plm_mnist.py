@@ -52,7 +52,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.weight_decay = 0.05  # AdamW's decoupled weight decay
   c.grad_clip = 1.0  # global gradient-norm clipping
   c.eval_every = 500  # test accuracy (one order) into metrics.jsonl; 0: only at end
-  c.distributed = False  # call jax.distributed.initialize() first (multi-host runs)
 
   # The quantiser: trained into <workdir>/vq with `vq` when vq_dir is empty; otherwise the
   # finished quantiser in vq_dir is used as is (e.g. to share one between two runs).

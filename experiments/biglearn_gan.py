@@ -49,7 +49,7 @@ from bigjax import losses
 from bigjax import tasks
 from bigjax.data import mnist
 from bigjax.models import patchify
-from bigjax.training import batch_fn, loop, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, sharding, write_json
 from experiments import cli
 from experiments import gan_samples
 from experiments import gan_setup
@@ -262,8 +262,7 @@ def _hooks(config, workdir: str, state_params, images: np.ndarray) -> list[loop.
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) the config's BigLearn-GAN in `workdir`; returns the run summary."""
   validate_config(config)
-  if config.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(auto=config.distributed)  # (a no-op once the entry point joined)
   workdir = os.path.abspath(workdir)
   images = load_images(config)
   mesh = sharding.data_mesh()
@@ -306,6 +305,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   if config.data.dataset == "mnist":
     summary["train_digits"] = mnist.describe_split(config.data.source, config.data.split)
   write_json(os.path.join(workdir, "run.json"), summary)
+  distributed.barrier("biglearn_gan: done")  # the run's files are complete for every process
   return summary
 
 

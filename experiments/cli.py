@@ -11,15 +11,19 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 from typing import Any
 from collections.abc import Callable
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 from ml_collections import config_flags
+
+from bigjax.training import distributed
 
 
 def _config_spec(argv: list[str], default: str) -> str:
@@ -77,7 +81,8 @@ _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def define_config_and_workdir(config_name: str, *, config_help: str, workdir_help: str):
   """Defines --config (configs/`config_name`, its default variant) and --workdir, after
-  checking the command line's --config.* overrides (`exit_on_unknown_config_keys`).
+  checking the command line's --config.* overrides (`exit_on_unknown_config_keys`), and the
+  multi-process flags (--coordinator_address, --num_processes, --process_id; `join_processes`).
 
   Called only when an experiment runs as a program, so that tests can import several
   experiment modules into one process without duplicate absl flags.
@@ -87,9 +92,62 @@ def define_config_and_workdir(config_name: str, *, config_help: str, workdir_hel
   """
   path = os.path.join(_CONFIGS, config_name)
   exit_on_unknown_config_keys(sys.argv, path)  # before ml_collections parses the overrides
-  return (
+  holders = (
       config_flags.DEFINE_config_file("config", path, config_help),
       flags.DEFINE_string("workdir", None, workdir_help),
+  )
+  _define_process_flags()
+  return holders
+
+
+def _define_process_flags() -> None:
+  """The flags of a multi-process run (bigjax.training.distributed), once per program."""
+  if "coordinator_address" in flags.FLAGS:
+    return
+  flags.DEFINE_string(
+      "coordinator_address",
+      None,
+      "Multi-process runs: HOST:PORT of process 0's coordinator (default: "
+      f"${distributed.ENV_COORDINATOR}; `python -m bigjax.launch` sets it).",
+  )
+  flags.DEFINE_integer(
+      "num_processes",
+      None,
+      f"Multi-process runs: the number of processes (default: ${distributed.ENV_NUM_PROCESSES}).",
+  )
+  flags.DEFINE_integer(
+      "process_id",
+      None,
+      f"Multi-process runs: this process's id, 0..num_processes-1 (default: "
+      f"${distributed.ENV_PROCESS_ID}).",
+  )
+
+
+def fail_fast(fn: Callable[..., Any], *args, **kwargs) -> Any:
+  """`fn(*args, **kwargs)`; in a multi-process run, a process whose call fails prints its error
+  and exits at once (status 1). Otherwise it would wait in JAX's shutdown for the other
+  processes (up to five minutes) while they wait for it in a collective, and neither the
+  launcher nor the cluster would see the failure to stop the run."""
+  try:
+    return fn(*args, **kwargs)
+  except BaseException:
+    if not jax.distributed.is_initialized():
+      raise
+    traceback.print_exc()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def join_processes(config: ml_collections.ConfigDict) -> None:
+  """Joins the run's processes (bigjax.training.distributed.initialize) from the flags of
+  `define_config_and_workdir`, the environment, or `config.distributed` (a cluster JAX detects);
+  a no-op for a single process. Called before the experiment touches any device."""
+  distributed.initialize(
+      flags.FLAGS.coordinator_address,
+      flags.FLAGS.num_processes,
+      flags.FLAGS.process_id,
+      auto=bool(config.get("distributed", False)),
   )
 
 
@@ -123,7 +181,8 @@ def run(
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not workdir_flag.value:
       raise app.UsageError(f"--workdir is required: {workdir_help[0].lower()}{workdir_help[1:]}")
-    summary = fn(config_flag.value, workdir_flag.value)
+    join_processes(config_flag.value)
+    summary = fail_fast(fn, config_flag.value, workdir_flag.value)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
   app.run(main)

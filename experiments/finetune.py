@@ -50,15 +50,13 @@ from bigjax import finetuning
 from bigjax.data import glue
 from bigjax.data import tokenizer as tokenizer_lib
 from bigjax.models import xlnet_weights
-from bigjax.training import batch_fn, loop, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, sharding, write_json
 from bigjax.training import optimizers
 from bigjax.training import rundir
 from experiments import cli
 from experiments import finetune_runs
 from experiments import finetune_setup as setup
 from experiments.finetune_setup import FTState
-
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "labels")
 
 
 @functools.lru_cache(maxsize=8)
@@ -259,7 +257,10 @@ def _tokenizer_dir(config, workdir: str) -> str:
   (setup.pretraining_tokenizer: atomic, never a leftover of another corpus or vocab_size)."""
   if config.mode != "pretrain":
     return os.path.abspath(config.model_dir)
-  return setup.pretraining_tokenizer(config, workdir)
+  # Process 0 trains it into the run directory; the others then find it there.
+  return distributed.main_first(
+      lambda: setup.pretraining_tokenizer(config, workdir), "train the vocabulary"
+  )
 
 
 def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -284,6 +285,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   setup.validate_config(config)
   if config.mode != "pretrain":
     setup.check_splits(config)
+  distributed.initialize(auto=config.get("distributed", False))  # (once the entry point joined)
   with rundir.claim(workdir, experiment="finetune") as workdir:
     return _train(config, workdir, progress=progress)
 
@@ -391,8 +393,12 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
       experiment="finetune",
       unchecked_config_fields=("sweep",),  # a sweep's grid may grow around its finished runs
       # The model's config and tokenizer are written only once its weights have loaded.
-      on_start=lambda _: finetune_runs.prepare_workdir(workdir, hf_config, tokenizer_file),
+      on_start=lambda _: distributed.main_first(
+          lambda: finetune_runs.prepare_workdir(workdir, hf_config, tokenizer_file),
+          "write the model's config and tokenizer",
+      ),
   )
+  state = sharding.local_view(state)  # this process's copy, for the results
 
   summary = dict(
       variant=config.variant,
@@ -427,6 +433,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
     )
   summary["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, setup.SUMMARY_FILE), summary)
+  distributed.barrier("finetune: done")  # the run's files are complete for every process
   return summary
 
 
@@ -449,7 +456,8 @@ def _pretrain_results(
 ) -> dict[str, Any]:
   params = state.params["xlnet"]
   model_dir = os.path.join(workdir, "model")
-  xlnet_weights.save_pretrained(models.lm, jax.device_get(params), model_dir, config=hf_config)
+  if distributed.is_main_process():
+    xlnet_weights.save_pretrained(models.lm, jax.device_get(params), model_dir, config=hf_config)
   return dict(
       heldout_nll_per_token=heldout_loss(
           hf_config, params, dev_data, batch_size=config.eval_batch_size

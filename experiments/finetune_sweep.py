@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from bigjax.data import glue
-from bigjax.training import NonFiniteLossError, write_json
+from bigjax.training import NonFiniteLossError, distributed, write_json
 from experiments import cli
 from experiments import finetune
 from experiments import finetune_setup as setup
@@ -75,10 +75,16 @@ def run_name(point: dict[str, Any]) -> str:
   )
 
 
+# Config fields a sweep and its runs may be resumed with other values of: the grid, and how the
+# processes join (`distributed`, absent from sweeps written before it existed).
+UNCOMPARED = ("sweep", "distributed")
+
+
 def _shared(config) -> dict[str, Any]:
   """The config without the grid and its per-run fields: what every run of the sweep shares."""
   out = json.loads(config.to_json())
-  out.pop("sweep", None)
+  for field in UNCOMPARED:
+    out.pop(field, None)
   for field, _ in GRID:
     out.pop(field, None)
   return out
@@ -160,9 +166,10 @@ def _check_run_dir(run_dir: str, expected: ml_collections.ConfigDict) -> None:
   held = _read_json(os.path.join(run_dir, "config.json"))
   if held is None:
     return
-  held.pop("sweep", None)  # the grid may grow between invocations
   want = json.loads(expected.to_json())
-  want.pop("sweep", None)
+  for field in UNCOMPARED:  # the grid may grow between invocations
+    held.pop(field, None)
+    want.pop(field, None)
   diff = _differences(held, want)
   if diff:
     raise SweepMismatchError(
@@ -372,8 +379,15 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   check_grid(config)
   t0 = time.perf_counter()
   workdir = os.path.abspath(workdir)
-  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
-  check_sweep_dir(config, workdir)
+  distributed.initialize(auto=config.get("distributed", False))  # (once the entry point joined)
+  # Process 0 checks (and records) the sweep first; the others then find its record.
+  distributed.main_first(
+      lambda: (
+          os.makedirs(os.path.join(workdir, "runs"), exist_ok=True),
+          check_sweep_dir(config, workdir),
+      ),
+      "check the sweep directory",
+  )
   grid = points(config)
   for point in grid:  # every run config checked before the first runs
     setup.validate_config(run_config(config, point))
@@ -385,10 +399,12 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   table = table4(config.task, results)
   table["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, "table4.json"), table)
-  with open(os.path.join(workdir, "table4.md.tmp"), "w") as f:
-    f.write(table4_markdown(table))
-  os.replace(os.path.join(workdir, "table4.md.tmp"), os.path.join(workdir, "table4.md"))
-  figure(table, results, os.path.join(workdir, "fig18.png"))
+  if distributed.is_main_process():  # one process writes the sweep's files
+    with open(os.path.join(workdir, "table4.md.tmp"), "w") as f:
+      f.write(table4_markdown(table))
+    os.replace(os.path.join(workdir, "table4.md.tmp"), os.path.join(workdir, "table4.md"))
+    figure(table, results, os.path.join(workdir, "fig18.png"))
+  distributed.barrier("finetune_sweep: done")
   return table
 
 

@@ -33,7 +33,7 @@ from bigjax.data import augment
 from bigjax.data import mnist
 from bigjax.models.classifier import make_predict
 from bigjax.models.patches import patch_masks_to_pixels
-from bigjax.training import batch_fn, loop, write_json
+from bigjax.training import batch_fn, distributed, loop, sharding, write_json
 from experiments import cli
 from experiments.classifier_setup import (
     SIGNATURE_DEFAULTS,
@@ -62,7 +62,7 @@ def random_sources(rng: jax.Array, batch: int, image_size: int, patch: int) -> j
   return patch_masks_to_pixels(source, (image_size, image_size), patch)
 
 
-def make_train_step(config) -> Callable:
+def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, H, W] in [-1, 1], labels [B]) -> (state, metrics), jitted, the state
   donated. Augmentation, source-mask (partial-digit classifiers) and dropout keys are
   `fold_in(key(seed), step)`."""
@@ -92,7 +92,15 @@ def make_train_step(config) -> Callable:
     metrics = dict(loss=loss, accuracy=accuracy, grad_norm=optax.tree.norm(grads))
     return ClassifierState(state.step + 1, params, opt_state), metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  # Data parallel on `mesh` (bigjax.training.sharding): the state replicated, the batch split.
+  mesh = mesh or sharding.data_mesh()
+  replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(replicated,) + (split,) * 2,
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
 
 
 def _partial_scores(config, predict, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -137,23 +145,28 @@ def train(
   """
   validate_config(config)
   t0 = time.perf_counter()
+  distributed.initialize(auto=config.get("distributed", False))  # (once the entry point joined)
   train_images, train_labels = load_split(config, config.data.train_split)
   test_images, test_labels = load_split(config, config.data.test_split)
+  mesh = sharding.data_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  replicated = sharding.replicated(mesh)
   batch = batch_fn(
       [train_images, train_labels],
       config.batch_size,
       seed=config.seed,
       stream=DATA_STREAM,
       transform=lambda x, y: (mnist.to_unit_range(x), y),
+      mesh=mesh,
   )
 
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jax.jit(lambda key: init_state(config, key))(
+      init_state=lambda: jax.jit(lambda key: init_state(config, key), out_shardings=replicated)(
           jax.random.key(int(config.seed))
       ),
-      step_fn=make_train_step(config),
+      step_fn=make_train_step(config, mesh),
       batch_fn=batch,
       num_steps=config.num_steps,
       signature=model_signature(config),
@@ -166,8 +179,10 @@ def train(
       description=f"MNIST classifier {config.get('variant', '')}",
       show=("loss", "accuracy"),
       fix="Lower learning_rate.",
+      state_sharding=replicated,
   )
 
+  state = sharding.local_view(state)  # this process's copy, for the evaluation
   model = build_model(config)
   predict = make_predict(model, state.params)
   partial = {}
@@ -194,6 +209,7 @@ def train(
       **partial,
   )
   write_json(os.path.join(os.path.abspath(workdir), SUMMARY_FILE), summary)
+  distributed.barrier("mnist_classifier: done")  # the run's files are complete for every process
   return summary
 
 

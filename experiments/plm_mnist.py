@@ -117,7 +117,8 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required: the run's directory.")
   if _MODE.value == "train":
-    result = plm_train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    cli.join_processes(_CONFIG.value)
+    result = cli.fail_fast(plm_train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
   else:
     result = run_mode(
         _MODE.value,

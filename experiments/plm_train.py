@@ -46,7 +46,7 @@ from bigjax.data import augment
 from bigjax.data import mnist
 from bigjax.models import vq
 from bigjax.models.two_stream import TwoStreamTransformer
-from bigjax.training import batch_fn, loop, runs, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, runs, sharding, write_json
 from experiments import plm_eval
 from experiments import plm_figures
 from experiments import plm_setup
@@ -178,8 +178,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   """
   plm_setup.validate_config(config)
   config = plm_setup.with_run_data(config)  # the nested quantiser trains on the run's digits
-  if config.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(auto=config.distributed)  # (a no-op once the entry point joined)
   workdir = os.path.abspath(workdir)
   t0 = time.perf_counter()
   train_images, train_labels = plm_setup.load_split(config, config.data.train_split)
@@ -197,8 +196,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       out_shardings=(replicated, replicated),
       donate_argnums=0,
   )
-  vq_params = jax.device_put(quantiser.params, replicated)
-  vectors = jax.device_put(quantiser.vectors, replicated)
+  vq_params = sharding.put(quantiser.params, replicated)
+  vectors = sharding.put(quantiser.vectors, replicated)
   digits = batch_fn(
       [train_images, train_labels],
       config.batch_size,
@@ -243,11 +242,13 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       fix="Lower learning_rate.",
   )
   train_seconds = time.perf_counter() - t0
+  state = sharding.local_view(state)  # this process's copy, for the evaluation
   trained = Run(config, layout, model, state.params, quantiser)
   result = plm_eval.evaluate(
       trained, workdir, test_images=test_images, test_labels=test_labels, progress=progress
   )
-  plm_figures.figure(trained, os.path.join(workdir, "fig17.png"), seed=config.seed)
+  if distributed.is_main_process():
+    plm_figures.figure(trained, os.path.join(workdir, "fig17.png"), seed=config.seed)
   summary = dict(
       variant=config.variant,
       objective=config.plm.objective,
@@ -261,4 +262,5 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   )
   summary["seconds"] = time.perf_counter() - t0
   write_json(os.path.join(workdir, "run.json"), summary)
+  distributed.barrier("plm_train: done")  # the run's files are complete for every process
   return summary

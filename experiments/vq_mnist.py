@@ -37,7 +37,7 @@ import optax
 
 from bigjax.data import mnist
 from bigjax.models import vq
-from bigjax.training import batch_fn, loop, write_json
+from bigjax.training import batch_fn, distributed, loop, sharding, write_json
 from experiments import cli
 from experiments.vq_setup import (
     SUMMARY_FILE,
@@ -56,7 +56,7 @@ DATA_STREAM = 1  # bigjax.training.data_order (the same order as the classifier'
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 
 
-def make_train_step(config) -> Callable:
+def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, 28, 28] in [-1, 1]) -> (state, metrics), jitted, the state donated.
   The dead-code restarts draw from `fold_in(key(seed), step)`."""
   encoder, decoder = build_models(config)
@@ -98,7 +98,15 @@ def make_train_step(config) -> Callable:
     )
     return VQState(state.step + 1, params, opt_state, codebook), metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  # Data parallel on `mesh` (bigjax.training.sharding): the state replicated, the batch split.
+  mesh = mesh or sharding.data_mesh()
+  replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(replicated,) + (split,) * 1,
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
 
 
 def evaluate(
@@ -191,24 +199,29 @@ def train(
   """
   validate_config(config)
   t0 = time.perf_counter()
+  distributed.initialize(auto=config.get("distributed", False))  # (once the entry point joined)
   workdir = os.path.abspath(workdir)
   train_images = load_split(config, config.data.train_split)
   test_images = load_split(config, config.data.test_split)
+  mesh = sharding.data_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  replicated = sharding.replicated(mesh)
   batch = batch_fn(
       [train_images],
       config.batch_size,
       seed=config.seed,
       stream=DATA_STREAM,
       transform=lambda x: (mnist.to_unit_range(x),),
+      mesh=mesh,
   )
 
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jax.jit(lambda key, x: init_state(config, key, x))(
-          jax.random.key(int(config.seed)), batch(0)[0]
-      ),
-      step_fn=make_train_step(config),
+      init_state=lambda: jax.jit(
+          lambda key, x: init_state(config, key, x), out_shardings=replicated
+      )(jax.random.key(int(config.seed)), batch(0)[0]),
+      step_fn=make_train_step(config, mesh),
       batch_fn=batch,
       num_steps=config.num_steps,
       signature=model_signature(config),
@@ -220,8 +233,10 @@ def train(
       description=f"VQ MNIST {config.get('variant', '')}",
       show=("mse", "fraction_used"),
       fix="Lower learning_rate.",
+      state_sharding=replicated,
   )
 
+  state = sharding.local_view(state)  # this process's copy, for the evaluation
   encoder, decoder = build_models(config)
   test, reconstructions = evaluate(
       encoder, decoder, state.params, state.codebook.vectors, test_images
@@ -261,6 +276,7 @@ def train(
       test_digits=mnist.describe_split(config.data.source, config.data.test_split),
   )
   write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+  distributed.barrier("vq_mnist: done")  # the run's files are complete for every process
   return summary
 
 
