@@ -207,6 +207,16 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
     redone = json.load(f)
   assert redone["resumed_from"] == redone["steps"]  # evaluated, not retrained
 
+  # A sweep written before `distributed` existed (its run configs and sweep.json without it)
+  # resumes: how processes join is not what was trained.
+  for path in [os.path.join(workdir, "runs", r, "config.json") for r in runs]:
+    with open(path) as f:
+      held = json.load(f)
+    del held["distributed"]
+    with open(path, "w") as f:
+      json.dump(held, f)
+  assert finetune_sweep.sweep(config, workdir, progress=False)["methods"] == table["methods"]
+
   # Another config's sweep directory, and a run directory of another run: refused, unchanged.
   before = _tree_state(workdir)
   other = _smoke(model_dir, rte_dir)

@@ -14,6 +14,7 @@ MARKED_BLOCKS = {
     "own_training_loop.md": ("embed-example",),
     "xlnet.md": ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"),
     "finetuning.md": ("finetune-glue", "finetune-wordnet"),
+    "distributed.md": ("launch",),  # run by test_multiprocess.py
 }
 
 
@@ -129,6 +130,14 @@ def _flags(args: list[str]) -> dict[str, str]:
   return out
 
 
+def _in(tmp_path, flags: dict[str, str]) -> dict[str, str]:
+  """`flags` with the documented /tmp/... paths moved under the test's `tmp_path` (a test never
+  writes outside it: another run's files there would be a sweep of other code)."""
+  return {
+      k: str(tmp_path / v[len("/tmp/") :]) if v.startswith("/tmp/") else v for k, v in flags.items()
+  }
+
+
 def _config_from(flags: dict[str, str], extra: dict[str, object]):
   """The experiment config a command line asks for (--config FILE:ARG and --config.K=V), with
   `extra` overrides on top."""
@@ -202,12 +211,12 @@ def test_the_glue_finetuning_commands_run_end_to_end_on_fixtures(tmp_path, monke
       "sweep.seeds": (0,),
   }
   for args in commands[:3]:
-    flags = _flags(args[1:])
+    flags = _in(tmp_path, _flags(args[1:]))
     table = finetune_sweep.sweep(_config_from(flags, small), flags["workdir"], progress=False)
     assert table["methods"]["FT"]["runs"] == 1 and table["methods"]["big-learn"]["runs"] == 1
     assert os.path.isfile(os.path.join(flags["workdir"], "fig18.png"))
   assert "f1" in table["methods"]["FT"] or table["task"] != "mrpc"
-  flags = _flags(commands[3][1:])
+  flags = _in(tmp_path, _flags(commands[3][1:]))
   scores = finetune_eval.evaluate_file(flags["workdir"], flags["data"], flags["out"])
   with open(os.path.join(flags["workdir"], "result.json")) as f:
     assert scores["accuracy"] == __import__("json").load(f)["dev"]["accuracy"]
