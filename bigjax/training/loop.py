@@ -29,9 +29,11 @@ claims the workdir and writes every file, the others stop with it when it refuse
 writes and restores the checkpoints of all processes together; metrics rows are the means of
 the global batch's metrics; hooks see each process's own copy of the replicated state
 (`sharding.local_view`), so an evaluation or a sample grid needs no collective and cannot
-deadlock (a hook writes its files only in process 0: its rows go through the loop's writer). Randomness is the trainer's: when its step draws from `fold_in(key, step)` and
-`batch_fn` is a pure function of the step (`batch_indices`), a resumed run continues exactly as
-the uninterrupted one would.
+deadlock (a hook writes its files only in process 0: its rows go through the loop's writer).
+
+Randomness is the trainer's: when its step draws from `fold_in(key, step)` and `batch_fn` is a
+pure function of the step (`batch_indices`), a resumed run continues exactly as the
+uninterrupted one would.
 
   state, summary = loop.train(
       workdir, config=config, init_state=lambda: jax.jit(init)(jax.random.key(0)),
