@@ -31,8 +31,8 @@ from test_readme import _block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300
-# Twelve GAN steps, a checkpoint every two: a kill after the first checkpoint lands mid-run.
-GAN_OVERRIDES = dict(num_steps=12, checkpoint_every=2, sample_every=6, log_every=1)
+# Twelve GAN steps, a checkpoint every four: a kill after the first checkpoint lands mid-run.
+GAN_OVERRIDES = dict(num_steps=12, checkpoint_every=4, sample_every=6, log_every=1)
 
 
 def _gan_config():
@@ -214,7 +214,7 @@ def test_a_killed_process_stops_the_run_and_the_same_command_resumes_it(gan_two,
   assert not os.path.exists(f"{workdir}/run.json")
   status, _, err = _launch(argv, tmp_path)
   assert status == 0, err[-3000:]
-  assert json.load(open(f"{workdir}/run.json"))["resumed_from"] >= 2
+  assert json.load(open(f"{workdir}/run.json"))["resumed_from"] >= 4
   chex.assert_trees_all_equal(_gan_state(workdir), _gan_state(gan_two[0]))
   _assert_rows_close(
       _rows(f"{workdir}/metrics.jsonl"), _rows(f"{gan_two[0]}/metrics.jsonl"), rtol=0, atol=0
