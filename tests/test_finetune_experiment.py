@@ -46,10 +46,9 @@ def _write_rte(directory, n_train=16, n_dev=8, seed=0, bad_label=False):
   return str(directory)
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-  """A tiny XLNet pretrained from scratch with Eq. (15) (mode "pretrain"): (workdir, summary)."""
-  root = tmp_path_factory.mktemp("lm")
+def pretrain_tiny(root) -> tuple[str, dict]:
+  """A tiny XLNet pretrained from scratch with Eq. (15) (mode "pretrain") under `root` (a
+  pathlib.Path): (workdir, summary)."""
   corpus = root / "corpus.txt"
   corpus.write_text("\n".join(_sentences(240, seed=3)) + "\n")
   config = finetune_config.get_config("smoke_pretrain")
@@ -57,6 +56,12 @@ def pretrained(tmp_path_factory):
   config.data.vocab_size = 70
   workdir = str(root / "run")
   return workdir, finetune.train(config, workdir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  """`pretrain_tiny`'s (workdir, summary)."""
+  return pretrain_tiny(tmp_path_factory.mktemp("lm"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from bigjax.training import runs
 from configs import finetune as finetune_config
 from configs import mnist_classifier as classifier_config
 from experiments import classifier_setup, finetune, finetune_runs, finetune_setup
-from test_finetune_experiment import _write_rte
+from test_finetune_experiment import _write_rte, pretrain_tiny
 from test_multiprocess import (
     _assert_rows_close,
     _assert_same_training,
@@ -33,14 +33,7 @@ from test_multiprocess import (
 @pytest.fixture(scope="module")
 def ft_inputs(tmp_path_factory):
   root = tmp_path_factory.mktemp("mp_ft")
-  from test_text_data import _sentences
-
-  corpus = root / "corpus.txt"
-  corpus.write_text("\n".join(_sentences(240, seed=3)) + "\n")
-  config = finetune_config.get_config("smoke_pretrain")
-  config.data.corpus = str(corpus)
-  config.data.vocab_size = 70
-  summary = finetune.train(config, str(root / "lm"), progress=False)
+  _, summary = pretrain_tiny(root)
   return summary["model_dir"], _write_rte(root / "RTE")
 
 
