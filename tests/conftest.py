@@ -13,7 +13,11 @@ Compilation dominates the suite's time, so every test runs with
   `@pytest.mark.optimized` (or `pytestmark = pytest.mark.optimized` for a module).
 
 Both settings also reach the `python -m ...` subprocesses that tests start, through the JAX_*
-environment variables set here (jax reads JAX_<OPTION NAME> when it is imported).
+environment variables set here (jax reads JAX_<OPTION NAME> when it is imported). jax writes cache
+entries from process 0 only, and an entry's key holds its process's devices, so the processes of a
+multi-process test after the first would compile every run: `subprocess_env` puts
+`tests/subprocess_site` on their PYTHONPATH, whose sitecustomize lets each process write its own
+entries (the suite's cache is local and locked; see that file).
 """
 
 import contextlib
@@ -58,6 +62,32 @@ if JAX_CACHE_DIR:
   compilation_cache.reset_cache()
 
 
+# The longest test files, longest first (measured with `--durations=0`, summed per file). Under
+# `-n 2 --dist loadfile` xdist hands out whole files in collection order, so these start first and
+# the short files fill in around them: otherwise one long file collected last keeps one worker
+# busy while the other idles. The two multi-process files are apart, so that their processes do
+# not all compete for the two cores at once.
+LONGEST_FILES = (
+    "test_multiprocess.py",
+    "test_plm_mnist.py",
+    "test_gpu_suite.py",
+    "test_multiprocess_runs.py",
+    "test_checkpoint_faults.py",
+    "test_biglearn_gan_experiment.py",
+    "test_xlnet.py",
+    "test_readme.py",
+    "test_gan_eval.py",
+    "test_old_runs.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+  """Runs LONGEST_FILES first (in that order), then the rest in collection order; the tests of
+  a file keep their order."""
+  rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 _optimized = {"on": False}  # whether XLA's optimisations are on now (see `optimized`)
 
 
@@ -96,7 +126,9 @@ def subprocess_env(**extra) -> dict:
   """os.environ for a `python -m ...` subprocess: the suite's JAX settings (already in os.environ),
   the repository on PYTHONPATH, JAX on CPU, plus `extra`."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+  # subprocess_site/sitecustomize.py lets every process of a multi-process run write the cache.
+  site = os.path.join(repo, "tests", "subprocess_site") if JAX_CACHE_DIR else None
+  pythonpath = os.pathsep.join(p for p in (site, repo, os.environ.get("PYTHONPATH")) if p)
   return dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", **extra)
 
 

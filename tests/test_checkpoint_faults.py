@@ -7,6 +7,7 @@ the saved arrays, the previous step with exactly its arrays, or a clear refusal 
 state that differs from what was saved.
 """
 
+import gc
 import os
 
 import jax
@@ -35,6 +36,14 @@ pytestmark = [
         "ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning"
     ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_orbax_garbage():
+  """Collects the refused restores' pending coroutines at this test's teardown, where the
+  filters above apply, rather than during whichever test the worker runs next."""
+  yield
+  gc.collect()
 
 
 def _gan_state():

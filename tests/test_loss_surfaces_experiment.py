@@ -151,13 +151,12 @@ def test_all_variant_runs_each_figure_into_its_directory(tmp_path):
 
 
 def _cli(*args):
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.run(
       [sys.executable, "-m", "experiments.loss_surfaces", *args],
       cwd=REPO,
       capture_output=True,
       text=True,
-      env=env,
+      env=conftest.subprocess_env(),
       timeout=300,
   )
 
