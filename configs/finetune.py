@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.max_length = 128  # tokens per example, <cls> included (longer: truncated)
   c.data.train_split = "train"
   c.data.dev_split = "dev"  # the split tuned on (a test split is never read here)
+  # Fine-tune on this many training examples (a fixed, seeded subset: the same for every method
+  # and seed, and part of every larger one; bigjax.data.glue.subset); None: all of them.
+  c.data.train_limit = ml_collections.config_dict.placeholder(int)
   # Pretraining only: a text file, one sentence per line.
   c.data.corpus = ""
   c.data.heldout = 2_000  # corpus lines held out (the LM loss and completions)
@@ -111,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sweep.warmup_steps = (0, 120)
   c.sweep.betas = (0.0, 0.2, 0.4, 0.6, 0.8)
   c.sweep.seeds = (0,)
+  c.sweep.train_limits = (None,)  # data.train_limit per run (None: the whole training split)
 
   if variant == "sst2":
     c.sweep.num_epochs = (2, 3, 4)

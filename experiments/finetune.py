@@ -364,7 +364,8 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
           hf_config, num_labels, state.params["xlnet"], dev_data, batch_size=config.eval_batch_size
       )
       return dict(
-          epoch=step // steps_per_epoch, **setup.dev_metrics(config.task, log_p, dev_data.labels)
+          epoch=step // steps_per_epoch,
+          **setup.dev_metrics(config.task, log_p, dev_data.labels, halves=True),
       )
 
     hooks.append(loop.Hook(dev, every=steps_per_epoch, log="dev.jsonl"))
@@ -427,6 +428,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
     summary.update(
         task=config.task,
         beta=float(config.beta),
+        train_limit=config.data.get("train_limit"),
         num_dev=int(len(dev_data.labels)),
         truncated_dev=int(dev_data.num_truncated),
         **epoch_summary(workdir, glue.TASKS[config.task].metrics[0]),

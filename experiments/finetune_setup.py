@@ -110,6 +110,8 @@ def validate_config(config) -> None:
     check.integer(name)
   for name in ("warmup_steps", "eval_every", "plm.batch_size", "seed"):
     check.integer(name, minimum=0)
+  if config.data.get("train_limit") is not None:
+    check.integer("data.train_limit")  # >= 1; check_splits: at most the split's size
   if config.plm.batch_size > config.batch_size:
     fail(f"plm.batch_size={config.plm.batch_size} exceeds batch_size={config.batch_size}.")
   if not (config.learning_rate > 0 and config.grad_clip > 0 and config.weight_decay >= 0):
@@ -191,6 +193,9 @@ def check_splits(config) -> None:
         "would be measured on training examples. Give the task's own dev split in "
         "data.task_dir."
     )
+  limit = config.data.get("train_limit")
+  if limit is not None:
+    glue.subset(glue.load_tsv(config.task, folder, config.data.train_split), limit)
   dev = glue.load_tsv(config.task, folder, config.data.dev_split)
   if not len(dev.labels):
     raise ValueError(
@@ -208,8 +213,10 @@ def task_dir(config) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _encoded(tokenizer_dir: str, task: str, path: str, max_length: int, labelled: bool) -> TextData:
-  examples = glue.read_tsv(task, path, labelled=labelled)
+def _encoded(
+    tokenizer_dir: str, task: str, path: str, max_length: int, labelled: bool, limit: int | None
+) -> TextData:
+  examples = glue.subset(glue.read_tsv(task, path, labelled=labelled), limit)
   tok = tokenizer_lib.load_tokenizer(tokenizer_dir)
   enc = tokenizer_lib.encode(tok, examples.first, examples.second, max_length=max_length)
   return TextData(
@@ -227,15 +234,24 @@ def load_split(
     config, tokenizer_dir: str, split: str | None, *, path: str | None = None
 ) -> TextData:
   """A split of the config's task (or any TSV file `path` in the task's layout, labels
-  optional), tokenised with the tokenizer in `tokenizer_dir` to data.max_length. Cached: a
-  sweep tokenises each split once."""
+  optional), tokenised with the tokenizer in `tokenizer_dir` to data.max_length; the training
+  split cut to data.train_limit examples (glue.subset). Cached: a sweep tokenises each split
+  once."""
+  limit = None
   if path is None:
     glue.load_tsv(config.task, task_dir(config), split)  # its checks and messages, then cached
     path, labelled = os.path.join(task_dir(config), f"{split}.tsv"), split != "test"
+    if split == config.data.train_split:
+      limit = config.data.get("train_limit")
   else:
     labelled = False
   return _encoded(
-      tokenizer_dir, config.task, os.path.abspath(path), int(config.data.max_length), labelled
+      tokenizer_dir,
+      config.task,
+      os.path.abspath(path),
+      int(config.data.max_length),
+      labelled,
+      None if limit is None else int(limit),
   )
 
 
@@ -466,8 +482,15 @@ def log_probs(
   return np.concatenate(out) if out else np.zeros((0, num_labels), np.float32)
 
 
-def dev_metrics(task: str, log_p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """The task's metrics (accuracy, and F1 for MRPC) and the mean negative log-likelihood."""
+def dev_metrics(
+    task: str, log_p: np.ndarray, labels: np.ndarray, *, halves: bool = False
+) -> dict[str, float]:
+  """The task's metrics (accuracy, and F1 for MRPC) and the mean negative log-likelihood; with
+  `halves`, the same on each of dev's two fixed halves too (glue.halves; "half_a_accuracy",
+  ...: select on one half, report on the other)."""
   result = glue.evaluate(task, np.argmax(log_p, -1), labels)
   result["nll"] = float(-np.mean(log_p[np.arange(len(labels)), labels]))
+  if halves and len(labels) >= 2:
+    for name, i in zip(("half_a", "half_b"), glue.halves(len(labels))):
+      result.update({f"{name}_{k}": v for k, v in dev_metrics(task, log_p[i], labels[i]).items()})
   return result

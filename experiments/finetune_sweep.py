@@ -4,19 +4,25 @@ r"""FT against big-learn over a grid of runs (paper App. E.2: Table 3's grid, Ta
       --workdir /tmp/lexname_sweep --config.model_dir=/tmp/wn_lm/model
 
 Every combination of config.sweep's learning rates x epoch counts x warm-up steps x betas x
-seeds is one `experiments.finetune` run in <workdir>/runs/<name>; the rest of the config is the
-same for all of them. All runs share one process, so the grid compiles two train steps (FT and
-big-learn) and one scorer. A finished run (its result.json) is never redone; an interrupted one
-resumes from its checkpoint; a run whose result.json is unreadable is finished again from its
-last checkpoint (its training is not redone); a run whose loss became non-finite is recorded
-in its failed.json and counted, not retried. A sweep directory written by another config (other
-than the grid itself, which may grow) is refused, and a run directory holding another run's
-config is refused by name: nothing in either is changed.
+seeds x data sizes (train_limits: data.train_limit, None for the whole training split) is one
+`experiments.finetune` run in <workdir>/runs/<name> (a data size in the name as `_n<N>`; a run
+on the whole split keeps the name runs always had); the rest of the config is the same for all
+of them. All runs share one process, so the grid compiles two train steps (FT and big-learn)
+and one scorer. A finished run (its result.json) is never redone; an interrupted one resumes
+from its checkpoint; a run whose result.json is unreadable is finished again from its last
+checkpoint (its training is not redone); a run whose loss became non-finite is recorded in its
+failed.json and counted, not retried. A sweep directory written by another config (other than
+the grid itself, which may grow) is refused, and a run directory holding another run's config
+is refused by name: nothing in either is changed. Every run config (a data size larger than
+the training split included) is checked before anything is written.
 
-Writes into --workdir: sweep.json (the config), runs/, table4.json and table4.md (per method,
-FT = the beta = 0 runs and big-learn = the beta > 0 runs: the best and median dev metric with
-its IQR, the F1 for MRPC, the seed spread, and the same per beta), fig18.png (box plots of the
-runs' dev metric, FT beside big-learn, and per beta).
+Writes into --workdir: sweep.json (the config), runs/, table4.json and table4.md (the paper's
+view, FT = the beta = 0 runs against big-learn = the beta > 0 runs pooled; then per data size
+the paired differences with intervals and tests, best and median over equal numbers of runs,
+selection on one half of dev reported on the other, and whether FT's optimum is inside the
+grid: experiments.finetune_table), fig18.png (box plots of the runs' dev metric, FT beside
+big-learn and per beta, and the paired differences: experiments.finetune_report). A sweep
+written before these statistics existed gets them recomputed from its runs.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ import time
 from typing import Any
 
 import ml_collections
-import numpy as np
 
-from bigjax.data import glue
 from bigjax.training import NonFiniteLossError, distributed, write_json
 from experiments import cli
 from experiments import finetune
 from experiments import finetune_setup as setup
+from experiments.finetune_report import figure, table4_markdown
+from experiments.finetune_table import run_name, table4
 
 SWEEP_FILE = "sweep.json"
 FAILED_FILE = "failed.json"
@@ -46,6 +52,7 @@ GRID = (
     ("warmup_steps", "warmup_steps"),
     ("beta", "betas"),
     ("seed", "seeds"),
+    ("train_limit", "train_limits"),  # data.train_limit (None: the whole split)
 )
 
 
@@ -57,22 +64,16 @@ def points(config) -> list[dict[str, Any]]:
   """The grid's runs, seed-major (a stopped sweep has whole seeds done first): dicts of the
   GRID fields."""
   s = config.sweep
-  order = ("seed", "num_epochs", "warmup_steps", "learning_rate", "beta")
+  order = ("seed", "train_limit", "num_epochs", "warmup_steps", "learning_rate", "beta")
   values = {
       "learning_rate": s.learning_rates,
       "num_epochs": s.num_epochs,
       "warmup_steps": s.warmup_steps,
       "beta": s.betas,
       "seed": s.seeds,
+      "train_limit": s.get("train_limits", (None,)),  # absent from sweeps written before it
   }
   return [dict(zip(order, combo)) for combo in itertools.product(*(values[k] for k in order))]
-
-
-def run_name(point: dict[str, Any]) -> str:
-  return (
-      f"lr{point['learning_rate']:g}_ep{point['num_epochs']}_wu{point['warmup_steps']}"
-      f"_beta{point['beta']:g}_seed{point['seed']}"
-  )
 
 
 # Config fields a sweep and its runs may be resumed with other values of: the grid, and how the
@@ -87,6 +88,7 @@ def _shared(config) -> dict[str, Any]:
     out.pop(field, None)
   for field, _ in GRID:
     out.pop(field, None)
+  out.get("data", {}).pop("train_limit", None)
   return out
 
 
@@ -107,7 +109,7 @@ def check_grid(config) -> None:
   empty one has no run (and would overwrite Table 4 with none), a repeated value would count
   the same runs twice in Table 4."""
   for _, name in GRID:
-    values = list(config.sweep[name])
+    values = list(config.sweep.get(name, (None,)))
     if not values:
       raise ValueError(
           f"configs/finetune.py ({config.get('variant', '?')}): sweep.{name} is empty, so the "
@@ -148,7 +150,9 @@ def check_sweep_dir(config, workdir: str) -> None:
 
 def run_config(config, point: dict[str, Any]) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(json.loads(config.to_json()))
-  c.update(point)
+  c.update({k: v for k, v in point.items() if k != "train_limit"})
+  with c.ignore_type():
+    c.data.train_limit = point.get("train_limit")
   return c
 
 
@@ -202,163 +206,6 @@ def run_point(config, workdir: str, point: dict[str, Any], *, progress: bool) ->
     return dict(point, failed=str(e))
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-  v = np.asarray(values, np.float64)
-  if not v.size:
-    return dict(runs=0)
-  q1, median, q3 = np.percentile(v, [25, 50, 75])
-  return dict(
-      runs=int(v.size),
-      best=float(v.max()),
-      median=float(median),
-      iqr=float(q3 - q1),
-      mean=float(v.mean()),
-      worst=float(v.min()),
-  )
-
-
-def _seed_spread(results: list[dict], metric: str) -> dict[str, Any]:
-  """The spread over seeds of runs equal in every other grid field: the mean and largest
-  standard deviation (ddof 0) and range, in the metric's units."""
-  groups: dict[tuple, list[float]] = {}
-  for r in results:
-    key = tuple(r[f] for f, _ in GRID if f != "seed")
-    groups.setdefault(key, []).append(r["dev"][metric])
-  spread = [np.asarray(v) for v in groups.values() if len(v) > 1]
-  if not spread:
-    return dict(groups=0)
-  return dict(
-      groups=len(spread),
-      mean_std=float(np.mean([s.std() for s in spread])),
-      max_std=float(np.max([s.std() for s in spread])),
-      mean_range=float(np.mean([np.ptp(s) for s in spread])),
-  )
-
-
-def table4(task: str, results: list[dict]) -> dict[str, Any]:
-  """Table 4's numbers from the finished runs (dev metrics in %), per method and per beta."""
-  metric = glue.TASKS[task].metrics[0]
-  done = [r for r in results if "failed" not in r]
-  pct = lambda rs, m: [100.0 * r["dev"][m] for r in rs]
-  methods = {
-      "FT": [r for r in done if r["beta"] == 0],
-      "big-learn": [r for r in done if r["beta"] > 0],
-  }
-  out = dict(
-      task=task,
-      metric=metric,
-      runs=len(results),
-      failed=[run_name(r) for r in results if "failed" in r],
-      methods={},
-      betas={},
-  )
-  for name, rs in methods.items():
-    entry = dict(
-        **_stats(pct(rs, metric)),
-        seed_spread=_seed_spread(
-            [dict(r, dev={metric: 100.0 * r["dev"][metric]}) for r in rs], metric
-        ),
-    )
-    if "f1" in glue.TASKS[task].metrics:
-      entry["f1"] = _stats(pct(rs, "f1"))
-    out["methods"][name] = entry
-  for beta in sorted({r["beta"] for r in done}):
-    out["betas"][f"{beta:g}"] = _stats(pct([r for r in done if r["beta"] == beta], metric))
-  # Paired: each big-learn run against the FT run of the same lr, epochs, warm-up and seed.
-  ft = {tuple(r[f] for f, _ in GRID if f != "beta"): r for r in methods["FT"]}
-  pairs = [
-      (r["dev"][metric], ft[k]["dev"][metric])
-      for r in methods["big-learn"]
-      if (k := tuple(r[f] for f, _ in GRID if f != "beta")) in ft
-  ]
-  if pairs:
-    diff = 100.0 * np.asarray([a - b for a, b in pairs])
-    out["paired"] = dict(
-        pairs=len(pairs),
-        mean_gain=float(diff.mean()),
-        wins=int(np.sum(diff > 0)),
-        ties=int(np.sum(diff == 0)),
-        losses=int(np.sum(diff < 0)),
-    )
-  return out
-
-
-def table4_markdown(table: dict[str, Any]) -> str:
-  m = table["metric"]
-  f1 = any("f1" in e for e in table["methods"].values())
-  lines = [
-      f"# Table 4 ({table['task']}, dev {m} in %, {table['runs']} runs"
-      f"{', ' + str(len(table['failed'])) + ' failed' if table['failed'] else ''})",
-      "",
-      f"| method | runs | best {m}{' / F1' if f1 else ''} | median {m} | IQR | "
-      "seed std (mean / max) |",
-      "|---|---|---|---|---|---|",
-  ]
-  for name, e in table["methods"].items():
-    if not e.get("runs"):
-      lines.append(f"| {name} | 0 | | | | |")
-      continue
-    s = e["seed_spread"]
-    spread = f"{s['mean_std']:.2f} / {s['max_std']:.2f}" if s.get("groups") else "-"
-    best = f"{e['best']:.2f}" + (f" / {e['f1']['best']:.2f}" if "f1" in e else "")
-    lines.append(
-        f"| {name} | {e['runs']} | {best} | {e['median']:.2f} | {e['iqr']:.2f} | " f"{spread} |"
-    )
-  lines += ["", "| beta | runs | best | median | IQR |", "|---|---|---|---|---|"]
-  for beta, e in table["betas"].items():
-    lines.append(
-        f"| {beta} | {e['runs']} | {e['best']:.2f} | {e['median']:.2f} | " f"{e['iqr']:.2f} |"
-    )
-  if "paired" in table:
-    p = table["paired"]
-    lines += [
-        "",
-        f"Paired with the FT run of the same learning rate, epochs, warm-up and seed: "
-        f"big-learn wins {p['wins']}, ties {p['ties']}, loses {p['losses']} of "
-        f"{p['pairs']} (mean gain {p['mean_gain']:+.2f} points).",
-    ]
-  return "\n".join(lines) + "\n"
-
-
-def figure(table: dict[str, Any], results: list[dict], path: str) -> None:
-  """Fig. 18: box plots of the runs' dev metric, FT beside big-learn, and per beta."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  metric = table["metric"]
-  done = [r for r in results if "failed" not in r]
-  value = lambda rs: [100.0 * r["dev"][metric] for r in rs]
-  groups = [
-      ("FT", value([r for r in done if r["beta"] == 0])),
-      ("big-learn", value([r for r in done if r["beta"] > 0])),
-  ]
-  betas = sorted({r["beta"] for r in done})
-  per_beta = [(f"{b:g}", value([r for r in done if r["beta"] == b])) for b in betas]
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw=dict(width_ratios=[2, 3]))
-  for ax, data, title in (
-      (axes[0], groups, "FT vs big-learn"),
-      (axes[1], per_beta, r"by $\beta_{BigLearn}$ (0 is FT)"),
-  ):
-    data = [(n, v) for n, v in data if v]
-    ax.boxplot([v for _, v in data], widths=0.5)
-    ax.set_xticks(range(1, len(data) + 1), [n for n, _ in data])
-    for i, (_, v) in enumerate(data):
-      jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(v))
-      ax.scatter(
-          i + 1 + jitter, v, s=9, alpha=0.6, color="C0" if i or title[0] == "b" else "C1", zorder=3
-      )
-    ax.set_title(title)
-    ax.set_ylabel(f"dev {metric} (%)")
-    ax.grid(axis="y", alpha=0.3)
-  fig.suptitle(f"{table['task']}: {table['runs']} runs")
-  fig.tight_layout()
-  fig.savefig(path + ".tmp.png", dpi=150)
-  plt.close(fig)
-  os.replace(path + ".tmp.png", path)
-
-
 def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """Runs (or resumes) the config's grid in `workdir`, then writes Table 4 and Fig. 18.
 
@@ -377,8 +224,18 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
         "configs/finetune.py:lexname), not mode=pretrain."
     )
   check_grid(config)
+  if config.data.get("train_limit") is not None:
+    raise ValueError(
+        f"data.train_limit={config.data.train_limit} in a sweep: the grid sets each run's "
+        f"data size; give it as --config.sweep.train_limits='({config.data.train_limit},)'."
+    )
   t0 = time.perf_counter()
   workdir = os.path.abspath(workdir)
+  grid = points(config)
+  for point in grid:  # every run config checked before anything is written
+    setup.validate_config(run_config(config, point))
+  for limit in {p["train_limit"] for p in grid}:  # each data size fits the training split
+    setup.check_splits(run_config(config, dict(grid[0], train_limit=limit)))
   distributed.initialize(auto=config.get("distributed", False))  # (once the entry point joined)
   # Process 0 checks (and records) the sweep first; the others then find its record.
   distributed.main_first(
@@ -388,9 +245,6 @@ def sweep(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
       ),
       "check the sweep directory",
   )
-  grid = points(config)
-  for point in grid:  # every run config checked before the first runs
-    setup.validate_config(run_config(config, point))
   results = []
   for i, point in enumerate(grid):
     if progress:

@@ -370,3 +370,35 @@ def test_dev_splits_that_measure_nothing_are_refused_before_training(pretrained,
   with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
     finetune.train(_smoke(model_dir, task, seed=-1), str(tmp_path / "a"), progress=False)
   assert not os.path.exists(tmp_path / "a")
+
+
+def test_train_limit_fine_tunes_on_a_fixed_subset_and_refuses_bad_sizes(
+    pretrained, rte_dir, tmp_path
+):
+  model_dir = pretrained[1]["model_dir"]
+  config = _smoke(model_dir, rte_dir, beta=0.0)
+  config.data.train_limit = 8
+  result = finetune.train(config, str(tmp_path / "n8"), progress=False)
+  assert result["num_train"] == 8 and result["train_limit"] == 8
+  assert result["steps"] == 8 // config.batch_size * config.num_epochs
+  # dev.jsonl holds each half of dev too (select on one, report on the other).
+  with open(tmp_path / "n8" / "dev.jsonl") as f:
+    row = json.loads(f.readline())
+  assert {"half_a_accuracy", "half_b_accuracy", "half_a_nll", "half_b_nll"} <= set(row)
+  # A bad size is refused before anything is written; in a sweep the grid sets it.
+  for bad, match in ((0, "positive integer"), (-2, "positive integer"), (17, r"\[1, 16\]")):
+    c = _smoke(model_dir, rte_dir)
+    c.data.train_limit = bad
+    with pytest.raises(ValueError, match=match):
+      finetune.train(c, str(tmp_path / "bad"), progress=False)
+    assert not os.path.exists(tmp_path / "bad")
+  sweep = _smoke(model_dir, rte_dir)
+  sweep.sweep.train_limits = (8, 17)
+  with pytest.raises(ValueError, match=r"\[1, 16\]"):
+    finetune_sweep.sweep(sweep, str(tmp_path / "bad_sweep"), progress=False)
+  assert not os.path.exists(tmp_path / "bad_sweep")
+  sweep = _smoke(model_dir, rte_dir)
+  sweep.data.train_limit = 8
+  with pytest.raises(ValueError, match="sweep.train_limits"):
+    finetune_sweep.sweep(sweep, str(tmp_path / "bad_sweep2"), progress=False)
+  assert not os.path.exists(tmp_path / "bad_sweep2")

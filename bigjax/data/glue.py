@@ -335,3 +335,36 @@ def evaluate(task: str | Task, predictions, labels) -> dict[str, float]:
     )
   metrics = {"accuracy": accuracy, "f1": f1}
   return {name: metrics[name](predictions, labels) for name in task.metrics}
+
+
+SUBSET_SEED = 0  # the permutation every training subset and dev half is drawn from
+
+
+def subset(examples: Examples, limit: int | None, *, seed: int = SUBSET_SEED) -> Examples:
+  """The first `limit` examples of a fixed permutation of the split (drawn from `seed`, not from
+  a run's seed): every method and seed fine-tunes on the same examples, and a smaller subset is
+  part of every larger one. None: the whole split, unchanged.
+
+  Raises:
+    ValueError: a limit that is not a positive integer, or larger than the split.
+  """
+  if limit is None:
+    return examples
+  n = len(examples.labels)
+  if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or not 0 < limit <= n:
+    raise ValueError(
+        f"data.train_limit={limit!r}: give a whole number of training examples in [1, {n}] "
+        f"(this split holds {n}), or leave it unset (None) for all of them."
+    )
+  keep = np.sort(np.random.default_rng(seed).permutation(n)[: int(limit)])
+  pick = lambda xs: None if xs is None else [xs[i] for i in keep]
+  return Examples(pick(examples.first), pick(examples.second), examples.labels[keep])
+
+
+def halves(num_examples: int, *, seed: int = SUBSET_SEED) -> tuple[np.ndarray, np.ndarray]:
+  """Two disjoint halves of a split's example indices (a fixed, seeded permutation; sorted),
+  e.g. to select hyperparameters on one half of dev and report on the other."""
+  if num_examples < 2:
+    raise ValueError(f"halves: {num_examples} example(s) cannot be split in two.")
+  order = np.random.default_rng(seed + 1).permutation(num_examples)
+  return np.sort(order[: num_examples // 2]), np.sort(order[num_examples // 2 :])
