@@ -179,3 +179,23 @@ def test_the_sweep_has_a_data_size_axis_with_old_names_kept():
   assert "lr0.001_ep1_wu0_beta0_seed0_n8" in names
   c = finetune_sweep.run_config(config, [p for p in points if p["train_limit"] == 8][0])
   assert c.data.train_limit == 8 and "train_limit" not in c
+
+
+def test_the_summary_over_sweeps_holm_adjusts_the_whole_family(tmp_path):
+  from benchmarks import finetune_fair
+
+  for name, sizes in (("a", (250,)), ("b", (None,))):
+    (tmp_path / name).mkdir()
+    table = finetune_table.table4("lexname", _results(sizes=sizes))
+    (tmp_path / name / "table4.json").write_text(json.dumps(table))
+  rows = finetune_fair.rows([str(tmp_path / "a"), str(tmp_path / "b")])
+  assert [(r["size"], r["beta"]) for r in rows] == [
+      ("250", "0.4"),
+      ("250", "0.8"),
+      ("all", "0.4"),
+      ("all", "0.8"),
+  ]
+  assert [r["holm_p"] for r in rows] == pytest.approx(stats.holm([0.25] * 4))
+  assert rows[0]["final"]["mean"] == pytest.approx(1.0) and rows[0]["cost"] == pytest.approx(3.0)
+  text = finetune_fair.markdown(rows)
+  assert "| lexname | 250 | 0.4 | 9 | +1.00 [+1.00, +1.00]" in text
