@@ -13,7 +13,7 @@ DOCS = os.path.join(REPO, "docs")
 MARKED_BLOCKS = {
     "own_training_loop.md": ("embed-example",),
     "xlnet.md": ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"),
-    "finetuning.md": ("finetune-glue", "finetune-wordnet"),
+    "finetuning.md": ("finetune-glue", "finetune-wordnet", "finetune-fair"),
     "distributed.md": ("launch",),  # run by test_multiprocess.py
 }
 
@@ -252,6 +252,26 @@ def test_the_wordnet_commands_name_real_modules_configs_and_fields(tmp_path):
     importlib.import_module(args[0])
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     _config_from(_flags(args[1:]), {})
+
+
+def test_the_fair_comparison_commands_name_real_configs_and_sizes():
+  """The fair-comparison block: each sweep's flags are fields of configs/finetune.py and give
+  a grid over one data size; the summary is benchmarks.finetune_fair (tested on hand-made
+  tables in tests/test_finetune_table.py)."""
+  import importlib
+  from experiments import cli, finetune_sweep
+
+  commands = _bash_commands("finetuning.md", "finetune-fair")
+  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 2 + [
+      "benchmarks.finetune_fair"
+  ]
+  for args, size in zip(commands[:2], (250, 1000)):
+    assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
+    config = _config_from(_flags(args[1:]), {})
+    grid = finetune_sweep.points(config)
+    assert {p["train_limit"] for p in grid} == {size} and len(grid) == 3 * 2 * 5
+    assert config.plm.batch_size == 0  # Eq. (15) on the whole batch
+  importlib.import_module(commands[2][0])
 
 
 def test_the_quickstart_runs_what_ci_runs():
