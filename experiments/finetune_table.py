@@ -225,11 +225,16 @@ def _selected(ft: list[dict], by_beta: dict[str, list[dict]], metric: str) -> di
     out[name] = dict(**both, report=float(np.mean([v["report"] for v in both.values()])))
   paired = {}
   for beta in by_beta:
+    # One difference per seed, averaged over the two directions (they share the seed's runs).
+    directions = ("a_to_b", "b_to_a")
+    seeds = set.intersection(
+        *(set(out[m][d]["per_seed"]) for m in (beta, "FT") for d in directions)
+    )
     diffs = [
-        out[beta][d]["per_seed"][s] - out["FT"][d]["per_seed"][s]
-        for d in ("a_to_b", "b_to_a")
-        for s in out[beta][d]["per_seed"]
-        if s in out["FT"][d]["per_seed"]
+        float(
+            np.mean([out[beta][d]["per_seed"][s] - out["FT"][d]["per_seed"][s] for d in directions])
+        )
+        for s in sorted(seeds)
     ]
     if diffs:
       paired[beta] = stats.paired_summary(diffs)
