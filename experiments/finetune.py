@@ -26,7 +26,7 @@ Writes into --workdir:
   bigjax_run.json, .bigjax_run.lock   the run directory's marker and lock
                        (bigjax.training.rundir: one process writes a run)
   xlnet_config.json, spiece.model     the run's model config and tokenizer (self-contained)
-  dev.jsonl            fine-tuning: the dev metrics after each epoch
+  dev.jsonl            fine-tuning: the dev metrics after each epoch (and on dev's two halves)
   heldout.jsonl        pretraining: the held-out loss every eval_every steps
   result.json          the summary: the final dev metrics (fine-tuning) or the held-out loss,
                        the unigram baseline and the completions (pretraining); removed while

@@ -18,6 +18,8 @@ GLUE-shaped stand-ins built from WordNet 3.0 for machines without GLUE, shipped 
 travel with every copy of that data (bigjax/data/wordnet/README.md holds it).
 
 Labels are class ids in the order of the task's `labels` list; a label outside it is an error.
+`subset(examples, n)` keeps a fixed, seeded n of a split (data.train_limit), and `halves(n)`
+splits a split's indices in two fixed halves (select on one half of dev, report on the other).
 """
 
 from __future__ import annotations
