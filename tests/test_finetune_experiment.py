@@ -212,15 +212,22 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
     redone = json.load(f)
   assert redone["resumed_from"] == redone["steps"]  # evaluated, not retrained
 
-  # A sweep written before `distributed` existed (its run configs and sweep.json without it)
-  # resumes: how processes join is not what was trained.
+  # A sweep written before `distributed` and the data-size axis existed (its run configs and
+  # sweep.json without them) resumes: nothing is retrained, the same table comes out.
   for path in [os.path.join(workdir, "runs", r, "config.json") for r in runs]:
     with open(path) as f:
       held = json.load(f)
-    del held["distributed"]
+    del held["distributed"], held["data"]["train_limit"], held["sweep"]["train_limits"]
     with open(path, "w") as f:
       json.dump(held, f)
+  with open(os.path.join(workdir, "sweep.json")) as f:
+    held = json.load(f)
+  del held["grid"]["train_limits"]
+  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+    json.dump(held, f)
   assert finetune_sweep.sweep(config, workdir, progress=False)["methods"] == table["methods"]
+  for r in runs[1:]:
+    assert os.stat(os.path.join(workdir, "runs", r, "result.json")).st_mtime_ns == results[r]
 
   # Another config's sweep directory, and a run directory of another run: refused, unchanged.
   before = _tree_state(workdir)
