@@ -262,17 +262,16 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
   from experiments import cli, finetune_sweep
 
   commands = _bash_commands("finetuning.md", "finetune-fair")
-  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 2 + [
-      "benchmarks.finetune_fair"
-  ]
-  for args, size in zip(commands[:2], (250, 1000)):
+  sweeps = ["experiments.finetune_sweep"] * 3
+  assert [c[0] for c in commands] == sweeps + ["benchmarks.finetune_fair"]
+  for args, size in zip(commands[:3], (250, 1000, None)):
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     config = _config_from(_flags(args[1:]), {})
     grid = finetune_sweep.points(config)
     assert {p["train_limit"] for p in grid} == {size}
-    assert len(grid) == len(config.sweep.learning_rates) * 2 * 5  # x betas x seeds
+    assert len(grid) == len(config.sweep.learning_rates) * 2 * len(config.sweep.seeds)
     assert config.plm.batch_size == 0  # Eq. (15) on the whole batch
-  importlib.import_module(commands[2][0])
+  importlib.import_module(commands[3][0])
 
 
 def test_the_quickstart_runs_what_ci_runs():
