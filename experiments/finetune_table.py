@@ -158,9 +158,11 @@ def _paired(ft: list[dict], by_beta: dict[str, list[dict]], metric: str) -> dict
 def _equal_count(ft: list[dict], by_beta: dict[str, list[dict]], metric: str) -> dict[str, Any]:
   final = lambda rs: [100.0 * r["dev"][metric] for r in rs]
   out: dict[str, Any] = {"FT": dict(runs=len(ft), best=max(final(ft)), median=_med(final(ft)))}
+  ft_pairs = {(_cell(f), f["seed"]) for f in ft}
   for beta, runs in by_beta.items():
-    same = [r for r in runs if (_cell(r), r["seed"]) in {(_cell(f), f["seed"]) for f in ft}]
-    base = [f for f in ft if (_cell(f), f["seed"]) in {(_cell(r), r["seed"]) for r in same}]
+    same = [r for r in runs if (_cell(r), r["seed"]) in ft_pairs]
+    same_pairs = {(_cell(r), r["seed"]) for r in same}
+    base = [f for f in ft if (_cell(f), f["seed"]) in same_pairs]
     if same:
       out[beta] = dict(
           runs=len(same),
@@ -272,17 +274,24 @@ def table4(task: str, results: list[dict]) -> dict[str, Any]:
   out["methods"]["big-learn"] = _method_entry([r for r in done if r["beta"] > 0], metric, task)
   for beta in sorted({r["beta"] for r in done}):
     out["betas"][f"{beta:g}"] = _method_entry([r for r in done if r["beta"] == beta], metric, task)
-  diffs = [
-      100.0 * (r["dev"][metric] - f["dev"][metric])
-      for r in done
-      if r["beta"] > 0
-      for f in ft_all
-      if (_cell(f), f["seed"], size_of(f)) == (_cell(r), r["seed"], size_of(r))
-  ]
-  if diffs:
-    d = np.asarray(diffs)
+  # Every big-learn run against the FT run of its cell, seed and data size (`differences`).
+  final = lambda r: 100.0 * r["dev"][metric]
+  d = np.concatenate(
+      [
+          differences(
+              [f for f in ft_all if size_of(f) == size],
+              [r for r in done if r["beta"] == beta and size_of(r) == size],
+              final,
+          ).ravel()
+          for size in {size_of(r) for r in done}
+          for beta in {r["beta"] for r in done} - {0.0}
+      ]
+      or [np.zeros(0)]
+  )
+  d = d[~np.isnan(d)]
+  if d.size:
     out["paired"] = dict(
-        pairs=len(diffs),
+        pairs=int(d.size),
         mean_gain=float(d.mean()),
         wins=int(np.sum(d > 0)),
         ties=int(np.sum(d == 0)),
