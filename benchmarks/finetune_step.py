@@ -4,7 +4,7 @@ r"""Train-step throughput of FT (Eq. (16)) and big-learn (Eq. (17)) fine-tuning 
   python -m benchmarks.finetune_step --size wordnet --length 32 --batch_size 32
   python -m benchmarks.finetune_step --steps 2 --size tiny --json /tmp/ft.json
 
-The step is `experiments.finetune.compiled_step`, the one the trainer and the sweep run (the
+The step is `experiments.finetune_step.compiled_step`, the one the trainer and the sweep run (the
 state replicated and donated, the batch split over a 1-D device mesh, AdamW with the rate as an
 argument): FT computes Eq. (16) (the content stream and the summary head); big-learn adds
 Eq. (15) (both streams over every position, the LM head over the vocabulary, the label in its
@@ -52,12 +52,12 @@ def measure(
 
   from bigjax import finetuning  # pylint: disable=import-outside-toplevel
   from bigjax.training import sharding  # pylint: disable=import-outside-toplevel
-  from experiments import finetune, finetune_setup  # pylint: disable=import-outside-toplevel
+  from experiments import finetune_setup, finetune_step  # pylint: disable=import-outside-toplevel
 
   hf_config = dict(model_type="xlnet", **SIZES[size], dropout=0.1)
   num_labels = 2
   mesh = sharding.data_mesh()
-  step = finetune.compiled_step(
+  step = finetune_step.compiled_step(
       json.dumps(hf_config, sort_keys=True),
       num_labels,
       pretrain=False,
@@ -83,7 +83,7 @@ def measure(
       params["xlnet"]["params"]["transformer"]["word_embedding"]["embedding"], num_labels, key
   )
   config = argparse.Namespace(weight_decay=0.0, grad_clip=1.0)
-  state = finetune_setup.init_state(config, params, key)
+  state = finetune_step.init_state(config, params, key)
   state = jax.device_put(state, sharding.replicated(mesh))
   batch = [sharding.global_batch(a, mesh) for a in (ids, types, mask, labels)]
   args = batch + [np.float32(1e-5), np.float32(beta)]

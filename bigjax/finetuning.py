@@ -55,6 +55,7 @@ __all__ = [
     "permutation_loss",
     "classification_loss",
     "biglearn_loss",
+    "biglearn_terms",
     "classify",
     "complete",
 ]
@@ -86,6 +87,7 @@ def plm_tasks(
     with_label: bool,
     target_fraction: float = 1.0,
     label_last_prob: float = 0.0,
+    text_targets: bool = True,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One batch of Eq. (15) tasks: (ranks int32 [B, L], target_mask bool [B, L], perm_mask bool
   [B, L, L]) (see the module docstring for q(z)).
@@ -97,7 +99,12 @@ def plm_tasks(
     target_fraction: in (0, 1], the share of candidates (last in the order) that are targets;
       at least one per example.
     label_last_prob: probability of the label slot last in the order (with_label only).
+    text_targets: False: the label slot is the only candidate (with_label only), predicted
+      from the text tokens before it in the order, a uniformly random subset; the text after
+      it is hidden from every position.
   """
+  if not text_targets and not with_label:
+    raise ValueError("text_targets=False leaves no target without a label (with_label=True).")
   if not 0.0 < float(target_fraction) <= 1.0:
     raise ValueError(f"target_fraction must be in (0, 1], got {target_fraction}.")
   input_ids, attention_mask = jnp.asarray(input_ids), jnp.asarray(attention_mask)
@@ -107,7 +114,8 @@ def plm_tasks(
       custom_message="plm_tasks: input_ids and attention_mask must have the same shape [B, L]",
   )
   b, length = jnp.shape(input_ids)
-  candidates = text_mask(input_ids, attention_mask)
+  text = text_mask(input_ids, attention_mask)
+  candidates = text if text_targets else jnp.zeros_like(text)
   if with_label:
     candidates = candidates.at[:, -1].set(True)
   ranks = permutation.random_ranks(
@@ -123,7 +131,10 @@ def plm_tasks(
   count = jnp.sum(candidates, axis=-1, keepdims=True)
   num_targets = jnp.maximum(jnp.ceil(float(target_fraction) * count), 1.0)
   target = candidates & (place >= count - num_targets)
-  return ranks, target, permutation.permutation_mask(ranks, target)
+  # Without text targets, the text after the label in the order is hidden from every position
+  # (the task (S, T) = (the text before the label, the label)).
+  hidden = None if text_targets else text & (ranks > ranks[:, -1:])
+  return ranks, target, permutation.permutation_mask(ranks, target, hidden_mask=hidden)
 
 
 def _check_batch(name: str, batch: dict) -> None:
@@ -176,6 +187,8 @@ def permutation_loss(
     label_embedding=None,
     target_fraction: float = 1.0,
     label_last_prob: float = 0.0,
+    label_weight: float | None = None,
+    label_only: bool = False,
     train: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Eq. (15): the mean negative log-likelihood per target (text tokens and, with labels, the
@@ -189,6 +202,11 @@ def permutation_loss(
     rng: PRNG key (the orders, and dropout when train).
     label_embedding: [C, D], needed with labels.
     target_fraction, label_last_prob: q(z), `plm_tasks`.
+    label_weight: None: Eq. (15) as written, one mean over all targets (the label is 1 of
+      about L of them). A number w >= 0: the text and the label targets averaged separately,
+      text_nll + w * label_nll (as App. E.1's objective weights its label term).
+    label_only: the label is the only target, predicted from a uniformly random subset of the
+      text (`plm_tasks(text_targets=False)`); the text is never a target.
     train: dropout on.
 
   Returns:
@@ -198,6 +216,12 @@ def permutation_loss(
   labels = batch.get("labels")
   if labels is not None and label_embedding is None:
     raise ValueError("a batch with labels needs label_embedding [C, D] (init_label_embedding).")
+  if (label_only or label_weight is not None) and labels is None:
+    raise ValueError("label_only and label_weight need a batch with labels.")
+  if label_weight is not None and not float(label_weight) >= 0:
+    raise ValueError(
+        f"label_weight must be >= 0 (None: one mean over all targets), got {label_weight}."
+    )
   _check_batch("permutation_loss", batch)
   if labels is not None:
     chex.assert_rank(
@@ -215,6 +239,7 @@ def permutation_loss(
       with_label=labels is not None,
       target_fraction=target_fraction,
       label_last_prob=label_last_prob,
+      text_targets=not label_only,
   )
   mapping, perm_mask = _every_position(perm_mask)
   out = model.apply(
@@ -245,6 +270,8 @@ def permutation_loss(
         label_accuracy=jnp.sum(jnp.where(label_target, correct, 0.0)) / jnp.maximum(n_label, 1),
     )
   aux["num_targets"] = count
+  if label_weight is not None:
+    return aux["text_nll"] + float(label_weight) * aux["label_nll"], aux
   return total / jnp.maximum(count, 1), aux
 
 
@@ -279,6 +306,8 @@ def biglearn_loss(
     label_embedding=None,
     target_fraction: float = 1.0,
     label_last_prob: float = 0.0,
+    label_weight: float | None = None,
+    label_only: bool = False,
     plm_examples: int = 0,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """Eq. (17): Eq. (16) + beta * Eq. (15) (training mode, dropout on).
@@ -291,7 +320,8 @@ def biglearn_loss(
     rng: PRNG key; Eq. (16)'s dropout uses the same draws whatever beta is.
     beta: beta_BigLearn >= 0, a number or a traced scalar (runs of different betas then share
       one compiled step); the Python number 0: Eq. (16) alone (no Eq. (15) pass).
-    label_embedding, target_fraction, label_last_prob: `permutation_loss`.
+    label_embedding, target_fraction, label_last_prob, label_weight, label_only:
+      `permutation_loss`.
     plm_examples: Eq. (15) is estimated on the batch's first `plm_examples` examples (0: all).
 
   Returns:
@@ -301,11 +331,49 @@ def biglearn_loss(
   concrete = isinstance(beta, (int, float))
   if concrete and not beta >= 0:
     raise ValueError(f"beta must be >= 0, got {beta}.")
+  if concrete and beta == 0:
+    k_ft, _ = jax.random.split(rng)
+    ft, aux = classification_loss(classifier, params, batch, k_ft)
+    return ft, dict(ft_loss=ft, **aux)
+  ft, plm, aux = biglearn_terms(
+      classifier,
+      lm_model,
+      params,
+      batch,
+      rng,
+      label_embedding=label_embedding,
+      target_fraction=target_fraction,
+      label_last_prob=label_last_prob,
+      label_weight=label_weight,
+      label_only=label_only,
+      plm_examples=plm_examples,
+  )
+  return ft + beta * plm, aux
+
+
+def biglearn_terms(
+    classifier: xlnet.XLNet,
+    lm_model: xlnet.XLNet,
+    params,
+    batch: dict,
+    rng,
+    *,
+    label_embedding=None,
+    target_fraction: float = 1.0,
+    label_last_prob: float = 0.0,
+    label_weight: float | None = None,
+    label_only: bool = False,
+    plm_examples: int = 0,
+) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
+  """Eq. (17)'s two terms apart: (Eq. (16), Eq. (15), aux), on `biglearn_loss`'s dropout draws
+  and orders (a step that gives each term its own optimiser statistics takes the gradient of
+  each; under jit the unused term's pass is dropped).
+
+  Args: `biglearn_loss`'s, but beta.
+  """
   k_ft, k_plm = jax.random.split(rng)
   ft, aux = classification_loss(classifier, params, batch, k_ft)
   aux = dict(ft_loss=ft, **aux)
-  if concrete and beta == 0:
-    return ft, aux
   part = {k: v[:plm_examples] for k, v in batch.items()} if plm_examples else batch
   plm, plm_aux = permutation_loss(
       lm_model,
@@ -315,9 +383,11 @@ def biglearn_loss(
       label_embedding=label_embedding,
       target_fraction=target_fraction,
       label_last_prob=label_last_prob,
+      label_weight=label_weight,
+      label_only=label_only,
   )
   aux.update(plm_loss=plm, **{f"plm_{k}": v for k, v in plm_aux.items()})
-  return ft + beta * plm, aux
+  return ft, plm, aux
 
 
 def classify(model: xlnet.XLNet, params, batch: dict) -> jax.Array:

@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.weight_decay = 0.0  # AdamW's decoupled weight decay (XLNet's fine-tuning: 0)
   c.grad_clip = 1.0  # global gradient-norm clipping
   c.beta = 0.0  # beta_BigLearn of Eq. (17); 0: FT (Eq. (16)) exactly
+  # The pretrained body's (the transformer's) learning rate times this; the new heads and the
+  # label embedding keep the full rate (experiments.finetune_step).
+  c.body_lr_scale = 1.0
   c.keep_checkpoints = 1  # checkpoints kept (one per epoch is saved; the newest kept)
   c.log_every = 20  # metrics.jsonl row every N steps
   c.eval_batch_size = 64  # dev / scoring batch
@@ -80,6 +83,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Eq. (15)'s term is estimated on the first `batch_size` examples of each (random) batch; 0:
   # all of them. Fewer: a cheaper, noisier estimate of the same expectation.
   c.plm.batch_size = 0
+  # Big-learn's mechanisms apart (experiments.finetune_step; no effect on a beta = 0 run):
+  # label_weight None: one mean over all targets (Eq. (15) as written); w >= 0: text targets'
+  # mean + w * the label's mean. label_only: the label is Eq. (15)'s only target, predicted from
+  # a random subset of the text. separate_adam: Eq. (15)'s gradient gets its own Adam
+  # statistics (direction Adam(Eq. 16) + beta * Adam(Eq. 15)).
+  c.plm.label_weight = ml_collections.config_dict.placeholder(float)
+  c.plm.label_only = False
+  c.plm.separate_adam = False
 
   c.data = ml_collections.ConfigDict()
   # The task's folder with train.tsv and dev.tsv in GLUE's layout (bigjax.data.glue); "" for

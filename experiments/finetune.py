@@ -44,7 +44,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from bigjax import finetuning
 from bigjax.data import glue
@@ -56,72 +55,8 @@ from bigjax.training import rundir
 from experiments import cli
 from experiments import finetune_runs
 from experiments import finetune_setup as setup
-from experiments.finetune_setup import FTState
-
-
-@functools.lru_cache(maxsize=8)
-def compiled_step(
-    hf_json: str,
-    num_labels: int,
-    *,
-    pretrain: bool,
-    plm: bool,
-    target_fraction: float,
-    label_last_prob: float,
-    plm_batch: int,
-    weight_decay: float,
-    grad_clip: float,
-    mesh: jax.sharding.Mesh,
-):
-  """The jitted train step (state, input_ids, token_type_ids, attention_mask, labels, lr, beta)
-  -> (state, metrics), cached per model and static setting, so the runs of a sweep share it.
-  lr and beta are traced scalars; `plm` (beta > 0) decides whether Eq. (15) is computed."""
-  models = setup.build_models(json.loads(hf_json), num_labels)
-  opt = optimizers.adamw_direction(weight_decay=weight_decay, grad_clip=grad_clip)
-
-  def train_step(state: FTState, input_ids, token_type_ids, attention_mask, labels, lr, beta):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    batch = dict(
-        input_ids=input_ids,
-        token_type_ids=token_type_ids,
-        attention_mask=attention_mask,
-        labels=labels,
-    )
-
-    def loss_fn(params):
-      if pretrain:
-        unlabelled = {k: v for k, v in batch.items() if k != "labels"}
-        return finetuning.permutation_loss(
-            models.lm, params["xlnet"], unlabelled, key, target_fraction=target_fraction
-        )
-      # beta is traced (one compiled step for every beta > 0); 0.0 skips Eq. (15).
-      return finetuning.biglearn_loss(
-          models.classifier,
-          models.lm,
-          params["xlnet"],
-          batch,
-          key,
-          beta=beta if plm else 0.0,
-          label_embedding=params["label_embedding"],
-          target_fraction=target_fraction,
-          label_last_prob=label_last_prob,
-          plm_examples=plm_batch,
-      )
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    direction, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, u: p - lr * u, state.params, direction)
-    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=lr, **aux)
-    return FTState(state.step + 1, params, opt_state, state.rng), metrics
-
-  replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  return jax.jit(
-      train_step,
-      in_shardings=(replicated,) + (split,) * 4 + (replicated,) * 2,
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
-  )
-
+from experiments import finetune_step
+from experiments.finetune_step import compiled_step
 
 # ----------------------------------------------------------------------------- pretraining data
 
@@ -320,18 +255,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
     )
   num_steps = steps_per_epoch * int(config.num_epochs)
   hf_json = json.dumps(hf_config, sort_keys=True)
-  step_fn = compiled_step(
-      hf_json,
-      num_labels,
-      pretrain=pretrain,
-      plm=bool(config.beta) or pretrain,
-      target_fraction=float(config.plm.target_fraction),
-      label_last_prob=float(config.plm.label_last_prob),
-      plm_batch=int(config.plm.batch_size),
-      weight_decay=float(config.weight_decay),
-      grad_clip=float(config.grad_clip),
-      mesh=mesh,
-  )
+  step_fn = compiled_step(hf_json, num_labels, mesh=mesh, **finetune_step.step_options(config))
   examples = batch_fn(
       train_data.arrays(), config.batch_size, seed=config.seed, stream=setup.DATA_STREAM, mesh=mesh
   )
@@ -346,7 +270,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
     key = jax.random.key(int(config.seed))
     k_params, k_run = jax.random.split(key)
     params = setup.init_params(config, models, k_params)
-    return setup.init_state(config, params, k_run)
+    return finetune_step.init_state(config, params, k_run)
 
   hooks = []
   if pretrain:
@@ -429,6 +353,9 @@ def _train(config, workdir: str, *, progress: bool) -> dict[str, Any]:
         task=config.task,
         beta=float(config.beta),
         train_limit=config.data.get("train_limit"),
+        # The mechanism switches (experiments.finetune_step), at their defaults: the step as is.
+        body_lr_scale=float(config.get("body_lr_scale", 1.0)),
+        **{k: config.plm.get(k) for k in ("label_weight", "label_only", "separate_adam")},
         num_dev=int(len(dev_data.labels)),
         truncated_dev=int(dev_data.num_truncated),
         **epoch_summary(workdir, glue.TASKS[config.task].metrics[0]),

@@ -22,9 +22,9 @@ from experiments.finetune_setup import (
     HF_CONFIG_FILE,
     SUMMARY_FILE,
     TOKENIZER_FILE,
-    abstract_state,
     model_signature,
 )
+from experiments.finetune_step import ADDED_DEFAULTS, abstract_state
 
 __all__ = [
     "check_workdir",
@@ -104,4 +104,5 @@ def kind(workdir: str | None = None) -> runs.RunKind:
       signature=lambda config: model_signature(config, hf()),
       summary_file=SUMMARY_FILE,
       fields=("beta", "plm.target_fraction", "task"),
+      migrate=lambda config: runs.add_defaults(config, ADDED_DEFAULTS),
   )

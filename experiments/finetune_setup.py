@@ -28,7 +28,6 @@ from bigjax.data import tokenizer as tokenizer_lib
 from bigjax.models import xlnet
 from bigjax.models import xlnet_weights
 from bigjax.training import checkpoint as ckpt_lib
-from bigjax.training import optimizers
 from configs import finetune as finetune_config
 from experiments import config_checks
 
@@ -36,7 +35,6 @@ __all__ = [
     "FTState",
     "Models",
     "TextData",
-    "abstract_state",
     "build_models",
     "check_splits",
     "chunks",
@@ -47,7 +45,6 @@ __all__ = [
     "init_params",
     "load_split",
     "model_signature",
-    "optimizer",
     "task_dir",
     "validate_config",
 ]
@@ -122,6 +119,15 @@ def validate_config(config) -> None:
     fail(f"plm.target_fraction must be in (0, 1], got {config.plm.target_fraction}.")
   if not 0.0 <= config.plm.label_last_prob <= 1.0:
     fail(f"plm.label_last_prob must be in [0, 1], got {config.plm.label_last_prob}.")
+  # The mechanism switches (experiments.finetune_step), absent from configs written before them.
+  weight = config.plm.get("label_weight")
+  if weight is not None and not (isinstance(weight, (int, float)) and weight >= 0):
+    fail(f"plm.label_weight must be None or a number >= 0, got {weight!r}.")
+  if not config.get("body_lr_scale", 1.0) > 0:
+    fail(f"body_lr_scale must be > 0 (1: the body at the full rate), got {config.body_lr_scale}.")
+  switches = (weight is not None, config.plm.get("label_only"), config.plm.get("separate_adam"))
+  if config.mode == "pretrain" and any(switches):
+    fail("plm.label_weight, label_only and separate_adam are fine-tuning settings.")
   if config.data.dev_split == "test" or config.data.train_split == "test":
     fail(
         "data.train_split and data.dev_split may not be 'test': tune on dev only (GLUE's test "
@@ -402,21 +408,6 @@ def init_params(config, models: Models, rng) -> dict:
   )
 
 
-def optimizer(config):
-  return optimizers.adamw_direction(
-      weight_decay=float(config.weight_decay), grad_clip=float(config.grad_clip)
-  )
-
-
-def init_state(config, params: dict, rng) -> FTState:
-  return FTState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      opt_state=optimizer(config).init(params),
-      rng=jax.random.key_data(rng),
-  )
-
-
 def model_signature(config, hf_config: dict) -> dict[str, Any]:
   kw = xlnet_weights.model_kwargs(hf_config)
   return dict(
@@ -424,20 +415,6 @@ def model_signature(config, hf_config: dict) -> dict[str, Any]:
       num_labels=num_labels_of(config),
       **{k: kw[k] for k in ("vocab_size", "d_model", "n_layer", "n_head", "d_inner")},
   )
-
-
-def abstract_state(config, hf_config: dict) -> FTState:
-  """The state's shapes and dtypes, to restore a checkpoint into without reading weights."""
-  models = build_models(hf_config, num_labels_of(config))
-
-  def fresh(key):
-    ids = jnp.zeros((2, 4), jnp.int32)
-    params = dict(xlnet=models.lm.init(key, ids))
-    if config.mode != "pretrain":
-      params["label_embedding"] = jnp.zeros((num_labels_of(config), models.lm.d_model))
-    return init_state(config, params, key)
-
-  return jax.eval_shape(fresh, jax.random.key(0))
 
 
 # ----------------------------------------------------------------------------- scoring

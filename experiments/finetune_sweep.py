@@ -37,10 +37,12 @@ from typing import Any
 import ml_collections
 
 from bigjax.training import NonFiniteLossError, distributed, write_json
+from bigjax.training import runs
 from experiments import cli
 from experiments import finetune
 from experiments import finetune_setup as setup
 from experiments.finetune_report import figure, table4_markdown
+from experiments.finetune_step import ADDED_DEFAULTS
 from experiments.finetune_table import run_name, table4
 
 SWEEP_FILE = "sweep.json"
@@ -92,6 +94,13 @@ def _shared(config) -> dict[str, Any]:
   return out
 
 
+def _with_defaults(shared: dict) -> dict:
+  """A config held by a sweep (sweep.json's shared part, a run's config.json) with the fields
+  added since it was written, at the values that reproduce its runs
+  (finetune_step.ADDED_DEFAULTS)."""
+  return runs.add_defaults(ml_collections.ConfigDict(shared), ADDED_DEFAULTS).to_dict()
+
+
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
   keys = sorted(set(a) | set(b))
   out = []
@@ -136,7 +145,7 @@ def check_sweep_dir(config, workdir: str) -> None:
           f"the sweep in {workdir}. Delete {path} to record this config again (each run in "
           "runs/ is still checked against its own config.json), or use a new --workdir."
       )
-    diff = _differences(held.get("shared", {}), shared)
+    diff = _differences(_with_defaults(held.get("shared", {})), shared)
     if diff:
       raise SweepMismatchError(
           f"{workdir} holds a sweep of another config ({'; '.join(diff[:6])}"
@@ -174,7 +183,7 @@ def _check_run_dir(run_dir: str, expected: ml_collections.ConfigDict) -> None:
   for field in UNCOMPARED:  # the grid may grow between invocations
     held.pop(field, None)
     want.pop(field, None)
-  diff = _differences(held, want)
+  diff = _differences(_with_defaults(held), want)
   if diff:
     raise SweepMismatchError(
         f"{run_dir} holds a run of another config ({'; '.join(diff[:4])}); it is not this "

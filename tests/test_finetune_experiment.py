@@ -212,17 +212,20 @@ def test_the_sweep_writes_table4_and_fig18_and_never_redoes_a_finished_run(
     redone = json.load(f)
   assert redone["resumed_from"] == redone["steps"]  # evaluated, not retrained
 
-  # A sweep written before `distributed` and the data-size axis existed (its run configs and
-  # sweep.json without them) resumes: nothing is retrained, the same table comes out.
+  # A sweep written before `distributed`, the data-size axis and the mechanism switches existed
+  # (its run configs and sweep.json without them) resumes: nothing is retrained, the same table
+  # comes out.
   for path in [os.path.join(workdir, "runs", r, "config.json") for r in runs]:
     with open(path) as f:
       held = json.load(f)
     del held["distributed"], held["data"]["train_limit"], held["sweep"]["train_limits"]
+    _without_switches(held)
     with open(path, "w") as f:
       json.dump(held, f)
   with open(os.path.join(workdir, "sweep.json")) as f:
     held = json.load(f)
   del held["grid"]["train_limits"]
+  _without_switches(held["shared"])
   with open(os.path.join(workdir, "sweep.json"), "w") as f:
     json.dump(held, f)
   assert finetune_sweep.sweep(config, workdir, progress=False)["methods"] == table["methods"]
@@ -311,6 +314,13 @@ def test_bad_input_gets_clear_errors(pretrained, rte_dir, tmp_path):
     finetune_sweep.sweep(pre, str(tmp_path / "e"), progress=False)
   with pytest.raises(ValueError, match="tune on dev only"):
     finetune.train(_with(_smoke(model_dir, rte_dir), "data.dev_split", "test"), str(tmp_path / "f"))
+
+
+def _without_switches(config: dict) -> None:
+  """Removes the fields experiments.finetune_step added from a config.json / sweep.json dict."""
+  del config["body_lr_scale"]
+  for name in ("label_weight", "label_only", "separate_adam"):
+    del config["plm"][name]
 
 
 def _with(config, key, value):
@@ -409,3 +419,102 @@ def test_train_limit_fine_tunes_on_a_fixed_subset_and_refuses_bad_sizes(
   with pytest.raises(ValueError, match="sweep.train_limits"):
     finetune_sweep.sweep(sweep, str(tmp_path / "bad_sweep2"), progress=False)
   assert not os.path.exists(tmp_path / "bad_sweep2")
+
+
+def test_mechanism_switches(pretrained, rte_dir, tmp_path):
+  """Issue 23, item 5 (experiments.finetune_step): one step with plm.separate_adam and
+  body_lr_scale against AdamW applied by hand to each term's gradient; a beta = 0 run with the
+  switches on is FT bit for bit; label_only and label_weight runs record themselves; bad
+  values are refused before anything is written."""
+  import jax
+  import optax
+
+  from bigjax import finetuning
+  from bigjax.training import optimizers, sharding
+  from experiments import finetune_setup as setup
+  from experiments import finetune_step
+
+  model_dir = pretrained[1]["model_dir"]
+  config = _smoke(model_dir, rte_dir, beta=0.4, body_lr_scale=0.25)
+  config.plm.separate_adam = True
+  hf_config = setup.hf_config_of(config)
+  models = setup.build_models(hf_config, 2)
+  params = setup.init_params(config, models, jax.random.key(0))
+  state = finetune_step.init_state(config, params, jax.random.key(1))
+  assert isinstance(state.opt_state, tuple) and len(state.opt_state) == 2
+  data = setup.load_split(config, model_dir, "train")
+  ids, tt, am, labels = (np.asarray(a[:4]) for a in data.arrays())
+  batch = dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=labels)
+  lr, beta = np.float32(1e-3), np.float32(0.4)
+
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0)
+  terms = lambda p: finetuning.biglearn_terms(
+      models.classifier, models.lm, p["xlnet"], batch, key, label_embedding=p["label_embedding"]
+  )
+  g_ft = jax.grad(lambda p: terms(p)[0])(params)
+  g_plm = jax.grad(lambda p: terms(p)[1])(params)
+  adam = lambda wd, g: optimizers.adamw_direction(weight_decay=wd, grad_clip=1.0).update(
+      g, optimizers.adamw_direction(weight_decay=wd, grad_clip=1.0).init(params), params
+  )[0]
+  direction = jax.tree.map(lambda a, b: a + beta * b, adam(0.0, g_ft), adam(0.0, g_plm))
+  body = lambda path: [getattr(k, "key", None) for k in path[:3]] == [
+      "xlnet",
+      "params",
+      "transformer",
+  ]
+  want = jax.tree_util.tree_map_with_path(
+      lambda path, p, u: p - lr * (0.25 if body(path) else 1.0) * u, params, direction
+  )
+  assert float(optax.tree.norm(jax.tree.map(lambda a, b: a - b, want, params))) > 0
+  step = finetune_step.compiled_step(  # (it donates the state: `params` is gone after it)
+      json.dumps(hf_config, sort_keys=True),
+      2,
+      mesh=sharding.data_mesh(),
+      **finetune_step.step_options(config),
+  )
+  new, metrics = step(state, ids, tt, am, labels, lr, beta)
+  np.testing.assert_allclose(
+      float(metrics["loss"]),
+      float(metrics["ft_loss"]) + 0.4 * float(metrics["plm_loss"]),
+      rtol=1e-6,
+  )
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new.params, want
+  )
+
+  # beta = 0 with every plm.* switch on is the FT run, bit for bit.
+  ft = finetune.train(_smoke(model_dir, rte_dir, beta=0.0), str(tmp_path / "ft"), progress=False)
+  switched = _smoke(model_dir, rte_dir, beta=0.0)
+  switched.plm.update(dict(separate_adam=True, label_only=True, label_weight=2.0))
+  same = finetune.train(switched, str(tmp_path / "ft_switched"), progress=False)
+  assert same["dev"] == ft["dev"] and same["method"] == "FT"
+  assert (
+      open(tmp_path / "ft_switched" / "dev.jsonl").read()
+      == open(tmp_path / "ft" / "dev.jsonl").read()
+  )
+
+  # label_only: Eq. (15) has no text target; recorded in result.json.
+  config = _smoke(model_dir, rte_dir, beta=0.4)
+  config.plm.label_only = True
+  result = finetune.train(config, str(tmp_path / "label_only"), progress=False)
+  assert result["label_only"] is True and result["separate_adam"] is False
+  assert result["body_lr_scale"] == 1.0 and result["label_weight"] is None
+  with open(tmp_path / "label_only" / "metrics.jsonl") as f:
+    row = json.loads(f.readline())
+  assert row["plm_text_nll"] == 0.0  # one target, the label, per example of Eq. (15)
+  assert row["plm_num_targets"] == (config.plm.batch_size or config.batch_size)
+
+  for key, value, match in (
+      ("body_lr_scale", 0.0, "body_lr_scale must be > 0"),
+      ("plm.label_weight", -1.0, "plm.label_weight must be None or a number >= 0"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      finetune.train(_with(_smoke(model_dir, rte_dir), key, value), str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad")
+  pre = finetune_config.get_config("smoke_pretrain")
+  pre.data.corpus = str(tmp_path / "corpus.txt")
+  (tmp_path / "corpus.txt").write_text("a b c\n")
+  pre.plm.label_only = True
+  with pytest.raises(ValueError, match="fine-tuning settings"):
+    finetune.train(pre, str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")

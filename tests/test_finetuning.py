@@ -135,19 +135,16 @@ def test_beta_zero_is_ft_exactly_and_beta_adds_the_permutation_loss(model_and_pa
     big(params, -0.1)
 
 
-def test_permutation_loss_is_the_mean_nll_of_the_targets(model_and_params):
-  """Recomputed by hand from the model's outputs under the same mask and label embedding."""
-  lm, _, params, label_embedding = model_and_params
-  batch = _batch(seed=2)
-  key = jax.random.key(11)
-  loss, aux = jax.jit(
-      lambda p: finetuning.permutation_loss(
-          lm, p, batch, key, label_embedding=label_embedding, train=False
-      )
-  )(params)
+def _nll_by_hand(lm, params, label_embedding, batch, key, *, label_only=False):
+  """Eq. (15)'s per-target NLLs recomputed from the model's outputs under the same mask and
+  label embedding: (text NLLs, label NLLs, the targets [B, L], the perm mask [B, L, L])."""
   k_order, _ = jax.random.split(key)
   _, target, perm = finetuning.plm_tasks(
-      k_order, batch["input_ids"], batch["attention_mask"], with_label=True
+      k_order,
+      batch["input_ids"],
+      batch["attention_mask"],
+      with_label=True,
+      text_targets=not label_only,
   )
   embeds = np.asarray(params["params"]["transformer"]["word_embedding"]["embedding"])[
       batch["input_ids"]
@@ -167,20 +164,92 @@ def test_permutation_loss_is_the_mean_nll_of_the_targets(model_and_params):
   lm_lp = np.asarray(jax.nn.log_softmax(out["lm_logits"]))
   label_lp = np.asarray(jax.nn.log_softmax(out["logits"]))
   target = np.asarray(target)
-  nll = []
+  text, label = [], []
   for b in range(4):
     for i in np.flatnonzero(target[b]):
-      nll.append(
-          -(
-              label_lp[b, batch["labels"][b]]
-              if i == L - 1
-              else lm_lp[b, i, batch["input_ids"][b, i]]
-          )
+      if i == L - 1:
+        label.append(-label_lp[b, batch["labels"][b]])
+      else:
+        text.append(-lm_lp[b, i, batch["input_ids"][b, i]])
+  return text, label, target, np.asarray(perm)
+
+
+def test_permutation_loss_is_the_mean_nll_of_the_targets(model_and_params):
+  """Recomputed by hand from the model's outputs under the same mask and label embedding; with
+  label_weight w, the text targets' mean + w * the label targets' mean."""
+  lm, _, params, label_embedding = model_and_params
+  batch = _batch(seed=2)
+  key = jax.random.key(11)
+  loss_of = lambda **kw: jax.jit(
+      lambda p: finetuning.permutation_loss(
+          lm, p, batch, key, label_embedding=label_embedding, train=False, **kw
       )
-  np.testing.assert_allclose(float(loss), np.mean(nll), rtol=1e-5)
-  assert int(aux["num_targets"]) == len(nll)
+  )(params)
+  loss, aux = loss_of()
+  text, label, _, _ = _nll_by_hand(lm, params, label_embedding, batch, key)
+  np.testing.assert_allclose(float(loss), np.mean(text + label), rtol=1e-5)
+  assert int(aux["num_targets"]) == len(text) + len(label)
+  for w in (0.0, 2.5):
+    weighted, aux = loss_of(label_weight=w)
+    np.testing.assert_allclose(float(weighted), np.mean(text) + w * np.mean(label), rtol=1e-5)
+    np.testing.assert_allclose(float(aux["label_nll"]), np.mean(label), rtol=1e-5)
   with pytest.raises(ValueError, match="label_embedding"):
     finetuning.permutation_loss(lm, params, batch, key)
+  with pytest.raises(ValueError, match="label_weight must be >= 0"):
+    loss_of(label_weight=-1.0)
+  unlabelled = {k: v for k, v in batch.items() if k != "labels"}
+  for kw in (dict(label_weight=1.0), dict(label_only=True)):
+    with pytest.raises(ValueError, match="need a batch with labels"):
+      finetuning.permutation_loss(lm, params, unlabelled, key, **kw)
+
+
+def test_label_only_predicts_the_label_from_a_random_subset_of_the_text(model_and_params):
+  """label_only: the label slot is the only target; it sees exactly the text before it in the
+  order (every subset size occurs over draws), and the loss is the label's mean NLL."""
+  lm, _, params, label_embedding = model_and_params
+  batch = _batch(seed=4)
+  key = jax.random.key(13)
+  loss, aux = jax.jit(
+      lambda p: finetuning.permutation_loss(
+          lm, p, batch, key, label_embedding=label_embedding, train=False, label_only=True
+      )
+  )(params)
+  text, label, target, _ = _nll_by_hand(lm, params, label_embedding, batch, key, label_only=True)
+  assert not text and len(label) == 4
+  np.testing.assert_array_equal(target, np.arange(L)[None].repeat(4, 0) == L - 1)
+  np.testing.assert_allclose(float(loss), np.mean(label), rtol=1e-5)
+  assert float(aux["text_nll"]) == 0.0 and int(aux["num_targets"]) == 4
+  ids, mask = batch["input_ids"], batch["attention_mask"]
+  sizes = set()
+  for seed in range(40):
+    ranks, _, perm = finetuning.plm_tasks(
+        jax.random.key(seed), ids, mask, with_label=True, text_targets=False
+    )
+    ranks, perm = np.asarray(ranks), np.asarray(perm)
+    text_pos = (mask > 0) & (ids >= 9)
+    seen = ~perm[:, L - 1] & text_pos  # the text the label's query stream attends to
+    np.testing.assert_array_equal(seen, text_pos & (ranks < ranks[:, L - 1 : L]))
+    sizes |= {(int(n), int(t)) for n, t in zip(seen.sum(1), text_pos.sum(1))}
+  for n_text in {t for _, t in sizes}:  # from none of the text to all of it
+    assert {0, n_text} <= {n for n, t in sizes if t == n_text}
+  with pytest.raises(ValueError, match="text_targets=False"):
+    finetuning.plm_tasks(key, ids, mask, with_label=False, text_targets=False)
+
+
+def test_biglearn_terms_are_the_two_terms_of_biglearn_loss(model_and_params):
+  lm, classifier, params, label_embedding = model_and_params
+  batch = {k: jnp.asarray(v) for k, v in _batch().items()}
+  key = jax.random.key(9)
+  kw = dict(label_embedding=label_embedding, label_weight=1.5)
+  ft, plm, aux = jax.jit(lambda p: finetuning.biglearn_terms(classifier, lm, p, batch, key, **kw))(
+      params
+  )
+  loss, aux_loss = jax.jit(
+      lambda p: finetuning.biglearn_loss(classifier, lm, p, batch, key, beta=0.4, **kw)
+  )(params)
+  np.testing.assert_allclose(float(loss), float(ft) + 0.4 * float(plm), rtol=1e-6)
+  chex.assert_trees_all_close(aux, aux_loss)
+  assert float(aux["ft_loss"]) == float(ft) and float(aux["plm_loss"]) == float(plm)
 
 
 def test_the_label_in_its_slot_conditions_only_the_targets_after_it(model_and_params):
