@@ -199,3 +199,41 @@ def test_the_summary_over_sweeps_holm_adjusts_the_whole_family(tmp_path):
   assert rows[0]["final"]["mean"] == pytest.approx(1.0) and rows[0]["cost"] == pytest.approx(3.0)
   text = finetune_fair.markdown(rows)
   assert "| lexname | 250 | 0.4 | 9 | +1.00 [+1.00, +1.00]" in text
+
+
+def test_the_mechanism_groups_pair_against_ft_and_big_learn(tmp_path):
+  """benchmarks.finetune_mechanisms: each group's runs paired by cell and seed with the FT
+  group's (and a big-learn group's with the plain big-learn group's), differences by hand."""
+  from benchmarks import finetune_mechanisms
+
+  shift = {
+      "ft": (0.0, 0.0),
+      "bl": (0.4, -0.02),
+      "bl_separate": (0.4, 0.01),
+      "ft_body": (0.0, 0.005),
+  }
+  for group, (beta, delta) in shift.items():
+    for seed in range(3):
+      r = _run(4e-4, 0.0, seed, 1000)
+      r.update(beta=beta, seconds=10.0 * (1 + 2 * (beta > 0)))
+      r["dev"] = dict(r["dev"], accuracy=r["dev"]["accuracy"] + delta)
+      d = tmp_path / group / "runs" / f"seed{seed}"
+      d.mkdir(parents=True)
+      (d / "result.json").write_text(json.dumps(r))
+  (tmp_path / "empty" / "runs").mkdir(parents=True)  # a group without finished runs: skipped
+  rows = finetune_mechanisms.table(finetune_mechanisms.groups(str(tmp_path)), "ft", "bl")
+  got = {(r["group"], r["base"]): r for r in rows}
+  assert set(got) == {
+      ("bl", "ft"),
+      ("bl_separate", "ft"),
+      ("bl_separate", "bl"),
+      ("ft_body", "ft"),
+  }
+  for (group, base), r in got.items():
+    want = 100.0 * (shift[group][1] - shift[base][1])
+    assert r["size"] == "1000" and r["final"]["pairs"] == 3
+    np.testing.assert_allclose(r["final"]["mean"], want, atol=1e-9)
+    assert r["cost"] == (3.0 if base == "ft" and shift[group][0] else 1.0)
+  assert "| bl_separate | bl | 1000 | 3 | +3.00 [+3.00, +3.00] | 3/0/0 |" in (
+      finetune_mechanisms.markdown(rows)
+  )
