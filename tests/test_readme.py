@@ -274,6 +274,37 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
   importlib.import_module(commands[3][0])
 
 
+def test_the_mechanism_script_runs_one_switch_per_group():
+  """benchmarks/finetune_mechanisms.sh (docs/finetuning.md): every flag is a field of
+  configs/finetune.py, and each group differs from FT or plain big-learn in one switch of
+  experiments.finetune_step, at the documented cell."""
+  import shlex
+
+  from experiments import cli, finetune_step
+
+  text = _read(os.path.join(REPO, "benchmarks", "finetune_mechanisms.sh"))
+  common = shlex.split(re.search(r"common=\((.*?)\)", text, re.S).group(1))
+  common = [a.replace("$model_dir", "models/wordnet_xlnet_small") for a in common]
+  groups = {
+      words[1]: words[3:]
+      for words in (shlex.split(line) for line in text.splitlines() if line.startswith("  run "))
+  }
+  assert list(groups) == ["ft", "bl", "ft_body6", "bl_separate", "bl_label1", "bl_label_only"]
+  options = {}
+  for group, flags in groups.items():
+    args = common + flags + ["--config.seed=0"]
+    assert cli.unknown_config_keys(["prog"] + args, "configs/finetune.py") == []
+    config = _config_from(_flags(args), {})
+    assert (config.data.train_limit, config.num_epochs, config.learning_rate) == (1000, 10, 8e-4)
+    options[group] = finetune_step.step_options(config)
+  changed = lambda a, b: {k for k in options[a] if options[a][k] != options[b][k]}
+  assert changed("bl", "ft") == {"plm"}
+  assert changed("ft_body6", "ft") == {"body_lr_scale"}
+  assert changed("bl_separate", "bl") == {"separate_adam"}
+  assert changed("bl_label1", "bl") == {"label_weight"}
+  assert changed("bl_label_only", "bl") == {"label_only"}
+
+
 def test_the_quickstart_runs_what_ci_runs():
   """The README's Quickstart: its test command is the one .ci/run runs, and its first command
   names the loss-surface experiment."""
