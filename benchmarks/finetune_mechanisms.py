@@ -7,7 +7,8 @@ The directory holds one folder per group (its name is the group's), each with ru
 directories of experiments.finetune (result.json). Every group is compared with the FT group
 (`--ft`, default "ft") and, when it is a big-learn group, with the plain big-learn group (`--bl`,
 default "bl"): runs pair by learning rate, epochs, warm-up, data size and seed
-(experiments.finetune_table's pairing), and each difference is reported as
+(experiments.finetune_table's pairing; by all of them but the epochs when the two groups train
+for different numbers of epochs, as the compute-matched FT does), and each difference is reported as
 bigjax.stats.paired_summary gives it (mean, 95% bootstrap interval, wins/ties/losses), for the
 final and the best-epoch dev accuracy and the final dev NLL, with the groups' wall-time ratio.
 Reads only; writes nothing.
@@ -24,7 +25,7 @@ import numpy as np
 
 from benchmarks.finetune_fair import _ci
 from bigjax import stats
-from experiments.finetune_table import differences, size_of
+from experiments.finetune_table import CELL, differences, size_of
 
 VALUES = {
     "final": lambda r: 100.0 * r["dev"]["accuracy"],
@@ -47,13 +48,18 @@ def groups(root: str) -> dict[str, list[dict]]:
 
 
 def compare(base: list[dict], other: list[dict]) -> dict | None:
-  """The paired differences other - base per VALUES (None when no run pairs)."""
+  """The paired differences other - base per VALUES (None when no run pairs). Groups trained
+  for different numbers of epochs (a compute-matched FT) pair by learning rate, warm-up, data
+  size and seed."""
   out = {}
   for size in sorted({size_of(r) for r in other}):
     b = [r for r in base if size_of(r) == size]
     o = [r for r in other if size_of(r) == size]
+    fields = CELL
+    if {r["num_epochs"] for r in b} != {r["num_epochs"] for r in o}:
+      fields = tuple(f for f in CELL if f != "num_epochs")
     for name, value in VALUES.items():
-      d = differences(b, o, value)
+      d = differences(b, o, value, fields)
       if not np.all(np.isnan(d)):
         out.setdefault(size, {})[name] = stats.paired_summary(d)
     if size in out:

@@ -25,4 +25,6 @@ for seed in 0 1 2; do
   run bl_separate "$seed" --config.beta=0.4 --config.plm.separate_adam=True
   run bl_label1 "$seed" --config.beta=0.4 --config.plm.label_weight=1.0
   run bl_label_only "$seed" --config.beta=0.4 --config.plm.label_only=True
+  # FT for as long in wall time as big-learn's 10 epochs (a big-learn run costs about 2.5x FT's)
+  run ft_time "$seed" --config.beta=0.0 --config.num_epochs=25
 done

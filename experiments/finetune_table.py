@@ -57,8 +57,8 @@ def size_of(r: dict) -> str:
   return "all" if limit is None else str(int(limit))
 
 
-def _cell(r: dict) -> tuple:
-  return tuple(r[f] for f in CELL)
+def _cell(r: dict, fields: tuple[str, ...] = CELL) -> tuple:
+  return tuple(r[f] for f in fields)
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -112,14 +112,17 @@ def _method_entry(
   return entry
 
 
-def differences(ft: list[dict], other: list[dict], value) -> np.ndarray:
-  """[cells, seeds] of value(other) - value(FT) for the pairs both have (NaN elsewhere)."""
-  cells = sorted({_cell(r) for r in other})
+def differences(
+    ft: list[dict], other: list[dict], value, fields: tuple[str, ...] = CELL
+) -> np.ndarray:
+  """[cells, seeds] of value(other) - value(FT) for the pairs both have (NaN elsewhere); a pair
+  agrees in `fields` (default: the whole cell) and the seed."""
+  cells = sorted({_cell(r, fields) for r in other})
   seeds = sorted({r["seed"] for r in other})
-  base = {(_cell(r), r["seed"]): value(r) for r in ft}
+  base = {(_cell(r, fields), r["seed"]): value(r) for r in ft}
   d = np.full((len(cells), len(seeds)), np.nan)
   for r in other:
-    key = (_cell(r), r["seed"])
+    key = (_cell(r, fields), r["seed"])
     if key in base:
       d[cells.index(key[0]), seeds.index(key[1])] = value(r) - base[key]
   return d

@@ -237,3 +237,13 @@ def test_the_mechanism_groups_pair_against_ft_and_big_learn(tmp_path):
   assert "| bl_separate | bl | 1000 | 3 | +3.00 [+3.00, +3.00] | 3/0/0 |" in (
       finetune_mechanisms.markdown(rows)
   )
+  # A group trained for other epochs (compute-matched FT) pairs by everything else.
+  for seed in range(3):
+    r = _run(4e-4, 0.0, seed, 1000, epochs=7)
+    r["dev"] = dict(r["dev"], accuracy=r["dev"]["accuracy"] + 0.03)
+    (tmp_path / "ft_time" / "runs" / f"seed{seed}").mkdir(parents=True)
+    (tmp_path / "ft_time" / "runs" / f"seed{seed}" / "result.json").write_text(json.dumps(r))
+  rows = finetune_mechanisms.table(finetune_mechanisms.groups(str(tmp_path)), "ft", "bl")
+  (matched,) = [r for r in rows if r["group"] == "ft_time"]
+  assert matched["final"]["pairs"] == 3 and matched["base"] == "ft"
+  np.testing.assert_allclose(matched["final"]["mean"], 3.0, atol=1e-9)

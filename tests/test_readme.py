@@ -289,13 +289,26 @@ def test_the_mechanism_script_runs_one_switch_per_group():
       words[1]: words[3:]
       for words in (shlex.split(line) for line in text.splitlines() if line.startswith("  run "))
   }
-  assert list(groups) == ["ft", "bl", "ft_body6", "bl_separate", "bl_label1", "bl_label_only"]
+  assert list(groups) == [
+      "ft",
+      "bl",
+      "ft_body6",
+      "bl_separate",
+      "bl_label1",
+      "bl_label_only",
+      "ft_time",
+  ]
   options = {}
   for group, flags in groups.items():
     args = common + flags + ["--config.seed=0"]
     assert cli.unknown_config_keys(["prog"] + args, "configs/finetune.py") == []
     config = _config_from(_flags(args), {})
-    assert (config.data.train_limit, config.num_epochs, config.learning_rate) == (1000, 10, 8e-4)
+    epochs = 25 if group == "ft_time" else 10  # compute-matched: as long as big-learn's 10
+    assert (config.data.train_limit, config.num_epochs, config.learning_rate) == (
+        1000,
+        epochs,
+        8e-4,
+    )
     options[group] = finetune_step.step_options(config)
   changed = lambda a, b: {k for k in options[a] if options[a][k] != options[b][k]}
   assert changed("bl", "ft") == {"plm"}
@@ -303,6 +316,7 @@ def test_the_mechanism_script_runs_one_switch_per_group():
   assert changed("bl_separate", "bl") == {"separate_adam"}
   assert changed("bl_label1", "bl") == {"label_weight"}
   assert changed("bl_label_only", "bl") == {"label_only"}
+  assert changed("ft_time", "ft") == set()
 
 
 def test_the_quickstart_runs_what_ci_runs():
