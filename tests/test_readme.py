@@ -13,7 +13,7 @@ DOCS = os.path.join(REPO, "docs")
 MARKED_BLOCKS = {
     "own_training_loop.md": ("embed-example",),
     "xlnet.md": ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"),
-    "finetuning.md": ("finetune-glue", "finetune-wordnet", "finetune-fair"),
+    "finetuning.md": ("finetune-glue", "finetune-wordnet", "finetune-fair", "finetune-mechanisms"),
     "distributed.md": ("launch",),  # run by test_multiprocess.py
 }
 
@@ -282,6 +282,11 @@ def test_the_mechanism_script_runs_one_switch_per_group():
 
   from experiments import cli, finetune_step
 
+  block = _block("finetuning.md", "finetune-mechanisms", "bash").splitlines()
+  assert block[0].startswith("bash benchmarks/finetune_mechanisms.sh ")
+  assert _bash_commands("finetuning.md", "finetune-mechanisms")[0][0] == (
+      "benchmarks.finetune_mechanisms"
+  )
   text = _read(os.path.join(REPO, "benchmarks", "finetune_mechanisms.sh"))
   common = shlex.split(re.search(r"common=\((.*?)\)", text, re.S).group(1))
   common = [a.replace("$model_dir", "models/wordnet_xlnet_small") for a in common]
