@@ -5,7 +5,7 @@
 #   python -m benchmarks.finetune_mechanisms OUT
 # Usage: bash benchmarks/finetune_mechanisms.sh MODEL_DIR OUT   (a finished run is never redone)
 set -euo pipefail
-model_dir=${1:?give the pretrained model directory (the pretrain recipe's <workdir>/model)}
+model_dir=${1:?give the pretrained model directory (the pretrain recipe writes it to WORKDIR/model)}
 out=${2:?give the output folder}
 cd "$(dirname "$0")/.."
 common=(--config configs/finetune.py:lexname "--config.model_dir=$model_dir"

@@ -279,6 +279,7 @@ def test_the_mechanism_script_runs_one_switch_per_group():
   configs/finetune.py, and each group differs from FT or plain big-learn in one switch of
   experiments.finetune_step, at the documented cell."""
   import shlex
+  import subprocess
 
   from experiments import cli, finetune_step
 
@@ -287,7 +288,10 @@ def test_the_mechanism_script_runs_one_switch_per_group():
   assert _bash_commands("finetuning.md", "finetune-mechanisms")[0][0] == (
       "benchmarks.finetune_mechanisms"
   )
-  text = _read(os.path.join(REPO, "benchmarks", "finetune_mechanisms.sh"))
+  script = os.path.join(REPO, "benchmarks", "finetune_mechanisms.sh")
+  syntax = subprocess.run(["bash", "-n", script], capture_output=True, text=True, timeout=60)
+  assert syntax.returncode == 0, syntax.stderr  # the shell parses it
+  text = _read(script)
   common = shlex.split(re.search(r"common=\((.*?)\)", text, re.S).group(1))
   common = [a.replace("$model_dir", "models/wordnet_xlnet_small") for a in common]
   groups = {
