@@ -262,16 +262,20 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
   from experiments import cli, finetune_sweep
 
   commands = _bash_commands("finetuning.md", "finetune-fair")
-  sweeps = ["experiments.finetune_sweep"] * 3
+  sweeps = ["experiments.finetune_sweep"] * 5
   assert [c[0] for c in commands] == sweeps + ["benchmarks.finetune_fair"]
-  for args, size in zip(commands[:3], (250, 1000, None)):
+  tasks = ["lexname"] * 3 + ["hypernym"] * 2
+  for args, size, task in zip(commands[:5], (250, 1000, None, 250, 1000), tasks):
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     config = _config_from(_flags(args[1:]), {})
     grid = finetune_sweep.points(config)
     assert {p["train_limit"] for p in grid} == {size}
     assert len(grid) == len(config.sweep.learning_rates) * 2 * len(config.sweep.seeds)
     assert config.plm.batch_size == 0  # Eq. (15) on the whole batch
-  importlib.import_module(commands[3][0])
+    assert config.task == task
+  # The summary reads every sweep of the block.
+  assert commands[5][1:] == [_flags(args[1:])["workdir"] for args in commands[:5]]
+  importlib.import_module(commands[5][0])
 
 
 def test_the_mechanism_script_runs_one_switch_per_group():
