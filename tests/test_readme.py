@@ -13,7 +13,13 @@ DOCS = os.path.join(REPO, "docs")
 MARKED_BLOCKS = {
     "own_training_loop.md": ("embed-example",),
     "xlnet.md": ("xlnet-load", "xlnet-query", "xlnet-save", "xlnet-tfds", "xlnet-wordnet"),
-    "finetuning.md": ("finetune-glue", "finetune-wordnet", "finetune-fair", "finetune-mechanisms"),
+    "finetuning.md": (
+        "finetune-glue",
+        "finetune-wordnet",
+        "finetune-fair",
+        "finetune-mechanisms",
+        "finetune-label-only",
+    ),
     "distributed.md": ("launch",),  # run by test_multiprocess.py
 }
 
@@ -274,6 +280,39 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
     assert config.plm.batch_size == 0  # Eq. (15) on the whole batch
     assert config.task == task
   # The summary reads every sweep of the block.
+  assert commands[5][1:] == [_flags(args[1:])["workdir"] for args in commands[:5]]
+  importlib.import_module(commands[5][0])
+
+
+def test_the_label_only_sweeps_sit_at_cells_of_the_fair_grids():
+  """The label-only block: each sweep is one cell (task, data size, learning rate, epochs) of
+  the fair-comparison sweep of the same task and size, with plm.label_only on and nothing else
+  changed, so its FT runs repeat that sweep's; the summary reads every sweep of the block."""
+  import importlib
+  from experiments import cli, finetune_sweep
+
+  fair = {}
+  for args in _bash_commands("finetuning.md", "finetune-fair")[:-1]:
+    config = _config_from(_flags(args[1:]), {})
+    fair[config.task, finetune_sweep.points(config)[0]["train_limit"]] = config
+  commands = _bash_commands("finetuning.md", "finetune-label-only")
+  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 5 + [
+      "benchmarks.finetune_fair"
+  ]
+  for args in commands[:5]:
+    assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
+    config = _config_from(_flags(args[1:]), {})
+    grid = finetune_sweep.points(config)
+    (size,) = {p["train_limit"] for p in grid}
+    base = fair[config.task, size]
+    assert config.plm.label_only and not base.plm.label_only
+    assert len(config.sweep.learning_rates) == len(config.sweep.num_epochs) == 1
+    assert config.sweep.learning_rates[0] in base.sweep.learning_rates
+    assert config.sweep.num_epochs[0] in base.sweep.num_epochs
+    assert tuple(config.sweep.betas) == (0.0, 0.4) == tuple(base.sweep.betas)
+    assert set(config.sweep.seeds) <= set(base.sweep.seeds)
+    config.plm.label_only = False
+    assert finetune_sweep._shared(config) == finetune_sweep._shared(base)
   assert commands[5][1:] == [_flags(args[1:])["workdir"] for args in commands[:5]]
   importlib.import_module(commands[5][0])
 
