@@ -18,7 +18,7 @@ MARKED_BLOCKS = {
         "finetune-wordnet",
         "finetune-fair",
         "finetune-mechanisms",
-        "finetune-label-only",
+        "finetune-variants",
     ),
     "distributed.md": ("launch",),  # run by test_multiprocess.py
 }
@@ -268,10 +268,10 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
   from experiments import cli, finetune_sweep
 
   commands = _bash_commands("finetuning.md", "finetune-fair")
-  sweeps = ["experiments.finetune_sweep"] * 5
+  sweeps = ["experiments.finetune_sweep"] * 6
   assert [c[0] for c in commands] == sweeps + ["benchmarks.finetune_fair"]
-  tasks = ["lexname"] * 3 + ["hypernym"] * 2
-  for args, size, task in zip(commands[:5], (250, 1000, None, 250, 1000), tasks):
+  tasks = ["lexname"] * 3 + ["hypernym"] * 3
+  for args, size, task in zip(commands[:6], (250, 1000, None, 250, 1000, None), tasks):
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     config = _config_from(_flags(args[1:]), {})
     grid = finetune_sweep.points(config)
@@ -280,14 +280,15 @@ def test_the_fair_comparison_commands_name_real_configs_and_sizes():
     assert config.plm.batch_size == 0  # Eq. (15) on the whole batch
     assert config.task == task
   # The summary reads every sweep of the block.
-  assert commands[5][1:] == [_flags(args[1:])["workdir"] for args in commands[:5]]
-  importlib.import_module(commands[5][0])
+  assert commands[6][1:] == [_flags(args[1:])["workdir"] for args in commands[:6]]
+  importlib.import_module(commands[6][0])
 
 
-def test_the_label_only_sweeps_sit_at_cells_of_the_fair_grids():
-  """The label-only block: each sweep is one cell (task, data size, learning rate, epochs) of
-  the fair-comparison sweep of the same task and size, with plm.label_only on and nothing else
-  changed, so its FT runs repeat that sweep's; the summary reads every sweep of the block."""
+def test_the_variant_sweeps_sit_at_cells_of_the_fair_grids():
+  """The variants block: each sweep is one cell (task, data size, learning rate, epochs) of
+  the fair-comparison sweep of the same task and size, with one Eq. (15) option changed
+  (plm.label_only on, or plm.batch_size, Eq. (15)'s share of the batch) and nothing else, so
+  its FT runs repeat that sweep's; the summary reads every sweep of the block."""
   import importlib
   from experiments import cli, finetune_sweep
 
@@ -295,26 +296,30 @@ def test_the_label_only_sweeps_sit_at_cells_of_the_fair_grids():
   for args in _bash_commands("finetuning.md", "finetune-fair")[:-1]:
     config = _config_from(_flags(args[1:]), {})
     fair[config.task, finetune_sweep.points(config)[0]["train_limit"]] = config
-  commands = _bash_commands("finetuning.md", "finetune-label-only")
-  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 5 + [
+  commands = _bash_commands("finetuning.md", "finetune-variants")
+  assert [c[0] for c in commands] == ["experiments.finetune_sweep"] * 7 + [
       "benchmarks.finetune_fair"
   ]
-  for args in commands[:5]:
+  changed = []
+  for args in commands[:7]:
     assert cli.unknown_config_keys(["prog"] + args[1:], "configs/finetune.py") == []
     config = _config_from(_flags(args[1:]), {})
     grid = finetune_sweep.points(config)
     (size,) = {p["train_limit"] for p in grid}
     base = fair[config.task, size]
-    assert config.plm.label_only and not base.plm.label_only
     assert len(config.sweep.learning_rates) == len(config.sweep.num_epochs) == 1
     assert config.sweep.learning_rates[0] in base.sweep.learning_rates
     assert config.sweep.num_epochs[0] in base.sweep.num_epochs
     assert tuple(config.sweep.betas) == (0.0, 0.4) == tuple(base.sweep.betas)
     assert set(config.sweep.seeds) <= set(base.sweep.seeds)
-    config.plm.label_only = False
-    assert finetune_sweep._shared(config) == finetune_sweep._shared(base)
-  assert commands[5][1:] == [_flags(args[1:])["workdir"] for args in commands[:5]]
-  importlib.import_module(commands[5][0])
+    ours, theirs = finetune_sweep._shared(config), finetune_sweep._shared(base)
+    diff = {k for k in ours["plm"] if ours["plm"][k] != theirs["plm"][k]}
+    ours["plm"], theirs["plm"] = {}, {}
+    assert ours == theirs, (config.task, size)  # only Eq. (15)'s options differ
+    changed.append(diff)
+  assert changed == [{"label_only"}] * 5 + [{"batch_size"}] * 2
+  assert commands[7][1:] == [_flags(args[1:])["workdir"] for args in commands[:7]]
+  importlib.import_module(commands[7][0])
 
 
 def test_the_mechanism_script_runs_one_switch_per_group():
