@@ -165,8 +165,8 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   ranks = np.array([[2, 0, 4, 1, 3]])  # order z = (1, 3, 0, 4, 2)
   target = np.ones_like(tokens, bool)
   perm = permutation.permutation_mask(ranks, target)
-  params = model.init(rbg_key(0), tokens, segments, perm)
-  logits, _ = model.apply(params, tokens, segments, perm)
+  params = jax.jit(model.init)(rbg_key(0), tokens, segments, perm)
+  logits, _ = jax.jit(model.apply)(params, tokens, segments, perm)
   got = float(losses.permutation_lm(logits, tokens, target)[0])
   by_hand = 0.0
   for pos in [1, 3, 0, 4, 2]:
@@ -176,7 +176,7 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   # and each term only reads the prefix: scrambling everything at rank >= t leaves it unchanged
   for t, pos in enumerate([1, 3, 0, 4, 2]):
     scrambled = np.where(ranks >= t, (tokens + 1) % V, tokens)
-    other, _ = model.apply(params, scrambled, segments, perm)
+    other, _ = jax.jit(model.apply)(params, scrambled, segments, perm)
     np.testing.assert_allclose(np.asarray(other)[0, pos], np.asarray(logits)[0, pos], rtol=1e-12)
 
 
@@ -220,7 +220,7 @@ def _tiny_model():
       num_heads=2,
   )
   tokens = jnp.zeros((2, LAYOUT.length), jnp.int32)
-  params = model.init(
+  params = jax.jit(model.init)(
       rbg_key(0),
       tokens,
       multimodal.segment_ids(LAYOUT, 2),
@@ -245,7 +245,7 @@ def test_label_log_probs_is_the_label_query_after_all_images():
     target = np.ones((2, 5), bool) if all_targets else np.arange(5) == 4
     target = np.broadcast_to(target, (2, 5))
     tokens = multimodal.join(images, np.zeros(2, np.int32), LAYOUT)
-    logits, _ = model.apply(
+    logits, _ = jax.jit(model.apply)(
         params,
         tokens,
         multimodal.segment_ids(LAYOUT, 2),
@@ -307,7 +307,7 @@ def test_sample_draws_from_the_model_distribution():
       )
   )
   ranks = multimodal.given_ranks(rbg_key(0), given[:1])
-  logits, _ = model.apply(
+  logits, _ = jax.jit(model.apply)(
       params,
       tokens[:1],
       multimodal.segment_ids(LAYOUT, 1),
@@ -339,10 +339,12 @@ def test_sample_with_label_guidance_draws_from_the_guided_distribution():
   hidden = np.asarray(mask) | (np.arange(5) == 4)[None, None, :]
   segments = multimodal.segment_ids(LAYOUT, 1)
   cond = scipy.special.log_softmax(
-      np.asarray(model.apply(params, tokens[:1], segments, mask)[0], np.float64)[0, 2, :6]
+      np.asarray(jax.jit(model.apply)(params, tokens[:1], segments, mask)[0], np.float64)[0, 2, :6]
   )
   uncond = scipy.special.log_softmax(
-      np.asarray(model.apply(params, tokens[:1], segments, hidden)[0], np.float64)[0, 2, :6]
+      np.asarray(jax.jit(model.apply)(params, tokens[:1], segments, hidden)[0], np.float64)[
+          0, 2, :6
+      ]
   )
   assert np.abs(cond - uncond).max() > 0.05  # the label matters to this position
   probs = scipy.special.softmax((1 + w) * cond - w * uncond)

@@ -187,6 +187,46 @@ def test_a_disabled_writer_writes_nothing(tmp_path):
   assert events == {"eval/a/b/0": [(2, 1.0)], "eval/a/b/1": [(2, 2.0)]}
 
 
+def test_the_writer_does_not_import_torch(tmp_path):
+  """tensorboardX imports torch when it is installed (1.5 s of every run's start); the writer
+  imports it without, and torch still imports afterwards where it is installed."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from conftest import subprocess_env  # pylint: disable=import-outside-toplevel
+
+  code = f"""
+import sys
+from bigjax.training import writer
+w = writer.MetricWriter({str(tmp_path)!r})
+w.row("metrics.jsonl", dict(step=1, loss=0.5))
+w.close()
+assert writer.read_events({str(tmp_path)!r}) == {{"metrics/loss": [(1, 0.5)]}}
+print("torch" in sys.modules)
+try:
+  import torch
+except ImportError:
+  print("no torch")
+else:
+  print(torch.ones(2).sum().item())
+"""
+  proc = subprocess.run(
+      [sys.executable, "-c", code],
+      env=subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  has_torch = importlib.util.find_spec("torch") is not None
+  assert proc.stdout.split() == [
+      "False",
+      "2.0" if has_torch else "no",
+      *([] if has_torch else ["torch"]),
+  ]
+
+
 def _kind(**kwargs):
   args = dict(
       name="toy run",

@@ -32,13 +32,19 @@ def _model(depth=2, dtype=jnp.float64):
 
 
 def _init(model, seed=0):
-  tokens = jnp.zeros((B, L), jnp.int32)
-  params = model.init(rbg_key(seed), tokens, jnp.zeros_like(tokens), jnp.zeros((B, L, L), bool))
-  # Non-trivial biases and LayerNorm parameters, so the reference checks them too.
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(rbg_key(seed + 1), len(leaves))
-  leaves = [x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-  return jax.tree.unflatten(tree, leaves)
+  """Parameters with non-trivial biases and LayerNorm parameters, so the reference checks them
+  too (in one compiled program: op by op it compiled about 200 small ones)."""
+
+  @jax.jit
+  def init(key, noise_key):
+    tokens = jnp.zeros((B, L), jnp.int32)
+    params = model.init(key, tokens, jnp.zeros_like(tokens), jnp.zeros((B, L, L), bool))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(noise_key, len(leaves))
+    leaves = [x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(tree, leaves)
+
+  return init(rbg_key(seed), rbg_key(seed + 1))
 
 
 def _inputs(seed, target_prob=0.6):
@@ -145,7 +151,9 @@ def test_random_order_one_target_matches_direct_computation(x64):
   params = _init(model, seed=3)
   tokens, segments, ranks, _ = _inputs(2)
   target = ranks == L - 1
-  logits, _ = model.apply(params, tokens, segments, permutation.permutation_mask(ranks, target))
+  logits, _ = jax.jit(model.apply)(
+      params, tokens, segments, permutation.permutation_mask(ranks, target)
+  )
   ref_logits, _ = _reference(params, tokens, segments, ranks, target, depth=2)
   rows = np.arange(B)
   t = ranks.argmax(1)
@@ -232,8 +240,8 @@ def test_first_position_with_nothing_visible_is_finite():
   tokens, segments, _, _ = _inputs(4)
   ranks = np.tile(np.arange(L), (B, 1))
   perm_mask = permutation.permutation_mask(ranks, np.ones((B, L), bool))
-  logits, _ = model.apply(params, tokens, segments, perm_mask)
-  other, _ = model.apply(params, (tokens + 1) % V, segments, perm_mask)
+  logits, _ = jax.jit(model.apply)(params, tokens, segments, perm_mask)
+  other, _ = jax.jit(model.apply)(params, (tokens + 1) % V, segments, perm_mask)
   assert np.all(np.isfinite(np.asarray(logits)))
   np.testing.assert_array_equal(np.asarray(logits)[:, 0], np.asarray(other)[:, 0])
 
@@ -247,7 +255,7 @@ def test_shapes_determinism_and_dropout():
   params = model.init(rbg_key(0), tokens, segments, perm_mask)
   again = model.init(rbg_key(0), tokens, segments, perm_mask)
   chex.assert_trees_all_equal(params, again)
-  logits, out = model.apply(params, tokens, segments, perm_mask)
+  logits, out = jax.jit(model.apply)(params, tokens, segments, perm_mask)
   assert logits.shape == (B, L, V) and logits.dtype == jnp.float32
   assert out["content"].shape == out["query"].shape == (B, L, 16)
   a, _ = model.apply(params, tokens, segments, perm_mask, train=True, rngs={"dropout": rbg_key(1)})
