@@ -166,7 +166,8 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   target = np.ones_like(tokens, bool)
   perm = permutation.permutation_mask(ranks, target)
   params = jax.jit(model.init)(rbg_key(0), tokens, segments, perm)
-  logits, _ = jax.jit(model.apply)(params, tokens, segments, perm)
+  apply = jax.jit(model.apply)  # one wrapper: each new jax.jit traces the model again
+  logits, _ = apply(params, tokens, segments, perm)
   got = float(losses.permutation_lm(logits, tokens, target)[0])
   by_hand = 0.0
   for pos in [1, 3, 0, 4, 2]:
@@ -176,7 +177,7 @@ def test_permutation_lm_on_a_tiny_model_is_the_chain_rule(x64):
   # and each term only reads the prefix: scrambling everything at rank >= t leaves it unchanged
   for t, pos in enumerate([1, 3, 0, 4, 2]):
     scrambled = np.where(ranks >= t, (tokens + 1) % V, tokens)
-    other, _ = jax.jit(model.apply)(params, scrambled, segments, perm)
+    other, _ = apply(params, scrambled, segments, perm)
     np.testing.assert_allclose(np.asarray(other)[0, pos], np.asarray(logits)[0, pos], rtol=1e-12)
 
 
@@ -231,6 +232,7 @@ def _tiny_model():
 
 def test_label_log_probs_is_the_label_query_after_all_images():
   model, params = _tiny_model()
+  apply = jax.jit(model.apply)
   images = np.array([[0, 1, 2, 3], [5, 4, 3, 2]])
   for all_targets in (True, False):
     got = np.asarray(
@@ -245,7 +247,7 @@ def test_label_log_probs_is_the_label_query_after_all_images():
     target = np.ones((2, 5), bool) if all_targets else np.arange(5) == 4
     target = np.broadcast_to(target, (2, 5))
     tokens = multimodal.join(images, np.zeros(2, np.int32), LAYOUT)
-    logits, _ = jax.jit(model.apply)(
+    logits, _ = apply(
         params,
         tokens,
         multimodal.segment_ids(LAYOUT, 2),
@@ -338,13 +340,12 @@ def test_sample_with_label_guidance_draws_from_the_guided_distribution():
   mask = permutation.permutation_mask(ranks, np.ones((1, 5), bool))
   hidden = np.asarray(mask) | (np.arange(5) == 4)[None, None, :]
   segments = multimodal.segment_ids(LAYOUT, 1)
+  apply = jax.jit(model.apply)
   cond = scipy.special.log_softmax(
-      np.asarray(jax.jit(model.apply)(params, tokens[:1], segments, mask)[0], np.float64)[0, 2, :6]
+      np.asarray(apply(params, tokens[:1], segments, mask)[0], np.float64)[0, 2, :6]
   )
   uncond = scipy.special.log_softmax(
-      np.asarray(jax.jit(model.apply)(params, tokens[:1], segments, hidden)[0], np.float64)[
-          0, 2, :6
-      ]
+      np.asarray(apply(params, tokens[:1], segments, hidden)[0], np.float64)[0, 2, :6]
   )
   assert np.abs(cond - uncond).max() > 0.05  # the label matters to this position
   probs = scipy.special.softmax((1 + w) * cond - w * uncond)
