@@ -8,6 +8,8 @@ import numpy as np
 from experiments import plm_setup
 from experiments.plm_run import Run, classify, generate_rows
 
+_PAD = 4  # white pixels between digits
+
 
 def figure(
     run: Run, path: str, *, seed: int = 0, per_row: int = 10, guidance: float | None = None
@@ -19,6 +21,8 @@ def figure(
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  from experiments import gan_plots  # pylint: disable=import-outside-toplevel
 
   rows = []
   if run.config.plm.objective == "permutation":
@@ -51,18 +55,16 @@ def figure(
           ],
       )
   )
-  fig, axes = plt.subplots(
-      len(rows), per_row, figsize=(per_row * 0.9, len(rows) * 1.05), squeeze=False
-  )
-  for r, (name, images, captions) in enumerate(rows):
-    for c in range(per_row):
-      ax = axes[r, c]
-      ax.imshow(images[c], cmap="gray", vmin=0, vmax=255)
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if captions:
-        ax.set_title(captions[c], fontsize=6, pad=2)
-    axes[r, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+  # One axes per row, its digits one mosaic (120 axes of one digit each took seconds to lay out
+  # and draw): captions above each digit, the row's name on its left.
+  h, w = real.shape[1:3]
+  fig, axes = plt.subplots(len(rows), 1, figsize=(per_row * 0.9, len(rows) * 1.05), squeeze=False)
+  for ax, (name, images, captions) in zip(axes[:, 0], rows):
+    gan_plots.show(ax, gan_plots.mosaic(np.asarray(images[:per_row]), 1, per_row, pad=_PAD))
+    for c, caption in enumerate(captions or ()):
+      x = _PAD + c * (w + _PAD) + w / 2
+      ax.text(x, -1, caption, fontsize=6, ha="center", va="bottom")
+    ax.text(-2, _PAD + h / 2, name, fontsize=7, ha="right", va="center")
   fig.suptitle(
       f"one permutation model ({run.config.variant}): joint, label-conditioned, " "classification",
       fontsize=8,
@@ -79,18 +81,15 @@ def save_grid(path: str, images: np.ndarray, title: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  grid = images if images.ndim == 4 else images[:, None]
-  if images.ndim == 3:
+  from experiments import gan_plots  # pylint: disable=import-outside-toplevel
+
+  if images.ndim == 4:  # one row per digit
+    rows, cols = images.shape[:2]
+  else:
     cols = min(10, len(images))
-    grid = np.concatenate(
-        [images, np.zeros((-len(images) % cols,) + images.shape[1:], np.uint8)]
-    ).reshape(-1, cols, *images.shape[1:])
-  n, s = grid.shape[:2]
-  fig, axes = plt.subplots(n, s, figsize=(s * 0.8, n * 0.8), squeeze=False)
-  for i in range(n):
-    for j in range(s):
-      axes[i, j].imshow(grid[i, j], cmap="gray", vmin=0, vmax=255)
-      axes[i, j].axis("off")
-  fig.suptitle(title, fontsize=8)
+    rows = -(-len(images) // cols)
+  fig, ax = plt.subplots(figsize=(cols * 0.8, rows * 0.8 + 0.3))
+  gan_plots.show(ax, gan_plots.mosaic(images.reshape(-1, *images.shape[-2:]), rows, cols, pad=_PAD))
+  ax.set_title(title, fontsize=8)
   fig.savefig(path, dpi=120)
   plt.close(fig)

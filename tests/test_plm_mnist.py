@@ -15,7 +15,8 @@ from benchmarks import plm_samplers
 from bigjax.data import mnist
 from bigjax import multimodal
 from configs import plm_mnist as plm_config
-from experiments import plm_run, plm_train
+from conftest import subprocess_env
+from experiments import plm_mnist, plm_run, plm_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,33 +109,44 @@ def test_classify_generate_complete(smoke_run, digits):
   assert np.all(source_top[:, :k]) and not source_top[:, k:].any()
 
 
-def test_command_line_modes(smoke_run, digits, tmp_path):
+def test_modes(smoke_run, digits, tmp_path):
+  """Each capability of `--mode` through `plm_mnist.run_mode`, the function the command line
+  calls (in this process: a process per mode would import JAX and load the run each time;
+  test_command_line runs the command itself)."""
   workdir, _ = smoke_run
   images, labels = digits
   npz = str(tmp_path / "in.npz")
   np.savez(npz, images=images, labels=labels)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  plm_mnist.run_mode("classify", workdir, images=npz, out=str(tmp_path / "c.npz"))
+  with np.load(tmp_path / "c.npz") as out:
+    assert out["labels"].shape == (5,) and out["probs"].shape == (5, 10)
+  plm_mnist.run_mode("generate", workdir, label=3, num_samples=4, out=str(tmp_path / "g.npz"))
+  with np.load(tmp_path / "g.npz") as out:
+    assert out["images"].shape == (4, 28, 28) and np.all(out["labels"] == 3)
+  assert os.path.exists(tmp_path / "g.png")
+  plm_mnist.run_mode("figure", workdir, out=str(tmp_path / "f.png"))
+  assert os.path.getsize(tmp_path / "f.png") > 10_000
+
+
+def test_command_line(smoke_run, digits, tmp_path):
+  """`python -m experiments.plm_mnist` with every flag of the trained-run modes, and a bad
+  label refused with a message."""
+  workdir, _ = smoke_run
+  images, labels = digits
+  npz = str(tmp_path / "in.npz")
+  np.savez(npz, images=images, labels=labels)
 
   def cli(*args):
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "experiments.plm_mnist", "--workdir", workdir, *args],
         cwd=ROOT,
-        env=env,
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
-  cli("--mode", "classify", "--images", npz, "--out", str(tmp_path / "c.npz"))
-  with np.load(tmp_path / "c.npz") as out:
-    assert out["labels"].shape == (5,) and out["probs"].shape == (5, 10)
-  cli("--mode", "generate", "--label", "3", "--num_samples", "4", "--out", str(tmp_path / "g.npz"))
-  with np.load(tmp_path / "g.npz") as out:
-    assert out["images"].shape == (4, 28, 28) and np.all(out["labels"] == 3)
-  assert os.path.exists(tmp_path / "g.png")
-  cli(
+  proc = cli(
       "--mode",
       "complete",
       "--images",
@@ -145,32 +157,18 @@ def test_command_line_modes(smoke_run, digits, tmp_path):
       "--with_label",
       "--num_samples",
       "2",
+      "--seed",
+      "1",
+      "--guidance",
+      "2",
       "--out",
       str(tmp_path / "k.npz"),
   )
+  assert proc.returncode == 0, proc.stderr[-3000:]
   with np.load(tmp_path / "k.npz") as out:
     assert out["completions"].shape == (5, 2, 28, 28)
   assert os.path.exists(tmp_path / "k.png")
-  cli("--mode", "figure", "--out", str(tmp_path / "f.png"))
-  assert os.path.getsize(tmp_path / "f.png") > 10_000
-  proc = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "experiments.plm_mnist",
-          "--workdir",
-          workdir,
-          "--mode",
-          "generate",
-          "--label",
-          "12",
-      ],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
+  proc = cli("--mode", "generate", "--label", "12")
   assert proc.returncode != 0 and "label 12 is outside 0..9" in proc.stderr
 
 
