@@ -49,7 +49,7 @@ from bigjax import losses
 from bigjax import tasks
 from bigjax.data import mnist
 from bigjax.models import patchify
-from bigjax.training import batch_fn, distributed, loop, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, programs, sharding, write_json
 from experiments import cli
 from experiments import gan_samples
 from experiments import gan_setup
@@ -196,14 +196,22 @@ def make_train_step(config):
   return train_step
 
 
+@programs.by_config
 def jit_train_step(config, mesh, state_sharding):
-  """The train step jitted for `mesh`: state replicated and donated, batch split on "data"."""
+  """The train step jitted for `mesh`: state replicated and donated, batch split on "data" (one
+  jitted function per config and mesh in a process: `bigjax.training.programs`)."""
   return jax.jit(
       make_train_step(config),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0,
   )
+
+
+@programs.by_config
+def jit_init_state(config, state_sharding):
+  """key -> a fresh training state placed by `state_sharding`, jitted (one per config)."""
+  return jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,9 +288,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)(
-          jax.random.key(int(config.seed))
-      ),
+      init_state=lambda: jit_init_state(config, state_sharding)(jax.random.key(int(config.seed))),
       step_fn=jit_train_step(config, mesh, state_sharding),
       batch_fn=batch,
       num_steps=config.num_steps,

@@ -33,7 +33,7 @@ from bigjax.data import augment
 from bigjax.data import mnist
 from bigjax.models.classifier import make_predict
 from bigjax.models.patches import patch_masks_to_pixels
-from bigjax.training import batch_fn, distributed, loop, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, programs, sharding, write_json
 from experiments import cli
 from experiments.classifier_setup import (
     SIGNATURE_DEFAULTS,
@@ -62,6 +62,13 @@ def random_sources(rng: jax.Array, batch: int, image_size: int, patch: int) -> j
   return patch_masks_to_pixels(source, (image_size, image_size), patch)
 
 
+@programs.by_config
+def jit_init_state(config, state_sharding):
+  """key -> a fresh training state placed by `state_sharding`, jitted (one per config)."""
+  return jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)
+
+
+@programs.by_config
 def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, H, W] in [-1, 1], labels [B]) -> (state, metrics), jitted, the state
   donated. Augmentation, source-mask (partial-digit classifiers) and dropout keys are
@@ -163,9 +170,7 @@ def train(
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jax.jit(lambda key: init_state(config, key), out_shardings=replicated)(
-          jax.random.key(int(config.seed))
-      ),
+      init_state=lambda: jit_init_state(config, replicated)(jax.random.key(int(config.seed))),
       step_fn=make_train_step(config, mesh),
       batch_fn=batch,
       num_steps=config.num_steps,

@@ -37,7 +37,7 @@ import optax
 
 from bigjax.data import mnist
 from bigjax.models import vq
-from bigjax.training import batch_fn, distributed, loop, sharding, write_json
+from bigjax.training import batch_fn, distributed, loop, programs, sharding, write_json
 from experiments import cli
 from experiments.vq_setup import (
     SUMMARY_FILE,
@@ -56,6 +56,14 @@ DATA_STREAM = 1  # bigjax.training.data_order (the same order as the classifier'
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 
 
+@programs.by_config
+def jit_init_state(config, state_sharding):
+  """(key, images) -> a fresh training state placed by `state_sharding`, jitted (one per
+  config)."""
+  return jax.jit(lambda key, x: init_state(config, key, x), out_shardings=state_sharding)
+
+
+@programs.by_config
 def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, 28, 28] in [-1, 1]) -> (state, metrics), jitted, the state donated.
   The dead-code restarts draw from `fold_in(key(seed), step)`."""
@@ -218,9 +226,9 @@ def train(
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jax.jit(
-          lambda key, x: init_state(config, key, x), out_shardings=replicated
-      )(jax.random.key(int(config.seed)), batch(0)[0]),
+      init_state=lambda: jit_init_state(config, replicated)(
+          jax.random.key(int(config.seed)), batch(0)[0]
+      ),
       step_fn=make_train_step(config, mesh),
       batch_fn=batch,
       num_steps=config.num_steps,

@@ -183,6 +183,22 @@ def test_checkpoint_holds_the_trained_state(run_a, state_a):
     assert any(moved), name
 
 
+def test_a_config_trained_again_in_a_process_reuses_its_programs():
+  """The jitted step and initialiser are built once per config (and mesh) in a process
+  (bigjax.training.programs): a rerun, a resume after an error or a test traces nothing again.
+  A changed field builds new ones."""
+  mesh = sharding.data_mesh()
+  replicated = sharding.replicated(mesh)
+  step = biglearn_gan.jit_train_step(_smoke(), mesh, replicated)
+  assert biglearn_gan.jit_train_step(_smoke(), mesh, replicated) is step
+  assert (
+      biglearn_gan.jit_train_step(_smoke(**{"loss.r1_weight": 0.5}), mesh, replicated) is not step
+  )
+  init = biglearn_gan.jit_init_state(_smoke(), replicated)
+  assert biglearn_gan.jit_init_state(_smoke(), replicated) is init
+  assert biglearn_gan.jit_init_state(_smoke(seed=1), replicated) is not init
+
+
 def test_resume_is_exact(run_a, run_b, state_a):
   """Two runs to 2 then 4 steps end in exactly the state of one run to 4 steps, and the
   metrics file of the resumed run has each step once, with the uninterrupted run's losses."""
@@ -365,6 +381,7 @@ def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkey
     raise AssertionError("compiled before checking the config")
 
   monkeypatch.setattr(biglearn_gan, "jit_train_step", no_compile)
+  monkeypatch.setattr(biglearn_gan, "jit_init_state", no_compile)
   monkeypatch.setattr(biglearn_gan, "init_state", no_compile)
   config = _smoke(**change)
   with pytest.raises(ValueError, match=message):

@@ -328,3 +328,37 @@ def test_a_full_disk_stops_the_run_and_loses_no_finished_step(tmp_path, monkeypa
   state, summary = _train(tmp_path / "run", 12)
   assert summary["resumed_from"] == 4
   np.testing.assert_array_equal(np.asarray(state.w), np.asarray(full.w))
+
+
+def test_programs_are_built_once_per_config_and_arguments():
+  """bigjax.training.programs.by_config: the same config (another object, the same fields) and
+  arguments give the built program back; any changed field or argument builds another; the
+  oldest is dropped past maxsize; an unhashable argument or a config JSON cannot hold builds
+  anew each call."""
+  from bigjax.training import programs
+
+  built = []
+
+  @programs.by_config(maxsize=2)
+  def build(config, scale, *, shift=0):
+    built.append((config, scale, shift))
+    return object()
+
+  def config(lr):
+    return ml_collections.ConfigDict(dict(optim=dict(learning_rate=lr), steps=3))
+
+  a = build(config(1e-3), 2)
+  assert build(config(1e-3), 2) is a and len(built) == 1
+  assert build(config(2e-3), 2) is not a  # a field changed
+  assert build(config(1e-3), 3) is not a  # an argument changed; a third program evicts `a`
+  assert len(built) == 3
+  assert build(config(1e-3), 2) is not a and len(built) == 4  # built again
+  b = build(config(1e-3), 2, shift=1)
+  assert build(config(1e-3), 2, shift=1) is b
+  assert build({"steps": 3}, 2) is build({"steps": 3}, 2)  # a plain mapping
+  n = len(built)
+  assert build(config(1e-3), [2]) is not build(config(1e-3), [2])  # unhashable argument
+  assert build({"f": object()}, 2) is not build({"f": object()}, 2)  # not JSON
+  assert len(built) == n + 4
+  build.cache_clear()
+  assert build(config(1e-3), 2, shift=1) is not b
