@@ -90,8 +90,8 @@ def validate_config(config) -> None:
   check.integer("sample_every")
   if config.tasks.sampler not in tasks.SAMPLERS:
     fail(f"tasks.sampler={config.tasks.sampler!r}; choose one of {sorted(tasks.SAMPLERS)}.")
-  try:  # the sampler's own checks (Beta parameters, ratios), once on a tiny batch
-    sample_tasks(jax.random.key(0), config, 2, 4)
+  try:  # the sampler's own checks (Beta parameters, ratios), traced once on a tiny batch
+    jax.eval_shape(lambda key: sample_tasks(key, config, 2, 4), jax.random.key(0))
   except ValueError as e:
     fail(f"tasks.{config.tasks.sampler}: {e}")
   m, d, e = config.model, config.data, config.eval
