@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 
+from bigjax.training import programs
 from configs import gan_mnist
 from experiments import biglearn_gan
 
@@ -34,7 +35,7 @@ def main() -> None:
     for i in range(args.runs):
       if mode == "new programs per run":
         biglearn_gan.jit_train_step.cache_clear()
-        biglearn_gan.jit_init_state.cache_clear()
+        programs.jit_init.cache_clear()
       with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = biglearn_gan.train_and_evaluate(config, f"{tmp}/run", progress=False)

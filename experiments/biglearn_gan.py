@@ -208,12 +208,6 @@ def jit_train_step(config, mesh, state_sharding):
   )
 
 
-@programs.by_config
-def jit_init_state(config, state_sharding):
-  """key -> a fresh training state placed by `state_sharding`, jitted (one per config)."""
-  return jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)
-
-
 # ----------------------------------------------------------------------------------------------
 # The run.
 
@@ -288,7 +282,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jit_init_state(config, state_sharding)(jax.random.key(int(config.seed))),
+      init_state=lambda: programs.jit_init(config, init_state, state_sharding)(
+          jax.random.key(int(config.seed))
+      ),
       step_fn=jit_train_step(config, mesh, state_sharding),
       batch_fn=batch,
       num_steps=config.num_steps,

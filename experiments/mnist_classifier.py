@@ -63,12 +63,6 @@ def random_sources(rng: jax.Array, batch: int, image_size: int, patch: int) -> j
 
 
 @programs.by_config
-def jit_init_state(config, state_sharding):
-  """key -> a fresh training state placed by `state_sharding`, jitted (one per config)."""
-  return jax.jit(lambda key: init_state(config, key), out_shardings=state_sharding)
-
-
-@programs.by_config
 def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, H, W] in [-1, 1], labels [B]) -> (state, metrics), jitted, the state
   donated. Augmentation, source-mask (partial-digit classifiers) and dropout keys are
@@ -170,7 +164,9 @@ def train(
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jit_init_state(config, replicated)(jax.random.key(int(config.seed))),
+      init_state=lambda: programs.jit_init(config, init_state, replicated)(
+          jax.random.key(int(config.seed))
+      ),
       step_fn=make_train_step(config, mesh),
       batch_fn=batch,
       num_steps=config.num_steps,

@@ -57,13 +57,6 @@ RECONSTRUCTIONS_FILE = "reconstructions.png"
 
 
 @programs.by_config
-def jit_init_state(config, state_sharding):
-  """(key, images) -> a fresh training state placed by `state_sharding`, jitted (one per
-  config)."""
-  return jax.jit(lambda key, x: init_state(config, key, x), out_shardings=state_sharding)
-
-
-@programs.by_config
 def make_train_step(config, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """(state, images [B, 28, 28] in [-1, 1]) -> (state, metrics), jitted, the state donated.
   The dead-code restarts draw from `fold_in(key(seed), step)`."""
@@ -226,7 +219,7 @@ def train(
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: jit_init_state(config, replicated)(
+      init_state=lambda: programs.jit_init(config, init_state, replicated)(
           jax.random.key(int(config.seed)), batch(0)[0]
       ),
       step_fn=make_train_step(config, mesh),

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from bigjax.training import checkpoint
+from bigjax.training import programs
 from bigjax.training import sharding
 from configs import gan_mnist
 from bigjax import training
@@ -194,9 +195,9 @@ def test_a_config_trained_again_in_a_process_reuses_its_programs():
   assert (
       biglearn_gan.jit_train_step(_smoke(**{"loss.r1_weight": 0.5}), mesh, replicated) is not step
   )
-  init = biglearn_gan.jit_init_state(_smoke(), replicated)
-  assert biglearn_gan.jit_init_state(_smoke(), replicated) is init
-  assert biglearn_gan.jit_init_state(_smoke(seed=1), replicated) is not init
+  init = programs.jit_init(_smoke(), biglearn_gan.init_state, replicated)
+  assert programs.jit_init(_smoke(), biglearn_gan.init_state, replicated) is init
+  assert programs.jit_init(_smoke(seed=1), biglearn_gan.init_state, replicated) is not init
 
 
 def test_resume_is_exact(run_a, run_b, state_a):
@@ -381,7 +382,6 @@ def test_bad_config_fails_before_anything_runs(change, message, tmp_path, monkey
     raise AssertionError("compiled before checking the config")
 
   monkeypatch.setattr(biglearn_gan, "jit_train_step", no_compile)
-  monkeypatch.setattr(biglearn_gan, "jit_init_state", no_compile)
   monkeypatch.setattr(biglearn_gan, "init_state", no_compile)
   config = _smoke(**change)
   with pytest.raises(ValueError, match=message):

@@ -13,7 +13,8 @@ sharding     a 1-D data-parallel mesh, replicated state, process-local batches
 distributed  `initialize`: the processes of a run joined (flags, JAX_* variables, or a cluster
              JAX detects); `agree`, `main_first`, `barrier` across them
 prefetch     host-side batch prefetch in a background thread
-programs     `by_config`: a trainer's jitted step built once per config in a process
+programs     `by_config`, `jit_init`: a trainer's jitted step and initialiser built once per
+             config in a process
 """
 
 from bigjax.training.checkpoint import NonFiniteLossError, SignatureMismatchError, write_json

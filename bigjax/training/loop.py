@@ -123,6 +123,12 @@ def _abstract(init_state: Callable[[], Any], sharding) -> Any:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
+def config_as_json(config: Any) -> Any:
+  """The run's config as JSON values: an ml_collections.ConfigDict (or anything with
+  `to_json()`) through its JSON, a JSON-serialisable mapping as it is."""
+  return json.loads(config.to_json()) if hasattr(config, "to_json") else config
+
+
 def _differences(held: Any, now: Any, prefix: str = "") -> list[str]:
   """The fields of two JSON configs that both have and that differ ("name: held there, now")."""
   if isinstance(held, dict) and isinstance(now, dict):
@@ -338,7 +344,7 @@ def _train(
     if state is None:
       state = sharding_lib.put(init_state(), sharding)
     start = int(sharding_lib.local_view(state.step))
-    config_json = json.loads(config.to_json()) if hasattr(config, "to_json") else config
+    config_json = config_as_json(config)
     refusal = None
     if main_process and start >= num_steps:
       try:

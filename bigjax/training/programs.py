@@ -11,6 +11,7 @@ read any of them -- and its other arguments (hashable ones: a mesh, a sharding),
 that trains a config it has trained before gets the same jitted function back, and with it the
 traced and compiled programs. Only builders whose programs depend on nothing but their arguments
 qualify: not one that closes over data loaded from disk (its JSON would not change with it).
+`jit_init` is such a builder for a trainer's initialiser, `init_state(config, *args)`.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["by_config"]
+import jax
+
+from bigjax.training import loop
+
+__all__ = ["by_config", "jit_init"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _config_json(config: Any) -> str:
-  to_json = getattr(config, "to_json", None)  # an ml_collections.ConfigDict
-  if to_json is not None:
-    return to_json(sort_keys=True)
-  return json.dumps(config, sort_keys=True)
 
 
 def by_config(build: F | None = None, *, maxsize: int = 4) -> F:
@@ -47,7 +45,11 @@ def by_config(build: F | None = None, *, maxsize: int = 4) -> F:
     @functools.wraps(build)
     def cached(config, *args, **kwargs):
       try:
-        key = (_config_json(config), args, tuple(sorted(kwargs.items())))
+        key = (
+            json.dumps(loop.config_as_json(config), sort_keys=True),
+            args,
+            tuple(sorted(kwargs.items())),
+        )
         hash(key)
       except (TypeError, ValueError):  # not JSON-serialisable, or not hashable
         return build(config, *args, **kwargs)
@@ -63,3 +65,10 @@ def by_config(build: F | None = None, *, maxsize: int = 4) -> F:
     return cached
 
   return decorate(build) if build is not None else decorate
+
+
+@by_config
+def jit_init(config, init_state: Callable[..., Any], state_sharding) -> Callable[..., Any]:
+  """`(*args) -> init_state(config, *args)`, jitted, the state placed by `state_sharding`: a
+  trainer's initialiser, built once per config, function and sharding in a process."""
+  return jax.jit(functools.partial(init_state, config), out_shardings=state_sharding)
