@@ -41,7 +41,36 @@ def _jax_cache_dir() -> str | None:
   return path or None
 
 
+def drop_unfinished_cache_entries(path: str) -> list[str]:
+  """Deletes the entries of the persistent compilation cache at `path` that have no access-time
+  file; returns their names.
+
+  jax writes an entry's `-cache` file, then its `-atime` file. A process killed between the two
+  (the kill -9 tests kill processes that write this cache), or in the middle of the first, leaves
+  a `-cache` file alone, and from then on every write to the cache fails: before writing, jax
+  reads the access time of every entry to choose what to evict, and that read raises
+  FileNotFoundError ("Error writing persistent compilation cache entry"), so new programs are
+  compiled again in every run. Runs under jax's own lock of the directory, so no write in
+  progress is taken for an unfinished one."""
+  import filelock  # pylint: disable=import-outside-toplevel
+
+  if not os.path.isdir(path):
+    return []
+  dropped = []
+  with filelock.FileLock(os.path.join(path, ".lockfile"), timeout=60):
+    names = set(os.listdir(path))
+    for name in sorted(names):
+      key = name.removesuffix("-cache")
+      if key != name and f"{key}-atime" not in names:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(path, name))
+        dropped.append(name)
+  return dropped
+
+
 JAX_CACHE_DIR = _jax_cache_dir()
+if JAX_CACHE_DIR:
+  drop_unfinished_cache_entries(JAX_CACHE_DIR)
 _SUITE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 if JAX_CACHE_DIR:
   _SUITE_ENV.update(
