@@ -362,3 +362,59 @@ def test_programs_are_built_once_per_config_and_arguments():
   assert len(built) == n + 4
   build.cache_clear()
   assert build(config(1e-3), 2, shift=1) is not b
+
+
+def test_programs_share_configs_that_differ_only_in_ignored_fields():
+  """by_config(ignore=...): configs that differ only in ignored fields share a program; the
+  builder never sees their values (any use of one raises UnusedFieldError naming it, in Python
+  and when jax traces it); the original config is unchanged; a field not in a config is skipped."""
+  from bigjax.training import programs
+
+  built = []
+
+  @programs.by_config(ignore=("num_steps", "eval.every", "absent", "eval.absent"))
+  def build(config):
+    built.append(config)
+    return jax.jit(lambda x: x * config.optim.learning_rate)
+
+  def config(steps, every, lr=0.5):
+    c = ml_collections.ConfigDict(
+        dict(num_steps=steps, optim=dict(learning_rate=lr), eval=dict(every=every, n=3))
+    )
+    c.lock()
+    return c
+
+  first = config(10, 2)
+  step = build(first)
+  assert build(config(20, 5)) is step and len(built) == 1
+  assert build(config(10, 2, lr=0.25)) is not step  # a field that is not ignored
+  assert first.num_steps == 10 and first.eval.every == 2  # the caller's config is untouched
+  np.testing.assert_allclose(step(jnp.float32(4.0)), 2.0)
+  seen = built[0]
+  assert seen.eval.n == 3 and "num_steps" in seen and "absent" not in seen
+  uses = [
+      lambda: seen.num_steps + 1,
+      lambda: seen.num_steps > 0,
+      lambda: bool(seen.eval.every),
+      lambda: int(seen.num_steps),
+      lambda: range(seen.num_steps),
+      lambda: seen.num_steps.real,
+      lambda: f"{seen.num_steps}",
+      lambda: seen.get("num_steps", 5) == 5,
+      lambda: np.asarray(seen.num_steps),
+      lambda: jax.jit(lambda x: x * seen.num_steps)(1.0),
+  ]
+  for use in uses:
+    with pytest.raises(programs.UnusedFieldError, match=r"config\.(num_steps|eval\.every)"):
+      use()
+  assert "num_steps" in repr(seen.num_steps)
+
+  @programs.by_config(ignore=("num_steps",))
+  def reads_it(config):
+    return jax.jit(lambda x: x + config.num_steps)
+
+  with pytest.raises(programs.UnusedFieldError, match="config.num_steps"):
+    reads_it(config(10, 2))(jnp.float32(1.0))
+  plain = {"num_steps": 3, "optim": {"learning_rate": 2.0}}
+  assert build(plain) is build({"num_steps": 4, "optim": {"learning_rate": 2.0}})
+  assert plain == {"num_steps": 3, "optim": {"learning_rate": 2.0}}  # a mapping is untouched
