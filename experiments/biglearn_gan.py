@@ -196,10 +196,26 @@ def make_train_step(config):
   return train_step
 
 
-@programs.by_config
+# The config fields the train step never reads: how long a run is, how often it logs, samples,
+# evaluates and saves, and how its processes join. Runs that differ only there share one step.
+STEP_IGNORES = (
+    "num_steps",
+    "checkpoint_every",
+    "log_every",
+    "sample_every",
+    "keep_checkpoints",
+    "eval",
+    "distributed",
+    "variant",
+    "seed",
+)
+
+
+@programs.by_config(ignore=STEP_IGNORES)
 def jit_train_step(config, mesh, state_sharding):
   """The train step jitted for `mesh`: state replicated and donated, batch split on "data" (one
-  jitted function per config and mesh in a process: `bigjax.training.programs`)."""
+  jitted function per config and mesh in a process, shared by configs that differ only in
+  STEP_IGNORES: `bigjax.training.programs`)."""
   return jax.jit(
       make_train_step(config),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),

@@ -195,6 +195,9 @@ def test_a_config_trained_again_in_a_process_reuses_its_programs():
   assert (
       biglearn_gan.jit_train_step(_smoke(**{"loss.r1_weight": 0.5}), mesh, replicated) is not step
   )
+  # How long a run is and how often it logs and saves are not the step's (STEP_IGNORES).
+  longer = _smoke(num_steps=12, checkpoint_every=4, log_every=3, seed=7)
+  assert biglearn_gan.jit_train_step(longer, mesh, replicated) is step
   init = programs.jit_init(_smoke(), biglearn_gan.init_state, replicated)
   assert programs.jit_init(_smoke(), biglearn_gan.init_state, replicated) is init
   assert programs.jit_init(_smoke(seed=1), biglearn_gan.init_state, replicated) is not init
