@@ -262,11 +262,13 @@ def complete(
   return images_out, source, (out[:, -1] - layout.num_codes).reshape(n, num_samples)
 
 
-def make_classify(
-    model: TwoStreamTransformer, layout: multimodal.Layout, *, all_targets: bool, num_orders: int
+@functools.lru_cache(maxsize=8)
+def _jit_label_probs(
+    model: TwoStreamTransformer, layout: multimodal.Layout, all_targets: bool, num_orders: int
 ):
-  """classify(params, tokens int32 [N, L-1], seed) -> (labels [N], probs [N, C]) in numpy,
-  in padded chunks of CHUNK rows (one compiled program for every N)."""
+  """(params, tokens, key) -> label probabilities, jitted: one function per model, layout and
+  options in a process (Flax modules and layouts are equal by their fields), so another
+  classifier of the same model traces nothing again."""
 
   @jax.jit
   def chunk(params, tokens, key):
@@ -281,6 +283,16 @@ def make_classify(
             num_orders=num_orders,
         )
     )
+
+  return chunk
+
+
+def make_classify(
+    model: TwoStreamTransformer, layout: multimodal.Layout, *, all_targets: bool, num_orders: int
+):
+  """classify(params, tokens int32 [N, L-1], seed) -> (labels [N], probs [N, C]) in numpy,
+  in padded chunks of CHUNK rows (one compiled program for every N)."""
+  chunk = _jit_label_probs(model, layout, all_targets, num_orders)
 
   def classify(params, tokens: np.ndarray, seed: int = 0):
     (probs,) = map_chunks(functools.partial(chunk, params), [tokens], size=CHUNK, seed=seed)

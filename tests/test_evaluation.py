@@ -253,6 +253,22 @@ def test_classifier_handles_28_and_64_pixel_digits():
     assert logits.shape == (3, 10) and features.shape == (3, 24)
 
 
+def test_predictors_of_one_model_share_their_program():
+  """make_predict jits one function per model (equal Flax modules are one model): a second
+  predictor, of other parameters, traces nothing again; another model gets its own."""
+  make = lambda: classifier_model.Classifier(widths=(8, 16), feature_dim=24, image_size=28)
+  x = np.zeros((3, 28, 28), np.uint8)
+  params = [make().init(jax.random.key(i), jnp.zeros((1, 28, 28))) for i in (0, 1)]
+  first = classifier_model.make_predict(make(), params[0], batch_size=4)(x)
+  apply = classifier_model._jit_apply(make())  # pylint: disable=protected-access
+  traced = apply._cache_size()  # pylint: disable=protected-access
+  second = classifier_model.make_predict(make(), params[1], batch_size=4)(x)
+  assert apply._cache_size() == traced == 1  # pylint: disable=protected-access
+  assert not np.array_equal(first[1], second[1])  # its own parameters
+  other = classifier_model.Classifier(widths=(8, 16), feature_dim=12, image_size=28)
+  assert classifier_model._jit_apply(other) is not apply  # pylint: disable=protected-access
+
+
 def test_smoke_training_reaches_a_sane_accuracy(trained):
   workdir, summary = trained
   assert summary["test_accuracy"] >= SMOKE_MIN_ACCURACY, summary

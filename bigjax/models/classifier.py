@@ -113,6 +113,20 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(x), features
 
 
+@functools.lru_cache(maxsize=8)
+def _jit_apply(model: Classifier):
+  """(params, x, source) -> (labels, probs, features), jitted: one function per model (a Flax
+  module equals another of the same fields) in a process, so another predictor of the same
+  model traces nothing again."""
+
+  @jax.jit
+  def apply(p, x, source):
+    logits, features = model.apply(p, x, source)
+    return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits), features
+
+  return apply
+
+
 def make_predict(
     model: Classifier, params: Any, batch_size: int = 500
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -133,11 +147,7 @@ def make_predict(
   """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-
-  @jax.jit
-  def apply(p, x, source):
-    logits, features = model.apply(p, x, source)
-    return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits), features
+  apply = _jit_apply(model)
 
   def predict(
       images: np.ndarray, source: np.ndarray | None = None
