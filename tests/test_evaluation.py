@@ -267,6 +267,10 @@ def test_predictors_of_one_model_share_their_program():
   assert not np.array_equal(first[1], second[1])  # its own parameters
   other = classifier_model.Classifier(widths=(8, 16), feature_dim=12, image_size=28)
   assert classifier_model._jit_apply(other) is not apply  # pylint: disable=protected-access
+  listed = classifier_model.Classifier(widths=[8, 16], feature_dim=24, image_size=28)
+  np.testing.assert_array_equal(  # a module that cannot be hashed still predicts
+      classifier_model.make_predict(listed, params[1], batch_size=4)(x)[1], second[1]
+  )
 
 
 def test_smoke_training_reaches_a_sane_accuracy(trained):

@@ -147,7 +147,10 @@ def make_predict(
   """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  apply = _jit_apply(model)
+  try:
+    apply = _jit_apply(model)
+  except TypeError:  # a field that is not hashable (a list of widths): a function of its own
+    apply = _jit_apply.__wrapped__(model)
 
   def predict(
       images: np.ndarray, source: np.ndarray | None = None
