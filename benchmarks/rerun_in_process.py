@@ -1,6 +1,6 @@
 r"""Seconds of the same GAN smoke run trained again and again in one process, with the jitted
-programs reused (`bigjax.training.programs.by_config`) and without (their cache emptied before
-each run, as every run built new ones before).
+programs reused (`bigjax.training.programs.by_config`, and the sampler's `by_value`) and without
+(their caches emptied before each run, as every run built new ones before).
 
   python -m benchmarks.rerun_in_process --runs 4
 
@@ -20,6 +20,7 @@ import time
 from bigjax.training import programs
 from configs import gan_mnist
 from experiments import biglearn_gan
+from experiments import gan_samples
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
       if mode == "new programs per run":
         biglearn_gan.jit_train_step.cache_clear()
         programs.jit_init.cache_clear()
+        gan_samples.make_sampler.cache_clear()
       with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = biglearn_gan.train_and_evaluate(config, f"{tmp}/run", progress=False)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bigjax import tasks
 from bigjax.data import mnist
+from bigjax.evaluation.chunked import by_value
 from bigjax.models import Generator, patchify, unpatchify
 
 
-@functools.lru_cache(maxsize=8)
+@by_value
 def make_sampler(gen: Generator, shape: tuple[int, int], p: int):
   """jitted (g_params, patches [B, L, P], source_mask [B, L], z [B, Z]) -> images [B, H, W] of
-  `shape`, for the generator `gen` with patch size `p`. One function per (gen, shape, p) in a
-  process (a Flax module is equal to another of the same fields, which define its program), so
-  another run or figure of the same generator traces nothing again."""
+  `shape`, for the generator `gen` with patch size `p`; one function per (gen, shape, p) in a
+  process (`by_value`), so another run or figure of the same generator traces nothing again."""
 
   @jax.jit
   def sample(g_params, patches, source, z):

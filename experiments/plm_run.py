@@ -23,7 +23,7 @@ import numpy as np
 
 from bigjax import multimodal
 from bigjax import tasks
-from bigjax.evaluation.chunked import map_chunks
+from bigjax.evaluation.chunked import by_value, map_chunks
 from bigjax.models import vq
 from bigjax.models.two_stream import TwoStreamTransformer
 from bigjax.training import runs
@@ -262,13 +262,13 @@ def complete(
   return images_out, source, (out[:, -1] - layout.num_codes).reshape(n, num_samples)
 
 
-@functools.lru_cache(maxsize=8)
+@by_value
 def _jit_label_probs(
     model: TwoStreamTransformer, layout: multimodal.Layout, all_targets: bool, num_orders: int
 ):
   """(params, tokens, key) -> label probabilities, jitted: one function per model, layout and
-  options in a process (Flax modules and layouts are equal by their fields), so another
-  classifier of the same model traces nothing again."""
+  options in a process (`by_value`), so another classifier of the same model traces nothing
+  again."""
 
   @jax.jit
   def chunk(params, tokens, key):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigjax.evaluation.chunked import map_chunks
+from bigjax.evaluation.chunked import by_value, map_chunks
 
 
 def test_map_chunks_compiles_once_and_keeps_only_real_rows():
@@ -30,3 +30,26 @@ def test_map_chunks_compiles_once_and_keeps_only_real_rows():
   np.testing.assert_array_equal(single, x)
   with pytest.raises(ValueError, match="size must be a positive int"):
     map_chunks(fn, [x, y], size=0)
+
+
+def test_by_value_builds_once_per_equal_arguments():
+  """chunked.by_value: equal (hashable) arguments give the function built before; others, or
+  arguments that cannot be hashed, build again; an error inside the builder is not hidden."""
+
+  built = []
+
+  @by_value
+  def build(widths, *, scale=1):
+    built.append(widths)
+    if widths == ():
+      raise TypeError("no widths")
+    return object()
+
+  a = build((8, 16))
+  assert build((8, 16)) is a and len(built) == 1
+  assert build((8, 16), scale=2) is not a and build((4,)) is not a and len(built) == 3
+  assert build([8, 16]) is not build([8, 16]) and len(built) == 5  # unhashable: built anew
+  with pytest.raises(TypeError, match="no widths"):
+    build(())
+  build.cache_clear()
+  assert build((8, 16)) is not a

@@ -3,18 +3,43 @@
 Evaluation and sampling take whatever number of images or sequences a user gives; a jitted
 function compiles once per input shape. `map_chunks` feeds it rows in chunks of one size (the
 last one padded with zeros and its padding dropped from the outputs), so one compiled program
-serves every N.
+serves every N. `by_value` builds such a jitted function once per model in a process.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, TypeVar
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
-__all__ = ["map_chunks"]
+__all__ = ["by_value", "map_chunks"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def by_value(build: F) -> F:
+  """Memoizes a builder of jitted functions on its arguments' values (the 8 most recent).
+
+  A jitted function built inside `build` is a new Python function at every call, which JAX
+  traces, lowers and loads again; a Flax module equals another of the same fields, which
+  define its program, so equal arguments get the function built before. An argument that
+  cannot be hashed (a module with a list field, or one bound to variables) builds a new one,
+  as without the decorator. `cache_clear()` empties the cache."""
+  cached = functools.lru_cache(maxsize=8)(build)
+
+  @functools.wraps(build)
+  def built(*args, **kwargs):
+    try:
+      hash((args, tuple(kwargs.items())))
+    except TypeError:  # not hashable: a function of its own
+      return build(*args, **kwargs)
+    return cached(*args, **kwargs)
+
+  built.cache_clear = cached.cache_clear
+  return built
 
 
 def _pad(x: np.ndarray, rows: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigjax.data import mnist
-from bigjax.evaluation.chunked import map_chunks
+from bigjax.evaluation.chunked import by_value, map_chunks
 
 __all__ = ["Classifier", "NUM_CLASSES", "make_predict"]
 
@@ -113,7 +113,7 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(x), features
 
 
-@functools.lru_cache(maxsize=8)
+@by_value
 def _jit_apply(model: Classifier):
   """(params, x, source) -> (labels, probs, features), jitted: one function per model (a Flax
   module equals another of the same fields) in a process, so another predictor of the same
@@ -147,10 +147,7 @@ def make_predict(
   """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  try:
-    apply = _jit_apply(model)
-  except TypeError:  # a field that is not hashable (a list of widths): a function of its own
-    apply = _jit_apply.__wrapped__(model)
+  apply = _jit_apply(model)
 
   def predict(
       images: np.ndarray, source: np.ndarray | None = None
