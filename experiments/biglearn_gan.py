@@ -211,6 +211,10 @@ STEP_IGNORES = (
 )
 
 
+# The initialiser reads no more of the config than the step: init_state(config, key), jitted.
+jit_init_state = programs.by_config(programs.make_init, ignore=STEP_IGNORES)
+
+
 @programs.by_config(ignore=STEP_IGNORES)
 def jit_train_step(config, mesh, state_sharding):
   """The train step jitted for `mesh`: state replicated and donated, batch split on "data" (one
@@ -298,7 +302,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   state, run = loop.train(
       workdir,
       config=config,
-      init_state=lambda: programs.jit_init(config, init_state, state_sharding)(
+      init_state=lambda: jit_init_state(config, init_state, state_sharding)(
           jax.random.key(int(config.seed))
       ),
       step_fn=jit_train_step(config, mesh, state_sharding),

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -201,6 +202,13 @@ def test_a_config_trained_again_in_a_process_reuses_its_programs():
   init = programs.jit_init(_smoke(), biglearn_gan.init_state, replicated)
   assert programs.jit_init(_smoke(), biglearn_gan.init_state, replicated) is init
   assert programs.jit_init(_smoke(seed=1), biglearn_gan.init_state, replicated) is not init
+  # The GAN's own initialiser ignores STEP_IGNORES too (the key carries the seed).
+  gan_init = biglearn_gan.jit_init_state(_smoke(), biglearn_gan.init_state, replicated)
+  assert biglearn_gan.jit_init_state(longer, biglearn_gan.init_state, replicated) is gan_init
+  chex.assert_trees_all_equal(
+      gan_init(jax.random.key(3)),
+      programs.jit_init(longer, biglearn_gan.init_state, replicated)(jax.random.key(3)),
+  )
 
 
 def test_resume_is_exact(run_a, run_b, state_a):

@@ -11,7 +11,8 @@ read any of them -- and its other arguments (hashable ones: a mesh, a sharding),
 that trains a config it has trained before gets the same jitted function back, and with it the
 traced and compiled programs. Only builders whose programs depend on nothing but their arguments
 qualify: not one that closes over data loaded from disk (its JSON would not change with it).
-`jit_init` is such a builder for a trainer's initialiser, `init_state(config, *args)`.
+`jit_init` is `make_init`, the builder of a trainer's initialiser `init_state(config, *args)`,
+so memoized.
 
 A builder can name the fields its programs never read (`ignore`: how long a run is, how often it
 logs and saves): configs that differ only there share one program. That is checked, not
@@ -35,7 +36,7 @@ import jax
 
 from bigjax.training import loop
 
-__all__ = ["UnusedFieldError", "by_config", "jit_init"]
+__all__ = ["UnusedFieldError", "by_config", "jit_init", "make_init"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,8 +140,11 @@ def by_config(build: F | None = None, *, maxsize: int = 4, ignore: Sequence[str]
   return decorate(build) if build is not None else decorate
 
 
-@by_config
-def jit_init(config, init_state: Callable[..., Any], state_sharding) -> Callable[..., Any]:
-  """`(*args) -> init_state(config, *args)`, jitted, the state placed by `state_sharding`: a
-  trainer's initialiser, built once per config, function and sharding in a process."""
+def make_init(config, init_state: Callable[..., Any], state_sharding) -> Callable[..., Any]:
+  """`(*args) -> init_state(config, *args)`, jitted, the state placed by `state_sharding`."""
   return jax.jit(functools.partial(init_state, config), out_shardings=state_sharding)
+
+
+# A trainer's initialiser, built once per config, function and sharding in a process. A trainer
+# whose initialiser reads fewer fields builds its own: `by_config(make_init, ignore=...)`.
+jit_init = by_config(make_init)
