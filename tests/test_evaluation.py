@@ -20,6 +20,7 @@ import scipy.linalg
 
 import conftest
 from bigjax.training import checkpoint
+from bigjax.training import runs
 from bigjax.data import mnist
 from bigjax.models import classifier as classifier_model
 from bigjax.evaluation import metrics
@@ -439,9 +440,12 @@ def _partial_config():
 
 
 @pytest.fixture(scope="module")
-def trained_partial(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("classifier") / "partial")
-  return workdir, train_classifier.train(_partial_config(), workdir, progress=False)
+def trained_partial(smoke_partial_classifier):
+  """_partial_config()'s run: the suite's shared one (conftest, also read by test_gan_eval)."""
+  workdir, summary = smoke_partial_classifier
+  trained_with = runs.read_config(workdir, classifier_setup.KIND)
+  assert trained_with.to_json(sort_keys=True) == _partial_config().to_json(sort_keys=True)
+  return workdir, summary
 
 
 def test_random_sources_are_whole_patches_in_both_kinds():

@@ -10,13 +10,11 @@ import pytest
 from bigjax.data import mnist
 from bigjax.models import unpatchify
 from configs import gan_mnist
-from configs import mnist_classifier
 from experiments import biglearn_gan
 from experiments import gan_eval
 from experiments import gan_figures
 from experiments import gan_samples
 from experiments import gan_setup
-from experiments import mnist_classifier as train_classifier
 
 
 def _smoke_gan():
@@ -166,12 +164,8 @@ def classifier_dir(smoke_classifier):
 
 
 @pytest.fixture(scope="module")
-def partial_classifier_dir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("clf_partial"))
-  c = mnist_classifier.get_config("smoke")
-  c.data.source_patch = 7  # the smoke GAN's patch size
-  train_classifier.train(c, workdir, progress=False)
-  return workdir
+def partial_classifier_dir(smoke_partial_classifier):
+  return smoke_partial_classifier[0]  # the suite's shared partial-digit classifier: read only
 
 
 @pytest.fixture(scope="module")

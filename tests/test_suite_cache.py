@@ -1,10 +1,15 @@
-"""The test suite's persistent compilation cache (tests/conftest.py) stays writable."""
+"""The test suite's settings (tests/conftest.py): its persistent compilation cache stays writable,
+and its processes and subprocesses collect garbage with the suite's thresholds."""
 
+import gc
 import os
+import subprocess
+import sys
 
 from jax._src import lru_cache
 import pytest
 
+import conftest
 from conftest import drop_unfinished_cache_entries
 
 
@@ -26,3 +31,23 @@ def test_an_unfinished_cache_entry_is_dropped_and_writes_work_again(tmp_path):
       "next-cache",
   ]
   assert drop_unfinished_cache_entries(str(tmp_path / "missing")) == []
+
+
+def test_the_suite_and_its_subprocesses_use_its_collector_thresholds():
+  assert gc.get_threshold() == conftest.GC_THRESHOLD
+  proc = subprocess.run(
+      [sys.executable, "-c", "import gc; print(gc.get_threshold())"],
+      env=conftest.subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=60,
+      check=True,
+  )
+  assert proc.stdout.strip() == str(conftest.GC_THRESHOLD)
+
+
+def test_the_files_run_first_exist():
+  """conftest.LONGEST_FILES names test files (a renamed file would silently run last)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  missing = [n for n in conftest.LONGEST_FILES if not os.path.isfile(os.path.join(here, n))]
+  assert not missing and len(set(conftest.LONGEST_FILES)) == len(conftest.LONGEST_FILES), missing

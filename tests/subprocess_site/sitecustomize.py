@@ -1,6 +1,7 @@
 """Imported at the start of every `python ...` subprocess the tests start (conftest.subprocess_env
-puts this directory on PYTHONPATH): lets every JAX process write the suite's persistent
-compilation cache.
+puts this directory on PYTHONPATH): sets the garbage collector's thresholds from
+$BIGJAX_TEST_GC_THRESHOLD (the suite's, conftest.GC_THRESHOLD), and lets every JAX process write
+the suite's persistent compilation cache.
 
 jax writes cache entries from process 0 only (`jax._src.compiler._cache_write`: a guard against
 write contention on shared filesystems such as GCS). The key of an entry holds the process's own
@@ -12,8 +13,13 @@ Nothing here runs in a user's process: only the test suite's subprocesses import
 jax release renames what this wraps, the wrapper is not installed and the tests only run slower.
 """
 
+import gc
 import importlib.abc
+import os
 import sys
+
+if os.environ.get("BIGJAX_TEST_GC_THRESHOLD"):
+  gc.set_threshold(*map(int, os.environ["BIGJAX_TEST_GC_THRESHOLD"].split(",")))
 
 _TARGET = "jax._src.compiler"
 
