@@ -64,8 +64,10 @@ def _plm_state():
   return state, plm_setup.model_signature(config, layout)
 
 
+@jax.jit
 def _perturbed(state):
-  """Another state of the same shapes (as after a training step)."""
+  """Another state of the same shapes (as after a training step; one program, not one per
+  array)."""
   return jax.tree.map(
       lambda x: x + jnp.ones_like(x) if jnp.issubdtype(x.dtype, jnp.floating) else x + 1, state
   )

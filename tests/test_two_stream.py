@@ -5,6 +5,8 @@ for an order and a target set), gathering the visible keys position by position 
 reading perm_mask, so it checks the masks and the attention code at once.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,12 @@ def _model(depth=2, dtype=jnp.float64):
 def _init(model, seed=0):
   """Parameters with non-trivial biases and LayerNorm parameters, so the reference checks them
   too (in one compiled program: op by op it compiled about 200 small ones)."""
+  return _jit_init(model)(rbg_key(seed), rbg_key(seed + 1))
+
+
+@functools.cache
+def _jit_init(model):
+  """_init's program for `model`, built once per model in a process (the tests share models)."""
 
   @jax.jit
   def init(key, noise_key):
@@ -44,7 +52,7 @@ def _init(model, seed=0):
     leaves = [x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
     return jax.tree.unflatten(tree, leaves)
 
-  return init(rbg_key(seed), rbg_key(seed + 1))
+  return init
 
 
 def _inputs(seed, target_prob=0.6):

@@ -2,6 +2,7 @@
 save and gives the same logits, and bad directories fail with the tensor or file named."""
 
 import copy
+import functools
 import json
 import os
 import sys
@@ -54,7 +55,13 @@ def _hf_out(model, inputs):
 
 
 def _ours(model, params, inputs, key):
-  return np.asarray(jax.jit(lambda p, x: model.apply(p, **x)[key])(params, inputs))
+  return np.asarray(_jit_apply(model, key)(params, inputs))
+
+
+@functools.cache
+def _jit_apply(model, key):
+  """`model`'s output `key`, jitted once per model and output in a process."""
+  return jax.jit(lambda p, x: model.apply(p, **x)[key])
 
 
 @pytest.mark.parametrize("name, key", [("lm", "lm_logits"), ("cls", "logits"), ("base", "content")])
