@@ -18,6 +18,11 @@ over a heap of about a million objects (imports, jit caches) ran 17 times in 71 
 test_plm_mnist, test_gan_eval and test_xlnet (3.5 s); with 10,000 they ran twice (0.6 s), with
 the same peak memory. The same garbage is collected, in fewer passes.
 
+Python caches the bytecode of the repository's modules (and pytest its rewritten test modules)
+even where $PYTHONDONTWRITEBYTECODE is set, as on our CI machines: otherwise every worker and
+every one of the about 40 subprocesses compiled them from source again (collection took 7.5 s of
+CPU without the cache, 6.2 s with it; importing three experiments 2.2-2.5 s against 2.0-2.1 s).
+
 These settings also reach the `python -m ...` subprocesses that tests start, through the
 environment variables set here: jax reads JAX_<OPTION NAME> when it is imported, and
 `subprocess_env` puts `tests/subprocess_site` on their PYTHONPATH, whose sitecustomize sets the
@@ -97,6 +102,8 @@ if JAX_CACHE_DIR:
 # been imported before this file by a plugin).
 os.environ.update(_SUITE_ENV)
 gc.set_threshold(*GC_THRESHOLD)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 jax.config.update("jax_disable_most_optimizations", True)
 if JAX_CACHE_DIR:
   jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)

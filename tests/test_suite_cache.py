@@ -1,5 +1,6 @@
 """The test suite's settings (tests/conftest.py): its persistent compilation cache stays writable,
-and its processes and subprocesses collect garbage with the suite's thresholds."""
+and its processes and subprocesses collect garbage with the suite's thresholds and cache
+bytecode."""
 
 import gc
 import os
@@ -33,17 +34,17 @@ def test_an_unfinished_cache_entry_is_dropped_and_writes_work_again(tmp_path):
   assert drop_unfinished_cache_entries(str(tmp_path / "missing")) == []
 
 
-def test_the_suite_and_its_subprocesses_use_its_collector_thresholds():
-  assert gc.get_threshold() == conftest.GC_THRESHOLD
+def test_the_suite_and_its_subprocesses_use_its_collector_thresholds_and_bytecode_cache():
+  assert gc.get_threshold() == conftest.GC_THRESHOLD and not sys.dont_write_bytecode
   proc = subprocess.run(
-      [sys.executable, "-c", "import gc; print(gc.get_threshold())"],
+      [sys.executable, "-c", "import gc, sys; print(gc.get_threshold(), sys.dont_write_bytecode)"],
       env=conftest.subprocess_env(),
       capture_output=True,
       text=True,
       timeout=60,
       check=True,
   )
-  assert proc.stdout.strip() == str(conftest.GC_THRESHOLD)
+  assert proc.stdout.strip() == f"{conftest.GC_THRESHOLD} False"
 
 
 def test_the_files_run_first_exist():
