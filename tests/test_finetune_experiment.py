@@ -4,6 +4,7 @@ Fig. 18, scoring any file, resuming, and the refusals."""
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -11,11 +12,12 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
+import conftest
 from bigjax.models import xlnet_weights
 from bigjax import training
 from bigjax.training import SignatureMismatchError
 from configs import finetune as finetune_config
-from experiments import finetune, finetune_eval, finetune_sweep
+from experiments import finetune, finetune_eval, finetune_setup, finetune_sweep
 from test_text_data import _sentences
 
 
@@ -58,10 +60,20 @@ def pretrain_tiny(root) -> tuple[str, dict]:
   return workdir, finetune.train(config, workdir, progress=False)
 
 
+def shared_pretrained(tmp_path_factory) -> tuple[str, dict]:
+  """`pretrain_tiny`'s (workdir, summary), trained once per test run (conftest.shared_dir; also
+  read by test_multiprocess_runs): read it only."""
+  root = conftest.shared_dir(
+      tmp_path_factory, "tiny_pretrained", lambda path: pretrain_tiny(pathlib.Path(path))
+  )
+  workdir = os.path.join(root, "run")
+  with open(os.path.join(workdir, finetune_setup.SUMMARY_FILE)) as f:
+    return workdir, json.load(f)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  """`pretrain_tiny`'s (workdir, summary)."""
-  return pretrain_tiny(tmp_path_factory.mktemp("lm"))
+  return shared_pretrained(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

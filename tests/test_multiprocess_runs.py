@@ -17,7 +17,7 @@ from bigjax.training import runs
 from configs import finetune as finetune_config
 from configs import mnist_classifier as classifier_config
 from experiments import classifier_setup, finetune, finetune_runs, finetune_setup
-from test_finetune_experiment import _write_rte, pretrain_tiny
+from test_finetune_experiment import _write_rte, shared_pretrained
 from test_multiprocess import (
     _assert_rows_close,
     _assert_same_training,
@@ -32,9 +32,9 @@ from test_multiprocess import (
 
 @pytest.fixture(scope="module")
 def ft_inputs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("mp_ft")
-  _, summary = pretrain_tiny(root)
-  return summary["model_dir"], _write_rte(root / "RTE")
+  """(the suite's tiny pretrained model, an RTE directory)."""
+  _, summary = shared_pretrained(tmp_path_factory)
+  return summary["model_dir"], _write_rte(tmp_path_factory.mktemp("mp_ft") / "RTE")
 
 
 def _ft_argv(workdir, model_dir, task_dir):
