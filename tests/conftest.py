@@ -19,7 +19,7 @@ test_plm_mnist, test_gan_eval and test_xlnet (3.5 s); with 10,000 they ran twice
 the same peak memory. The same garbage is collected, in fewer passes.
 
 Python caches the bytecode of the repository's modules (and pytest its rewritten test modules)
-even where $PYTHONDONTWRITEBYTECODE is set, as on our CI machines: otherwise every worker and
+even where $PYTHONDONTWRITEBYTECODE is set, as in this project's sandbox: otherwise every worker and
 every one of the about 40 subprocesses compiled them from source again (collection took 7.5 s of
 CPU without the cache, 6.2 s with it; importing three experiments 2.2-2.5 s against 2.0-2.1 s).
 
@@ -270,15 +270,21 @@ def smoke_classifier(tmp_path_factory):
   return _shared_classifier(tmp_path_factory, "smoke_classifier", config_lib.get_config("smoke"))
 
 
-@pytest.fixture(scope="session")
-def smoke_partial_classifier(tmp_path_factory):
-  """(workdir, summary) of the smoke classifier of partial digits, 7x7 patches (the smoke GAN's
-  patch size), trained once per test run. Read it only."""
+def smoke_partial_config():
+  """configs/mnist_classifier.py:smoke reading partial digits of 7x7 patches (the smoke GAN's
+  patch size)."""
   from configs import mnist_classifier as config_lib
 
   config = config_lib.get_config("smoke")
   config.data.source_patch = 7
-  return _shared_classifier(tmp_path_factory, "smoke_partial_classifier", config)
+  return config
+
+
+@pytest.fixture(scope="session")
+def smoke_partial_classifier(tmp_path_factory):
+  """(workdir, summary) of `smoke_partial_config()`'s classifier, trained once per test run.
+  Read it only."""
+  return _shared_classifier(tmp_path_factory, "smoke_partial_classifier", smoke_partial_config())
 
 
 def rbg_key(seed):

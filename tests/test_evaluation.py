@@ -433,15 +433,13 @@ def test_command_line_prints_the_summary(trained, tmp_path):
 # The partial-digit classifier (data.source_patch > 0), the reference for exact samplers.
 
 
-def _partial_config():
-  c = mnist_classifier.get_config("smoke")
-  c.data.source_patch = 7
-  return c
+_partial_config = conftest.smoke_partial_config
 
 
 @pytest.fixture(scope="module")
 def trained_partial(smoke_partial_classifier):
-  """_partial_config()'s run: the suite's shared one (conftest, also read by test_gan_eval)."""
+  """_partial_config()'s run: the suite's shared one (conftest, also read by test_gan_eval),
+  checked to have saved that config."""
   workdir, summary = smoke_partial_classifier
   trained_with = runs.read_config(workdir, classifier_setup.KIND)
   assert trained_with.to_json(sort_keys=True) == _partial_config().to_json(sort_keys=True)

@@ -5,8 +5,6 @@ for an order and a target set), gathering the visible keys position by position 
 reading perm_mask, so it checks the masks and the attention code at once.
 """
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,6 +13,7 @@ import pytest
 
 from bigjax import permutation
 from bigjax import tasks
+from bigjax.evaluation.chunked import by_value
 from bigjax.models.two_stream import TwoStreamTransformer
 from conftest import rbg_key
 
@@ -39,7 +38,7 @@ def _init(model, seed=0):
   return _jit_init(model)(rbg_key(seed), rbg_key(seed + 1))
 
 
-@functools.cache
+@by_value
 def _jit_init(model):
   """_init's program for `model`, built once per model in a process (the tests share models)."""
 

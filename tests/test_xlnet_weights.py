@@ -2,7 +2,6 @@
 save and gives the same logits, and bad directories fail with the tensor or file named."""
 
 import copy
-import functools
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from bigjax.evaluation.chunked import by_value
 from bigjax.models import xlnet_weights
 from conftest import rbg_key
 
@@ -58,7 +58,7 @@ def _ours(model, params, inputs, key):
   return np.asarray(_jit_apply(model, key)(params, inputs))
 
 
-@functools.cache
+@by_value
 def _jit_apply(model, key):
   """`model`'s output `key`, jitted once per model and output in a process."""
   return jax.jit(lambda p, x: model.apply(p, **x)[key])
