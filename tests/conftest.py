@@ -29,7 +29,10 @@ environment variables set here: jax reads JAX_<OPTION NAME> when it is imported,
 collector's threshold from $BIGJAX_TEST_GC_THRESHOLD. jax writes cache entries from process 0
 only, and an entry's key holds its process's devices, so the processes of a multi-process test
 after the first would compile every run: the same sitecustomize lets each process write its own
-entries (the suite's cache is local and locked; see that file).
+entries (the suite's cache is local and locked). The size limit that gives the cache its lock
+also makes jax scan every entry before each write, a time quadratic in the entries of a run that
+fills an empty cache: here and in the subprocesses, a write under the limit skips that scan
+(tests/subprocess_site/suite_jax_cache.py says how, and what it measured).
 """
 
 import atexit
@@ -42,8 +45,12 @@ import shutil
 import sys
 
 import jax
+from jax._src import lru_cache
 from jax.experimental.compilation_cache import compilation_cache
 import pytest
+
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "subprocess_site"))
+import suite_jax_cache  # tests/subprocess_site/, which the subprocesses import too
 
 _CACHE_MAX_BYTES = 4 << 30
 
@@ -111,6 +118,7 @@ if JAX_CACHE_DIR:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
   compilation_cache.reset_cache()
+  suite_jax_cache.skip_needless_eviction_scans(lru_cache)
 
 
 # The longest test files, longest first (measured with `--durations=0`, summed per file). Under

@@ -1,22 +1,19 @@
 """Imported at the start of every `python ...` subprocess the tests start (conftest.subprocess_env
 puts this directory on PYTHONPATH): sets the garbage collector's thresholds from
-$BIGJAX_TEST_GC_THRESHOLD (the suite's, conftest.GC_THRESHOLD), and lets every JAX process write
-the suite's persistent compilation cache.
+$BIGJAX_TEST_GC_THRESHOLD (the suite's, conftest.GC_THRESHOLD), and, once jax._src.compiler is
+imported, applies the suite's changes to how jax writes its persistent compilation cache
+(suite_jax_cache.py here: every process writes its own entries, and a write under the size limit
+skips jax's eviction scan).
 
-jax writes cache entries from process 0 only (`jax._src.compiler._cache_write`: a guard against
-write contention on shared filesystems such as GCS). The key of an entry holds the process's own
-devices, so process 1's programs never match process 0's entries and every multi-process test
-compiled them again. The suite's cache is a local directory with a file lock, so here each process
-writes its own entries; a hit still returns the executable a compile would have built.
-
-Nothing here runs in a user's process: only the test suite's subprocesses import this file. If a
-jax release renames what this wraps, the wrapper is not installed and the tests only run slower.
+Nothing here runs in a user's process: only the test suite's subprocesses import this file.
 """
 
 import gc
 import importlib.abc
 import os
 import sys
+
+import suite_jax_cache  # beside this file, on the subprocesses' PYTHONPATH
 
 if os.environ.get("BIGJAX_TEST_GC_THRESHOLD"):
   gc.set_threshold(*map(int, os.environ["BIGJAX_TEST_GC_THRESHOLD"].split(",")))
@@ -25,20 +22,11 @@ _TARGET = "jax._src.compiler"
 
 
 def _patch(compiler) -> None:
-  write = getattr(compiler, "_cache_write", None)
-  state = getattr(getattr(compiler, "distributed", None), "global_state", None)
-  if write is None or state is None or not hasattr(state, "process_id"):
-    return
-
-  def _cache_write_from_any_process(*args, **kwargs):
-    process_id = state.process_id
-    state.process_id = 0
-    try:
-      return write(*args, **kwargs)
-    finally:
-      state.process_id = process_id
-
-  compiler._cache_write = _cache_write_from_any_process
+  suite_jax_cache.write_from_any_process(compiler)
+  # jax._src.compiler imports jax._src.compilation_cache, which imports jax._src.lru_cache.
+  lru_cache = sys.modules.get("jax._src.lru_cache")
+  if lru_cache is not None:
+    suite_jax_cache.skip_needless_eviction_scans(lru_cache)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
