@@ -69,10 +69,11 @@ def drop_unfinished_cache_entries(path: str) -> list[str]:
 
   jax writes an entry's `-cache` file, then its `-atime` file. A process killed between the two
   (the kill -9 tests kill processes that write this cache), or in the middle of the first, leaves
-  a `-cache` file alone, and from then on every write to the cache fails: before writing, jax
-  reads the access time of every entry to choose what to evict, and that read raises
-  FileNotFoundError ("Error writing persistent compilation cache entry"), so new programs are
-  compiled again in every run. Runs under jax's own lock of the directory, so no write in
+  a `-cache` file alone, and from then on every write that runs jax's eviction scan fails (in
+  jax alone every write; with the suite's wrapper, suite_jax_cache, every write that takes the
+  cache over its size limit): the scan reads the access time of every entry to choose what to
+  evict, and that read raises FileNotFoundError ("Error writing persistent compilation cache
+  entry"), so new programs are compiled again in every run. Runs under jax's own lock of the directory, so no write in
   progress is taken for an unfinished one."""
   import filelock  # pylint: disable=import-outside-toplevel
 
